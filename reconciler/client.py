@@ -1,0 +1,136 @@
+"""One requests.Session with a bounded pool of keep-alive connections, and a bounded thread pool to use it.
+
+Every stage that talks to CouchDB goes through CouchSession, so the pool size,
+TLS settings, timeouts, retries of safe requests and error wording live here once.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .errors import ServerError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_POOL = 16
+
+
+@dataclass(frozen=True)
+class Connection:
+    url: str
+    user: str | None = None
+    password: str | None = None
+    pool: int = DEFAULT_POOL
+    timeout: float = 30.0
+    verify: bool | str = True  # False, True or a CA bundle path (--cacert)
+
+
+def db_path(name: str, *rest: str) -> str:
+    """URL path of a database (and what follows); names may hold `/` and `+`, which must be escaped."""
+    return "/".join([quote(name, safe="")] + [quote(part, safe="") for part in rest])
+
+
+class CouchSession:
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self.base = connection.url.rstrip("/")
+        self.requests_sent = 0  # benchmarks and tests count requests through this
+        self._http = requests.Session()
+        if connection.user is not None:
+            self._http.auth = (connection.user, connection.password or "")
+        self._http.verify = connection.verify
+        # Only idempotent reads are retried by the transport; writes are retried by apply, which knows what is safe.
+        retry = Retry(total=3, connect=3, read=2, status=2, backoff_factor=0.2,
+                      status_forcelist=(502, 503, 504), allowed_methods=frozenset({"GET", "HEAD"}))
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connection.pool, pool_block=True, max_retries=retry)
+        self._http.mount("http://", adapter)
+        self._http.mount("https://", adapter)
+        self._pool = ThreadPoolExecutor(max_workers=connection.pool, thread_name_prefix="couch")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._http.close()
+
+    def __enter__(self) -> "CouchSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                body: Any = None, ok: Iterable[int] = (), what: str | None = None) -> requests.Response:
+        """Send one request. Statuses >= 400 not listed in `ok` raise ServerError with one readable line."""
+        url = f"{self.base}/{path.lstrip('/')}"
+        data = None if body is None else json.dumps(body)
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        self.requests_sent += 1
+        try:
+            response = self._http.request(method, url, params=params, data=data, headers=headers,
+                                          timeout=self.connection.timeout)
+        except requests.exceptions.SSLError as exc:
+            raise ServerError(f"TLS error talking to {self.base}: {_first_line(exc)}; check --cacert") from None
+        except requests.exceptions.Timeout:
+            raise ServerError(f"{method} {path}: no answer from {self.base} within {self.connection.timeout:g}s; "
+                              "the server is overloaded or unreachable, rerun when it answers") from None
+        except requests.exceptions.RetryError as exc:
+            raise ServerError(f"{method} {path}: the server kept failing ({_first_line(exc)}); rerun later") from None
+        except requests.exceptions.ConnectionError:
+            raise ServerError(f"cannot reach CouchDB at {self.base}; check COUCHDB_URL or --server "
+                              "and that the server is running") from None
+        if response.status_code >= 400 and response.status_code not in set(ok):
+            raise _server_error(method, path, response, what)
+        return response
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw).json()
+
+    def put(self, path: str, body: Any, **kw: Any) -> Any:
+        return self.request("PUT", path, body=body, **kw).json()
+
+    def post(self, path: str, body: Any, **kw: Any) -> Any:
+        return self.request("POST", path, body=body, **kw).json()
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw).json()
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """fn over items on the bounded thread pool, results in input order; the first error propagates."""
+        return self._pool.map(fn, items)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _server_error(method: str, path: str, response: requests.Response, what: str | None) -> ServerError:
+    try:
+        payload = response.json()
+        error, reason = payload.get("error"), payload.get("reason")
+    except (ValueError, AttributeError):
+        error, reason = None, response.text[:200].strip()
+    subject = what or f"{method} /{path.lstrip('/')}"
+    status = response.status_code
+    if status == 401:
+        advice = "check COUCHDB_USER and COUCHDB_PASSWORD"
+    elif status == 403:
+        advice = "the credentials lack the rights for this; use a server admin"
+    elif status == 409:
+        advice = "someone changed it meanwhile; rerun plan and apply"
+    elif status >= 500:
+        advice = "the server failed; rerun when it is healthy"
+    else:
+        advice = ""
+    detail = ": ".join(part for part in (error, reason) if part)
+    line = f"{subject}: HTTP {status}" + (f" {detail}" if detail else "") + (f"; {advice}" if advice else "")
+    return ServerError(line, status=status, error=error)
