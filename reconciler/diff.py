@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
+from .expand import Desired
 from .load import Source
 
 
@@ -26,6 +27,8 @@ class Change:
     fields: tuple[FieldChange, ...] = ()
     version: str | None = None  # the live version this change was computed against
     notes: tuple[str, ...] = ()  # warnings shown under the change
+    destroys: str | None = None  # data a Delete/Replace loses ("12 documents"): needs --allow-delete-data
+    desired: "Desired | None" = None  # what the manifests want (body, secret references, options); set by the engine
 
     action: ClassVar[str]
     symbol: ClassVar[str]

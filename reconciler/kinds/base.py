@@ -8,6 +8,36 @@
 A module exposes module-level `MANIFEST` and/or `RESOURCE` instances; the
 registry in `reconciler.kinds` discovers them, so adding a kind is adding one
 module (and its schema file).
+
+How the engine drives a ResourceKind (reconciler/plan.py, reconciler/apply.py):
+
+1. expand: Desired objects with the same (kind, key) are folded with
+   `merge(first, second)` when the kind has it; a kind without `merge`, or a
+   `merge` raising ReconcileError, makes the second one a conflict diagnostic.
+2. observe(session, wanted, prune=...): once per plan, for kinds that have
+   wanted objects or may prune. Return live objects by key: every wanted one
+   that exists and, when `prune` is true, every managed one (carrying this
+   tool's ownership marker) that could be deleted. Read in bulk; share reads
+   with other kinds through caches keyed by the session (see nodes.py).
+3. diff(wanted, live) for every key in wanted | live. `wanted is None` means
+   the manifests no longer list it: return Delete only when `live.managed`.
+   The engine fills `Change.desired` itself; a Delete or Replace that destroys
+   data sets `Change.destroys` ("12 documents"), which needs
+   --allow-delete-data. `warnings(wanted, live)` (optional) yields plan notes.
+4. apply(session, changes, secrets): changes of this kind only, in plan order,
+   in chunks (the engine reports progress between chunks); `secrets` maps a
+   change's key to its {field: SecretRef}, resolved only here. Raise
+   ReconcileError/ServerError with one line naming the object on failure.
+   Writes must be safe to repeat: a rerun after a failure converges.
+5. reread(session, keys) (optional): the current Observed of exactly these
+   keys, for `apply PLANFILE` to refuse a stale plan before writing anything
+   (a Change whose `version` differs from the reread one, or a Create whose key
+   now exists). Without it the engine calls observe() with the changes' wanted
+   objects.
+6. parent(key) (optional): (kind, key) of the object this one lives in (the
+   security object of database `db` lives in ("database", "db")). When the
+   parent is created or replaced, the engine diffs this object against
+   `live=None`, since the replaced parent loses it.
 """
 
 from __future__ import annotations
@@ -15,10 +45,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
+    from ..client import CouchSession
     from ..diff import Change
     from ..expand import Desired
     from ..load import Manifest
     from ..observe import Observed
+    from ..secrets import SecretRef
     from ..validate import Diagnostic
 
 
@@ -36,14 +68,23 @@ class ManifestKind(Protocol):
 
 class ResourceKind(Protocol):
     name: str  # as in Desired.kind: "database"
-    order: int  # apply order, lower first: databases before security before design docs; users before roles
+    order: int  # apply order, lower first: database 10, security 20, design docs 30, user 40...
 
-    def observe(self, session: Any, wanted: Sequence["Desired"]) -> Mapping[str, "Observed"]:
-        """Read, in bulk, the live objects wanted plus the managed ones that could be pruned."""
+    def observe(self, session: "CouchSession", wanted: Sequence["Desired"], prune: bool = False
+                ) -> Mapping[str, "Observed"]:
+        """Read, in bulk, the live objects wanted, plus (when `prune`) the managed ones that could be pruned."""
         ...
 
     def diff(self, wanted: "Desired | None", live: "Observed | None") -> "Change | None":
         ...
 
-    def apply(self, session: Any, changes: Sequence["Change"]) -> None:
+    def apply(self, session: "CouchSession", changes: Sequence["Change"],
+              secrets: Mapping[str, Mapping[str, "SecretRef"]]) -> None:
         ...
+
+    # Optional members (looked up with getattr): see the module docstring.
+    # def merge(self, first: Desired, second: Desired) -> Desired
+    # def warnings(self, wanted: Desired | None, live: Observed | None) -> Iterable[str]
+    # def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]
+    # def parent(self, key: str) -> tuple[str, str] | None
+
