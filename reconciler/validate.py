@@ -1,0 +1,316 @@
+"""Stage 2, validate: manifests -> every problem at once, each on the line of the offending key.
+
+Three passes, all offline: the kind's JSON Schema (shape), checks that hold for
+every kind (known kind, unique names), and each kind's own `MANIFEST.check`
+(meaning, cross-references). A kind's check only sees manifests whose shape is
+valid, so it may rely on the schema.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import jsonschema
+import referencing
+from referencing.jsonschema import DRAFT202012
+
+from .load import Manifest, ManifestError, Source, load
+from .secrets import SecretRef, SecretRefError
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+ENVELOPE_SCHEMA = "manifest.schema.json"  # dispatches on `kind`; what editors use for multi-kind files
+
+# CouchDB's rule for database names (couch_db.erl DBNAME_REGEX); `_` names are the system databases.
+DATABASE_NAME = re.compile(r"[a-z][a-z0-9_$()+/-]*")
+SYSTEM_DATABASES = ("_users", "_replicator", "_global_changes")
+# CouchDB 3.x stores a shard as `shards/RANGE/NAME.TIMESTAMP.couch`: NAME + 17 bytes must fit a 255-byte
+# file name (apache/couchdb#2174 made the same 238-byte limit explicit for later versions).
+DATABASE_NAME_MAX_BYTES = 238
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    source: Source
+    subject: str | None  # "Database/orders"; None when the file itself is broken
+    message: str  # what is wrong
+    hint: str  # how to fix it
+    severity: str = "error"  # "error" or "warning": warnings never fail a command
+
+    def __str__(self) -> str:
+        level = "warning: " if self.severity == "warning" else ""
+        subject = f"{self.subject}: " if self.subject else ""
+        return f"{self.source}: {level}{subject}{self.message}; {self.hint}"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+    @classmethod
+    def at(cls, manifest: Manifest, path: Sequence[str | int], message: str, hint: str,
+           severity: str = "error") -> "Diagnostic":
+        return cls(manifest.where(*path), manifest.subject, message, hint, severity)
+
+
+def load_and_validate(path: str) -> tuple[list[Manifest], list[Diagnostic]]:
+    """Everything `reconcile validate` checks; plan and apply use it too, so they refuse what validate refuses."""
+    loaded = load(path)
+    diagnostics = [_from_load_error(error) for error in loaded.errors] + validate(loaded.manifests)
+    return loaded.manifests, sorted(diagnostics, key=_position)
+
+
+def validate(manifests: Sequence[Manifest]) -> list[Diagnostic]:
+    # Imported here because kind modules import this one for Diagnostic and the helpers below.
+    from .kinds import MANIFESTS
+
+    diagnostics: list[Diagnostic] = []
+    shaped: list[Manifest] = []
+    for manifest in manifests:
+        if manifest.kind not in MANIFESTS:
+            diagnostics.append(Diagnostic.at(manifest, ("kind",), f"unknown kind `{manifest.kind}`",
+                                             closest(manifest.kind, MANIFESTS, "the kinds are")))
+            continue
+        problems = list(schema_diagnostics(manifest, MANIFESTS[manifest.kind].schema))
+        diagnostics.extend(problems)
+        if not problems:
+            shaped.append(manifest)
+    diagnostics.extend(_duplicate_names(manifests, MANIFESTS))
+    for kind, plugin in sorted(MANIFESTS.items()):
+        diagnostics.extend(plugin.check([m for m in shaped if m.kind == kind], shaped))
+    return sorted(diagnostics, key=_position)
+
+
+def _position(diagnostic: Diagnostic) -> tuple[str, int, str]:
+    return diagnostic.source.file, diagnostic.source.line, diagnostic.message
+
+
+def _from_load_error(error: ManifestError) -> Diagnostic:
+    return Diagnostic(error.source, None, error.message, error.hint)
+
+
+def _duplicate_names(manifests: Sequence[Manifest], kinds: dict[str, Any]) -> Iterator[Diagnostic]:
+    first: dict[tuple[str, str], Manifest] = {}
+    for manifest in manifests:
+        plugin = kinds.get(manifest.kind)
+        if plugin is None or not getattr(plugin, "unique_names", True):
+            continue
+        earlier = first.setdefault((manifest.kind, manifest.name), manifest)
+        if earlier is not manifest:
+            yield Diagnostic.at(manifest, ("metadata", "name"),
+                                f"declared twice (first at {earlier.where('metadata', 'name')})",
+                                "merge the two documents or rename one")
+
+
+# ---------------------------------------------------------------- schemas
+
+@cache
+def schema(file: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / file).read_text(encoding="utf-8"))
+
+
+def schema_files() -> list[str]:
+    return sorted(path.name for path in SCHEMA_DIR.glob("*.schema.json"))
+
+
+@cache
+def _registry() -> referencing.Registry:
+    resources = [(schema(f)["$id"], DRAFT202012.create_resource(schema(f))) for f in schema_files()]
+    return referencing.Registry().with_resources(resources)
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+@_FORMATS.checks("secret-ref", raises=SecretRefError)
+def _is_secret_ref(value: object) -> bool:
+    if isinstance(value, str):
+        SecretRef.parse(value, ".")
+    return True
+
+
+@cache
+def _validator(file: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema(file), registry=_registry(), format_checker=_FORMATS)
+
+
+def bundle(file: str) -> dict[str, Any]:
+    """`file`'s schema with every schema it refers to embedded under `$defs` (a JSON Schema 2020-12 compound
+    document): one self-contained JSON document to hand to an editor or another validator."""
+    root = dict(schema(file))
+    embedded: dict[str, Any] = {}
+    pending = [file]
+    while pending:
+        for ref in _file_refs(schema(pending.pop())):
+            if ref != file and ref not in embedded:
+                embedded[ref] = schema(ref)
+                pending.append(ref)
+    if embedded:
+        root["$defs"] = {**root.get("$defs", {}), **dict(sorted(embedded.items()))}
+    return root
+
+
+def _file_refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            yield ref.partition("#")[0]
+        for value in node.values():
+            yield from _file_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _file_refs(value)
+
+
+def schema_diagnostics(manifest: Manifest, file: str) -> Iterator[Diagnostic]:
+    for error in _validator(file).iter_errors(manifest.document):
+        yield from _explain(manifest, error)
+
+
+def _explain(manifest: Manifest, error: jsonschema.ValidationError) -> Iterator[Diagnostic]:
+    """A schema error in words a user acts on. Never repeats a value that could be a secret."""
+    path = tuple(error.absolute_path)
+    if "propertyNames" in error.schema_path:
+        path += (error.instance,)  # jsonschema reports a bad key at its mapping; point at the key itself
+    field = _dotted(path)
+    rule = error.schema if isinstance(error.schema, dict) else {}
+    if "x-message" in rule:
+        yield Diagnostic.at(manifest, path, f"`{field}` {rule['x-message']}", rule.get("x-hint", _described(rule)))
+        return
+    instance, kind = error.instance, error.validator
+    if kind == "required":
+        missing = re.match(r"'(.*)' is a required property", error.message)
+        name = missing.group(1) if missing else str(error.validator_value)
+        where = f" in `{field}`" if path else ""
+        described = _described(error.schema.get("properties", {}).get(name, {}))
+        yield Diagnostic.at(manifest, path, f"`{name}` is missing{where}", f"add `{name}:` ({described})")
+    elif kind in ("additionalProperties", "unevaluatedProperties"):
+        allowed = sorted(error.schema.get("properties", {}))
+        for key in sorted(k for k in instance if k not in allowed):
+            where = f" in `{field}`" if path else " at the top level"
+            yield Diagnostic.at(manifest, path + (key,), f"unknown field `{key}`{where}",
+                                closest(key, allowed, "the fields are"))
+    elif kind == "type":
+        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        words = " or ".join(_TYPE_WORDS.get(t, t) for t in wanted)
+        yield Diagnostic.at(manifest, path, f"`{field}` must be {words}, not {_describe(instance)}", _described(rule))
+    elif kind in ("enum", "const"):
+        options = error.validator_value if kind == "enum" else [error.validator_value]
+        yield Diagnostic.at(manifest, path, f"`{field}` is `{instance}`, not one of {', '.join(map(str, options))}",
+                            closest(str(instance), [str(o) for o in options], "write one of"))
+    elif kind == "format" and isinstance(error.cause, SecretRefError):
+        yield Diagnostic.at(manifest, path, f"`{field}`: {error.cause.message}", error.cause.hint)
+    elif kind in ("minimum", "exclusiveMinimum", "maximum"):
+        bound = {"minimum": "at least", "exclusiveMinimum": "more than", "maximum": "at most"}[kind]
+        yield Diagnostic.at(manifest, path, f"`{field}` must be {bound} {error.validator_value}", _described(rule))
+    elif kind in ("minItems", "minLength", "minProperties"):
+        yield Diagnostic.at(manifest, path, f"`{field}` must not be empty", _described(rule))
+    elif kind == "uniqueItems":
+        yield Diagnostic.at(manifest, path, f"`{field}` lists the same value twice", "remove the repetition")
+    else:
+        yield Diagnostic.at(manifest, path, f"`{field}` is not valid ({error.message})", _described(rule))
+
+
+_TYPE_WORDS = {"string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false",
+               "array": "a list", "object": "a mapping", "null": "empty"}
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "document"
+
+
+def _described(rule: dict[str, Any]) -> str:
+    return rule.get("description", "see `reconcile schema` for the expected shape").rstrip(".")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if value is None:
+        return "empty"
+    return type(value).__name__  # dates and times YAML recognised on its own
+
+
+def closest(word: str, choices: Iterable[str], listing: str) -> str:
+    """A hint naming the nearest of `choices` to a misspelt `word`, or listing them all."""
+    choices = sorted(choices)
+    match = difflib.get_close_matches(word, choices, n=1)
+    return f"did you mean `{match[0]}`?" if match else f"{listing}: {', '.join(choices)}"
+
+
+# ---------------------------------------------------------------- helpers for the kinds' checks
+
+def database_name_problem(name: str) -> str | None:
+    """Why CouchDB would refuse `name` as a database name, or None."""
+    if name in SYSTEM_DATABASES:
+        return None
+    if name.startswith("_"):
+        return (f"`{name}` is not a system database; names starting with `_` are reserved "
+                f"({', '.join(SYSTEM_DATABASES)})")
+    if not DATABASE_NAME.fullmatch(name):
+        return (f"`{name}` is not a valid CouchDB database name: it must start with a lowercase letter and hold "
+                "only a-z, 0-9 and _ $ ( ) + - /")
+    if len(name.encode()) > DATABASE_NAME_MAX_BYTES:
+        return f"the database name is {len(name.encode())} bytes long, above CouchDB's {DATABASE_NAME_MAX_BYTES}"
+    return None
+
+
+def user_name_problem(name: str) -> str | None:
+    """Why `_users` (its _auth validation function) would refuse `name`, or None."""
+    if name.startswith("_"):
+        return f"user name `{name}` starts with `_`, which `_users` refuses (reserved for system names)"
+    if ":" in name:
+        return f"user name `{name}` holds `:`, which `_users` refuses (and HTTP basic auth could not carry)"
+    if name != name.strip():
+        return f"user name `{name}` starts or ends with spaces, which no login form sends"
+    return None
+
+
+def declared_roles(every: Sequence[Manifest]) -> set[str]:
+    return {m.name for m in every if m.kind == "Role"}
+
+
+def role_diagnostics(manifest: Manifest, path: tuple[str | int, ...], roles: Sequence[str],
+                     every: Sequence[Manifest]) -> Iterator[Diagnostic]:
+    """Roles in a security object must be declared by a Role manifest (system roles such as `_admin` excepted)."""
+    declared = declared_roles(every)
+    for index, role in enumerate(roles):
+        if not role.startswith("_") and role not in declared:
+            yield Diagnostic.at(manifest, path + (index,), f"role `{role}` is not declared by any Role manifest",
+                                closest(role, declared, "declare it with `kind: Role`; declared roles are")
+                                if declared else "declare it with `kind: Role`")
+
+
+def database_is_declared(name: str, every: Sequence[Manifest]) -> bool:
+    """A Database manifest declares it, a UserDatabases template produces it, or CouchDB itself owns it."""
+    return (name in SYSTEM_DATABASES
+            or any(m.kind == "Database" and m.name == name for m in every)
+            or any(m.kind == "UserDatabases" and name.startswith(m.spec.get("prefix", "userdb-")) for m in every))
+
+
+def undeclared_database(manifest: Manifest, path: tuple[str | int, ...], name: str,
+                        every: Sequence[Manifest]) -> Iterator[Diagnostic]:
+    problem = database_name_problem(name)
+    if problem:
+        yield Diagnostic.at(manifest, path, problem, "fix the name")
+    elif not database_is_declared(name, every):
+        declared = [m.name for m in every if m.kind == "Database"]
+        yield Diagnostic.at(manifest, path, f"database `{name}` is not declared by any manifest",
+                            closest(name, declared, "declare it with `kind: Database` (unless it exists already); "
+                                                    "declared databases are") if declared
+                            else "declare it with `kind: Database` unless it already exists", severity="warning")
