@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from .. import nodes
+from ..client import CouchSession
+from ..diff import Change, Create, FieldChange, Update
+from ..errors import ReconcileError
 from ..expand import Desired
 from ..load import Manifest
+from ..observe import Observed
+from ..secrets import SecretRef
 from ..validate import Diagnostic
 
 # Manifest kinds whose expansion writes node config: a key may be set by only one of them.
 CONFIG_KINDS = ("NodeConfig", "Cors")
 
 
-def config_value(value: Any) -> str:
-    """As CouchDB stores it: /_config takes only JSON strings, so `true` is "true" and 3600 is "3600"."""
+def config_value(value: Any) -> str | None:
+    """As CouchDB stores it: /_config takes only JSON strings, so `true` is "true" and 3600 is "3600".
+
+    `null` stays None: the key is to be unset (deleted on the nodes that hold it).
+    """
+    if value is None:
+        return None
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -64,3 +75,77 @@ def _overlap(a: Desired, b: Desired) -> bool:
 
 
 MANIFEST = NodeConfigManifest()
+
+
+class ConfigResource:
+    """One `section/key` of the node config on every node it targets; keys no manifest names are never read
+    into the plan, so they are left alone. A wanted value of None unsets the key."""
+
+    name = "config"
+    order = 3  # node settings (couch_peruser, default_security) shape what later objects get
+
+    def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
+                ) -> Mapping[str, Observed]:
+        cluster = nodes.cluster(session)
+        observed = {}
+        for desired in wanted:
+            section, key = split_key(desired.key)
+            targets = cluster.targets(desired.options.get("nodes"), f"config/{desired.key}")
+            values = {node: cluster.value(node, section, key) for node in targets}
+            if any(value is not None for value in values.values()):
+                observed[desired.key] = Observed(self.name, desired.key, {"nodes": values}, nodes.digest(values))
+        return observed
+
+    def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
+        if wanted is None:
+            return None  # never pruned: other config belongs to the operators
+        value = wanted.body["value"]
+        if live is None:
+            if value is None:
+                return None
+            return Create(self.name, wanted.key, wanted.source,
+                          after={"value": value, "nodes": wanted.options.get("nodes", "all")},
+                          fields=(FieldChange("value", None, value),))
+        values = live.body["nodes"]
+        # One field per drifting node, named by the node: the plan shows which nodes differ and how.
+        fields = tuple(FieldChange(node, before, value) for node, before in values.items() if before != value)
+        if not fields:
+            return None
+        return Update(self.name, wanted.key, wanted.source, before=dict(live.body),
+                      after={"nodes": {node: value for node in values}}, fields=fields, version=live.version)
+
+    def apply(self, session: CouchSession, changes: Sequence[Change],
+              secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
+        cluster = nodes.cluster(session)
+        writes = []
+        for change in changes:
+            if isinstance(change, Create):
+                targets = cluster.targets(change.after["nodes"], f"config/{change.key}")
+                writes += [(change.key, node, change.after["value"]) for node in targets]
+            else:
+                writes += [(change.key, field.path, field.after) for field in change.fields]
+        try:
+            list(session.map(lambda write: _write(session, *write), writes))
+        finally:
+            nodes.forget(session)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """"section/key" -> (section, key); a section may hold `/` (`cors:https://a.example`), a key may not."""
+    section, _, name = key.rpartition("/")
+    if not section or not name:
+        raise ReconcileError(f"config/{key}: expected SECTION/KEY")
+    return section, name
+
+
+def _write(session: CouchSession, key: str, node: str, value: str | None) -> None:
+    section, name = split_key(key)
+    path = nodes.config_path(node, section, name)
+    what = f"config/{key} on {node}"
+    if value is None:
+        session.request("DELETE", path, ok=(404,), what=what)
+    else:
+        session.request("PUT", path, body=value, what=what)  # a JSON string: CouchDB refuses bare true or 3600
+
+
+RESOURCE = ConfigResource()

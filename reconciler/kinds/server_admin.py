@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
+from .. import nodes
+from ..client import CouchSession
+from ..diff import Change, Create, Delete, FieldChange, Update
+from ..errors import ReconcileError
 from ..expand import Desired
 from ..load import Manifest
+from ..observe import Observed
+from ..passwords import DEFAULT_ITERATIONS, DEFAULT_PRF, admin_hash, hash_admin_password, verify_all
 from ..secrets import SecretRef
 from ..validate import Diagnostic
 
@@ -33,3 +39,98 @@ class ServerAdminManifest:
 
 
 MANIFEST = ServerAdminManifest()
+
+
+SECTION = "admins"
+PASSWORD = FieldChange("password", None, None, sensitive=True)
+
+
+class ServerAdminResource:
+    """`[admins]` on every target node, all holding ONE hash the tool computed: nodes agree, and an
+    unchanged secret is recognised by verifying it against that hash (never by logging in)."""
+
+    name = "server_admin"
+    order = 4
+
+    def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
+                ) -> Mapping[str, Observed]:
+        cluster = nodes.cluster(session)
+        wanted_by_name = {desired.key: desired for desired in wanted}
+        names = set(wanted_by_name)
+        if prune:
+            names |= {name for node in cluster.nodes for name in cluster.config[node].get(SECTION, {})}
+        targets = {name: cluster.targets(wanted_by_name[name].options.get("nodes"), f"server_admin/{name}")
+                   if name in wanted_by_name else cluster.nodes for name in names}
+        values = {name: {node: cluster.value(node, SECTION, name) for node in targets[name]} for name in names}
+        # Nodes normally share one value: each distinct (name, value) is verified once, all in parallel.
+        pairs = sorted({(name, value) for name in names & wanted_by_name.keys() for value in values[name].values()
+                        if value is not None})
+        results = verify_all((admin_hash(value), wanted_by_name[name].secrets["password"].resolve())
+                             for name, value in pairs)
+        verified = {pair for pair, ok in zip(pairs, results) if ok}
+        observed = {}
+        for name in names:
+            present = [node for node, value in values[name].items() if value is not None]
+            if not present:
+                continue
+            facts = {"nodes": list(targets[name]),
+                     "agree": len(set(values[name].values())) == 1,
+                     "verifies": [node for node, value in values[name].items() if (name, value) in verified]}
+            observed[name] = Observed(self.name, name, {"nodes": present}, nodes.digest(values[name]),
+                                      managed=name != session.connection.user, facts=facts)
+        return observed
+
+    def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
+        if wanted is None:
+            if live is None or not live.managed:
+                return None  # never the admin this tool is connected as
+            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version)
+        if live is None:
+            return Create(self.name, wanted.key, wanted.source, after={"nodes": wanted.options.get("nodes", "all")},
+                          fields=(PASSWORD,))
+        facts = live.facts
+        missing = [node for node in facts["nodes"] if node not in live.body["nodes"]]
+        wrong = [node for node in live.body["nodes"] if node not in facts["verifies"]]
+        if not missing and not wrong and facts["agree"]:
+            return None
+        problems = ([f"missing on {', '.join(missing)}"] if missing else []) + \
+            ([f"the secret does not verify on {', '.join(wrong)}"] if wrong else [])
+        note = "; ".join(problems) or "nodes hold different hashes of the secret"
+        return Update(self.name, wanted.key, wanted.source, before=dict(live.body), after={"nodes": facts["nodes"]},
+                      fields=(PASSWORD,), version=live.version,
+                      notes=(f"{note}: one new hash is written to every node",))
+
+    def apply(self, session: CouchSession, changes: Sequence[Change],
+              secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
+        cluster = nodes.cluster(session)
+        writes: list[tuple[str, str, str | None]] = []
+        for change in changes:
+            if isinstance(change, Delete):
+                if change.key == session.connection.user:
+                    raise ReconcileError(f"server_admin/{change.key}: refusing to delete the admin this tool is "
+                                         "connected as; connect as another admin to remove it")
+                writes += [(node, change.key, None) for node in change.before["nodes"]]
+                continue
+            targets = cluster.targets(change.after["nodes"], f"server_admin/{change.key}")
+            auth = cluster.config[targets[0]].get("chttpd_auth", {})  # where CouchDB reads its own settings
+            value = hash_admin_password(secrets[change.key]["password"].resolve(),
+                                        int(auth.get("iterations", DEFAULT_ITERATIONS)),
+                                        auth.get("pbkdf2_prf", DEFAULT_PRF))
+            writes += [(node, change.key, value) for node in targets]
+        try:
+            list(session.map(lambda write: _write(session, *write), writes))
+        finally:
+            nodes.forget(session)
+
+
+def _write(session: CouchSession, node: str, name: str, value: str | None) -> None:
+    path = nodes.config_path(node, SECTION, name)
+    what = f"server_admin/{name} on {node}"
+    if value is None:
+        session.request("DELETE", path, ok=(404,), what=what)
+    else:
+        # raw=true: stored as given, so CouchDB neither re-hashes it nor serves plaintext meanwhile.
+        session.request("PUT", path, params={"raw": "true"}, body=value, what=what)
+
+
+RESOURCE = ServerAdminResource()

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+import json
+import time
+from dataclasses import replace
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from ..client import CouchSession, db_path
+from ..diff import Change, Create, Delete, FieldChange, Update, field_changes
+from ..errors import ReconcileError
 from ..expand import Desired
 from ..load import Manifest
+from ..observe import Observed
+from ..passwords import user_hash, verify_all
 from ..secrets import SecretRef
 from ..validate import Diagnostic, user_name_problem
 
@@ -37,3 +45,188 @@ class UserManifest:
 
 
 MANIFEST = UserManifest()
+
+
+USERS_DB = "_users"
+ID_PREFIX = "org.couchdb.user:"
+# Lives in the user document itself, so ownership survives without a local state file.
+OWNER_FIELD = "created_by"
+OWNER = "couch-reconciler"
+# CouchDB writes these (or they identify the doc): never drift, and kept as they are on every write.
+SERVER_FIELDS = frozenset({"_id", "_rev", "_revisions", "_conflicts", "name", "type", "password", "derived_key",
+                           "salt", "iterations", "password_scheme", "pbkdf2_prf", "password_sha", OWNER_FIELD})
+PAGE = 1000
+# CouchDB hashes each `password` it receives one after another inside a _bulk_docs request
+# (~240 ms each at 600k rounds): small batches sent in parallel keep every request short.
+PASSWORD_BATCH = 20
+PLAIN_BATCH = 500
+AUTH_DDOC_WAIT = 30.0
+
+
+class UserResource:
+    name = "user"
+    order = 40
+
+    def merge(self, first: Desired, second: Desired) -> Desired:
+        """A User manifest and Role memberships for one user: the roles are the union (the User's first).
+
+        The User manifest, if any, gives the password, extra fields and source; without one the
+        result stays a membership (`mode: merge`): roles added to a user that exists on the server.
+        """
+        declared, other = (second, first) if _is_membership(first) and not _is_membership(second) else (first, second)
+        if not _is_membership(other):
+            raise ReconcileError(f"user/{declared.key} is declared twice (also at {declared.source})")
+        roles = list(declared.body.get("roles", []))
+        roles += [role for role in other.body.get("roles", []) if role not in roles]
+        return replace(declared, body={**declared.body, "roles": roles})
+
+    def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
+                ) -> Mapping[str, Observed]:
+        wanted_by_name = {desired.key: desired for desired in wanted}
+        live = {name: doc for doc in all_user_docs(session)
+                if (name := _name(doc)) in wanted_by_name or (prune and _is_managed(doc))}
+        checks = {name: (stored, wanted_by_name[name].secrets["password"]) for name, doc in live.items()
+                  if name in wanted_by_name and "password" in wanted_by_name[name].secrets
+                  and (stored := user_hash(doc)) is not None}
+        # Only users whose secret is managed pay for a check (600k PBKDF2 rounds each on 3.4), in parallel.
+        results = verify_all((stored, ref.resolve()) for stored, ref in checks.values())
+        verifies = dict(zip(checks, results))
+        return {name: _observed(doc, {"password_verifies": verifies.get(name, False)}) for name, doc in live.items()}
+
+    def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]:
+        return {name: _observed(doc, {}) for name, doc in _read_docs(session, keys).items()}
+
+    def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
+        if wanted is None:
+            if live is None or not live.managed:
+                return None  # made by hand or by sign-up: never this tool's to delete
+            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version)
+        password = (FieldChange("password", None, None, sensitive=True),) if "password" in wanted.secrets else ()
+        if live is None:
+            if _is_membership(wanted):
+                return None  # a Role names a user that exists nowhere: never created (see `warnings`)
+            return Create(self.name, wanted.key, wanted.source, after=dict(wanted.body),
+                          fields=field_changes(None, wanted.body) + password)
+        after = _owned(wanted, live)
+        fields = field_changes({path: live.body.get(path) for path in after}, after, sets=("roles",))
+        if password and live.facts.get("password_verifies"):
+            password = ()
+        if not fields and not password:
+            return None
+        return Update(self.name, wanted.key, wanted.source, before=dict(live.body), after=after,
+                      fields=fields + password, version=live.version)
+
+    def warnings(self, wanted: Desired | None, live: Observed | None) -> Iterable[str]:
+        if wanted is not None and live is None and _is_membership(wanted):
+            yield (f"{wanted.source}: user/{wanted.key} is given a role but exists neither in the manifests "
+                   "nor on the server, so it is not created; add a User manifest or fix the name")
+
+    def apply(self, session: CouchSession, changes: Sequence[Change],
+              secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
+        creates = [change for change in changes if isinstance(change, Create)]
+        others = [change for change in changes if not isinstance(change, Create)]
+        current = _read_docs(session, [change.key for change in others])
+        docs = []
+        for change in others:
+            doc = current.get(change.key)
+            if doc is None or doc.get("_rev") != change.version:
+                raise ReconcileError(f"user/{change.key} changed on the server since it was planned; run plan again")
+            if isinstance(change, Delete):
+                docs.append({"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True})
+            else:  # the whole stored doc, so the hash and fields no manifest names survive the write
+                docs.append({**doc, **(change.after or {}), **_new_password(change, secrets)})
+        if creates:
+            wait_for_auth_ddoc(session)
+        docs += [{**(change.after or {}), "_id": ID_PREFIX + change.key, "name": change.key, "type": "user",
+                  OWNER_FIELD: OWNER, **_new_password(change, secrets)} for change in creates]
+        _bulk_write(session, docs)
+
+
+def all_user_docs(session: CouchSession) -> Iterator[dict]:
+    """Every user document, a page of `_all_docs?include_docs=true` at a time (never one GET per user)."""
+    start = ID_PREFIX
+    while True:
+        params = {"include_docs": "true", "limit": str(PAGE + 1), "start_key": json.dumps(start),
+                  "end_key": json.dumps(ID_PREFIX + "\ufff0")}
+        rows = session.get(db_path(USERS_DB, "_all_docs"), params=params, what="reading _users")["rows"]
+        yield from (row["doc"] for row in rows[:PAGE] if row.get("doc"))
+        if len(rows) <= PAGE:
+            return
+        start = rows[PAGE]["key"]
+
+
+def user_body(doc: Mapping[str, Any]) -> dict:
+    """What manifests may own in a user document: its roles and extra fields."""
+    return {"roles": list(doc.get("roles") or []),
+            **{key: value for key, value in doc.items() if key not in SERVER_FIELDS and key != "roles"}}
+
+
+def wait_for_auth_ddoc(session: CouchSession, timeout: float = AUTH_DDOC_WAIT) -> None:
+    """CouchDB installs `_users/_design/_auth` asynchronously after start-up and until then accepts
+    invalid user documents (couchdb-facts.md): users are created only once it is there."""
+    deadline = time.monotonic() + timeout
+    while session.request("GET", db_path(USERS_DB, "_design/_auth"), ok=(404,)).status_code == 404:
+        if time.monotonic() > deadline:
+            raise ReconcileError(f"_users/_design/_auth did not appear within {timeout:g}s: CouchDB is still "
+                                 "starting; run apply again when it is up")
+        time.sleep(0.25)
+
+
+def _observed(doc: Mapping[str, Any], facts: Mapping[str, Any]) -> Observed:
+    return Observed("user", _name(doc), user_body(doc), doc.get("_rev"), managed=_is_managed(doc), facts=facts)
+
+
+def _read_docs(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
+    docs: dict[str, dict] = {}
+    for batch in _batches([ID_PREFIX + name for name in names], PLAIN_BATCH):
+        rows = session.post(db_path(USERS_DB, "_all_docs"), {"keys": batch}, params={"include_docs": "true"},
+                            what="reading _users")["rows"]
+        docs.update({_name(row["doc"]): row["doc"] for row in rows if row.get("doc")})
+    return docs
+
+
+def _bulk_write(session: CouchSession, docs: Sequence[dict]) -> None:
+    batches = _batches([doc for doc in docs if "password" in doc], PASSWORD_BATCH)
+    batches += _batches([doc for doc in docs if "password" not in doc], PLAIN_BATCH)
+    answers = session.map(lambda batch: session.post(db_path(USERS_DB, "_bulk_docs"), {"docs": batch},
+                                                     what="writing _users"), batches)
+    failures = [row for rows in answers for row in rows if "error" in row]
+    if failures:
+        first = failures[0]
+        more = f" ({len(failures) - 1} more users failed too)" if len(failures) > 1 else ""
+        raise ReconcileError(f"user/{first.get('id', '').removeprefix(ID_PREFIX)}: {first['error']}: "
+                             f"{first.get('reason', '')}{more}; fix it and run apply again")
+
+
+def _owned(wanted: Desired, live: Observed) -> dict:
+    """The fields the manifests own; Role memberships alone only add roles to what the user holds."""
+    if not _is_membership(wanted):
+        return dict(wanted.body)
+    roles = list(live.body.get("roles", []))
+    return {"roles": roles + [role for role in wanted.body.get("roles", []) if role not in roles]}
+
+
+def _new_password(change: Change, secrets: Mapping[str, Mapping[str, SecretRef]]) -> dict:
+    """The plaintext CouchDB hashes itself on write; read from its reference only now, never stored."""
+    if not any(field.path == "password" for field in change.fields):
+        return {}
+    return {"password": secrets[change.key]["password"].resolve()}
+
+
+def _name(doc: Mapping[str, Any]) -> str:
+    return doc.get("name") or doc["_id"].removeprefix(ID_PREFIX)
+
+
+def _is_managed(doc: Mapping[str, Any]) -> bool:
+    return doc.get(OWNER_FIELD) == OWNER
+
+
+def _is_membership(desired: Desired) -> bool:
+    return desired.options.get("mode") == "merge"
+
+
+def _batches(items: Sequence, size: int) -> list[list]:
+    return [list(items[start:start + size]) for start in range(0, len(items), size)]
+
+
+RESOURCE = UserResource()

@@ -1,0 +1,73 @@
+"""The cluster's nodes and each node's whole config, read once per session and shared.
+
+The config and server_admin kinds both live in `/_node/{node}/_config`; reading
+`/_membership` and then each node's config once serves both (issue 5: "once per
+node"). Writers call `forget` so a later observation in the same session reads
+what they wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .client import CouchSession, db_path
+from .errors import ReconcileError
+
+NodeConfig = Mapping[str, Mapping[str, str]]  # section -> key -> value, as CouchDB stores it (strings)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    nodes: tuple[str, ...]  # `/_membership` cluster_nodes: every one is read and written
+    config: Mapping[str, NodeConfig]  # node -> its config
+
+    def value(self, node: str, section: str, key: str) -> str | None:
+        return self.config[node].get(section, {}).get(key)
+
+    def targets(self, nodes: Any, subject: str) -> tuple[str, ...]:
+        """The nodes a manifest's `nodes:` option names: "all" (the default) or a list, each a cluster node."""
+        if nodes in (None, "all"):
+            return self.nodes
+        unknown = [node for node in nodes if node not in self.nodes]
+        if unknown:
+            raise ReconcileError(f"{subject}: node {unknown[0]} is not in the cluster (cluster_nodes: "
+                                 f"{', '.join(self.nodes)}); fix `nodes:` in the manifest")
+        return tuple(nodes)
+
+
+_cache: "weakref.WeakKeyDictionary[CouchSession, Cluster]" = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def cluster(session: CouchSession) -> Cluster:
+    """The cluster as this session last read it; the first caller reads it, concurrent callers wait for that read."""
+    with _lock:  # one reader at a time, so two kinds observed in parallel never read twice
+        if session not in _cache:
+            _cache[session] = _read(session)
+        return _cache[session]
+
+
+def forget(session: CouchSession) -> None:
+    with _lock:
+        _cache.pop(session, None)
+
+
+def config_path(node: str, section: str, key: str) -> str:
+    return db_path("_node", node, "_config", section, key)
+
+
+def _read(session: CouchSession) -> Cluster:
+    membership = session.get("_membership")
+    nodes: Sequence[str] = tuple(membership.get("cluster_nodes") or ())
+    configs = session.map(lambda node: session.get(db_path("_node", node, "_config"),
+                                                   what=f"reading the config of node {node}"), nodes)
+    return Cluster(tuple(nodes), dict(zip(nodes, configs)))
+
+
+def digest(values: Mapping[str, str | None]) -> str:
+    """A version of per-node values that proves them unchanged without putting a value (or a hash) in a plan file."""
+    return hashlib.sha256(repr(sorted(values.items(), key=lambda item: item[0])).encode()).hexdigest()[:16]
