@@ -13,7 +13,8 @@ but small callables, so the server wires it with whatever its storage is:
 Sources: ``src/couch_mrview/src/couch_mrview_util.erl`` (``validate_args``: parameter rules and
 their error messages; ``update_args``/``key_opts``: ranges), ``couch_mrview_http.erl``
 (parameter parsing), ``couch_query_servers.erl`` (built-in reducers), ``couch_ejson_compare``
-(collation: rows sort by key, then by doc id as raw bytes).
+(collation: rows sort by key, then by doc id as raw bytes). A built-in reducer refusing a value
+answers 500 ``invalid_value`` (``throw_sum_error``/``throw_stat_error``, chttpd's default mapping).
 
 Collation approximates CouchDB's ICU (UCA, root locale, tertiary strength) for strings:
 compared first ignoring case and accents, with whitespace and punctuation before digits before
@@ -244,15 +245,15 @@ def _add(left: Any, right: Any) -> Any:
         right = [right]
     if isinstance(left, list) and isinstance(right, list):
         if not all(_is_number(v) for v in left + right):
-            raise QueryServerError("builtin_reduce_error", SUM_ERROR)
+            raise QueryServerError("invalid_value", SUM_ERROR)
         longer, shorter = (left, right) if len(left) >= len(right) else (right, left)
         return [a + b for a, b in zip(shorter, longer)] + longer[len(shorter):]
     if isinstance(left, dict) and isinstance(right, dict):
         merged = dict(left)
         for name, value in right.items():
             merged[name] = _add(merged[name], value) if name in merged else _checked_sum_value(value)
-        return merged
-    raise QueryServerError("builtin_reduce_error", SUM_ERROR)
+        return dict(sorted(merged.items()))  # sum_objects merges fields in sorted order
+    raise QueryServerError("invalid_value", SUM_ERROR)
 
 
 def _checked_sum_value(value: Any) -> Any:
@@ -262,7 +263,7 @@ def _checked_sum_value(value: Any) -> Any:
         return value
     if isinstance(value, dict):
         return {name: _checked_sum_value(v) for name, v in value.items()}
-    raise QueryServerError("builtin_reduce_error", SUM_ERROR)
+    raise QueryServerError("invalid_value", SUM_ERROR)
 
 
 def _sum(values: list) -> Any:
@@ -282,7 +283,7 @@ def _stats_of(value: Any) -> Any:
     if isinstance(value, dict) and all(name in value for name in ("sum", "count", "min", "max", "sumsqr")):
         return {name: value[name] for name in _STATS_FIELDS}
     raise QueryServerError(
-        "builtin_reduce_error",
+        "invalid_value",
         f"The _stats function requires that map values be numbers or arrays of numbers, not '{json.dumps(value)}'",
     )
 
