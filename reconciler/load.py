@@ -141,8 +141,7 @@ def _read_text(file: str) -> str:
     with open(file, "rb") as handle:
         data = handle.read()
     if b"\0" in data:
-        line = data.count(b"\n", 0, data.index(b"\0")) + 1
-        raise ManifestError(Source(file, line), "this is not a text file (it holds NUL bytes)",
+        raise ManifestError(Source(file, 1), "this is not a text file (it holds NUL bytes)",
                             "remove it from the manifest folder or give it another extension than .yaml/.yml")
     try:
         return data.decode("utf-8-sig")
@@ -185,7 +184,9 @@ def _manifest(file: str, node: yaml.Node, loader: yaml.SafeLoader) -> Manifest:
                             "write apiVersion, kind, metadata and spec as keys at the top level")
 
     def at(*path: str) -> Source:
-        return Source(file, lines.get(path, start.line))
+        """The line of the deepest key along `path` that was written (the document start at worst)."""
+        found = (lines.get(path[:end]) for end in range(len(path), 0, -1))
+        return Source(file, next((line for line in found if line is not None), start.line))
 
     api_version = document.get("apiVersion")
     if api_version != API_VERSION:

@@ -41,8 +41,8 @@ class SecretRef:
         if not sep or scheme not in ("env", "file"):
             raise SecretRefError("a password written inline (or an unknown reference) is not allowed", _HINT)
         if scheme == "env" and not _ENV_NAME.fullmatch(rest):
-            raise SecretRefError(f"`env:` needs an environment variable name (letters, digits, _; not starting "
-                                 f"with a digit), got {len(rest)} other characters", "write e.g. `env:ALICE_PASSWORD`")
+            raise SecretRefError("`env:` must be followed by an environment variable name (letters, digits and _, "
+                                 "not starting with a digit)", "write e.g. `env:ALICE_PASSWORD`")
         if scheme == "file" and not rest.strip():
             raise SecretRefError("`file:` needs a path", "write e.g. `file:secrets/alice.password`")
         return cls(text, base_dir)

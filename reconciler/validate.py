@@ -197,7 +197,8 @@ def _explain(manifest: Manifest, error: jsonschema.ValidationError) -> Iterator[
     elif kind == "type":
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         words = " or ".join(_TYPE_WORDS.get(t, t) for t in wanted)
-        yield Diagnostic.at(manifest, path, f"`{field}` must be {words}, not {_describe(instance)}", _described(rule))
+        yield Diagnostic.at(manifest, path, f"`{field}` must be {words}, not {_describe(instance)}",
+                            _described(rule, path))
     elif kind in ("enum", "const"):
         options = error.validator_value if kind == "enum" else [error.validator_value]
         yield Diagnostic.at(manifest, path, f"`{field}` is `{instance}`, not one of {', '.join(map(str, options))}",
@@ -206,9 +207,10 @@ def _explain(manifest: Manifest, error: jsonschema.ValidationError) -> Iterator[
         yield Diagnostic.at(manifest, path, f"`{field}`: {error.cause.message}", error.cause.hint)
     elif kind in ("minimum", "exclusiveMinimum", "maximum"):
         bound = {"minimum": "at least", "exclusiveMinimum": "more than", "maximum": "at most"}[kind]
-        yield Diagnostic.at(manifest, path, f"`{field}` must be {bound} {error.validator_value}", _described(rule))
+        yield Diagnostic.at(manifest, path, f"`{field}` must be {bound} {error.validator_value}",
+                            _described(rule, path))
     elif kind in ("minItems", "minLength", "minProperties"):
-        yield Diagnostic.at(manifest, path, f"`{field}` must not be empty", _described(rule))
+        yield Diagnostic.at(manifest, path, f"`{field}` must not be empty", _described(rule, path))
     elif kind == "uniqueItems":
         yield Diagnostic.at(manifest, path, f"`{field}` lists the same value twice", "remove the repetition")
     else:
@@ -226,8 +228,12 @@ def _dotted(path: Sequence[str | int]) -> str:
     return text or "document"
 
 
-def _described(rule: dict[str, Any]) -> str:
-    return rule.get("description", "see `reconcile schema` for the expected shape").rstrip(".")
+def _described(rule: dict[str, Any], path: Sequence[str | int] = ()) -> str:
+    description = rule.get("description")
+    if description is None:
+        return "see `reconcile schema KIND` for the expected shape"
+    key = next((part for part in reversed(path) if isinstance(part, str)), None)
+    return f"`{key}` is {description}" if key and path and path[-1] == key else description
 
 
 def _describe(value: Any) -> str:

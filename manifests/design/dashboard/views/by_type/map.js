@@ -1,0 +1,3 @@
+function (doc) {
+  emit(doc.type || "(none)", 1);
+}
