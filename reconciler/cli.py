@@ -12,13 +12,18 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 
 from . import __version__
 from .errors import ReconcileError
 from .load import Manifest
+
+if TYPE_CHECKING:
+    from .client import CouchSession
+    from .expand import DesiredState
+    from .plan import Plan, Policy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,6 +39,8 @@ def main() -> None:
     Commands:
       validate DIR   check manifests offline (syntax, schema, meaning); exit 1 if invalid
       schema [KIND]  print the JSON Schema of the manifests, for editors and other tools
+      plan DIR       show what apply would change on the server; change nothing
+      apply DIR|PLANFILE  make the server match the manifests, or apply a saved plan
     """
 
 
@@ -105,3 +112,220 @@ def schema(kind: str | None) -> None:
             raise ReconcileError(f"unknown kind `{kind}`; {closest(kind, MANIFESTS, 'the kinds are')}")
         file = plugin.schema
     click.echo(json.dumps(bundle(file), indent=2))
+
+
+# --- Server commands (issue 5): connection options shared by every command that talks to CouchDB. ---
+
+def connection_options(command: F) -> F:
+    """--server/--user/--password-file/--cacert/--pool/--timeout, each with its environment variable."""
+    from .client import DEFAULT_POOL
+
+    options = [
+        click.option("--server", envvar="COUCHDB_URL", metavar="URL",
+                     help="CouchDB URL, e.g. https://couch.example.com:6984 (default: $COUCHDB_URL)."),
+        click.option("--user", envvar="COUCHDB_USER", help="Server admin name (default: $COUCHDB_USER)."),
+        click.option("--password-file", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="File holding the password (default: $COUCHDB_PASSWORD)."),
+        click.option("--cacert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                     help="CA bundle to verify the server's TLS certificate (verification is always on)."),
+        click.option("--pool", type=click.IntRange(1, 256), default=DEFAULT_POOL, show_default=True,
+                     help="Keep-alive connections (and threads) used at most at once."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+                     help="Seconds to wait for each answer."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def connect(server: str | None, user: str | None, password_file: str | None, cacert: str | None,
+            pool: int, timeout: float) -> "CouchSession":
+    """A session for the connection options; credentials written in the URL are moved out of it, so the
+    URL can be shown and saved in plan files."""
+    import os
+    from urllib.parse import urlsplit, urlunsplit
+
+    from .client import Connection, CouchSession
+
+    if not server:
+        raise ReconcileError("no server given: set COUCHDB_URL or pass --server URL")
+    parts = urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ReconcileError(f"--server {parts.scheme or server}...: not an http(s) URL; "
+                             "give e.g. http://127.0.0.1:5984")
+    password = os.environ.get("COUCHDB_PASSWORD")
+    if parts.username is not None:
+        user = user or parts.username
+        password = parts.password if parts.password is not None else password
+    if password_file:
+        try:
+            with open(password_file, encoding="utf-8") as handle:
+                password = handle.read().removesuffix("\n").removesuffix("\r")
+        except OSError as error:
+            raise ReconcileError(f"--password-file {password_file}: {error.strerror}; give a readable file") \
+                from None
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return CouchSession(Connection(url, user, password, pool=pool, timeout=timeout, verify=cacert or True))
+
+
+def safety_options(command: F) -> F:
+    options = [
+        click.option("--allow-delete", is_flag=True,
+                     help="Also delete managed objects (created by this tool) that no manifest lists."),
+        click.option("--allow-delete-data", is_flag=True,
+                     help="Allow deleting or replacing databases that hold documents (with --allow-delete)."),
+        click.option("--force", is_flag=True, help="Skip the --max-update-share/--max-delete-share checks."),
+        click.option("--max-update-share", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+                     help="Refuse a plan updating more than this share of a kind's existing objects."),
+        click.option("--max-delete-share", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+                     help="Refuse a plan deleting more than this share of a kind's existing objects."),
+        click.option("--min-existing", type=click.IntRange(0), default=10, show_default=True,
+                     help="Kinds with fewer existing objects than this are never refused by the shares."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _split(options: dict[str, Any]) -> tuple[dict[str, Any], "Policy"]:
+    from .plan import Policy
+
+    connection = {name: options.pop(name) for name in ("server", "user", "password_file", "cacert", "pool", "timeout")}
+    return connection, Policy(**options)
+
+
+def _desired_state(directory: str) -> "DesiredState":
+    """Valid manifests expanded; every problem printed and exit 1 before any request otherwise."""
+    from .expand import expand
+
+    state = expand(valid_manifests(directory))
+    for diagnostic in state.diagnostics:
+        click.echo(str(diagnostic), err=True)
+    if state.diagnostics:
+        fail(f"{directory}: {len(state.diagnostics)} conflicting manifest(s), nothing was sent to any server")
+    return state
+
+
+def _show(plan: "Plan", fmt: str = "text") -> None:
+    from . import render
+
+    if fmt == "json":
+        click.echo(render.json_document(plan), nl=False)
+    elif fmt == "markdown":
+        click.echo(render.markdown(plan))
+    elif sys.stdout.isatty():
+        from rich.console import Console
+
+        Console(highlight=False, soft_wrap=True).print(render.text(plan), end="")
+    else:
+        click.echo(render.text(plan).plain, nl=False)
+
+
+@main.command()
+@click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
+@click.option("--out", type=click.Path(dir_okay=False), metavar="PLANFILE",
+              help="Also save the plan (JSON, holding no secret) for `reconcile apply PLANFILE`.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True, help="text for people, json for tools (docs/plan-format.md), markdown for a PR.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when there is nothing to change, 2 when there are changes, 1 on error.")
+@safety_options
+@connection_options
+@one_line_errors
+def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, **options: Any) -> None:
+    """Show what apply would change on the server to match the manifests in DIR; change nothing.
+
+    Reads the live state in bulk, compares it with the manifests and prints the changes
+    (+ create, ~ update, - delete, -/+ replace) and a summary line. Exit status 1 on errors,
+    including a plan a safety rule refuses (a deletion or replacement not allowed, or more
+    updates or deletions than the share thresholds allow).
+    """
+    from .kinds import RESOURCES
+    from .plan import make_plan, save
+
+    connection, policy = _split(options)
+    state = _desired_state(directory)
+    with connect(**connection) as session:
+        result = make_plan(session, state, policy, RESOURCES)
+    if out:
+        save(result, out)
+    _show(result, fmt)
+    if detailed_exitcode and result.changes:
+        sys.exit(2)
+
+
+PAST = {"create": "created", "update": "updated", "delete": "deleted", "replace": "replaced"}
+PROGRESS_BAR_ABOVE = 50  # operations; fewer finish before a bar would help
+
+
+@main.command()
+@click.argument("target", metavar="DIR|PLANFILE", type=MANIFEST_DIR)
+@click.option("--auto-approve", is_flag=True, help="Apply without asking (needed when stdin is not a terminal).")
+@safety_options
+@connection_options
+@one_line_errors
+def apply(target: str, auto_approve: bool, **options: Any) -> None:
+    """Change the server to match the manifests in DIR, or apply exactly a plan saved with `plan --out`.
+
+    With DIR: plans (as `reconcile plan` does), shows the plan and asks for confirmation
+    (`yes`) unless --auto-approve. With PLANFILE: re-reads every object the plan touches
+    and refuses, changing nothing, when one changed since the plan was made; the safety
+    options were applied when the plan was made. Secrets are read again from their
+    references. A rerun after a failure converges.
+    """
+    from .apply import check_fresh
+    from .kinds import RESOURCES
+    from .plan import is_plan_file, load, make_plan
+
+    connection, policy = _split(options)
+    if is_plan_file(target):
+        saved = load(target)
+        unknown = sorted({change.kind for change in saved.changes} - set(RESOURCES))
+        if unknown:
+            raise ReconcileError(f"{target}: this version of reconcile cannot apply {', '.join(unknown)}; "
+                                 "make the plan again with it")
+        with connect(**connection) as session:
+            if saved.server != session.base:
+                raise ReconcileError(f"{target}: the plan was made for {saved.server}, not {session.base}; "
+                                     "make a plan for this server")
+            if saved.changes:
+                check_fresh(session, saved, RESOURCES)
+                _execute(session, saved)
+            else:
+                _show(saved)
+        return
+    state = _desired_state(directory=target)
+    if not auto_approve and not sys.stdin.isatty():
+        raise ReconcileError("apply: stdin is not a terminal, so nobody can confirm; rerun with --auto-approve, "
+                             "or apply a plan saved with `reconcile plan --out`")
+    with connect(**connection) as session:
+        result = make_plan(session, state, policy, RESOURCES)
+        _show(result)
+        if not result.changes:
+            return
+        if not auto_approve:
+            answer = click.prompt("\nApply these changes? Only 'yes' will be accepted", default="", show_default=False)
+            if answer != "yes":
+                raise ReconcileError("apply cancelled; nothing was changed")
+        _execute(session, result)
+
+
+def _execute(session: "CouchSession", plan: "Plan") -> None:
+    from .apply import execute
+    from .kinds import RESOURCES
+
+    def lines(chunk: Any) -> None:
+        for change in chunk:
+            click.echo(f"{change.symbol} {change.kind}/{change.key}: {PAST[change.action]}")
+
+    if sys.stdout.isatty() and len(plan.changes) > PROGRESS_BAR_ABOVE:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("Applying", total=len(plan.changes))
+            execute(session, plan.changes, RESOURCES, lambda chunk: bar.advance(task, len(chunk)))
+    else:
+        execute(session, plan.changes, RESOURCES, lines)
+    counts = plan.counts()
+    click.echo(f"Apply complete: {counts['add']} added, {counts['change']} changed, {counts['destroy']} destroyed.")

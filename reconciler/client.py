@@ -7,6 +7,8 @@ TLS settings, timeouts, retries of safe requests and error wording live here onc
 from __future__ import annotations
 
 import json
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -22,6 +24,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_POOL = 16
+WRITE_ATTEMPTS = 3  # for idempotent writes, matching the transport's retries of reads
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class CouchSession:
     def __init__(self, connection: Connection):
         self.connection = connection
         self.base = connection.url.rstrip("/")
-        self.requests_sent = 0  # benchmarks and tests count requests through this
+        self._sent = 0
+        self._sent_lock = threading.Lock()  # requests go out from the pool's threads
         self._http = requests.Session()
         if connection.user is not None:
             self._http.auth = (connection.user, connection.password or "")
@@ -56,6 +60,11 @@ class CouchSession:
         self._http.mount("https://", adapter)
         self._pool = ThreadPoolExecutor(max_workers=connection.pool, thread_name_prefix="couch")
 
+    @property
+    def requests_sent(self) -> int:
+        """Requests sent so far: benchmarks and tests count through this."""
+        return self._sent
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._http.close()
@@ -67,14 +76,32 @@ class CouchSession:
         self.close()
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                body: Any = None, ok: Iterable[int] = (), what: str | None = None) -> requests.Response:
-        """Send one request. Statuses >= 400 not listed in `ok` raise ServerError with one readable line."""
+                body: Any = None, ok: Iterable[int] = (), what: str | None = None,
+                retry: bool = False) -> requests.Response:
+        """Send one request. Statuses >= 400 not listed in `ok` raise ServerError with one readable line.
+
+        `retry` says the request is idempotent (a PUT of a whole object): like the transport does for
+        reads, it is repeated after a 502/503/504, a timeout or a lost connection.
+        """
+        attempts = WRITE_ATTEMPTS if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._send(method, path, params, body, ok, what)
+            except ServerError as error:
+                if attempt == attempts or error.status not in (None, 502, 503, 504):
+                    raise
+                time.sleep(0.2 * 2 ** attempt)
+        raise ServerError(f"{method} {path}: no attempt made")  # attempts >= 1: never reached
+
+    def _send(self, method: str, path: str, params: dict[str, Any] | None, body: Any,
+              ok: Iterable[int], what: str | None) -> requests.Response:
         url = f"{self.base}/{path.lstrip('/')}"
         data = None if body is None else json.dumps(body)
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        self.requests_sent += 1
+        with self._sent_lock:
+            self._sent += 1
         try:
             response = self._http.request(method, url, params=params, data=data, headers=headers,
                                           timeout=self.connection.timeout)

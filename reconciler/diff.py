@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Iterable, Mapping
+
+from deepdiff import DeepDiff
 
 from .expand import Desired
 from .load import Source
+from .observe import Observed
 
 
 @dataclass(frozen=True)
@@ -56,3 +59,82 @@ class Delete(Change):
 class Replace(Change):
     action: ClassVar[str] = "replace"
     symbol: ClassVar[str] = "-/+"
+
+
+def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
+                  sets: Iterable[str] = ()) -> tuple[FieldChange, ...]:
+    """The fields that differ between two bodies, each as the dotted path of the changed key.
+
+    A change inside a list reports the whole list (a reviewer reads `roles: [a] -> [a, b]`,
+    not an index). Paths listed in `sets` compare without order, as CouchDB treats
+    role and name lists.
+    """
+    before, after = before or {}, after or {}
+    unordered = set(sets)
+    result = DeepDiff(before, after, view="tree", verbose_level=2,
+                      ignore_order_func=lambda level: _dotted(_key_path(level)) in unordered)
+    paths: dict[str, tuple[str, ...]] = {}
+    for changes in result.values():
+        for level in changes:
+            keys = _key_path(level)
+            paths.setdefault(_dotted(keys), keys)
+    return tuple(FieldChange(dotted, _lookup(before, keys), _lookup(after, keys))
+                 for dotted, keys in sorted(paths.items()))
+
+
+def diff_all(wanted: Mapping[str, Mapping[str, Desired]], observed: Mapping[str, Mapping[str, Observed]],
+             kinds: Mapping[str, Any]) -> tuple[list[Change], list[str]]:
+    """Every change (unordered) and every warning, comparing each kind's wanted objects with its live ones."""
+    changes: dict[tuple[str, str], Change] = {}
+    warnings: list[str] = []
+    for name in sorted(set(wanted) | set(observed)):
+        kind = kinds[name]
+        want, live = wanted.get(name, {}), observed.get(name, {})
+        for key in sorted(set(want) | set(live)):
+            change = kind.diff(want.get(key), live.get(key))
+            if change is not None:
+                changes[(name, key)] = replace(change, desired=want.get(key))
+            if (warn := getattr(kind, "warnings", None)) is not None:
+                warnings.extend(warn(want.get(key), live.get(key)))
+    _reset_children(changes, wanted, observed, kinds)
+    return list(changes.values()), warnings
+
+
+def _reset_children(changes: dict[tuple[str, str], Change], wanted: Mapping[str, Mapping[str, Desired]],
+                    observed: Mapping[str, Mapping[str, Observed]], kinds: Mapping[str, Any]) -> None:
+    """An object living inside a created or replaced parent (a database's security object) starts from
+    nothing: its change is the one against `live=None`, whatever the old parent held. It keeps the old
+    object's version, so a saved plan still notices when that object changed before the apply."""
+    renewed = {id for id, change in changes.items() if isinstance(change, (Create, Replace))}
+    for name, want in wanted.items():
+        parent = getattr(kinds[name], "parent", None)
+        if parent is None:
+            continue
+        for key, desired in want.items():
+            if parent(key) in renewed:
+                change = kinds[name].diff(desired, None)
+                if change is not None:
+                    old = observed.get(name, {}).get(key)
+                    changes[(name, key)] = replace(change, desired=desired, version=old and old.version)
+
+
+def _key_path(level: Any) -> tuple[str, ...]:
+    keys = []
+    for part in level.path(output_format="list"):
+        if isinstance(part, int):
+            break
+        keys.append(part)
+    return tuple(keys)
+
+
+def _dotted(keys: tuple[str, ...]) -> str:
+    return ".".join(str(key) for key in keys)
+
+
+def _lookup(body: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    value: Any = body
+    for key in keys:
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value

@@ -8,10 +8,14 @@ config key per node). Expansion is pure: it reads no server state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .load import Source
+from .errors import ReconcileError
+from .load import Manifest, Source
 from .secrets import SecretRef
+
+if TYPE_CHECKING:
+    from .validate import Diagnostic
 
 
 @dataclass(frozen=True)
@@ -24,3 +28,44 @@ class Desired:
     source: Source  # the manifest line it comes from, for the plan and for errors
     secrets: Mapping[str, SecretRef] = field(default_factory=dict)  # fields whose value is a secret
     options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"mode": "merge"}, {"prune": True}
+
+
+@dataclass
+class DesiredState:
+    objects: dict[tuple[str, str], Desired] = field(default_factory=dict)  # (kind, key) -> the one wanted object
+    diagnostics: list["Diagnostic"] = field(default_factory=list)  # conflicts between manifests
+
+    def by_kind(self) -> dict[str, dict[str, Desired]]:
+        grouped: dict[str, dict[str, Desired]] = {}
+        for (kind, key), desired in self.objects.items():
+            grouped.setdefault(kind, {})[key] = desired
+        return grouped
+
+
+def expand(manifests: Sequence[Manifest]) -> DesiredState:
+    """Every Desired object the manifests produce, one per (kind, key).
+
+    Two manifests may want the same live object (a User's roles and a Role's
+    members): the resource kind's `merge` folds them; a kind without one, or a
+    merge that refuses, is a conflict reported at the second manifest's line.
+    """
+    from .kinds import MANIFESTS, RESOURCES  # kind modules import this one for Desired
+    from .validate import Diagnostic
+
+    state = DesiredState()
+    for manifest in manifests:
+        for desired in MANIFESTS[manifest.kind].expand(manifest):
+            identity = (desired.kind, desired.key)
+            first = state.objects.get(identity)
+            if first is None:
+                state.objects[identity] = desired
+                continue
+            merge = getattr(RESOURCES.get(desired.kind), "merge", None)
+            try:
+                if merge is None:
+                    raise ReconcileError(f"{desired.kind}/{desired.key} is already wanted by {first.source}")
+                state.objects[identity] = merge(first, desired)
+            except ReconcileError as conflict:
+                state.diagnostics.append(Diagnostic(desired.source, manifest.subject, str(conflict),
+                                                    "keep one manifest for it, or make them agree"))
+    return state

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+import json
+from typing import Iterable, Iterator, Mapping, Sequence
 
+from ..client import CouchSession, db_path
+from ..diff import Change, Create, Delete, Replace, field_changes
+from ..errors import ReconcileError
 from ..expand import Desired
 from ..load import Manifest
+from ..observe import Observed
+from ..secrets import SecretRef
 from ..validate import Diagnostic, database_name_problem, role_diagnostics
+from .security import ADMIN_ONLY, read_securities
 
 
 class DatabaseManifest:
@@ -51,3 +58,118 @@ def _users_security_editable(every: Sequence[Manifest]) -> bool:
 
 
 MANIFEST = DatabaseManifest()
+
+
+# Resource side (issue 5): a database's existence and its creation-time properties.
+#
+# Ownership lives on the server, in the database's own `_security` object (CouchDB keeps top-level keys
+# beside `members`/`admins`; see kinds/security.py): databases this tool created carry MARKER there.
+# Hand-made databases and couch_peruser's never do, so they are never pruned.
+MARKER = "couch_reconciler"
+MARKER_VALUE = {"created_by": "couch-reconciler"}
+# `POST /_dbs_info` takes at most 100 keys (`[chttpd] max_db_number_for_dbs_info_req`); 101 is a 400.
+INFO_KEYS_PER_REQUEST = 100
+INFO_PAGE = 1000  # `GET /_dbs_info` pages like `_all_dbs`, with no cap on `limit`
+
+
+def database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
+    """`_dbs_info` rows of the existing databases among `names`, 100 per request over the session's pool."""
+    batches = [list(names[start:start + INFO_KEYS_PER_REQUEST]) for start in range(0, len(names), INFO_KEYS_PER_REQUEST)]
+    pages = session.map(lambda keys: session.post("_dbs_info", {"keys": keys}, what="reading _dbs_info"), batches)
+    return {row["key"]: row["info"] for page in pages for row in page if "info" in row}
+
+
+def all_database_infos(session: CouchSession) -> dict[str, dict]:
+    """`_dbs_info` rows of every database, a page at a time (`GET /_dbs_info`, CouchDB 3.2+)."""
+    infos: dict[str, dict] = {}
+    params = {"limit": str(INFO_PAGE)}
+    while True:
+        rows = session.get("_dbs_info", params=params, what="listing databases (_dbs_info)")
+        infos.update({row["key"]: row["info"] for row in rows if "info" in row})
+        if len(rows) < INFO_PAGE:
+            return infos
+        params = {"limit": str(INFO_PAGE), "start_key": json.dumps(rows[-1]["key"]), "skip": "1"}
+
+
+class DatabaseResource:
+    name = "database"
+    order = 10  # first: everything else lives in a database
+
+    def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
+                ) -> Mapping[str, Observed]:
+        names = {desired.key for desired in wanted}
+        infos = all_database_infos(session) if prune else database_infos(session, sorted(names))
+        live = {name: _observed(name, info) for name, info in infos.items() if name in names}
+        if prune:
+            # Only an unlisted database can be pruned, and only when this tool made it: one `_security` read
+            # each (no bulk read exists), system databases never.
+            unlisted = sorted(name for name in infos if name not in names and not name.startswith("_"))
+            for name, security in read_securities(session, unlisted).items():
+                if security.get(MARKER) == MARKER_VALUE:
+                    live[name] = _observed(name, infos[name], managed=True)
+        return live
+
+    def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]:
+        return {name: _observed(name, info) for name, info in database_infos(session, list(keys)).items()}
+
+    def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
+        if wanted is None:
+            if live is None or not live.managed:
+                return None
+            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version,
+                          destroys=_documents(live), notes=("no manifest lists it; couch-reconciler created it",))
+        after = {"partitioned": bool(wanted.body.get("partitioned", False)),
+                 **{key: wanted.options[key] for key in ("q", "n") if key in wanted.options}}
+        if live is None:
+            return Create(self.name, wanted.key, wanted.source, after=after, fields=field_changes({}, after))
+        # q and n are creation parameters only (see warnings); `partitioned` changes what documents are.
+        fields = field_changes(live.body, {"partitioned": after["partitioned"]})
+        if not fields:
+            return None
+        return Replace(self.name, wanted.key, wanted.source, before=dict(live.body), after=after, fields=fields,
+                       version=live.version, destroys=_documents(live),
+                       notes=("`partitioned` is fixed when a database is created",))
+
+    def warnings(self, wanted: Desired | None, live: Observed | None) -> Iterator[str]:
+        if wanted is None or live is None:
+            return
+        for key in ("q", "n"):
+            if key in wanted.options and live.facts.get(key) not in (None, wanted.options[key]):
+                yield (f"{wanted.source}: database/{wanted.key}: {key} is {live.facts[key]} on the server, "
+                       f"{wanted.options[key]} in the manifest; {key} applies only when a database is created "
+                       "(split shards with CouchDB's /_reshard, or recreate the database)")
+
+    def apply(self, session: CouchSession, changes: Sequence[Change],
+              secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
+        list(session.map(lambda change: self._apply_one(session, change), changes))
+
+    def _apply_one(self, session: CouchSession, change: Change) -> None:
+        subject = f"database/{change.key}"
+        if isinstance(change, (Delete, Replace)):
+            # 404: already gone (an interrupted apply, or someone else): what was wanted.
+            session.request("DELETE", db_path(change.key), ok=(404,), what=subject)
+        if isinstance(change, (Create, Replace)):
+            params = {key: str(change.after[key]) for key in ("q", "n") if key in change.after}
+            if change.after.get("partitioned"):
+                params["partitioned"] = "true"
+            response = session.request("PUT", db_path(change.key), params=params, ok=(412,), what=subject)
+            if response.status_code == 412:
+                raise ReconcileError(f"{subject}: someone created it since the plan was made; run plan again")
+            # CouchDB 3.x creates it admin-only; the marker beside that makes it this tool's to prune later.
+            session.request("PUT", db_path(change.key, "_security"), body={**ADMIN_ONLY, MARKER: MARKER_VALUE},
+                            retry=True, what=f"{subject}: marking it as created by couch-reconciler")
+
+
+def _observed(name: str, info: Mapping, managed: bool = False) -> Observed:
+    cluster = info.get("cluster") or {}
+    return Observed("database", name, {"partitioned": bool((info.get("props") or {}).get("partitioned", False))},
+                    str(info.get("update_seq")), managed=managed,
+                    facts={"doc_count": info.get("doc_count", 0), "q": cluster.get("q"), "n": cluster.get("n")})
+
+
+def _documents(live: Observed) -> str | None:
+    count = live.facts.get("doc_count") or 0
+    return f"{count} document{'s' if count != 1 else ''}" if count else None
+
+
+RESOURCE = DatabaseResource()

@@ -1,0 +1,57 @@
+"""Stage 7, apply: make exactly the planned changes, in plan order, kind by kind.
+
+Each run of consecutive changes of one kind goes to that kind's `apply` in
+chunks, so a kind can batch (`_bulk_docs`, its pool) and the caller can show
+progress between chunks. A saved plan is checked first: every object it
+touches is read again, and the plan is refused before any write when one
+changed since the plan was made.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Any, Callable, Mapping, Sequence
+
+from .diff import Change, Create, Delete
+from .plan import Plan, StalePlan
+
+CHUNK = 100  # changes per call of a kind's apply: large enough to batch, small enough to show progress
+
+
+def check_fresh(session: Any, plan: Plan, kinds: Mapping[str, Any]) -> None:
+    """StalePlan, naming the objects, when any object the plan touches is not as the plan saw it."""
+    stale = []
+    for kind, group in groupby(sorted(plan.changes, key=lambda change: change.kind), key=lambda c: c.kind):
+        changes = list(group)
+        resource = kinds[kind]
+        reread = getattr(resource, "reread", None)
+        if reread is not None:
+            current = reread(session, [change.key for change in changes])
+        else:
+            current = resource.observe(session, [change.desired for change in changes if change.desired],
+                                       prune=any(isinstance(change, Delete) for change in changes))
+        for change in changes:
+            now = current.get(change.key)
+            if isinstance(change, Create) and change.version is None:
+                if now is not None:
+                    stale.append(f"{kind}/{change.key} (created meanwhile)")
+            elif now is None:
+                stale.append(f"{kind}/{change.key} (deleted meanwhile)")
+            elif now.version != change.version:
+                stale.append(f"{kind}/{change.key}")
+    if stale:
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        raise StalePlan(f"the server changed since the plan was made ({shown}); nothing was applied: "
+                        "run plan again")
+
+
+def execute(session: Any, changes: Sequence[Change], kinds: Mapping[str, Any],
+            done: Callable[[Sequence[Change]], None] = lambda chunk: None) -> None:
+    """Apply `changes` (already in plan order); `done` hears of each chunk once it is written."""
+    for kind, run in groupby(changes, key=lambda change: change.kind):
+        run = list(run)
+        for start in range(0, len(run), CHUNK):
+            chunk = run[start:start + CHUNK]
+            secrets = {change.key: dict(change.desired.secrets) for change in chunk if change.desired is not None}
+            kinds[kind].apply(session, chunk, secrets)
+            done(chunk)

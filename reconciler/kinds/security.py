@@ -1,0 +1,147 @@
+"""Resource kind `security`: a database's `_security` object (members and admins, names and roles).
+
+Security objects have other writers: couch_peruser adds a user's name, login
+services such as superlogin add session keys as names at run time. So a
+manifest says how much it owns:
+
+- `mode: exact`: `members` and `admins` are exactly what the manifest lists.
+- `mode: merge`: the manifest's names and roles must be there; others stay.
+
+Either way, other top-level keys are left alone: CouchDB keeps them
+(couch_db.erl `validate_security_object` checks only `admins` and `members`,
+`set_security` stores the whole object), and this tool's ownership marker lives
+in one of them.
+
+The `_admin` role, in exact mode: a CouchDB 3.x database starts admin-only,
+`{"members":{"roles":["_admin"]},"admins":{"roles":["_admin"]}}`, and a
+security object whose members list no name and no role makes the database
+public. Server admins pass every check anyway, so `_admin` matters in one
+place only: as the sole member it keeps a database private. Hence `_admin` is
+never drift where the server has it (a manifest granting `app-user` to a fresh
+database adds `app-user` beside it, and the next plan is empty), and a manifest
+listing no member at all means admin-only, as on a fresh database: a public
+(`{}`) object is drift, brought back to `members.roles: ["_admin"]`.
+
+`_security` has no `_rev` and no bulk read: one GET per database over the
+session's pool, a digest of the object as its version, and a re-read just
+before each write (exact mode refuses when the object changed since the plan;
+merge mode merges into what it re-read, so a session key added meanwhile stays).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Mapping, Sequence
+
+from ..client import CouchSession, db_path
+from ..diff import Change, Create, Update, field_changes
+from ..errors import ReconcileError
+from ..expand import Desired
+from ..observe import Observed
+from ..secrets import SecretRef
+
+GROUPS = ("members", "admins")
+SET_PATHS = tuple(f"{group}.{part}" for group in GROUPS for part in ("names", "roles"))
+# What CouchDB 3.x gives a new database (couchdb-facts.md; `[couchdb] default_security = admin_only`).
+ADMIN_ONLY = {"members": {"roles": ["_admin"]}, "admins": {"roles": ["_admin"]}}
+
+
+def read_security(session: CouchSession, database: str) -> dict | None:
+    """The database's security object as stored, or None when the database does not exist."""
+    response = session.request("GET", db_path(database, "_security"), ok=(404,), what=f"reading {database}/_security")
+    return None if response.status_code == 404 else response.json()
+
+
+def read_securities(session: CouchSession, databases: Sequence[str]) -> dict[str, dict]:
+    """Security objects of existing databases among `databases`: one GET each (CouchDB has no bulk read),
+    spread over the session's bounded pool."""
+    found = session.map(lambda name: read_security(session, name), databases)
+    return {name: security for name, security in zip(databases, found) if security is not None}
+
+
+def digest(security: Mapping[str, Any]) -> str:
+    """The version of an object that has no `_rev`: equal objects give equal digests."""
+    canonical = json.dumps(security, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def groups(security: Mapping[str, Any]) -> dict[str, dict[str, list[str]]]:
+    """members/admins with both lists present, the shape plans show and compare."""
+    return {group: {part: list((security.get(group) or {}).get(part) or []) for part in ("names", "roles")}
+            for group in GROUPS}
+
+
+def compose(base: Mapping[str, Any], desired: Desired) -> dict[str, Any]:
+    """The object to write: `base` (what the server holds) changed as the manifest's mode says."""
+    merge = desired.options.get("mode", "exact") == "merge"
+    have, want = groups(base), groups(desired.body)
+    result = dict(base)
+    for group in GROUPS:
+        if merge:
+            names = have[group]["names"] + [n for n in want[group]["names"] if n not in have[group]["names"]]
+            roles = have[group]["roles"] + [r for r in want[group]["roles"] if r not in have[group]["roles"]]
+        else:
+            names, roles = list(want[group]["names"]), list(want[group]["roles"])
+            if "_admin" in have[group]["roles"] and "_admin" not in roles:
+                roles.insert(0, "_admin")
+            if group == "members" and not names and not roles:
+                roles = ["_admin"]
+        result[group] = {"names": names, "roles": roles}
+    return result
+
+
+class SecurityResource:
+    name = "security"
+    order = 20  # after the database it lives in
+
+    def parent(self, key: str) -> tuple[str, str]:
+        return ("database", key)
+
+    def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
+                ) -> Mapping[str, Observed]:
+        # Never pruned on its own: a security object goes with its database.
+        objects = read_securities(session, [desired.key for desired in wanted])
+        return {name: _observed(name, security) for name, security in objects.items()}
+
+    def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]:
+        return {name: _observed(name, security) for name, security in read_securities(session, keys).items()}
+
+    def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
+        if wanted is None:
+            return None
+        if live is None:  # the database is created by this plan: it starts admin-only
+            after = groups(compose(ADMIN_ONLY, wanted))
+            return Create(self.name, wanted.key, wanted.source, after=after, fields=field_changes({}, after))
+        after = groups(compose(live.facts["raw"], wanted))
+        fields = field_changes(live.body, after, sets=SET_PATHS)
+        if not fields:
+            return None
+        return Update(self.name, wanted.key, wanted.source, before=dict(live.body), after=after, fields=fields,
+                      version=live.version)
+
+    def apply(self, session: CouchSession, changes: Sequence[Change],
+              secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
+        list(session.map(lambda change: self._write(session, change), changes))
+
+    def _write(self, session: CouchSession, change: Change) -> None:
+        subject = f"security/{change.key}"
+        current = read_security(session, change.key)
+        if current is None:
+            raise ReconcileError(f"{subject}: database {change.key} does not exist (deleted since the plan?); "
+                                 "run plan again")
+        exact = change.desired.options.get("mode", "exact") != "merge"
+        if exact and isinstance(change, Update) and digest(current) != change.version:
+            raise ReconcileError(f"{subject}: changed on the server since the plan was made; run plan again")
+        wanted = compose(current, change.desired)
+        if not field_changes(groups(current), groups(wanted), sets=SET_PATHS):
+            return  # someone (or a previous, interrupted apply) already made it so
+        # A PUT of the same whole object is idempotent, so the transport may repeat it after a failure.
+        session.request("PUT", db_path(change.key, "_security"), body=wanted, retry=True, what=subject)
+
+
+def _observed(name: str, security: Mapping[str, Any]) -> Observed:
+    return Observed("security", name, groups(security), digest(security), facts={"raw": dict(security)})
+
+
+RESOURCE = SecurityResource()

@@ -1,0 +1,90 @@
+"""Stage 8, render: a plan as text (Terraform-like), JSON (docs/plan-format.md) or Markdown (a PR comment).
+
+Values come from plan bodies, which never hold a secret; a sensitive field
+shows only that it will change.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+
+from .diff import Change, Create, FieldChange, Replace
+from .plan import Plan, to_document
+
+STYLES = {"create": "green", "update": "yellow", "delete": "red", "replace": "magenta"}
+SENSITIVE = "(sensitive, will change)"
+
+
+def text(plan: Plan) -> Text:
+    """The plan for a terminal; print `.plain` where colour is not wanted."""
+    out = Text()
+    for warning in plan.warnings:
+        out.append("Warning: ", style="bold yellow")
+        out.append(f"{warning}\n")
+    if plan.warnings:
+        out.append("\n")
+    if not plan.changes:
+        out.append(plan.summary() + "\n", style="bold green")
+        return out
+    out.append(f"couch-reconciler will make these changes on {plan.server}:\n\n")
+    for change in plan.changes:
+        style = STYLES[change.action]
+        out.append(f"{change.symbol:>3} ", style=f"bold {style}")
+        out.append(f"{change.kind}/{change.key}", style="bold")
+        out.append(f"  ({change.source})\n" if change.source else "\n", style="dim")
+        for line in change_lines(change):
+            out.append(f"      {line}\n")
+    out.append("\n")
+    out.append(plan.summary() + "\n", style="bold")
+    return out
+
+
+def change_lines(change: Change) -> list[str]:
+    """What a reviewer needs under one change: its fields, what it destroys, its notes."""
+    lines = [_field_line(change, item) for item in change.fields]
+    if change.destroys:
+        lines.append(f"destroys: {change.destroys}")
+    lines.extend(f"# {note}" for note in change.notes)
+    return lines
+
+
+def _field_line(change: Change, item: FieldChange) -> str:
+    if item.sensitive:
+        return f"{item.path}: {SENSITIVE}"
+    if isinstance(change, Create):
+        line = f"{item.path}: {_value(item.after)}"
+    else:
+        line = f"{item.path}: {_value(item.before)} -> {_value(item.after)}"
+    return line + ("   # forces replacement" if isinstance(change, Replace) else "")
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def json_document(plan: Plan) -> str:
+    return json.dumps(to_document(plan), indent=2, ensure_ascii=False) + "\n"
+
+
+def markdown(plan: Plan) -> str:
+    """A pull-request comment: the summary, then one table row per change."""
+    lines = ["### couch-reconciler plan", "", f"**{plan.summary()}**", ""]
+    lines += [f"> :warning: {_cell(warning)}" for warning in plan.warnings]
+    if plan.warnings:
+        lines.append("")
+    if plan.changes:
+        lines += ["| | Object | Changes | Manifest |", "|---|---|---|---|"]
+        for change in plan.changes:
+            details = "<br>".join(f"`{_cell(line)}`" for line in change_lines(change))
+            source = f"`{change.source}`" if change.source else ""
+            lines.append(f"| `{change.symbol}` | `{change.kind}/{_cell(change.key)}` | {details} | {source} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """Table cells end at `|` and lines, even inside backticks."""
+    return text.replace("|", "\\|").replace("\n", " ")
