@@ -1,0 +1,163 @@
+"""What the manifest kinds mean: the Desired objects they expand to (the contract the plan relies on)
+and the semantic checks beyond the schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from reconciler.expand import Desired
+from reconciler.kinds import MANIFESTS
+from reconciler.load import Source, load_file
+from reconciler.secrets import SecretRef
+from reconciler.validate import Diagnostic, load_and_validate
+
+
+def manifests(tmp_path: Path, *documents: dict) -> list:
+    file = tmp_path / "m.yaml"
+    file.write_text(yaml.safe_dump_all([{"apiVersion": "reconciler/v1", **d} for d in documents], sort_keys=False),
+                    encoding="utf-8")
+    return load_file(str(file))
+
+
+def expand(tmp_path: Path, kind: str, name: str, spec: dict) -> list[Desired]:
+    [manifest] = manifests(tmp_path, {"kind": kind, "metadata": {"name": name}, "spec": spec})
+    return list(MANIFESTS[kind].expand(manifest))
+
+
+def messages(tmp_path: Path, *documents: dict) -> list[str]:
+    manifests(tmp_path, *documents)
+    _, diagnostics = load_and_validate(str(tmp_path))
+    return [str(d).removeprefix(f"{tmp_path}/") for d in diagnostics]
+
+
+def test_database_expands_to_the_database_and_only_a_declared_security_object(tmp_path):
+    plain = expand(tmp_path, "Database", "orders", {"q": 4})
+    assert [(d.kind, d.key, dict(d.body), dict(d.options)) for d in plain] == [
+        ("database", "orders", {"partitioned": False}, {"q": 4})]
+
+    secured = expand(tmp_path, "Database", "orders", {
+        "partitioned": True, "n": 3, "prune": True,
+        "security": {"mode": "merge", "members": {"roles": ["app-user"]}}})
+    assert [(d.kind, d.key, dict(d.body), dict(d.options)) for d in secured] == [
+        ("database", "orders", {"partitioned": True}, {"n": 3, "prune": True}),
+        ("security", "orders", {"members": {"names": [], "roles": ["app-user"]}, "admins": {"names": [], "roles": []}},
+         {"mode": "merge"})]
+    assert secured[1].source.line == 9  # the `security:` key (yaml.safe_dump orders keys as given)
+
+
+def test_user_expands_with_sorted_roles_extra_fields_and_a_password_reference(tmp_path):
+    [user] = expand(tmp_path, "User", "alice", {"password": "file:alice.pw", "roles": ["b", "a"],
+                                                "fields": {"email": "a@example.com"}})
+    assert (user.kind, user.key, dict(user.body)) == ("user", "alice", {"roles": ["a", "b"], "email": "a@example.com"})
+    assert user.secrets == {"password": SecretRef("file:alice.pw", str(tmp_path))}
+
+
+def test_role_expands_to_a_merged_membership_per_member(tmp_path):
+    desired = expand(tmp_path, "Role", "app-user", {"members": ["alice", "bob"]})
+    assert [(d.kind, d.key, dict(d.body), dict(d.options), d.source.line) for d in desired] == [
+        ("user", "alice", {"roles": ["app-user"]}, {"mode": "merge"}, 7),
+        ("user", "bob", {"roles": ["app-user"]}, {"mode": "merge"}, 8)]
+
+
+def test_server_admin_expands_to_one_object_for_the_chosen_nodes(tmp_path):
+    [admin] = expand(tmp_path, "ServerAdmin", "ops", {"password": "env:OPS", "nodes": ["couchdb@a", "couchdb@b"]})
+    assert (admin.kind, admin.key, dict(admin.body), dict(admin.options)) == (
+        "server_admin", "ops", {}, {"nodes": ["couchdb@a", "couchdb@b"]})
+    assert admin.secrets == {"password": SecretRef("env:OPS", str(tmp_path))}
+
+
+def test_node_config_values_become_the_strings_couchdb_stores(tmp_path):
+    """couchdb-facts.md: /_config takes only JSON strings ("true", "3600"); a bare true is a 400."""
+    desired = expand(tmp_path, "NodeConfig", "peruser", {
+        "section": "couch_peruser", "values": {"enable": True, "delete_dbs": False, "q": 1, "database_prefix": "u-"}})
+    assert [(d.kind, d.key, dict(d.body), dict(d.options)) for d in desired] == [
+        ("config", "couch_peruser/enable", {"value": "true"}, {"nodes": "all"}),
+        ("config", "couch_peruser/delete_dbs", {"value": "false"}, {"nodes": "all"}),
+        ("config", "couch_peruser/q", {"value": "1"}, {"nodes": "all"}),
+        ("config", "couch_peruser/database_prefix", {"value": "u-"}, {"nodes": "all"})]
+
+
+def test_cors_expands_to_the_chttpd_switch_and_the_cors_section(tmp_path):
+    """CouchDB 3.x reads enable_cors with chttpd_util:get_chttpd_config_boolean, which looks in [chttpd]
+    first and falls back to [httpd] (apache/couchdb src/chttpd/src/chttpd_util.erl, chttpd_cors.erl
+    get_cors_config/1), so [chttpd] is authoritative. [cors] lists are split on commas (split_list/1)."""
+    desired = expand(tmp_path, "Cors", "web", {
+        "origins": ["https://a.example.com", "https://b.example.com"], "credentials": True,
+        "methods": ["GET", "PUT"], "headers": ["accept", "content-type"], "max_age": 3600})
+    assert {d.key: d.body["value"] for d in desired} == {
+        "chttpd/enable_cors": "true",
+        "cors/origins": "https://a.example.com, https://b.example.com",
+        "cors/credentials": "true",
+        "cors/max_age": "3600",
+        "cors/methods": "GET, PUT",
+        "cors/headers": "accept, content-type"}
+    assert {d.kind for d in desired} == {"config"}
+
+
+def test_template_kinds_do_not_expand_yet(tmp_path):
+    for kind, spec in [("DesignDocument", {"database": "a", "views": {"v": {"map": "function (doc) {}"}}}),
+                       ("Replication", {"source": "a", "target": "b"}),
+                       ("UserDatabases", {})]:
+        assert expand(tmp_path, kind, "x", spec) == []
+
+
+def test_diagnostic_format_marks_warnings():
+    source = Source("m/a.yaml", 7)
+    assert str(Diagnostic(source, "Database/a", "what", "how")) == "m/a.yaml:7: Database/a: what; how"
+    assert str(Diagnostic(source, None, "what", "how", "warning")) == "m/a.yaml:7: warning: what; how"
+
+
+def test_system_roles_and_declared_roles_are_accepted_in_security(tmp_path):
+    assert messages(tmp_path,
+                    {"kind": "Role", "metadata": {"name": "app-user"}, "spec": {}},
+                    {"kind": "Database", "metadata": {"name": "orders"},
+                     "spec": {"security": {"members": {"roles": ["app-user", "_admin", "_reader"]}}}}) == []
+
+
+def test_databases_a_template_produces_count_as_declared(tmp_path):
+    """A DesignDocument for userdb-… and a Replication from it need no Database manifest."""
+    assert messages(tmp_path,
+                    {"kind": "UserDatabases", "metadata": {"name": "per-user"}, "spec": {"prefix": "u-"}},
+                    {"kind": "Database", "metadata": {"name": "analytics"}, "spec": {}},
+                    {"kind": "Replication", "metadata": {"name": "r"},
+                     "spec": {"source": "u-616c696365", "target": "analytics"}},
+                    {"kind": "DesignDocument", "metadata": {"name": "d"},
+                     "spec": {"database": "_users", "validate_doc_update": "function () {}"}}) == []
+
+
+def test_undeclared_databases_are_warnings_with_the_closest_name(tmp_path):
+    assert messages(tmp_path,
+                    {"kind": "Database", "metadata": {"name": "analytics"}, "spec": {}},
+                    {"kind": "DesignDocument", "metadata": {"name": "d"},
+                     "spec": {"databases": ["analytcs"], "views": {"v": {"map": "function (doc) {}"}}}}) == [
+        "m.yaml:13: warning: DesignDocument/d: database `analytcs` is not declared by any manifest; "
+        "did you mean `analytics`?"]
+
+
+def test_the_same_design_document_name_in_two_databases_is_fine_but_not_twice_in_one(tmp_path):
+    ddoc = {"kind": "DesignDocument", "metadata": {"name": "stats"}}
+    views = {"views": {"v": {"map": "function (doc) {}"}}}
+    assert messages(tmp_path,
+                    {"kind": "Database", "metadata": {"name": "a"}, "spec": {}},
+                    {"kind": "Database", "metadata": {"name": "b"}, "spec": {}},
+                    {**ddoc, "spec": {"database": "a", **views}},
+                    {**ddoc, "spec": {"databases": ["b", "a"], **views}}) == [
+        "m.yaml:26: DesignDocument/stats: _design/stats in a is also declared at "
+        f"{tmp_path}/m.yaml:16; merge the two or rename one"]
+
+
+def test_config_keys_on_disjoint_nodes_do_not_conflict(tmp_path):
+    config = {"kind": "NodeConfig", "spec": {"section": "log", "values": {"level": "info"}}}
+    assert messages(tmp_path,
+                    {**config, "metadata": {"name": "a"}, "spec": {**config["spec"], "nodes": ["n1"]}},
+                    {**config, "metadata": {"name": "b"}, "spec": {**config["spec"], "nodes": ["n2"]}}) == []
+
+
+def test_a_server_admin_named_like_a_user_is_a_warning(tmp_path):
+    assert messages(tmp_path,
+                    {"kind": "User", "metadata": {"name": "ops"}, "spec": {"password": "env:A"}},
+                    {"kind": "ServerAdmin", "metadata": {"name": "ops"}, "spec": {"password": "env:B"}}) == [
+        f"m.yaml:11: warning: ServerAdmin/ops: also declared as a User (at {tmp_path}/m.yaml:4); "
+        "the server admin shadows the user at login; use different names for users and server admins"]
