@@ -41,6 +41,7 @@ def main() -> None:
       schema [KIND]  print the JSON Schema of the manifests, for editors and other tools
       plan DIR       show what apply would change on the server; change nothing
       apply DIR|PLANFILE  make the server match the manifests, or apply a saved plan
+      export DIR     write manifests describing a live server, to adopt an existing deployment
     """
 
 
@@ -329,3 +330,24 @@ def _execute(session: "CouchSession", plan: "Plan") -> None:
         execute(session, plan.changes, RESOURCES, lines)
     counts = plan.counts()
     click.echo(f"Apply complete: {counts['add']} added, {counts['change']} changed, {counts['destroy']} destroyed.")
+
+
+@main.command()
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@connection_options
+@one_line_errors
+def export(directory: str, **connection: Any) -> None:
+    """Write manifests describing the live server into DIR, so an existing deployment can adopt the tool.
+
+    Databases with their _security, users with their roles and extra fields, a Role for every
+    role named, and node config that differs from CouchDB's defaults; `reconcile plan DIR`
+    then shows no change. No password or hash is written: a User without `password` leaves
+    the password unmanaged until you add a reference. DIR/README.md says what was left out
+    (server admins, couch_peruser databases). Existing files are never overwritten.
+    """
+    from .export import export as export_server
+
+    with connect(**connection) as session:
+        result = export_server(session, directory)
+    click.echo(f"{directory}: wrote {len(result.databases)} databases, {len(result.users)} users, "
+               f"{len(result.roles)} roles and {len(result.config)} config sections; read {directory}/README.md")

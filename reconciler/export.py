@@ -1,0 +1,238 @@
+"""`reconcile export`: manifests describing a live server, so an existing deployment can adopt the tool.
+
+What it writes is chosen so that `reconcile plan` on the exported folder shows no change:
+databases with their `_security` exactly as held; users with their roles and extra
+fields but no `password` (a User without one leaves the password unmanaged); a Role
+for every role named, since validate wants roles declared; node config keys whose
+value differs from CouchDB 3.x's defaults. Never exported: passwords and hashes,
+server admins (their values are hashes), secrets in the config, and install-specific
+settings (paths, ports, the server's uuid).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from . import nodes
+from .client import CouchSession, db_path
+from .errors import ReconcileError
+from .load import API_VERSION
+from .kinds.user import all_user_docs, user_body
+
+PAGE = 1000
+
+# CouchDB 3.x's defaults (rel/overlay/etc/default.ini and the defaults its code falls back to) for the
+# keys a server commonly reports. A key set to its default says nothing about the deployment; a key
+# missing here is exported, which is harmless: the manifest then holds the value the server has.
+DEFAULTS: Mapping[str, Mapping[str, str]] = {
+    "couchdb": {"max_dbs_open": "500", "os_process_timeout": "5000", "file_compression": "snappy",
+                "attachment_stream_buffer_size": "4096", "default_security": "admin_only",
+                "changes_doc_ids_optimization_threshold": "100", "max_document_size": "8000000",
+                "default_engine": "couch", "users_db_security_editable": "false", "single_node": "false"},
+    "couchdb_engines": {"couch": "couch_bt_engine"},
+    "cluster": {"q": "2", "n": "3"},
+    "chttpd": {"backlog": "512", "socket_options": "[{sndbuf, 262144}, {nodelay, true}]",
+               "server_options": "[{recbuf, undefined}]", "require_valid_user": "false",
+               "max_db_number_for_dbs_info_req": "100", "admin_only_all_dbs": "true", "enable_cors": "false",
+               "prefer_minimal": "Cache-Control, Content-Length, Content-Range, Content-Type, ETag, Server, "
+                                 "Transfer-Encoding, Vary"},
+    "chttpd_auth": {"authentication_db": "_users", "iterations": "600000", "pbkdf2_prf": "sha256",
+                    "password_scheme": "pbkdf2", "timeout": "600", "allow_persistent_cookies": "true",
+                    "auth_cache_size": "50", "require_valid_user": "false",
+                    "authentication_redirect": "/_utils/session.html"},
+    "couch_httpd_auth": {"authentication_db": "_users", "authentication_redirect": "/_utils/session.html",
+                         "require_valid_user": "false", "timeout": "600", "auth_cache_size": "50",
+                         "allow_persistent_cookies": "true", "iterations": "10"},
+    "couch_peruser": {"enable": "false", "delete_dbs": "false", "database_prefix": "userdb-"},
+    "httpd": {"secure_rewrites": "true", "allow_jsonp": "false", "enable_cors": "false",
+              "enable_xframe_options": "false", "socket_options": "[{sndbuf, 262144}]",
+              "max_http_request_size": "4294967296",
+              "authentication_handlers": "{couch_httpd_auth, cookie_authentication_handler}, "
+                                         "{couch_httpd_auth, default_authentication_handler}"},
+    "cors": {"credentials": "false"},
+    "csp": {"enable": "true", "utils_enable": "true", "attachments_enable": "true", "showlist_enable": "true"},
+    "uuids": {"algorithm": "sequential", "utc_id_suffix": "", "max_count": "1000"},
+    "attachments": {"compression_level": "8",
+                    "compressible_types": "text/*, application/javascript, application/json, application/xml"},
+    "replicator": {"max_jobs": "500", "interval": "60000", "max_churn": "20", "startup_jitter": "5000",
+                   "worker_processes": "4", "worker_batch_size": "500", "http_connections": "20",
+                   "connection_timeout": "30000", "retries_per_request": "5", "verify_ssl_certificates": "false",
+                   "ssl_certificate_max_depth": "3", "socket_options": "[{keepalive, true}, {nodelay, false}]"},
+    "query_server_config": {"reduce_limit": "true", "os_process_limit": "100"},
+    "indexers": {"couch_mrview": "true"},
+    "ioq": {"concurrency": "10", "ratio": "0.01"},
+    "log": {"level": "info", "writer": "stderr"},
+    "smoosh.ratio_dbs": {"min_priority": "2.0"},
+    "smoosh.ratio_views": {"min_priority": "2.0"},
+}
+
+# Server admins, secrets, what only a restart or a file may change (couch_util:check_config_blacklist),
+# and what belongs to one installation rather than to the deployment's design.
+SKIPPED_SECTIONS = frozenset({
+    "admins", "vendor", "ssl", "jwt_keys", "daemons", "external", "httpd_design_handlers", "httpd_db_handlers",
+    "httpd_global_handlers", "native_query_servers", "os_daemons", "query_servers", "feature_flags",
+})
+SKIPPED_KEYS = frozenset({
+    ("couchdb", "uuid"), ("couchdb", "database_dir"), ("couchdb", "view_index_dir"), ("couchdb", "util_driver_dir"),
+    ("couchdb", "plugin_dir"), ("couchdb", "uri_file"), ("chttpd", "port"), ("chttpd", "bind_address"),
+    ("chttpd", "docroot"), ("httpd", "port"), ("httpd", "bind_address"), ("log", "file"),
+})
+SECRET_WORDS = ("secret", "password", "key_file")
+
+
+@dataclass
+class Export:
+    """What was found, so the command can say it and the README can list it."""
+
+    databases: list[dict] = field(default_factory=list)
+    users: list[dict] = field(default_factory=list)
+    roles: list[dict] = field(default_factory=list)
+    config: list[dict] = field(default_factory=list)
+    server_admins: list[str] = field(default_factory=list)
+    skipped_user_databases: int = 0
+
+
+def export(session: CouchSession, directory: str) -> Export:
+    """Read the server and write its manifests into `directory` (created if needed; existing files are kept)."""
+    files = {name: os.path.join(directory, name)
+             for name in ("databases.yaml", "users.yaml", "roles.yaml", "config.yaml", "README.md")}
+    existing = [path for path in files.values() if os.path.exists(path)]
+    if existing:
+        raise ReconcileError(f"{existing[0]} already exists; export into an empty folder "
+                             "(it never overwrites manifests)")
+    result = read(session)
+    os.makedirs(directory, exist_ok=True)
+    for name, documents in (("databases.yaml", result.databases), ("users.yaml", result.users),
+                            ("roles.yaml", result.roles), ("config.yaml", result.config)):
+        if documents:
+            with open(files[name], "w", encoding="utf-8") as handle:
+                yaml.safe_dump_all(documents, handle, sort_keys=False, allow_unicode=True)
+    with open(files["README.md"], "w", encoding="utf-8") as handle:
+        handle.write(readme(result))
+    return result
+
+
+def read(session: CouchSession) -> Export:
+    cluster = nodes.cluster(session)
+    result = Export()
+    prefix = _user_database_prefix(cluster)
+    names = []
+    for row in _all_dbs_info(session):
+        name = row["key"]
+        if name.startswith("_"):
+            continue  # system databases: CouchDB owns them
+        if prefix and name.startswith(prefix):
+            result.skipped_user_databases += 1  # couch_peruser's: a UserDatabases template describes them
+            continue
+        names.append((name, bool(row.get("info", {}).get("props", {}).get("partitioned"))))
+    securities = session.map(lambda entry: session.get(db_path(entry[0], "_security")), names)
+    roles: set[str] = set()
+    for (name, partitioned), security in zip(names, securities):
+        spec: dict[str, Any] = {"partitioned": True} if partitioned else {}
+        spec["security"] = {part: {kind: list(security[part][kind]) for kind in ("names", "roles")
+                                   if kind in security[part]}
+                            for part in ("members", "admins") if part in security}
+        roles.update(role for part in spec["security"].values() for role in part.get("roles", []))
+        result.databases.append(_manifest("Database", name, spec))
+    for doc in all_user_docs(session):
+        body = user_body(doc)
+        spec = {"roles": sorted(body.pop("roles"))}
+        if body:
+            spec["fields"] = body
+        roles.update(spec["roles"])
+        result.users.append(_manifest("User", doc["name"], spec))
+    result.roles = [_manifest("Role", role, {"description": "exported from the live server"})
+                    for role in sorted(roles) if not role.startswith("_")]
+    result.config = list(_config_manifests(cluster))
+    result.server_admins = sorted({name for node in cluster.nodes
+                                   for name in cluster.config[node].get("admins", {})})
+    return result
+
+
+def readme(result: Export) -> str:
+    lines = [
+        "# Manifests exported from a live CouchDB",
+        "",
+        "Written by `reconcile export`; `reconcile plan` on this folder shows no change.",
+        "",
+        f"- {len(result.databases)} databases with their `_security` (databases.yaml)",
+        f"- {len(result.users)} users (users.yaml) and {len(result.roles)} roles (roles.yaml)",
+        f"- {len(result.config)} node-config sections that differ from CouchDB's defaults (config.yaml)",
+        "",
+        "## Passwords are not managed yet",
+        "",
+        "No password or hash was exported. A User without `password` leaves the password as it is on the",
+        "server. To manage one, add a reference and set the variable from your secret store:",
+        "",
+        "```yaml",
+        "spec:",
+        "  password: env:COUCHDB_USER_ALICE_PASSWORD",
+        "```",
+        "",
+        "Run `reconcile plan` afterwards: it shows `password: (sensitive, will change)` only for users whose",
+        "stored hash does not match the secret.",
+    ]
+    if result.server_admins:
+        lines += ["", "## Server admins (not exported)", "",
+                  "Their passwords exist only as hashes. To manage them, write a `ServerAdmin` manifest with a",
+                  "`password` reference for each:", ""]
+        lines += [f"- `{name}`" for name in result.server_admins]
+    if result.skipped_user_databases:
+        lines += ["", "## Per-user databases (not exported)", "",
+                  f"{result.skipped_user_databases} databases made by couch_peruser were left out: describe them "
+                  "with a `UserDatabases` manifest."]
+    return "\n".join(lines) + "\n"
+
+
+def _config_manifests(cluster: nodes.Cluster) -> Iterable[dict]:
+    """One NodeConfig per section for the keys all nodes agree on, one per node for the others."""
+    for section in sorted({section for node in cluster.nodes for section in cluster.config[node]}):
+        if section in SKIPPED_SECTIONS:
+            continue
+        shared: dict[str, str] = {}
+        per_node: dict[str, dict[str, str]] = {}
+        keys = sorted({key for node in cluster.nodes for key in cluster.config[node].get(section, {})})
+        for key in keys:
+            if (section, key) in SKIPPED_KEYS or any(word in key for word in SECRET_WORDS):
+                continue
+            values = {node: cluster.value(node, section, key) for node in cluster.nodes}
+            default = DEFAULTS.get(section, {}).get(key)
+            if all(value == default for value in values.values() if value is not None):
+                continue
+            if len(set(values.values())) == 1:
+                shared[key] = values[cluster.nodes[0]]
+            else:
+                for node, value in values.items():
+                    if value is not None and value != default:
+                        per_node.setdefault(node, {})[key] = value
+        if shared:
+            yield _manifest("NodeConfig", section, {"section": section, "values": shared})
+        for node, values in per_node.items():
+            yield _manifest("NodeConfig", f"{section}@{node}", {"section": section, "values": values,
+                                                                  "nodes": [node]})
+
+
+def _user_database_prefix(cluster: nodes.Cluster) -> str | None:
+    if not any(cluster.value(node, "couch_peruser", "enable") == "true" for node in cluster.nodes):
+        return None
+    return cluster.value(cluster.nodes[0], "couch_peruser", "database_prefix") or "userdb-"
+
+
+def _all_dbs_info(session: CouchSession) -> Iterable[dict]:
+    """`GET /_dbs_info`, a page at a time (it pages like `_all_dbs`)."""
+    params: dict[str, str] = {"limit": str(PAGE + 1)}
+    while True:
+        rows = session.get("_dbs_info", params=params, what="listing databases")
+        yield from rows[:PAGE]
+        if len(rows) <= PAGE:
+            return
+        params["start_key"] = json.dumps(rows[PAGE]["key"])
+
+
+def _manifest(kind: str, name: str, spec: Mapping[str, Any]) -> dict:
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name}, "spec": dict(spec)}
