@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test install
 
+# Reinstalled when pyproject.toml changes (new dependency, new console script).
 $(BIN)/reconcile: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -13,8 +14,10 @@ $(BIN)/reconcile: pyproject.toml
 
 install: $(BIN)/reconcile
 
+# Validates manifests/, then plans, applies and plans again on couchsim (or on $$COUCHDB_URL when set).
 demo: install
-	$(BIN)/reconcile validate manifests/
+	@scripts/demo.sh
 
+# pytest exits 5 when it collected no test: for this repository that is a failure, as any other.
 test: install
 	$(BIN)/python -m pytest -n auto -q
