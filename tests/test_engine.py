@@ -1,0 +1,183 @@
+"""The plan/apply engine on in-memory kinds: ordering, safety rules, stale saved plans, merges.
+
+The kinds here keep their "server" in a dict, so these tests pin the engine's
+rules (issue 5) without a server; tests/integration/ runs the real kinds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from reconciler.apply import check_fresh, execute
+from reconciler.diff import Create, Delete, Replace, Update, field_changes
+from reconciler.errors import ReconcileError
+from reconciler.expand import Desired, DesiredState
+from reconciler.load import Source
+from reconciler.observe import Observed
+from reconciler.plan import Plan, PlanRefused, Policy, StalePlan, make_plan, order
+
+
+@dataclass
+class FakeServer:
+    base: str = "http://couch.test:5984"
+    objects: dict = field(default_factory=dict)  # (kind, key) -> (body, version, managed)
+    writes: list = field(default_factory=list)
+
+
+class FakeKind:
+    """A kind whose live objects live in FakeServer.objects; `fixed` fields force a Replace."""
+
+    def __init__(self, name: str, order: int, fixed: tuple[str, ...] = (), parent: str | None = None):
+        self.name, self.order, self.fixed = name, order, fixed
+        if parent:
+            self.parent = lambda key: (parent, key)
+
+    def observe(self, server, wanted, prune=False):
+        keys = {d.key for d in wanted}
+        return {key: Observed(self.name, key, body, version, managed)
+                for (kind, key), (body, version, managed) in server.objects.items()
+                if kind == self.name and (key in keys or (prune and managed))}
+
+    def reread(self, server, keys):
+        return {key: Observed(self.name, key, body, version, managed)
+                for (kind, key), (body, version, managed) in server.objects.items()
+                if kind == self.name and key in keys}
+
+    def diff(self, wanted, live):
+        if wanted is None:
+            return Delete(self.name, live.key, None, before=live.body, version=live.version) if live.managed else None
+        if live is None:
+            return Create(self.name, wanted.key, wanted.source, after=dict(wanted.body))
+        fields = field_changes(live.body, wanted.body)
+        if not fields:
+            return None
+        cls = Replace if any(f.path in self.fixed for f in fields) else Update
+        return cls(self.name, wanted.key, wanted.source, before=live.body, after=dict(wanted.body), fields=fields,
+                   version=live.version)
+
+    def apply(self, server, changes, secrets):
+        for change in changes:
+            server.writes.append((change.action, change.kind, change.key))
+            if isinstance(change, Delete):
+                del server.objects[(self.name, change.key)]
+            else:
+                server.objects[(self.name, change.key)] = (change.after, "v-new", True)
+
+
+KINDS = {"database": FakeKind("database", 10, fixed=("partitioned",)),
+         "security": FakeKind("security", 20, parent="database"),
+         "user": FakeKind("user", 40)}
+
+
+def wanted(*objects: Desired) -> DesiredState:
+    return DesiredState({(d.kind, d.key): d for d in objects})
+
+
+def db(name: str, partitioned: bool = False, line: int = 1) -> Desired:
+    return Desired("database", name, {"partitioned": partitioned}, Source("dbs.yaml", line))
+
+
+def sec(name: str, roles: list[str]) -> Desired:
+    return Desired("security", name, {"members": {"roles": roles}}, Source("dbs.yaml", 2))
+
+
+def test_creations_follow_kind_order_and_deletions_come_last_in_reverse():
+    server = FakeServer(objects={("database", "old"): ({"partitioned": False}, "1", True),
+                                 ("user", "gone"): ({"roles": []}, "1-a", True)})
+    plan = make_plan(server, wanted(sec("a", ["app"]), db("a")), Policy(allow_delete=True), KINDS)
+    assert [(c.action, c.kind, c.key) for c in plan.changes] == [
+        ("create", "database", "a"), ("create", "security", "a"),
+        ("delete", "user", "gone"), ("delete", "database", "old")]
+
+
+def test_unlisted_managed_objects_are_not_even_looked_for_without_allow_delete():
+    server = FakeServer(objects={("database", "old"): ({"partitioned": False}, "1", True)})
+    plan = make_plan(server, wanted(db("a")), Policy(), KINDS)
+    assert [(c.action, c.key) for c in plan.changes] == [("create", "a")]
+
+
+def test_a_second_plan_after_apply_is_empty():
+    server = FakeServer(objects={("database", "a"): ({"partitioned": False}, "1", True)})
+    state = wanted(db("a"), db("b"), sec("b", ["x"]))
+    execute(server, make_plan(server, state, Policy(), KINDS).changes, KINDS)
+    again = make_plan(server, state, Policy(), KINDS)
+    assert again.changes == [] and again.summary() == "No changes. The server matches the manifests."
+
+
+def test_summary_counts_a_replace_as_one_to_add_and_one_to_destroy():
+    server = FakeServer(objects={("database", "a"): ({"partitioned": False}, "1", True),
+                                 ("security", "a"): ({"members": {"roles": ["x"]}}, "d1", False)})
+    plan = make_plan(server, wanted(db("a", partitioned=True), sec("a", ["x"])), Policy(allow_delete=True), KINDS)
+    assert plan.summary() == "Plan: 2 to add, 0 to change, 1 to destroy."
+    # The security object lives in the replaced database: it must be written again although it matched.
+    assert [(c.action, c.kind) for c in plan.changes] == [("replace", "database"), ("create", "security")]
+    assert plan.changes[1].version == "d1"  # a saved plan still notices a change to the old object
+
+
+def test_replace_without_allow_delete_is_refused_with_the_manifest_line():
+    server = FakeServer(objects={("database", "a"): ({"partitioned": False}, "1", True)})
+    with pytest.raises(PlanRefused) as refused:
+        make_plan(server, wanted(db("a", partitioned=True, line=7)), Policy(), KINDS)
+    assert refused.value.lines[0].startswith("dbs.yaml:7: database/a: must be deleted and created again")
+    assert "--allow-delete" in refused.value.lines[0]
+
+
+def test_destroying_documents_needs_allow_delete_data():
+    plan = Plan("http://x", [Delete("database", "old", None, version="1", destroys="3 documents")])
+    from reconciler.plan import check_safety
+
+    with pytest.raises(PlanRefused, match=r"database/old: deleting it destroys 3 documents; rerun with "
+                                          r"--allow-delete-data"):
+        check_safety(plan, Policy(allow_delete=True))
+    check_safety(plan, Policy(allow_delete=True, allow_delete_data=True))
+
+
+def test_share_threshold_refuses_mass_updates_unless_forced():
+    objects = {("security", f"db{i}"): ({"members": {"roles": ["old"]}}, f"d{i}", True) for i in range(10)}
+    objects.update({("database", f"db{i}"): ({"partitioned": False}, "1", True) for i in range(10)})
+    state = wanted(*[db(f"db{i}") for i in range(10)], *[sec(f"db{i}", ["new"]) for i in range(4)],
+                   *[sec(f"db{i}", ["old"]) for i in range(4, 10)])
+    with pytest.raises(PlanRefused) as refused:
+        make_plan(FakeServer(objects=dict(objects)), state, Policy(), KINDS)
+    assert refused.value.lines == ["refusing to update 4 of 10 existing security objects (40% > 30%); check the "
+                                   "manifests, then rerun with --force or a higher --max-update-share"]
+    assert len(make_plan(FakeServer(objects=dict(objects)), state, Policy(force=True), KINDS).changes) == 4
+    assert len(make_plan(FakeServer(objects=dict(objects)), state, Policy(max_update_share=0.5), KINDS).changes) == 4
+
+
+def test_small_deployments_are_never_blocked_by_shares():
+    objects = {("security", f"db{i}"): ({"members": {"roles": ["old"]}}, f"d{i}", True) for i in range(9)}
+    state = wanted(*[sec(f"db{i}", ["new"]) for i in range(9)])
+    assert len(make_plan(FakeServer(objects=objects), state, Policy(), KINDS).changes) == 9
+
+
+def test_stale_saved_plan_is_refused_before_any_write():
+    server = FakeServer(objects={("database", "a"): ({"partitioned": False}, "1", True),
+                                 ("security", "a"): ({"members": {"roles": ["x"]}}, "d1", False)})
+    plan = make_plan(server, wanted(db("a"), sec("a", ["y"]), db("b")), Policy(), KINDS)
+    check_fresh(server, plan, KINDS)  # nothing changed yet
+    server.objects[("security", "a")] = ({"members": {"roles": ["z"]}}, "d2", False)
+    server.objects[("database", "b")] = ({"partitioned": False}, "1", False)
+    with pytest.raises(StalePlan, match=r"\(database/b \(created meanwhile\), security/a\); nothing was applied"):
+        check_fresh(server, plan, KINDS)
+    assert server.writes == []
+
+
+def test_order_follows_each_kinds_order_value():
+    changes = [Update("user", "u", None), Create("security", "s", None), Create("database", "d", None)]
+    assert [c.kind for c in order(changes, KINDS)] == ["database", "security", "user"]
+
+
+def test_a_failing_kind_stops_the_apply_with_its_line():
+    class Failing(FakeKind):
+        def apply(self, server, changes, secrets):
+            raise ReconcileError(f"user/{changes[0].key}: HTTP 503; the server failed; rerun when it is healthy")
+
+    kinds = {**KINDS, "user": Failing("user", 40)}
+    server = FakeServer()
+    plan = make_plan(server, wanted(db("a"), Desired("user", "u", {"roles": []}, Source("u.yaml", 1))), Policy(), kinds)
+    with pytest.raises(ReconcileError, match="user/u: HTTP 503"):
+        execute(server, plan.changes, kinds)
+    assert server.writes == [("create", "database", "a")]  # done in order, up to the failure

@@ -1,0 +1,117 @@
+"""Plan files and plan rendering: what a reviewer and a pipeline read (docs/plan-format.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reconciler import render
+from reconciler.diff import Create, Delete, FieldChange, Replace, Update
+from reconciler.errors import ReconcileError
+from reconciler.expand import Desired
+from reconciler.load import Source
+from reconciler.plan import Plan, is_plan_file, load, save, to_document
+from reconciler.secrets import SecretRef
+
+SECRET = "s3cret-value-never-shown"
+
+
+def sample_plan(tmp_path, monkeypatch) -> Plan:
+    monkeypatch.setenv("ALICE_PASSWORD", SECRET)
+    alice = Desired("user", "alice", {"roles": ["app"]}, Source("users.yaml", 3),
+                    secrets={"password": SecretRef("env:ALICE_PASSWORD", str(tmp_path))})
+    return Plan("http://couch.test:5984", [
+        Create("database", "orders", Source("dbs.yaml", 2), after={"partitioned": False},
+               fields=(FieldChange("partitioned", None, False),),
+               desired=Desired("database", "orders", {"partitioned": False}, Source("dbs.yaml", 2), options={"q": 2})),
+        Update("security", "orders", Source("dbs.yaml", 5), before={}, after={},
+               fields=(FieldChange("members.roles", ["_admin"], ["_admin", "app"]),), version="sha256:ab"),
+        Update("user", "alice", Source("users.yaml", 3), fields=(FieldChange("password", None, None, sensitive=True),),
+               version="3-x", desired=alice),
+        Replace("database", "events", Source("dbs.yaml", 9), fields=(FieldChange("partitioned", False, True),),
+                version="12-g1", destroys="12 documents", notes=("`partitioned` is fixed when a database is created",)),
+        Delete("database", "old", None, version="4-g1", notes=("no manifest lists it",)),
+    ], warnings=["database/orders: q is 8 on the server"], existing={"database": 3})
+
+
+def test_plan_file_round_trips_and_holds_references_not_secrets(tmp_path, monkeypatch):
+    plan = sample_plan(tmp_path, monkeypatch)
+    path = tmp_path / "plan.json"
+    save(plan, str(path))
+    text = path.read_text()
+    assert SECRET not in text and "env:ALICE_PASSWORD" in text
+    assert is_plan_file(str(path))
+    again = load(str(path))
+    assert again.changes == plan.changes and again.server == plan.server and again.warnings == plan.warnings
+    assert again.changes[2].desired.secrets["password"].resolve() == SECRET  # apply reads it again
+
+
+def test_json_document_has_the_documented_top_level_shape(tmp_path, monkeypatch):
+    document = json.loads(render.json_document(sample_plan(tmp_path, monkeypatch)))
+    assert list(document) == ["format", "format_version", "created_at", "server", "summary", "warnings",
+                              "existing", "changes"]
+    assert document["summary"] == {"add": 2, "change": 2, "destroy": 2,
+                                   "text": "Plan: 2 to add, 2 to change, 2 to destroy."}
+    password = document["changes"][2]["fields"][0]
+    assert password == {"path": "password", "sensitive": True}  # no before/after keys at all
+
+
+def test_text_rendering_is_terraform_like(tmp_path, monkeypatch):
+    out = render.text(sample_plan(tmp_path, monkeypatch)).plain
+    assert out.splitlines() == [
+        "Warning: database/orders: q is 8 on the server",
+        "",
+        "couch-reconciler will make these changes on http://couch.test:5984:",
+        "",
+        "  + database/orders  (dbs.yaml:2)",
+        "      partitioned: false",
+        "  ~ security/orders  (dbs.yaml:5)",
+        '      members.roles: ["_admin"] -> ["_admin", "app"]',
+        "  ~ user/alice  (users.yaml:3)",
+        "      password: (sensitive, will change)",
+        "-/+ database/events  (dbs.yaml:9)",
+        "      partitioned: false -> true   # forces replacement",
+        "      destroys: 12 documents",
+        "      # `partitioned` is fixed when a database is created",
+        "  - database/old",
+        "      # no manifest lists it",
+        "",
+        "Plan: 2 to add, 2 to change, 2 to destroy.",
+    ]
+
+
+def test_no_changes_says_so():
+    assert render.text(Plan("http://x", [])).plain == "No changes. The server matches the manifests.\n"
+
+
+def test_markdown_is_a_table_with_one_row_per_change(tmp_path, monkeypatch):
+    out = render.markdown(sample_plan(tmp_path, monkeypatch))
+    assert "**Plan: 2 to add, 2 to change, 2 to destroy.**" in out
+    rows = [line for line in out.splitlines() if line.startswith("| `")]
+    assert [row.split(" | ")[1] for row in rows] == ["`database/orders`", "`security/orders`", "`user/alice`",
+                                                      "`database/events`", "`database/old`"]
+    assert rows[3].startswith("| `-/+` | `database/events` | `partitioned: false -> true   # forces replacement`"
+                              "<br>`destroys: 12 documents`")
+    assert "(sensitive, will change)" in rows[2] and SECRET not in out
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "not a plan file (not JSON)"),
+    ('{"format": "something else"}', "not a plan file; give a file written by `reconcile plan --out`"),
+    ('{"format": "couch-reconciler/plan", "format_version": 99}', "plan format version 99 is not 1"),
+    ('{"format": "couch-reconciler/plan", "format_version": 1, "server": "x", "created_at": "t", '
+     '"changes": [{"action": "create"}]}', "damaged plan file"),
+])
+def test_a_bad_plan_file_is_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "plan.json"
+    path.write_text(content)
+    with pytest.raises(ReconcileError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load(str(path))
+
+
+def test_fields_of_a_document_round_trip_before_and_after(tmp_path, monkeypatch):
+    document = to_document(sample_plan(tmp_path, monkeypatch))
+    assert document["changes"][1]["fields"] == [{"path": "members.roles", "sensitive": False,
+                                                 "before": ["_admin"], "after": ["_admin", "app"]}]
+    assert document["changes"][3]["destroys"] == "12 documents"
