@@ -72,9 +72,10 @@ class Manifest:
 class ManifestError(ReconcileError):
     """A file or document that cannot become a Manifest: what is wrong, where, and how to fix it."""
 
-    def __init__(self, source: Source, message: str, hint: str):
-        super().__init__(f"{source}: {message}; {hint}")
+    def __init__(self, source: Source, message: str, hint: str, subject: str | None = None):
+        super().__init__(f"{source}: {subject + ': ' if subject else ''}{message}; {hint}")
         self.source = source
+        self.subject = subject  # "Kind/name" (or just "Kind") once the document got that far
         self.message = message
         self.hint = hint
 
@@ -194,16 +195,20 @@ def _manifest(file: str, node: yaml.Node, loader: yaml.SafeLoader) -> Manifest:
         raise ManifestError(at("apiVersion"), problem, f"write `apiVersion: {API_VERSION}`")
     kind = document.get("kind")
     if not isinstance(kind, str) or not kind:
-        raise ManifestError(at("kind"), "kind is missing", "write e.g. `kind: Database` (see `reconcile schema`)")
+        raise ManifestError(at("kind"), "kind is missing or not text",
+                            "write e.g. `kind: Database` (see `reconcile schema`)")
     metadata = document.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     if not isinstance(name, str) or not name:
-        raise ManifestError(at("metadata", "name"), f"{kind}: metadata.name is missing or not text",
-                            "write `metadata:` with an indented `name: ...` below it")
+        raise ManifestError(at("metadata", "name"), "metadata.name is missing or not text",
+                            "write `metadata:` with an indented `name: ...` below it", subject=kind)
+    if "spec" in document and document["spec"] is None:
+        document["spec"] = {}  # `spec:` with nothing under it: a kind whose fields all have defaults
     spec = document.get("spec")
     if not isinstance(spec, dict):
         problem = "spec is missing" if spec is None else f"spec must be a mapping, not {_describe(spec)}"
-        raise ManifestError(at("spec"), f"{kind}/{name}: {problem}", "write `spec:` with the kind's fields indented below it")
+        raise ManifestError(at("spec"), problem, "write `spec:` with the kind's fields indented below it",
+                            subject=f"{kind}/{name}")
     return Manifest(kind=kind, name=name, spec=spec, source=start, base_dir=os.path.dirname(file) or ".",
                     lines=lines, document=document)
 

@@ -90,7 +90,7 @@ def _position(diagnostic: Diagnostic) -> tuple[str, int, str]:
 
 
 def _from_load_error(error: ManifestError) -> Diagnostic:
-    return Diagnostic(error.source, None, error.message, error.hint)
+    return Diagnostic(error.source, error.subject, error.message, error.hint)
 
 
 def _duplicate_names(manifests: Sequence[Manifest], kinds: dict[str, Any]) -> Iterator[Diagnostic]:
