@@ -1,0 +1,174 @@
+"""Authentication as chttpd does it in 3.4: basic auth and the `AuthSession` cookie, checked against the
+server admins in `[admins]` and the users in the authentication database.
+
+Verifying a password costs one PBKDF2 of `iterations` rounds (600,000 by default). Like couch_passwords_cache,
+a credential that verified once is remembered (keyed by everything the verdict depends on: name, password,
+salt, derived key, iterations, PRF), so a keep-alive client sending basic auth on every request costs one
+hash, not one per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+import uuid
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from .errors import CouchError, bad_request, unauthorized
+from .security import ANONYMOUS, UserCtx
+from .users import USER_PREFIX, pbkdf2_hex, pbkdf2_hex_async
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+CACHE_SIZE = 10_000
+AUTH_HANDLERS = ["cookie", "default"]
+
+
+def hash_admin_password(password: str, prf: str, iterations: int) -> str:
+    """couch_passwords:hash_admin_password/1 in 3.4: `-pbkdf2:PRF-DERIVED,SALT,ITERATIONS`."""
+    salt = uuid.uuid4().hex
+    return f"-pbkdf2:{prf}-{pbkdf2_hex(prf, password, salt, iterations)},{salt},{iterations}"
+
+
+def parse_admin_hash(value: str) -> dict | None:
+    """The stored credentials of an `[admins]` entry, or None for a plaintext value not yet hashed."""
+    if value.startswith("-pbkdf2"):
+        head, _, rest = value[1:].partition("-")
+        prf = head.split(":", 1)[1] if ":" in head else "sha1"
+        parts = rest.split(",")
+        if len(parts) == 3 and parts[2].isdigit():
+            return {"password_scheme": "pbkdf2", "pbkdf2_prf": prf, "derived_key": parts[0], "salt": parts[1],
+                    "iterations": int(parts[2])}
+    if value.startswith("-hashed-"):
+        sha, _, salt = value[len("-hashed-"):].partition(",")
+        return {"password_scheme": "simple", "password_sha": sha, "salt": salt}
+    return None
+
+
+class Authenticator:
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.verified: OrderedDict[tuple, bool] = OrderedDict()
+
+    # ------------------------------------------------------------------ who is this
+    def credentials(self, name: str) -> tuple[dict, list[str]] | None:
+        """(stored credential fields, roles) of a server admin or a `_users` user."""
+        stored = self.cluster.config.get_set("admins", name)
+        if stored is not None:
+            creds = parse_admin_hash(stored)
+            return (creds, ["_admin"]) if creds else None
+        db = self.cluster.dbs.get(self.cluster.config.get("chttpd_auth", "authentication_db"))
+        entry = db.entry(USER_PREFIX + name) if db else None
+        if entry is None or entry.deleted:
+            return None
+        body = entry.winner.body or {}
+        roles = body.get("roles") if isinstance(body.get("roles"), list) else []
+        return body, [r for r in roles if isinstance(r, str)]
+
+    async def verify(self, name: str, password: str) -> UserCtx | None:
+        found = self.credentials(name)
+        if found is None:
+            return None
+        creds, roles = found
+        scheme = creds.get("password_scheme", "simple")
+        if scheme == "pbkdf2":
+            key = (name, password, creds.get("salt"), creds.get("derived_key"), creds.get("iterations"),
+                   creds.get("pbkdf2_prf", "sha1"))
+            if key not in self.verified:
+                try:
+                    derived = await pbkdf2_hex_async(key[5], password, str(key[2]), int(key[4]))
+                except (TypeError, ValueError):
+                    return None
+                if not hmac.compare_digest(derived, str(key[3])):
+                    return None
+                self.verified[key] = True
+                if len(self.verified) > CACHE_SIZE:
+                    self.verified.popitem(last=False)
+            else:
+                self.verified.move_to_end(key)
+        elif scheme == "simple":
+            digest = hashlib.sha1((password + str(creds.get("salt", ""))).encode("utf-8")).hexdigest()
+            if not hmac.compare_digest(digest, str(creds.get("password_sha", ""))):
+                return None
+        else:
+            return None
+        return UserCtx(name, roles)
+
+    async def authenticate(self, headers, cookies) -> tuple[UserCtx, str | None]:
+        """The request's user, and a refreshed AuthSession cookie value when one is due."""
+        authorization = headers.get("Authorization", "")
+        if authorization[:6].lower() == "basic ":
+            try:
+                name, _, password = base64.b64decode(authorization[6:].strip()).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                raise bad_request("Authorization header has invalid base64 value")
+            ctx = await self.verify(name, password)
+            if ctx is None:
+                raise unauthorized("Name or password is incorrect.")
+            ctx.handler = "default"
+            return ctx, None
+        session = cookies.get("AuthSession")
+        if session:
+            ctx = self.from_cookie(session)
+            if ctx is not None:
+                return ctx, None
+        if self.cluster.config.get_bool("chttpd", "require_valid_user"):
+            raise unauthorized("Authentication required.")
+        return ANONYMOUS, None
+
+    # ------------------------------------------------------------------ cookies
+    def _secret(self) -> str:
+        return self.cluster.config.get("chttpd_auth", "secret", "")
+
+    def _mac(self, name: str, salt: str, timestamp: str) -> bytes:
+        return hmac.new((self._secret() + salt).encode("utf-8"), f"{name}:{timestamp}".encode("utf-8"),
+                        hashlib.sha256).digest()
+
+    def make_cookie(self, name: str) -> str:
+        found = self.credentials(name)
+        salt = str(found[0].get("salt", "")) if found else ""
+        timestamp = format(int(time.time()), "X")
+        raw = f"{name}:{timestamp}:".encode("utf-8") + self._mac(name, salt, timestamp)
+        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+    def from_cookie(self, value: str) -> UserCtx | None:
+        """couch_httpd_auth:cookie_authentication_handler/2: a bad or expired cookie means anonymous."""
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            name_bytes, timestamp_bytes, mac = raw.split(b":", 2)
+            name, timestamp = name_bytes.decode("utf-8"), timestamp_bytes.decode("ascii")
+            issued = int(timestamp, 16)
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise bad_request("Malformed AuthSession cookie. Please clear your cookies.")
+        found = self.credentials(name)
+        if found is None:
+            return None
+        creds, roles = found
+        if not hmac.compare_digest(mac, self._mac(name, str(creds.get("salt", "")), timestamp)):
+            return None
+        if time.time() > issued + self.cluster.config.get_int("chttpd_auth", "timeout"):
+            return None
+        return UserCtx(name, roles, "cookie")
+
+    def set_cookie_header(self, value: str, expire: bool = False) -> str:
+        if expire:
+            return "AuthSession=; Version=1; Expires=Fri, 02-Jan-1970 00:00:01 GMT; Max-Age=0; Path=/; HttpOnly"
+        timeout = self.cluster.config.get_int("chttpd_auth", "timeout")
+        expires = time.strftime("%a, %d-%b-%Y %H:%M:%S GMT", time.gmtime(time.time() + timeout))
+        return f"AuthSession={value}; Version=1; Expires={expires}; Max-Age={timeout}; Path=/; HttpOnly"
+
+
+def session_info(ctx: UserCtx) -> dict:
+    info: dict = {"authentication_handlers": AUTH_HANDLERS}
+    if ctx.handler:
+        info["authenticated"] = ctx.handler
+    return {"ok": True, "userCtx": ctx.json(), "info": info}
+
+
+def unauthorized_login() -> CouchError:
+    return unauthorized("Name or password is incorrect.")

@@ -1,0 +1,88 @@
+"""couch_peruser: with `[couch_peruser] enable = true`, every user in the authentication database gets a
+database `<database_prefix><hex of the UTF-8 name>` whose security adds the user's name to `members` and
+`admins` (the user administers her own database). Deleting the user deletes the database when
+`delete_dbs = true`, otherwise removes her name from its security. Like CouchDB it works asynchronously,
+after the write that triggered it; turning it on covers the users that already exist."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import TYPE_CHECKING
+
+from .database import DESIGN_PREFIX, Database, DocEntry
+from .users import USER_PREFIX
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+    from .config import Config
+
+
+def user_db_name(prefix: str, user: str) -> str:
+    return prefix + user.encode("utf-8").hex()
+
+
+def with_user(security: dict, user: str) -> dict:
+    updated = copy.deepcopy(security)
+    for group in ("members", "admins"):
+        names = updated.setdefault(group, {}).setdefault("names", [])
+        if user not in names:
+            names.append(user)
+    return updated
+
+
+def without_user(security: dict, user: str) -> dict:
+    updated = copy.deepcopy(security)
+    for group in ("members", "admins"):
+        names = updated.get(group, {}).get("names")
+        if names and user in names:
+            names.remove(user)
+    return updated
+
+
+class PerUser:
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        cluster.doc_listeners.append(self.on_doc)
+        cluster.config.listeners.append(self.on_config)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cluster.config.get_bool("couch_peruser", "enable")
+
+    def on_config(self, config: Config, section: str, key: str, old: str | None, new: str | None) -> None:
+        if section == "couch_peruser" and key == "enable" and new == "true" and old != "true":
+            asyncio.get_running_loop().call_soon(self.sync_all)
+
+    def on_doc(self, db: Database, entry: DocEntry) -> None:
+        if (self.enabled and db.name == self.cluster.config.get("chttpd_auth", "authentication_db")
+                and entry.id.startswith(USER_PREFIX)):
+            asyncio.get_running_loop().call_soon(self.sync_user, db, entry)
+
+    def sync_all(self) -> None:
+        db = self.cluster.dbs.get(self.cluster.config.get("chttpd_auth", "authentication_db"))
+        if db is None or not self.enabled:
+            return
+        for entry in list((db.docs or {}).values()):
+            if not entry.id.startswith(DESIGN_PREFIX):
+                self.sync_user(db, entry)
+
+    def sync_user(self, users_db: Database, entry: DocEntry) -> None:
+        config = self.cluster.config
+        name = entry.id[len(USER_PREFIX):]
+        db_name = user_db_name(config.get("couch_peruser", "database_prefix"), name)
+        existing = self.cluster.dbs.get(db_name)
+        if entry.deleted:
+            if existing is None:
+                return
+            if config.get_bool("couch_peruser", "delete_dbs"):
+                self.cluster.delete_db(db_name)
+            else:
+                existing.set_security(without_user(existing.security, name))
+            return
+        if existing is None:
+            q = config.get("couch_peruser", "q")
+            existing = self.cluster.create_db(db_name, q=int(q) if q else None)
+        wanted = with_user(existing.security, name)
+        if wanted != existing.security:
+            existing.set_security(wanted)

@@ -1,0 +1,84 @@
+"""The test fixture: a couchsim server on a free loopback port, in a background thread with its own loop.
+
+    with SimServer(admin=("admin", "adminpw"), nodes=1, config={"chttpd_auth": {"iterations": "1000"}}) as sim:
+        sim.url, sim.admin, sim.faults, sim.cluster
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, TypeVar
+
+from .cluster import Cluster
+from .faults import FaultInjector
+from .server import start, stop
+
+T = TypeVar("T")
+
+
+class SimServer:
+    def __init__(self, admin: tuple[str, str] = ("admin", "adminpw"), nodes: int = 1,
+                 config: dict[str, dict[str, str]] | None = None, host: str = "127.0.0.1"):
+        self.admin = admin
+        self.faults = FaultInjector()
+        self.host = host
+        self.port: int | None = None
+        self._nodes = nodes
+        self._config = config or {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Event | None = None
+        self.cluster: Cluster | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        ready: Future = Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="couchsim", daemon=True)
+        self._thread.start()
+        ready.result(timeout=30)
+
+    def _run(self, ready: Future) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(ready))
+        except BaseException as exc:  # noqa: BLE001 - reported to the thread that waits for start-up
+            if not ready.done():
+                ready.set_exception(exc)
+        finally:
+            loop.close()
+
+    async def _serve(self, ready: Future) -> None:
+        self._stopped = asyncio.Event()
+        self.cluster = Cluster(nodes=self._nodes, admins={self.admin[0]: self.admin[1]}, config=self._config)
+        runner, self.port = await start(self.cluster, self.host, 0, self.faults)
+        ready.set_result(None)
+        await self._stopped.wait()
+        await stop(self.cluster, runner)
+
+    def call(self, function: Callable[[Cluster], T]) -> T:
+        """Runs `function(cluster)` on the server's loop and returns its result: the way tests (and
+        benchmarks) inspect or prepare internal state without racing the server."""
+        async def run() -> Any:
+            result = function(self.cluster)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=60)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> SimServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

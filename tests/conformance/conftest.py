@@ -1,0 +1,1 @@
+"""Conformance suite fixtures: the recorded exchanges and the fresh server they replay against."""

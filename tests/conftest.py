@@ -1,0 +1,106 @@
+"""The `couch` server every HTTP-level test talks to, and `unique` names.
+
+Without COUCHDB_URL each test gets a fresh couchsim (iterations lowered to 1000 so that creating users is
+cheap). With COUCHDB_URL (plus COUCHDB_USER / COUCHDB_PASSWORD) the same tests run against that real CouchDB:
+they must then use `unique(...)` names, which are deleted (databases, users, their peruser databases)
+when the test ends. `@pytest.mark.real_only(reason)` cases only run against a real server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from couchsim.testing import SimServer
+
+TEST_CONFIG = {"chttpd_auth": {"iterations": "1000"}}
+
+
+@dataclass
+class Couch:
+    url: str
+    admin: tuple[str, str]
+    sim: SimServer | None = None
+    sessions: list[requests.Session] = field(default_factory=list)
+
+    @property
+    def real(self) -> bool:
+        return self.sim is None
+
+    @property
+    def user(self) -> str:
+        return self.admin[0]
+
+    @property
+    def password(self) -> str:
+        return self.admin[1]
+
+    def session(self) -> requests.Session:
+        """A new keep-alive session authenticated (basic) as the server admin; closed after the test."""
+        http = requests.Session()
+        http.auth = self.admin
+        self.sessions.append(http)
+        return http
+
+
+def real_server() -> tuple[str, tuple[str, str]] | None:
+    url = os.environ.get("COUCHDB_URL")
+    if not url:
+        return None
+    return url.rstrip("/"), (os.environ.get("COUCHDB_USER", "admin"), os.environ.get("COUCHDB_PASSWORD", ""))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("real_only")
+    if marker is not None and real_server() is None:
+        reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "needs a real CouchDB")
+        pytest.skip(f"real CouchDB only (set COUCHDB_URL): {reason}")
+
+
+@pytest.fixture
+def couch() -> Iterator[Couch]:
+    real = real_server()
+    if real is not None:
+        server = Couch(real[0], real[1])
+        yield server
+    else:
+        with SimServer(admin=("admin", "adminpw"), config=TEST_CONFIG) as sim:
+            server = Couch(sim.url, sim.admin, sim)
+            yield server
+    for http in server.sessions:
+        http.close()
+
+
+@pytest.fixture
+def unique(couch: Couch) -> Iterator[Callable[[str], str]]:
+    """unique("db") -> "t-db-<random>": a name valid for a database or a user, never used before. On a real
+    server, whatever carries such a name (database, `_users` doc, its couch_peruser database) is deleted
+    after the test."""
+    names: list[str] = []
+
+    def make(prefix: str = "x") -> str:
+        name = f"t-{prefix}-{secrets.token_hex(5)}"
+        names.append(name)
+        return name
+
+    yield make
+    if couch.real and names:
+        with requests.Session() as http:
+            http.auth = couch.admin
+            for name in names:
+                delete_named(http, couch.url, name)
+
+
+def delete_named(http: requests.Session, url: str, name: str) -> None:
+    user_path = f"{url}/_users/{quote('org.couchdb.user:' + name, safe=':')}"
+    current = http.get(user_path)
+    if current.status_code == 200:
+        http.delete(user_path, params={"rev": current.json()["_rev"]})
+    for db in (name, "userdb-" + name.encode("utf-8").hex()):
+        http.delete(f"{url}/{quote(db, safe='')}")

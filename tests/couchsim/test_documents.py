@@ -1,0 +1,83 @@
+"""couchsim document behaviours the recorded exchanges do not pin down. Each case cites its CouchDB source."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from couchsim.testing import SimServer
+
+
+def test_posted_document_is_kept_and_listed(couch, unique):
+    """chttpd_db:db_req(POST /db): the doc gets a server-generated id (couch_uuids) and is stored like any
+    other; `_all_docs` counts and lists it (the exchanges' replay removes it, see test_exchanges.py)."""
+    http = couch.session()
+    db = unique("db")
+    assert http.put(f"{couch.url}/{db}").status_code == 201
+    created = http.post(f"{couch.url}/{db}", json={"b": 1})
+    assert created.status_code == 201
+    assert created.headers["Location"].endswith(f"/{db}/{created.json()['id']}")
+    listing = http.get(f"{couch.url}/{db}/_all_docs").json()
+    assert listing["total_rows"] == 1
+    assert [row["id"] for row in listing["rows"]] == [created.json()["id"]]
+
+
+def test_conflicting_branches_pick_the_same_winner_and_list_conflicts(couch, unique):
+    """couch_doc:to_doc_info/1 and couch_key_tree: with new_edits=false two branches coexist; the winner is the
+    longer branch, then the greater revision id; `conflicts=true` lists the losing live leaves."""
+    http = couch.session()
+    db = unique("db")
+    http.put(f"{couch.url}/{db}")
+    docs = [{"_id": "d", "_rev": "1-aaa", "v": "a"}, {"_id": "d", "_rev": "1-bbb", "v": "b"}]
+    answer = http.post(f"{couch.url}/{db}/_bulk_docs", json={"docs": docs, "new_edits": False})
+    assert answer.status_code == 201 and answer.json() == []
+    doc = http.get(f"{couch.url}/{db}/d", params={"conflicts": "true"}).json()
+    assert doc["_rev"] == "1-bbb" and doc["v"] == "b"
+    assert doc["_conflicts"] == ["1-aaa"]
+    stale = http.put(f"{couch.url}/{db}/d", json={"_rev": "1-zzz"})
+    assert stale.status_code == 409
+    assert stale.json() == {"error": "conflict", "reason": "Document update conflict."}
+
+
+def test_revs_diff_reports_missing_revisions_and_ancestors(couch, unique):
+    """chttpd_db:db_req(_revs_diff) via couch_db:get_missing_revs/2: unknown revs are `missing`, and leaves
+    older than them are `possible_ancestors` (what the replicator asks before sending)."""
+    http = couch.session()
+    db = unique("db")
+    http.put(f"{couch.url}/{db}")
+    rev = http.put(f"{couch.url}/{db}/d", json={"a": 1}).json()["rev"]
+    diff = http.post(f"{couch.url}/{db}/_revs_diff", json={"d": [rev, "2-abc"], "e": ["1-x"]}).json()
+    assert diff == {"d": {"missing": ["2-abc"], "possible_ancestors": [rev]}, "e": {"missing": ["1-x"]}}
+
+
+def test_attachment_upload_then_stub_then_delete(couch, unique):
+    """chttpd_db:db_attachment_req/3: PUT raw bytes makes a new revision (201 + Location); the doc shows a stub
+    with `digest` md5-base64 and `revpos`; DELETE with the rev removes it."""
+    http = couch.session()
+    db = unique("db")
+    http.put(f"{couch.url}/{db}")
+    rev = http.put(f"{couch.url}/{db}/d", json={"a": 1}).json()["rev"]
+    put = http.put(f"{couch.url}/{db}/d/note.txt", params={"rev": rev}, data=b"hello",
+                   headers={"Content-Type": "text/plain"})
+    assert put.status_code == 201
+    rev2 = put.json()["rev"]
+    assert rev2.startswith("2-")
+    doc = http.get(f"{couch.url}/{db}/d").json()
+    assert doc["_attachments"]["note.txt"] == {"content_type": "text/plain", "revpos": 2,
+                                               "digest": "md5-XUFAKrxLKna5cZ2REBfFkg==", "length": 5, "stub": True}
+    body = http.get(f"{couch.url}/{db}/d/note.txt")
+    assert body.content == b"hello" and body.headers["Content-Type"] == "text/plain"
+    gone = http.delete(f"{couch.url}/{db}/d/note.txt", params={"rev": rev2})
+    assert gone.status_code == 200
+    assert "_attachments" not in http.get(f"{couch.url}/{db}/d").json()
+
+
+def test_sim_server_fixture_serves_on_a_free_port():
+    """The fixture API other suites build on: url, admin, faults, stop()."""
+    with SimServer(admin=("root", "pw"), config={"chttpd_auth": {"iterations": "1000"}}) as sim:
+        assert sim.url.startswith("http://127.0.0.1:")
+        assert requests.get(sim.url + "/_session", auth=sim.admin).json()["userCtx"]["roles"] == ["_admin"]
+        handle = sim.faults.inject(path=r"^/_up", status=503, count=1)
+        assert requests.get(sim.url + "/_up").status_code == 503
+        assert requests.get(sim.url + "/_up").status_code == 200
+        handle.remove()
