@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 MANIFESTS=manifests/
 
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; "$@"; }
 
 step "$BIN/reconcile" validate "$MANIFESTS"
 
