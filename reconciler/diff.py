@@ -70,6 +70,9 @@ def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | N
     role and name lists.
     """
     before, after = before or {}, after or {}
+    if not before or not after:  # a whole object appears or goes: each of its leaves is a field
+        return tuple(FieldChange(path, _lookup(before, keys), _lookup(after, keys))
+                     for path, keys in sorted(_leaves(before or after).items()))
     unordered = set(sets)
     result = DeepDiff(before, after, view="tree", verbose_level=2,
                       ignore_order_func=lambda level: _dotted(_key_path(level)) in unordered)
@@ -116,6 +119,18 @@ def _reset_children(changes: dict[tuple[str, str], Change], wanted: Mapping[str,
                 if change is not None:
                     old = observed.get(name, {}).get(key)
                     changes[(name, key)] = replace(change, desired=desired, version=old and old.version)
+
+
+def _leaves(body: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    """Dotted path -> key path of every value that is not a mapping (a list counts as one value)."""
+    leaves: dict[str, tuple[str, ...]] = {}
+    for key, value in body.items():
+        keys = prefix + (key,)
+        if isinstance(value, Mapping):
+            leaves.update(_leaves(value, keys))
+        elif value != []:  # an empty list says nothing a reviewer needs
+            leaves[_dotted(keys)] = keys
+    return leaves
 
 
 def _key_path(level: Any) -> tuple[str, ...]:

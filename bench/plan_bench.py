@@ -1,0 +1,133 @@
+"""Benchmark: `plan` and a no-op `apply` over N databases with security objects, on couchsim.
+
+    .venv/bin/python bench/plan_bench.py [--sizes 1000 10000] [--pool 16]
+
+For each N it starts `python -m couchsim` as a subprocess, writes N Database
+manifests (each with a security object), brings the server to them with one
+apply (timed, for information), then measures:
+
+- plan: wall time (load + validate + expand + observe + diff) and the HTTP
+  requests it sent, against the target N + 2*N/100 + 20 (issue 5);
+- a no-op apply (the same plan, finding nothing to write);
+- beside each, the floor: the same number of bare `GET /` requests through
+  the same CouchSession pool against the same server.
+
+Figures are printed, never asserted: timing belongs in benchmarks, not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from reconciler.apply import execute  # noqa: E402
+from reconciler.client import Connection, CouchSession  # noqa: E402
+from reconciler.expand import expand  # noqa: E402
+from reconciler.kinds import RESOURCES  # noqa: E402
+from reconciler.plan import Policy, make_plan  # noqa: E402
+from reconciler.validate import load_and_validate  # noqa: E402
+
+ADMIN = ("admin", "bench-admin-pw")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_couchsim() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "couchsim", "--port", str(port),
+                                "--admin", f"{ADMIN[0]}:{ADMIN[1]}"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = process.stdout.readline()
+    if "listening" not in line:
+        process.kill()
+        raise SystemExit(f"couchsim did not start: {line.strip()}")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def write_manifests(folder: Path, count: int) -> None:
+    """N databases with security, in files of 500 documents (a realistic split, and YAML stays quick)."""
+    roles = "apiVersion: reconciler/v1\nkind: Role\nmetadata: {name: app-user}\nspec: {}\n"
+    (folder / "roles.yaml").write_text(roles)
+    per_file = 500
+    for start in range(0, count, per_file):
+        documents = [
+            f"apiVersion: reconciler/v1\nkind: Database\nmetadata: {{name: bench-{i:06d}}}\n"
+            f"spec:\n  security:\n    members: {{roles: [app-user], names: [user-{i}]}}\n"
+            f"    admins: {{names: [owner-{i}]}}\n"
+            for i in range(start, min(start + per_file, count))]
+        (folder / f"databases-{start // per_file:03d}.yaml").write_text("---\n".join(documents))
+
+
+def floor(session: CouchSession, requests: int) -> float:
+    began = time.perf_counter()
+    list(session.map(lambda _: session.request("GET", "/"), range(requests)))
+    return time.perf_counter() - began
+
+
+def measure(url: str, folder: Path, pool: int, count: int) -> None:
+    connection = Connection(url, *ADMIN, pool=pool)
+    began = time.perf_counter()
+    manifests, diagnostics = load_and_validate(str(folder))
+    errors = [d for d in diagnostics if d.is_error]
+    if errors:
+        raise SystemExit(f"bench manifests invalid: {errors[0]}")
+    state = expand(manifests)
+    offline = time.perf_counter() - began
+
+    with CouchSession(connection) as session:
+        began = time.perf_counter()
+        first = make_plan(session, state, Policy(), RESOURCES)
+        execute(session, first.changes, RESOURCES)
+        setup = time.perf_counter() - began
+        setup_requests = session.requests_sent
+    print(f"  first apply (setup): {len(first.changes)} changes, {setup_requests} requests, {setup:.1f} s")
+
+    target = count + 2 * count // 100 + 20
+    for label in ("plan", "no-op apply"):
+        with CouchSession(connection) as session:
+            began = time.perf_counter()
+            plan = make_plan(session, state, Policy(), RESOURCES)
+            execute(session, plan.changes, RESOURCES)  # nothing to do: a no-op apply writes nothing
+            online = time.perf_counter() - began
+            sent = session.requests_sent
+        with CouchSession(connection) as session:
+            bare = floor(session, sent)
+        verdict = "within" if sent <= target else "OVER"
+        print(f"  {label:12s}: {len(plan.changes)} changes, {sent} requests ({verdict} target {target}); "
+              f"wall {offline + online:.2f} s = manifests {offline:.2f} s + server {online:.2f} s; "
+              f"floor ({sent} bare GETs, same pool) {bare:.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--pool", type=int, default=16)
+    args = parser.parse_args()
+    print(f"plan_bench: couchsim subprocess, pool {args.pool}, {os.cpu_count()} CPUs shared by client and server")
+    for count in args.sizes:
+        process, url = start_couchsim()
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                write_manifests(Path(folder), count)
+                print(f"N = {count} databases with security objects:")
+                measure(url, Path(folder), args.pool, count)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
