@@ -94,6 +94,7 @@ class Export:
     roles: list[dict] = field(default_factory=list)
     config: list[dict] = field(default_factory=list)
     server_admins: list[str] = field(default_factory=list)
+    public_databases: list[str] = field(default_factory=list)
     skipped_user_databases: int = 0
 
 
@@ -134,10 +135,16 @@ def read(session: CouchSession) -> Export:
     roles: set[str] = set()
     for (name, partitioned), security in zip(names, securities):
         spec: dict[str, Any] = {"partitioned": True} if partitioned else {}
-        spec["security"] = {part: {kind: list(security[part][kind]) for kind in ("names", "roles")
-                                   if kind in security[part]}
-                            for part in ("members", "admins") if part in security}
-        roles.update(role for part in spec["security"].values() for role in part.get("roles", []))
+        principals = {part: {kind: list(security[part][kind]) for kind in ("names", "roles")
+                             if security[part].get(kind)}
+                      for part in ("members", "admins") if security.get(part)}
+        if principals.get("members"):
+            spec["security"] = principals
+            roles.update(role for part in principals.values() for role in part.get("roles", []))
+        else:
+            # No member makes a database public, which a manifest's security cannot say (it would mean
+            # admin-only, as on a new database): left unmanaged, and the README names it.
+            result.public_databases.append(name)
         result.databases.append(_manifest("Database", name, spec))
     for doc in all_user_docs(session):
         body = user_body(doc)
@@ -182,6 +189,12 @@ def readme(result: Export) -> str:
                   "Their passwords exist only as hashes. To manage them, write a `ServerAdmin` manifest with a",
                   "`password` reference for each:", ""]
         lines += [f"- `{name}`" for name in result.server_admins]
+    if result.public_databases:
+        lines += ["", "## Public databases (security not managed)", "",
+                  "Their `_security` names no member, so anyone may read and write them. A `security` in a",
+                  "manifest always has members (listing none means admin-only, as on a new database), so",
+                  "these were exported without one; add it when you want them private:", ""]
+        lines += [f"- `{name}`" for name in result.public_databases]
     if result.skipped_user_databases:
         lines += ["", "## Per-user databases (not exported)", "",
                   f"{result.skipped_user_databases} databases made by couch_peruser were left out: describe them "

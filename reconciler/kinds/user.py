@@ -106,7 +106,8 @@ class UserResource:
             if _is_membership(wanted):
                 return None  # a Role names a user that exists nowhere: never created (see `warnings`)
             return Create(self.name, wanted.key, wanted.source, after=dict(wanted.body),
-                          fields=field_changes(None, wanted.body) + password)
+                          fields=tuple(FieldChange(path, None, value) for path, value in sorted(wanted.body.items()))
+                          + password)
         after = _owned(wanted, live)
         fields = field_changes({path: live.body.get(path) for path in after}, after, sets=("roles",))
         if password and live.facts.get("password_verifies"):

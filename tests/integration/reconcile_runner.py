@@ -1,0 +1,90 @@
+"""Run `reconcile` in-process as a user would, recording every HTTP request it sends."""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+from unittest import mock
+
+import requests
+from click.testing import CliRunner
+
+from couchsim.testing import SimServer
+from reconciler.cli import main
+
+# Creating users and admins costs 600k PBKDF2 rounds each on CouchDB 3.4's defaults: tests use fewer.
+FAST_AUTH = {"chttpd_auth": {"iterations": "1000"}}
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    sent: list[tuple[str, str, dict]]  # (method, url, query parameters) of every request the command sent
+
+    def paths(self) -> list[str]:
+        return [url for _, url, _ in self.sent]
+
+
+def reconcile(couch: Any, *args: str, env: Mapping[str, str] | None = None) -> Run:
+    """`reconcile ARGS` against `couch` (COUCHDB_URL/USER/PASSWORD set as a pipeline would)."""
+    sent: list[tuple[str, str, dict]] = []
+    original = requests.Session.request
+
+    def record(self: requests.Session, method: str, url: str, *rest: Any, **kw: Any) -> requests.Response:
+        sent.append((method, url, dict(kw.get("params") or {})))
+        return original(self, method, url, *rest, **kw)
+
+    user, password = couch.admin
+    environment = {"COUCHDB_URL": couch.url, "COUCHDB_USER": user, "COUCHDB_PASSWORD": password, **(env or {})}
+    with mock.patch.object(requests.Session, "request", record):
+        result = CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
+    return Run(result.exit_code, result.stdout, result.stderr, sent)
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    """A manifest file (YAML, dedented) in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+def stored_password_is(doc: Mapping[str, Any], password: str) -> bool:
+    """Independent of the product: CouchDB's pbkdf2 with the salt's hex string as the salt bytes."""
+    derived = hashlib.pbkdf2_hmac(doc["pbkdf2_prf"], password.encode(), doc["salt"].encode("ascii"),
+                                  int(doc["iterations"])).hex()
+    return derived == doc["derived_key"]
+
+
+def assert_no_secret(secrets: list[str], *texts: str) -> None:
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text, "a secret value reached the output"
+
+
+@dataclass
+class SimCluster:
+    """A multi-node couchsim with the same fields as the `couch` fixture."""
+
+    url: str
+    admin: tuple[str, str]
+    nodes: list[str]
+
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        session.auth = self.admin
+        return session
+
+
+@contextmanager
+def sim_cluster(nodes: int = 3) -> Iterator[SimCluster]:
+    """Config and server admins are per node: only a cluster shows one node drifting from the others."""
+    with SimServer(nodes=nodes, config=FAST_AUTH) as sim:
+        membership = requests.get(f"{sim.url}/_membership", auth=sim.admin, timeout=30).json()
+        yield SimCluster(sim.url, sim.admin, membership["cluster_nodes"])

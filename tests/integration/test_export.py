@@ -1,0 +1,96 @@
+"""`reconcile export`: adopt a live deployment; a plan on what it wrote shows no change.
+
+Relied on: /work/shared/couchdb-facts.md (a new database's `_security` reads back admin-only,
+`{}` makes it public; a stored user has pbkdf2 fields and no `password`; config reads back as
+strings) and issue 5 ("users without secrets, config differing from defaults").
+"""
+
+from __future__ import annotations
+
+import pytest
+from reconcile_runner import reconcile
+
+SECRETS = ("bob-password", "derived_key", "salt", "-pbkdf2")
+
+
+@pytest.fixture
+def http(couch):
+    return couch.session()
+
+
+@pytest.fixture
+def deployment(couch, http, unique):
+    """A server set up by hand, the way a team adopting the tool finds it."""
+    base = couch.url
+    orders, public, events, bob = unique("orders"), unique("public"), unique("events"), unique("bob")
+    for name in (orders, public, events):
+        assert http.put(f"{base}/{name}", params={"partitioned": str(name == events).lower()}).status_code == 201
+    assert http.put(f"{base}/{orders}/_security", json={"members": {"roles": ["clerks"], "names": [bob]},
+                                                        "admins": {"names": ["carol"]}}).status_code == 200
+    assert http.put(f"{base}/{public}/_security", json={}).status_code == 200
+    doc = {"name": bob, "type": "user", "roles": ["clerks", "auditors"], "password": "bob-password",
+           "email": "bob@example.com"}
+    assert http.put(f"{base}/_users/org.couchdb.user:{bob}", json=doc).status_code == 201
+    node = http.get(f"{base}/_membership").json()["cluster_nodes"][0]
+    # delete_dbs differs from CouchDB's default; enable is set to its default value.
+    settings = {f"{base}/_node/{node}/_config/couch_peruser/{key}": value
+                for key, value in (("delete_dbs", "true"), ("enable", "false"))}
+    before = {url: http.get(url) for url in settings}
+    for url, value in settings.items():
+        assert http.put(url, json=value).status_code == 200
+    yield {"public": public}
+    for url, answer in before.items():  # a real server is left as found
+        if answer.status_code == 200:
+            http.put(url, json=answer.json())
+        else:
+            http.delete(url)
+
+
+def test_exported_folder_validates_and_plans_no_change(couch, deployment, tmp_path):
+    out = tmp_path / "adopted"
+
+    exported = reconcile(couch, "export", str(out))
+
+    assert exported.code == 0, exported.stderr
+    assert sorted(path.name for path in out.iterdir()) == \
+        ["README.md", "config.yaml", "databases.yaml", "roles.yaml", "users.yaml"]
+    assert reconcile(couch, "validate", str(out)).code == 0
+    planned = reconcile(couch, "plan", "--detailed-exitcode", str(out))
+    assert planned.code == 0, planned.stdout + planned.stderr
+    assert "No changes" in planned.stdout
+
+
+def test_export_holds_no_secret_and_says_how_to_manage_passwords(couch, deployment, tmp_path):
+    out = tmp_path / "adopted"
+
+    exported = reconcile(couch, "export", str(out))
+
+    assert exported.code == 0, exported.stderr
+    texts = {path.name: path.read_text() for path in out.iterdir()}
+    for text in [*texts.values(), exported.stdout, exported.stderr]:
+        assert not any(secret in text for secret in SECRETS)
+    assert "email: bob@example.com" in texts["users.yaml"]
+    assert "password: env:" in texts["README.md"]
+    assert f"`{couch.user}`" in texts["README.md"]  # server admins: listed, not exported
+    assert f"- `{deployment['public']}`" in texts["README.md"]  # public: its security is left unmanaged
+
+
+def test_export_never_overwrites_manifests(couch, deployment, tmp_path):
+    (tmp_path / "users.yaml").write_text("# mine\n")
+
+    refused = reconcile(couch, "export", str(tmp_path))
+
+    assert refused.code == 1
+    assert refused.stderr.strip().endswith("export into an empty folder (it never overwrites manifests)")
+    assert (tmp_path / "users.yaml").read_text() == "# mine\n"
+
+
+def test_only_config_differing_from_defaults_is_exported(couch, deployment, tmp_path):
+    out = tmp_path / "adopted"
+
+    assert reconcile(couch, "export", str(out)).code == 0
+
+    config = (out / "config.yaml").read_text()
+    assert "delete_dbs: 'true'" in config
+    assert "enable:" not in config  # set, but to CouchDB's default
+    assert "admins" not in config and "uuid" not in config

@@ -1,0 +1,129 @@
+"""Server admins on a 3-node cluster: one hash, computed by the tool, on every node.
+
+Relied on: apache/couchdb src/couch/src/couch_passwords.erl (hash_admin_password/2: the value
+"-pbkdf2:PRF-KEY,SALT,ITERATIONS" with [chttpd_auth] iterations and pbkdf2_prf), and
+/work/shared/couchdb-facts.md (a value already in that form is stored as is and authenticates
+at once; config is per node; `/_membership` lists cluster_nodes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from reconcile_runner import assert_no_secret, reconcile, sim_cluster, write
+
+OPS = """
+    apiVersion: reconciler/v1
+    kind: ServerAdmin
+    metadata: {name: ops}
+    spec:
+      password: env:OPS_PASSWORD
+    """
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with sim_cluster(nodes=3) as sim:
+        yield sim
+
+
+@pytest.fixture
+def http(cluster):
+    session = cluster.session()
+    yield session
+    for node in cluster.nodes:  # each case starts with only the admin the server was started with
+        session.delete(f"{cluster.url}/_node/{node}/_config/admins/ops")
+    session.close()
+
+
+def admin_values(cluster, http, name: str) -> dict[str, str | None]:
+    values = {}
+    for node in cluster.nodes:
+        answer = http.get(f"{cluster.url}/_node/{node}/_config/admins/{name}")
+        values[node] = answer.json() if answer.status_code == 200 else None
+    return values
+
+
+def hash_verifies(value: str, password: str) -> bool:
+    """Independent of the product: CouchDB's admin format, the salt used as its hex string."""
+    prf_and_key, salt, iterations = value.removeprefix("-pbkdf2:").split(",")
+    prf, key = prf_and_key.split("-")
+    return hashlib.pbkdf2_hmac(prf, password.encode(), salt.encode("ascii"), int(iterations)).hex() == key
+
+
+def test_one_hash_is_written_to_every_node_and_then_nothing_changes(cluster, http, tmp_path):
+    write(tmp_path, "admins.yaml", OPS)
+    env = {"OPS_PASSWORD": "ops-secret-1"}
+
+    applied = reconcile(cluster, "apply", "--auto-approve", str(tmp_path), env=env)
+
+    assert applied.code == 0, applied.stderr
+    values = admin_values(cluster, http, "ops")
+    assert len(set(values.values())) == 1, values
+    value = values[cluster.nodes[0]]
+    assert value.startswith("-pbkdf2:sha256-") and value.endswith(",1000")  # the cluster's iterations
+    assert hash_verifies(value, "ops-secret-1")
+    writes = [params for method, _, params in applied.sent if method == "PUT"]
+    assert writes == [{"raw": "true"}] * 3
+    assert http.get(f"{cluster.url}/_node/_local/_config/admins", auth=("ops", "ops-secret-1")).status_code == 200
+    again = reconcile(cluster, "plan", "--detailed-exitcode", str(tmp_path), env=env)
+    assert again.code == 0 and "No changes" in again.stdout
+    assert_no_secret(["ops-secret-1", value], applied.stdout, applied.stderr, again.stdout, again.stderr)
+
+
+def test_a_node_holding_another_password_is_named_and_all_nodes_get_one_new_hash(cluster, http, tmp_path):
+    write(tmp_path, "admins.yaml", OPS)
+    env = {"OPS_PASSWORD": "ops-secret-2"}
+    assert reconcile(cluster, "apply", "--auto-approve", str(tmp_path), env=env).code == 0
+    odd = cluster.nodes[1]
+    assert http.put(f"{cluster.url}/_node/{odd}/_config/admins/ops", json="set-by-hand").status_code == 200
+    plan_file = tmp_path.parent / "admins.plan.json"
+
+    planned = reconcile(cluster, "plan", "--out", str(plan_file), str(tmp_path), env=env)
+
+    assert "~ server_admin/ops" in planned.stdout
+    assert "password: (sensitive, will change)" in planned.stdout
+    assert odd in planned.stdout
+    assert not any(node in planned.stdout for node in cluster.nodes if node != odd)
+    assert not any("_session" in path for path in planned.paths())
+    assert reconcile(cluster, "apply", "--auto-approve", str(plan_file), env=env).code == 0
+    values = admin_values(cluster, http, "ops")
+    assert len(set(values.values())) == 1 and hash_verifies(values[odd], "ops-secret-2")
+    assert_no_secret(["ops-secret-2", "set-by-hand"], planned.stdout, planned.stderr, plan_file.read_text())
+
+
+def test_rotated_secret_changes_the_hash_on_every_node(cluster, http, tmp_path):
+    write(tmp_path, "admins.yaml", OPS)
+    assert reconcile(cluster, "apply", "--auto-approve", str(tmp_path), env={"OPS_PASSWORD": "before"}).code == 0
+
+    planned = reconcile(cluster, "plan", str(tmp_path), env={"OPS_PASSWORD": "after"})
+    applied = reconcile(cluster, "apply", "--auto-approve", str(tmp_path), env={"OPS_PASSWORD": "after"})
+
+    assert "Plan: 0 to add, 1 to change, 0 to destroy." in planned.stdout
+    assert applied.code == 0, applied.stderr
+    values = admin_values(cluster, http, "ops")
+    assert len(set(values.values())) == 1 and hash_verifies(values[cluster.nodes[2]], "after")
+
+
+def test_deleting_needs_opt_in_and_never_touches_the_connected_admin(cluster, http, tmp_path):
+    write(tmp_path, "admins.yaml", OPS)
+    assert reconcile(cluster, "apply", "--auto-approve", str(tmp_path), env={"OPS_PASSWORD": "x1"}).code == 0
+    (tmp_path / "admins.yaml").unlink()
+    write(tmp_path, "config.yaml", """
+        apiVersion: reconciler/v1
+        kind: NodeConfig
+        metadata: {name: peruser}
+        spec:
+          section: couch_peruser
+          values: {delete_dbs: false}
+        """)
+
+    without = reconcile(cluster, "plan", str(tmp_path))
+    with_opt_in = reconcile(cluster, "apply", "--auto-approve", "--allow-delete", str(tmp_path))
+
+    assert "server_admin" not in without.stdout
+    assert "- server_admin/ops" in with_opt_in.stdout
+    assert f"server_admin/{cluster.admin[0]}" not in with_opt_in.stdout
+    assert set(admin_values(cluster, http, "ops").values()) == {None}
+    assert None not in admin_values(cluster, http, cluster.admin[0]).values()
