@@ -143,9 +143,10 @@ def _write(session: CouchSession, key: str, node: str, value: str | None) -> Non
     path = nodes.config_path(node, section, name)
     what = f"config/{key} on {node}"
     if value is None:
-        session.request("DELETE", path, ok=(404,), what=what)
+        session.request("DELETE", path, ok=(404,), what=what, retry=True)
     else:
-        session.request("PUT", path, body=value, what=what)  # a JSON string: CouchDB refuses bare true or 3600
+        # A JSON string: CouchDB refuses a bare true or 3600. Writing one value again is harmless: retried.
+        session.request("PUT", path, body=value, what=what, retry=True)
 
 
 RESOURCE = ConfigResource()

@@ -84,7 +84,8 @@ class ServerAdminResource:
         if wanted is None:
             if live is None or not live.managed:
                 return None  # never the admin this tool is connected as
-            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version)
+            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version,
+                          notes=("no manifest lists this server admin",))
         if live is None:
             return Create(self.name, wanted.key, wanted.source, after={"nodes": wanted.options.get("nodes", "all")},
                           fields=(PASSWORD,))
@@ -127,10 +128,10 @@ def _write(session: CouchSession, node: str, name: str, value: str | None) -> No
     path = nodes.config_path(node, SECTION, name)
     what = f"server_admin/{name} on {node}"
     if value is None:
-        session.request("DELETE", path, ok=(404,), what=what)
+        session.request("DELETE", path, ok=(404,), what=what, retry=True)
     else:
         # raw=true: stored as given, so CouchDB neither re-hashes it nor serves plaintext meanwhile.
-        session.request("PUT", path, params={"raw": "true"}, body=value, what=what)
+        session.request("PUT", path, params={"raw": "true"}, body=value, what=what, retry=True)
 
 
 RESOURCE = ServerAdminResource()

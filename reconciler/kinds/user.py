@@ -100,14 +100,14 @@ class UserResource:
         if wanted is None:
             if live is None or not live.managed:
                 return None  # made by hand or by sign-up: never this tool's to delete
-            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version)
+            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version,
+                          notes=("no manifest lists it; couch-reconciler created it",))
         password = (FieldChange("password", None, None, sensitive=True),) if "password" in wanted.secrets else ()
         if live is None:
             if _is_membership(wanted):
                 return None  # a Role names a user that exists nowhere: never created (see `warnings`)
             return Create(self.name, wanted.key, wanted.source, after=dict(wanted.body),
-                          fields=tuple(FieldChange(path, None, value) for path, value in sorted(wanted.body.items()))
-                          + password)
+                          fields=field_changes(None, wanted.body) + password)
         after = _owned(wanted, live)
         fields = field_changes({path: live.body.get(path) for path in after}, after, sets=("roles",))
         if password and live.facts.get("password_verifies"):
