@@ -16,7 +16,7 @@ from typing import Callable
 from .auth import Authenticator, hash_admin_password
 from .config import Config
 from .database import Database, DocEntry
-from .design import DesignFunctions
+from .design_js import JavaScriptDesignFunctions
 from .errors import CouchError, db_not_found
 from .replicator_db import ReplicatorDbBehaviour
 from .security import ADMIN_ONLY_SECURITY
@@ -68,7 +68,7 @@ class Cluster:
         self.local_node = self.node_names[0]
         self.dbs: dict[str, Database] = {}
         self.doc_listeners: list[DocListener] = []
-        self.design = DesignFunctions()
+        self.design = JavaScriptDesignFunctions()
         self.replicator = ReplicatorHooks()
         self.auth = Authenticator(self)
         self.started = time.time()

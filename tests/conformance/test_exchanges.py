@@ -33,13 +33,6 @@ DATA = Path(__file__).parent / "data" / "couchdb-3.4.3-exchanges.jsonl"
 STEPS = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
 IDENTITIES = {"carl": ("rec-carl", "carlpw"), "dana": ("rec-dana", "danapw")}
 
-# Steps whose answers come from JavaScript (validate_doc_update, map/reduce views, a view index's _info).
-NEEDS_JAVASCRIPT = {
-    "vdu forbidden", "vdu unauthorized", "vdu in bulk", "view sum grouped", "view sum group_level 1",
-    "view sum total", "view stats", "view count reduce false", "view key", "view keys post",
-    "view include_docs", "ddoc info",
-}
-
 REV_KEYS = {"_rev", "rev"}
 SEQ_KEYS = {"update_seq", "purge_seq", "seq", "last_seq"}
 HEX_KEYS = {"salt", "derived_key"}
@@ -149,10 +142,7 @@ def outcomes() -> dict[str, Outcome]:
 
 
 def step_param(step: dict) -> Any:
-    marks = []
-    if step["step"] in NEEDS_JAVASCRIPT:
-        marks.append(pytest.mark.xfail(strict=True, reason=f"waits for couchsim part 2 (JavaScript): {step['step']}"))
-    return pytest.param(step, id=step["step"], marks=marks)
+    return pytest.param(step, id=step["step"])
 
 
 @pytest.mark.parametrize("step", [step_param(s) for s in STEPS])
@@ -172,4 +162,3 @@ def test_recorded_exchange(step: dict, outcomes: dict[str, Outcome]) -> None:
 def test_every_step_has_a_known_compare_mode() -> None:
     """Guards the replay itself: a new compare mode in the data would otherwise pass unchecked."""
     assert {s["compare"] for s in STEPS} <= {"exact", "keys", "status"}
-    assert NEEDS_JAVASCRIPT <= {s["step"] for s in STEPS}
