@@ -24,17 +24,15 @@ async def handle_db(req: Request) -> web.StreamResponse:
     name = parts[0]
     cluster = req.cluster
     if len(parts) == 1 and req.method in ("PUT", "DELETE"):
+        check_server_admin(req.ctx)
         return await (create_db(req, name) if req.method == "PUT" else delete_db(req, name))
     db = cluster.dbs.get(name)
     if db is None:
         raise db_not_found()
     if len(parts) > 1 and parts[1] in ("_compact", "_view_cleanup"):
-        # chttpd_auth_request:require_db_admin/1
         if not is_db_admin(req.ctx, db.security):
             raise CouchError(401, "unauthorized", "You are not a server or db admin.")
         allow(req, "POST")
-        if parts[1] == "_compact":
-            db.compact()
         return json_response({"ok": True}, 202)
     check_member(req.ctx, db.security)
     if len(parts) == 1:
@@ -135,8 +133,6 @@ def parse_doc_body(body: Any, docid: str | None = None) -> dict:
     for key in body:
         if key.startswith("_") and key not in SPECIAL_MEMBERS:
             raise CouchError(400, "doc_validation", f"Bad special document member: {key}")
-    for name in (body.get("_attachments") or {}) if isinstance(body.get("_attachments"), dict) else ():
-        validate_attachment_name(name)
     doc = dict(body)
     if docid is not None:
         doc["_id"] = docid
@@ -148,25 +144,18 @@ def parse_doc_body(body: Any, docid: str | None = None) -> dict:
     return doc
 
 
-def validate_attachment_name(name: str) -> None:
-    """chttpd_db:validate_attachment_name/1."""
-    if name.startswith("_"):
-        raise bad_request(f"Attachment name '{name}' starts with prohibited character '_'")
-
-
 def rev_from_request(req: Request, body_rev: str | None) -> str | None:
     """couch_httpd_db:extract_header_rev/2: `?rev=`, `If-Match` and the body's `_rev` must agree."""
     rev = req.query.get("rev")
-    if rev is not None and body_rev is not None and rev != body_rev:
-        raise bad_request("Document rev from request body and query string have different values")
-    explicit = rev if rev is not None else body_rev
     header = req.http.headers.get("If-Match")
     if header:
         header = header.strip('"')
-        if explicit is not None and explicit != header:
+        if rev is not None and rev != header:
             raise bad_request("Document rev and etag have different values")
-        return header
-    return explicit
+        rev = header
+    if rev is not None and body_rev is not None and rev != body_rev:
+        raise bad_request("Document rev from request body and query string have different values")
+    return rev if rev is not None else body_rev
 
 
 def doc_location(req: Request, db: Database, docid: str) -> str:
@@ -340,7 +329,6 @@ async def attachment_request(req: Request, db: Database, docid: str, name: str) 
                                                     "Accept-Ranges": "none", "Cache-Control": "must-revalidate",
                                                     "Server": SERVER_HEADER})
     validate_docid(docid)
-    validate_attachment_name(name)
     rev = rev_from_request(req, None)
     entry = db.entry(docid)
     if rev is None and entry is not None and not entry.deleted:
