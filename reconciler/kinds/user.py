@@ -166,7 +166,7 @@ def wait_for_auth_ddoc(session: CouchSession, timeout: float = AUTH_DDOC_WAIT) -
     """CouchDB installs `_users/_design/_auth` asynchronously after start-up and until then accepts
     invalid user documents (couchdb-facts.md): users are created only once it is there."""
     deadline = time.monotonic() + timeout
-    while session.request("GET", db_path(USERS_DB, "_design/_auth"), ok=(404,)).status_code == 404:
+    while session.request("GET", f"{USERS_DB}/_design/_auth", ok=(404,)).status_code == 404:
         if time.monotonic() > deadline:
             raise ReconcileError(f"_users/_design/_auth did not appear within {timeout:g}s: CouchDB is still "
                                  "starting; run apply again when it is up")

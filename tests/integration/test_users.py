@@ -9,6 +9,8 @@ CouchDB 3.4 locks users out after 5 failures).
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from reconcile_runner import assert_no_secret, reconcile, stored_password_is, write
@@ -194,3 +196,27 @@ def test_only_users_the_tool_created_are_deleted_and_only_with_allow_delete(couc
     assert reconcile(couch, "apply", "--auto-approve", "--allow-delete", str(tmp_path)).code == 0
     assert user(couch, http, alice) is None
     assert user(couch, http, carol) is not None
+
+
+def test_users_are_created_only_once_the_auth_design_doc_exists(couch, http, names, tmp_path):
+    """couchdb-facts.md: `_users/_design/_auth` appears asynchronously after start-up and `_users`
+    accepts invalid documents until then. Simulated by removing it and putting it back 0.6 s later."""
+    if couch.real:
+        pytest.skip("removes _users/_design/_auth, which a shared real server must keep")
+    ddoc_url = f"{couch.url}/_users/_design/_auth"
+    ddoc = http.get(ddoc_url).json()
+    assert http.delete(ddoc_url, params={"rev": ddoc["_rev"]}).status_code == 200
+    restore = threading.Timer(0.6, lambda: couch.session().put(ddoc_url, json={
+        key: value for key, value in ddoc.items() if key != "_rev"}))
+    write(tmp_path, "users.yaml", manifests(*names))
+
+    restore.start()
+    applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path), env={"ALICE_PASSWORD": "pw-late"})
+    restore.join()
+
+    assert applied.code == 0, applied.stderr
+    requests_sent = [(method, url) for method, url, _ in applied.sent]
+    bulk = requests_sent.index(("POST", f"{couch.url}/_users/_bulk_docs"))
+    waits = [index for index, sent in enumerate(requests_sent) if sent == ("GET", ddoc_url)]
+    assert len(waits) >= 2 and max(waits) < bulk  # polled while it was missing, created after it came back
+    assert stored_password_is(user(couch, http, names[0]), "pw-late")
