@@ -197,8 +197,8 @@ def readme(result: Export) -> str:
         lines += [f"- `{name}`" for name in result.public_databases]
     if result.skipped_user_databases:
         lines += ["", "## Per-user databases (not exported)", "",
-                  f"{result.skipped_user_databases} databases made by couch_peruser were left out: describe them "
-                  "with a `UserDatabases` manifest."]
+                  f"Left out: {result.skipped_user_databases} made by couch_peruser (one per user). Describe "
+                  "them with a `UserDatabases` manifest."]
     return "\n".join(lines) + "\n"
 
 

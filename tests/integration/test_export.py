@@ -7,6 +7,8 @@ strings) and issue 5 ("users without secrets, config differing from defaults").
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from reconcile_runner import reconcile
 
@@ -94,3 +96,28 @@ def test_only_config_differing_from_defaults_is_exported(couch, deployment, tmp_
     assert "delete_dbs: 'true'" in config
     assert "enable:" not in config  # set, but to CouchDB's default
     assert "admins" not in config and "uuid" not in config
+
+
+def test_couch_peruser_databases_are_left_to_a_user_databases_template(couch, http, unique, tmp_path):
+    """couchdb-facts.md: with couch_peruser on, each user gets `userdb-<hex of the name>` within ~250 ms."""
+    if couch.real:
+        pytest.skip("turning couch_peruser on makes a database for every user of a shared real server")
+    node = http.get(f"{couch.url}/_membership").json()["cluster_nodes"][0]
+    assert http.put(f"{couch.url}/_node/{node}/_config/couch_peruser/enable", json="true").status_code == 200
+    name = unique("dora")
+    doc = {"name": name, "type": "user", "roles": [], "password": "dora-pw"}
+    assert http.put(f"{couch.url}/_users/org.couchdb.user:{name}", json=doc).status_code == 201
+    userdb = "userdb-" + name.encode().hex()
+    deadline = time.monotonic() + 10
+    while http.get(f"{couch.url}/{userdb}").status_code != 200:
+        assert time.monotonic() < deadline, "couch_peruser made no database"
+        time.sleep(0.05)
+    out = tmp_path / "adopted"
+
+    exported = reconcile(couch, "export", str(out))
+
+    assert exported.code == 0, exported.stderr
+    assert not (out / "databases.yaml").exists()
+    assert "Left out: 1 made by couch_peruser" in (out / "README.md").read_text()
+    planned = reconcile(couch, "plan", "--detailed-exitcode", str(out))
+    assert planned.code == 0, planned.stdout + planned.stderr
