@@ -10,11 +10,14 @@ from aiohttp import web
 from .app import make_app
 from .cluster import Cluster
 from .faults import FaultInjector
+from .scheduler import ClusterReplicator
 
 
 async def start(cluster: Cluster, host: str, port: int, faults: FaultInjector | None = None
                 ) -> tuple[web.AppRunner, int]:
     """Starts serving; returns the runner (to clean up) and the bound port (for port 0)."""
+    cluster.replicator = ClusterReplicator(cluster)
+    await cluster.replicator.start()
     runner = web.AppRunner(make_app(cluster, faults), access_log=None, handle_signals=False,
                            shutdown_timeout=1.0)
     await runner.setup()
@@ -25,6 +28,7 @@ async def start(cluster: Cluster, host: str, port: int, faults: FaultInjector | 
 
 
 async def stop(cluster: Cluster, runner: web.AppRunner) -> None:
+    await cluster.replicator.stop()
     for task in list(cluster.tasks):
         task.cancel()
     await runner.cleanup()

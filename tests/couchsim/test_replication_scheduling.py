@@ -1,0 +1,61 @@
+"""couchsim's replication scheduler seen over HTTP: `[replicator] max_jobs` caps the running continuous
+jobs, the others wait as `pending` and rotate in every `interval`, as CouchDB's scheduler does.
+
+The interval is lowered at start-up (200 ms instead of 60 s): CouchDB only applies a new interval after the
+current timer fires (couch_replicator_scheduler handle_cast set_interval), so this cannot be changed at run
+time on a real server within a test's time.
+
+Sources: src/docs/src/replication/replicator.rst ("Replication Scheduler": "Jobs which have been running the
+longest time will be stopped, and jobs which have been waiting the longest time will be started");
+couch_replicator_scheduler.erl (rotate_jobs/2, job_ejson/1 history with `stopped` events).
+"""
+import time
+
+import pytest
+import requests
+
+from couchsim.testing import SimServer
+
+ADMIN = ("admin", "adminpw")
+
+
+@pytest.fixture
+def sim():
+    config = {"chttpd_auth": {"iterations": "1000"}, "replicator": {"max_jobs": "2", "interval": "200"}}
+    with SimServer(admin=ADMIN, config=config) as server:
+        yield server
+
+
+def states(http, base):
+    docs = http.get(f"{base}/_scheduler/docs").json()["docs"]
+    return {d["doc_id"]: d["state"] for d in docs}
+
+
+def test_five_continuous_jobs_with_max_jobs_two_run_two_at_a_time_and_rotate(sim):
+    http = requests.Session()
+    http.auth = ADMIN
+    base = sim.url
+    auth = {"basic": {"username": ADMIN[0], "password": ADMIN[1]}}
+    for n in range(5):
+        http.put(f"{base}/src{n}")
+        doc = {"source": {"url": f"{base}/src{n}", "auth": auth}, "target": {"url": f"{base}/tgt{n}", "auth": auth},
+               "continuous": True, "create_target": True}
+        assert http.put(f"{base}/_replicator/rep{n}", json=doc).status_code == 201
+    seen_running: set[str] = set()
+    counts = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (len(seen_running) < 5 or len(counts) < 10):
+        current = states(http, base)
+        counts.append((list(current.values()).count("running"), list(current.values()).count("pending")))
+        seen_running |= {doc for doc, state in current.items() if state == "running"}
+        time.sleep(0.05)
+    # Never more than max_jobs running; once the first reschedule has filled the slots: 2 running, 3 pending.
+    assert all(running <= 2 for running, _ in counts)
+    assert (2, 3) in counts
+    assert seen_running == {f"rep{n}" for n in range(5)}
+    jobs = http.get(f"{base}/_scheduler/jobs").json()["jobs"]
+    assert len(jobs) == 5
+    assert any(event["type"] == "stopped" for job in jobs for event in job["history"])
+    # A job that took its turn did replicate: every target exists.
+    for n in range(5):
+        assert http.get(f"{base}/tgt{n}").status_code == 200
