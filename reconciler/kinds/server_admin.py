@@ -42,6 +42,8 @@ MANIFEST = ServerAdminManifest()
 
 
 SECTION = "admins"
+LOCKOUT = ("reconcile is connected as this admin with another password: changing it mid-run would lock this "
+           "run out (nodes change one by one, behind any load balancer)")
 PASSWORD = FieldChange("password", None, None, sensitive=True)
 
 
@@ -75,7 +77,8 @@ class ServerAdminResource:
                 continue
             facts = {"nodes": list(targets[name]),
                      "agree": len(set(values[name].values())) == 1,
-                     "verifies": [node for node, value in values[name].items() if (name, value) in verified]}
+                     "verifies": [node for node, value in values[name].items() if (name, value) in verified],
+                     "locks_out": name in wanted_by_name and _locks_out(session, name, wanted_by_name[name])}
             observed[name] = Observed(self.name, name, {"nodes": present}, nodes.digest(values[name]),
                                       managed=name != session.connection.user, facts=facts)
         return observed
@@ -97,9 +100,11 @@ class ServerAdminResource:
         problems = ([f"missing on {', '.join(missing)}"] if missing else []) + \
             ([f"the secret does not verify on {', '.join(wrong)}"] if wrong else [])
         note = "; ".join(problems) or "nodes hold different hashes of the secret"
+        notes = (f"{note}: one new hash is written to every node",)
+        if facts["locks_out"]:
+            notes += (f"{LOCKOUT}; apply refuses it",)
         return Update(self.name, wanted.key, wanted.source, before=dict(live.body), after={"nodes": facts["nodes"]},
-                      fields=(PASSWORD,), version=live.version,
-                      notes=(f"{note}: one new hash is written to every node",))
+                      fields=(PASSWORD,), version=live.version, notes=notes)
 
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
@@ -112,6 +117,9 @@ class ServerAdminResource:
                                          "connected as; connect as another admin to remove it")
                 writes += [(node, change.key, None) for node in change.before["nodes"]]
                 continue
+            if change.desired is not None and _locks_out(session, change.key, change.desired):
+                raise ReconcileError(f"server_admin/{change.key}: {LOCKOUT}; run apply with another admin's "
+                                     "credentials (COUCHDB_USER), then use the new password")
             targets = cluster.targets(change.after["nodes"], f"server_admin/{change.key}")
             auth = cluster.config[targets[0]].get("chttpd_auth", {})  # where CouchDB reads its own settings
             value = hash_admin_password(secrets[change.key]["password"].resolve(),
@@ -122,6 +130,11 @@ class ServerAdminResource:
             list(session.map(lambda write: _write(session, *write), writes))
         finally:
             nodes.forget(session)
+
+
+def _locks_out(session: CouchSession, name: str, desired: Desired) -> bool:
+    """Writing this admin's secret would change the password this very session authenticates with."""
+    return name == session.connection.user and desired.secrets["password"].resolve() != session.connection.password
 
 
 def _write(session: CouchSession, node: str, name: str, value: str | None) -> None:

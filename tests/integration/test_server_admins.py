@@ -127,3 +127,26 @@ def test_deleting_needs_opt_in_and_never_touches_the_connected_admin(cluster, ht
     assert f"server_admin/{cluster.admin[0]}" not in with_opt_in.stdout
     assert set(admin_values(cluster, http, "ops").values()) == {None}
     assert None not in admin_values(cluster, http, cluster.admin[0]).values()
+
+
+def test_the_connected_admin_is_fixed_with_its_own_password_but_never_changed_mid_run(cluster, http, tmp_path):
+    name, password = cluster.admin
+    write(tmp_path, "admins.yaml", f"""
+        apiVersion: reconciler/v1
+        kind: ServerAdmin
+        metadata: {{name: {name}}}
+        spec:
+          password: env:ADMIN_PASSWORD
+        """)
+    before = admin_values(cluster, http, name)
+
+    changed = reconcile(cluster, "apply", "--auto-approve", str(tmp_path), env={"ADMIN_PASSWORD": "new-admin-pw"})
+    same = reconcile(cluster, "apply", "--auto-approve", str(tmp_path), env={"ADMIN_PASSWORD": password})
+
+    assert changed.code == 1
+    assert changed.stderr.strip().startswith(f"server_admin/{name}: reconcile is connected as this admin")
+    assert [method for method, _, _ in changed.sent if method == "PUT"] == []
+    assert same.code == 0, same.stderr  # the nodes' own hashes differ (each hashed it): one is written
+    values = admin_values(cluster, http, name)
+    assert values != before and len(set(values.values())) == 1 and hash_verifies(values[cluster.nodes[0]], password)
+    assert_no_secret(["new-admin-pw", password], changed.stdout, changed.stderr, same.stdout, same.stderr)
