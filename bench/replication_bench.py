@@ -1,0 +1,131 @@
+"""Replication delay of one continuous `_replicator` job: a write into the source -> visible in the target.
+
+    .venv/bin/python bench/replication_bench.py [--writes 50]
+    COUCHDB_URL=http://127.0.0.1:5984 COUCHDB_USER=admin COUCHDB_PASSWORD=... \
+        .venv/bin/python bench/replication_bench.py      # the same against a real CouchDB
+
+Without COUCHDB_URL it starts `python -m couchsim` as its own process. It creates a source and a target
+database and one continuous replication between them (full URLs, auth.basic as the admin), waits until the
+job runs, then N times: PUT a doc into the source and wait on the target's `_changes?feed=longpoll` until the
+doc is there. Printed: median and p95 of that delay, beside the floor: a bare write + read round trip
+(PUT a doc, GET it back) through the same keep-alive session.
+
+Figures are printed, never asserted: timing belongs in benchmarks, not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_couchsim(admin: tuple[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "couchsim", "--port", str(port),
+                                "--admin", f"{admin[0]}:{admin[1]}"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = process.stdout.readline()
+    if "listening" not in line:
+        process.kill()
+        raise SystemExit(f"couchsim did not start: {line.strip()}")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise SystemExit(f"{what} not reached within {timeout:g}s")
+
+
+def measure(url: str, admin: tuple[str, str], server_url: str, writes: int) -> None:
+    http = requests.Session()
+    http.auth = admin
+    tag = uuid.uuid4().hex[:8]
+    source, target, doc_id = f"bench-src-{tag}", f"bench-tgt-{tag}", f"bench-rep-{tag}"
+    for db in (source, target):
+        http.put(f"{url}/{db}").raise_for_status()
+    auth = {"basic": {"username": admin[0], "password": admin[1]}}
+    rep = {"source": {"url": f"{server_url}/{source}", "auth": auth},
+           "target": {"url": f"{server_url}/{target}", "auth": auth}, "continuous": True}
+    http.put(f"{url}/_replicator/{doc_id}", json=rep).raise_for_status()
+    try:
+        wait_for(lambda: http.get(f"{url}/_scheduler/docs/_replicator/{doc_id}").json().get("state") == "running",
+                 30, "replication running")
+        delays = []
+        for n in range(writes):
+            since = http.get(f"{url}/{target}").json()["update_seq"]
+            began = time.perf_counter()
+            http.put(f"{url}/{source}/w{n}", json={"n": n}).raise_for_status()
+            seen = False
+            while not seen:
+                feed = http.get(f"{url}/{target}/_changes", params={"feed": "longpoll", "since": since,
+                                                                    "timeout": "10000"}).json()
+                seen = any(row["id"] == f"w{n}" for row in feed["results"])
+                since = feed["last_seq"]
+            delays.append(time.perf_counter() - began)
+        floor = []
+        for n in range(writes):
+            began = time.perf_counter()
+            http.put(f"{url}/{source}/floor{n}", json={"n": n}).raise_for_status()
+            http.get(f"{url}/{source}/floor{n}").raise_for_status()
+            floor.append(time.perf_counter() - began)
+    finally:
+        current = http.get(f"{url}/_replicator/{doc_id}").json()
+        http.delete(f"{url}/_replicator/{doc_id}", params={"rev": current["_rev"]})
+        for db in (source, target):
+            http.delete(f"{url}/{db}")
+    ms = 1000
+    print(f"replication delay, one continuous job, {writes} writes (write -> in target's _changes):")
+    print(f"  median {statistics.median(delays) * ms:7.2f} ms   p95 {percentile(delays, 0.95) * ms:7.2f} ms")
+    print("floor: bare write + read round trip through the same session:")
+    print(f"  median {statistics.median(floor) * ms:7.2f} ms   p95 {percentile(floor, 0.95) * ms:7.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--writes", type=int, default=50)
+    args = parser.parse_args()
+    real = os.environ.get("COUCHDB_URL")
+    if real:
+        admin = (os.environ.get("COUCHDB_USER", "admin"), os.environ.get("COUCHDB_PASSWORD", ""))
+        # The URL the server uses to reach itself can differ from ours (a container).
+        measure(real.rstrip("/"), admin, os.environ.get("COUCHDB_REPLICATION_URL", real).rstrip("/"), args.writes)
+        return
+    admin = ("admin", "bench-admin-pw")
+    process, url = start_couchsim(admin)
+    try:
+        print(f"couchsim at {url} (its own process)")
+        measure(url, admin, url, args.writes)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
