@@ -1,0 +1,140 @@
+"""Databases: create, replace and delete through plan/apply, as a pipeline runs them.
+
+Relied on: /work/shared/couchdb-facts.md (a new database's `_security` is the admin-only
+default; `_dbs_info` rows carry `update_seq`, `doc_count`, `props.partitioned`),
+apache/couchdb src/couch/src/couch_db.erl (`validate_security_object` checks only
+`admins`/`members` and `set_security` stores the whole object, so the ownership marker
+survives), and CouchDB's docs on partitioned databases (`?partitioned=true` at creation
+only: a database cannot become partitioned later).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+
+from reconcile_runner import reconcile, write
+
+
+def database(name: str, spec: str = "{}") -> str:
+    return f"""
+    apiVersion: reconciler/v1
+    kind: Database
+    metadata: {{name: {name}}}
+    spec: {spec}
+    """
+
+
+@pytest.fixture
+def http(couch):
+    session = couch.session()
+    yield session
+    session.close()
+
+
+def writes(run) -> list[tuple[str, str]]:
+    """Requests that change something: every one but GETs and the POSTs that read `_dbs_info`."""
+    return [(sent[0], sent[1]) for sent in run.sent
+            if sent[0] != "GET" and not (sent[0] == "POST" and sent[1].endswith("/_dbs_info"))]
+
+
+def info(couch, http, name: str) -> dict | None:
+    answer = http.get(f"{couch.url}/{quote(name, safe='')}")
+    return answer.json() if answer.status_code == 200 else None
+
+
+def test_create_then_the_second_plan_is_empty(couch, http, unique, tmp_path):
+    orders, events = unique("orders"), unique("events")
+    write(tmp_path, "dbs.yaml", database(orders) + "---" + database(events, "{partitioned: true, q: 2}"))
+    first = reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode")
+    assert first.code == 2, first.stderr
+    assert f"  + database/{orders}" in first.stdout and "Plan: 2 to add, 0 to change, 0 to destroy." in first.stdout
+
+    applied = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+    assert applied.code == 0, applied.stderr
+    assert f"+ database/{events}: created" in applied.stdout
+    assert info(couch, http, events)["props"] == {"partitioned": True}
+    assert info(couch, http, events)["cluster"]["q"] == 2
+    # Created by the tool: marked as such inside its security object, beside CouchDB's admin-only default.
+    security = http.get(f"{couch.url}/{orders}/_security").json()
+    assert security["members"] == {"roles": ["_admin"]} and security["couch_reconciler"]
+
+    again = reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode")
+    assert (again.code, again.stdout) == (0, "No changes. The server matches the manifests.\n")
+    noop = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+    assert noop.code == 0 and writes(noop) == []
+
+
+def test_an_unlisted_database_is_deleted_only_with_allow_delete(couch, http, unique, tmp_path):
+    keep, gone = unique("keep"), unique("gone")
+    write(tmp_path, "dbs.yaml", database(keep) + "---" + database(gone))
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    write(tmp_path, "dbs.yaml", database(keep))
+
+    assert reconcile(couch, "plan", str(tmp_path)).stdout == "No changes. The server matches the manifests.\n"
+    if couch.real:
+        pytest.skip("--allow-delete prunes every database this tool created on the server: couchsim only")
+    pruning = reconcile(couch, "plan", str(tmp_path), "--allow-delete")
+    assert f"  - database/{gone}\n      # no manifest lists it; couch-reconciler created it" in pruning.stdout
+    assert reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve").code == 0
+    assert info(couch, http, gone) is None and info(couch, http, keep) is not None
+
+
+def test_hand_made_databases_are_never_deleted(couch, http, unique, tmp_path):
+    if couch.real:
+        pytest.skip("--allow-delete prunes every database this tool created on the server: couchsim only")
+    hand_made, userdb = unique("hand"), "userdb-" + "carl".encode().hex()
+    for name in (hand_made, userdb):
+        assert http.put(f"{couch.url}/{name}").status_code == 201
+    write(tmp_path, "dbs.yaml", database(unique("other")))
+    plan = reconcile(couch, "plan", str(tmp_path), "--allow-delete")
+    assert plan.code == 0 and "Plan: 1 to add, 0 to change, 0 to destroy." in plan.stdout
+    assert hand_made not in plan.stdout and userdb not in plan.stdout
+
+
+def test_deleting_a_database_that_holds_documents_needs_allow_delete_data(couch, http, unique, tmp_path):
+    if couch.real:
+        pytest.skip("--allow-delete prunes every database this tool created on the server: couchsim only")
+    full = unique("full")
+    write(tmp_path, "dbs.yaml", database(full))
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    assert http.post(f"{couch.url}/{full}", json={"a": 1}).status_code == 201
+    (tmp_path / "dbs.yaml").unlink()
+    write(tmp_path, "other.yaml", database(unique("other")))
+
+    refused = reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve")
+    assert refused.code == 1 and refused.stdout == ""
+    assert refused.stderr == (f"database/{full}: deleting it destroys 1 document; rerun with --allow-delete-data "
+                              "if that is intended, or add it back to the manifests\n")
+    assert info(couch, http, full)["doc_count"] == 1
+    done = reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--allow-delete-data", "--auto-approve")
+    assert done.code == 0 and f"- database/{full}: deleted" in done.stdout
+    assert info(couch, http, full) is None
+
+
+def test_partitioned_cannot_change_in_place(couch, http, unique, tmp_path):
+    name = unique("part")
+    write(tmp_path, "dbs.yaml", database(name, "\n      security: {members: {names: [carl]}}"))
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    assert http.post(f"{couch.url}/{name}", json={"a": 1}).status_code == 201
+    manifest = write(tmp_path, "dbs.yaml", database(name, "\n      partitioned: true\n"
+                                                          "      security: {members: {names: [carl]}}"))
+
+    refused = reconcile(couch, "plan", str(tmp_path))
+    assert refused.code == 1
+    assert refused.stderr == (f"{manifest}:3: database/{name}: must be deleted and created again (`partitioned` is "
+                              "fixed when a database is created); rerun with --allow-delete --allow-delete-data "
+                              "to replace it, or revert the manifest\n")
+    plan = reconcile(couch, "plan", str(tmp_path), "--allow-delete", "--allow-delete-data")
+    assert f"-/+ database/{name}  ({manifest}:3)\n      partitioned: false -> true   # forces replacement\n" \
+           "      destroys: 1 document\n" in plan.stdout
+    # The security object lives in the database: replacing the database writes it again.
+    assert f"  + security/{name}" in plan.stdout
+    assert "Plan: 2 to add, 0 to change, 1 to destroy." in plan.stdout
+
+    applied = reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--allow-delete-data", "--auto-approve")
+    assert applied.code == 0, applied.stderr
+    assert info(couch, http, name)["props"] == {"partitioned": True} and info(couch, http, name)["doc_count"] == 0
+    assert http.get(f"{couch.url}/{name}/_security").json()["members"]["names"] == ["carl"]
+    assert reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode").code == 0

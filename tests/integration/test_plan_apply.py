@@ -1,0 +1,175 @@
+"""plan and apply end to end: saved plans, thresholds, secrets, confirmation and server errors.
+
+Relied on: issue 5 (exit codes of `--detailed-exitcode`; a plan file holds no secret and a
+stale one is refused; thresholds like octoDNS's MAX_SAFE_UPDATE_PCENT; one line per error,
+exit 1, no traceback, a rerun converges) and /work/shared/couchdb-facts.md (stored users keep
+no `password`: a secret can only leak through our own output).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reconcile_runner import assert_no_secret, reconcile, write
+
+USER_PASSWORD = "pw-of-alice-7f3a"
+
+
+def databases(names: list[str], roles: str = "[app-user]") -> str:
+    documents = [f"""
+    apiVersion: reconciler/v1
+    kind: Database
+    metadata: {{name: {name}}}
+    spec:
+      security: {{members: {{roles: {roles}}}}}
+    """ for name in names]
+    return "---".join(documents + ["""
+    apiVersion: reconciler/v1
+    kind: Role
+    metadata: {name: app-user}
+    spec: {}
+    """, """
+    apiVersion: reconciler/v1
+    kind: Role
+    metadata: {name: other}
+    spec: {}
+    """])
+
+
+def test_a_saved_plan_applies_exactly_and_a_stale_one_is_refused(couch, unique, tmp_path):
+    first, second = unique("a"), unique("b")
+    write(tmp_path / "m", "dbs.yaml", databases([first]))
+    planfile = tmp_path / "plan.json"
+    planned = reconcile(couch, "plan", str(tmp_path / "m"), "--out", str(planfile), "--detailed-exitcode")
+    assert planned.code == 2
+    document = json.loads(planfile.read_text())
+    assert [(c["action"], c["kind"], c["key"]) for c in document["changes"]] == [
+        ("create", "database", first), ("create", "security", first)]
+
+    # The folder changes after the plan: apply PLANFILE does what was reviewed, not what the folder says now.
+    write(tmp_path / "m", "dbs.yaml", databases([first, second]))
+    applied = reconcile(couch, "apply", str(planfile))
+    assert applied.code == 0, applied.stderr
+    assert applied.stdout == (f"+ database/{first}: created\n+ security/{first}: created\n"
+                              "Apply complete: 2 added, 0 changed, 0 destroyed.\n")
+
+    again = reconcile(couch, "apply", str(planfile))  # the database it creates exists now
+    assert again.code == 1
+    assert again.stderr.startswith(f"the server changed since the plan was made (database/{first} (created meanwhile)")
+    assert "nothing was applied: run plan again" in again.stderr
+
+
+def test_a_plan_for_another_server_is_refused(couch, unique, tmp_path):
+    write(tmp_path / "m", "dbs.yaml", databases([unique("a")]))
+    planfile = tmp_path / "plan.json"
+    assert reconcile(couch, "plan", str(tmp_path / "m"), "--out", str(planfile)).code == 0
+    elsewhere = reconcile(couch, "apply", str(planfile), "--server", "http://127.0.0.1:9")
+    assert elsewhere.code == 1 and elsewhere.sent == []
+    assert elsewhere.stderr == (f"{planfile}: the plan was made for {couch.url}, not http://127.0.0.1:9; "
+                                "make a plan for this server\n")
+
+
+def test_threshold_refuses_a_mass_update_unless_forced(couch, unique, tmp_path):
+    names = [unique(f"t{i}") for i in range(12)]
+    write(tmp_path, "dbs.yaml", databases(names))
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    write(tmp_path, "dbs.yaml", databases(names, roles="[other]"))
+
+    refused = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+    assert refused.code == 1 and refused.stdout == ""
+    assert refused.stderr == ("refusing to update 12 of 12 existing security objects (100% > 30%); check the "
+                              "manifests, then rerun with --force or a higher --max-update-share\n")
+    assert reconcile(couch, "plan", str(tmp_path), "--max-update-share", "1").code == 0
+    forced = reconcile(couch, "apply", str(tmp_path), "--auto-approve", "--force")
+    assert forced.code == 0 and "Apply complete: 0 added, 12 changed, 0 destroyed." in forced.stdout
+
+
+def test_no_secret_reaches_any_output_or_plan_file(couch, unique, tmp_path):
+    name = unique("u")
+    write(tmp_path / "m", "all.yaml", databases([unique("d")]) + f"""---
+    apiVersion: reconciler/v1
+    kind: User
+    metadata: {{name: {name}}}
+    spec:
+      password: env:SECRET_PASSWORD
+      roles: [app-user]
+    """)
+    env = {"SECRET_PASSWORD": USER_PASSWORD}
+    planfile = tmp_path / "plan.json"
+    runs = [reconcile(couch, "plan", str(tmp_path / "m"), "--format", fmt, "--out", str(planfile), env=env)
+            for fmt in ("text", "json", "markdown")]
+    runs.append(reconcile(couch, "apply", str(planfile), env=env))
+    env_changed = {"SECRET_PASSWORD": USER_PASSWORD + "-rotated"}
+    runs.append(reconcile(couch, "plan", str(tmp_path / "m"), "--out", str(planfile), env=env_changed))
+    assert f"  ~ user/{name}" in runs[-1].stdout and "password: (sensitive, will change)" in runs[-1].stdout
+    runs.append(reconcile(couch, "apply", str(tmp_path / "m"), "--auto-approve", env=env_changed))
+    assert all(run.code == 0 for run in runs), [run.stderr for run in runs]
+    secrets = [USER_PASSWORD, USER_PASSWORD + "-rotated", couch.password]
+    assert_no_secret(secrets, planfile.read_text(), *[run.stdout + run.stderr for run in runs])
+
+
+def test_apply_without_a_terminal_needs_auto_approve_and_sends_nothing(couch, unique, tmp_path):
+    write(tmp_path, "dbs.yaml", databases([unique("a")]))
+    refused = reconcile(couch, "apply", str(tmp_path))
+    assert refused.code == 1 and refused.sent == []
+    assert refused.stderr == ("apply: stdin is not a terminal, so nobody can confirm; rerun with --auto-approve, "
+                              "or apply a plan saved with `reconcile plan --out`\n")
+
+
+def test_invalid_manifests_send_no_request(couch, tmp_path):
+    manifest = write(tmp_path, "dbs.yaml", """
+    apiVersion: reconciler/v1
+    kind: Database
+    metadata: {name: Bad-Name}
+    spec: {}
+    """)
+    for command in ("plan", "apply"):
+        option = "--auto-approve" if command == "apply" else f"--out={tmp_path / 'plan.json'}"
+        run = reconcile(couch, command, str(tmp_path), option)
+        assert run.code == 1 and run.sent == [] and run.stdout == ""
+        assert run.stderr.startswith(f"{manifest}:3: Database/Bad-Name: ")
+    assert not (tmp_path / "plan.json").exists()
+
+
+def test_unreachable_server_is_one_line(couch, unique, tmp_path):
+    write(tmp_path, "dbs.yaml", databases([unique("a")]))
+    run = reconcile(couch, "plan", str(tmp_path), "--server", "http://127.0.0.1:9")
+    assert (run.code, run.stderr) == (1, "cannot reach CouchDB at http://127.0.0.1:9; check COUCHDB_URL or --server "
+                                         "and that the server is running\n")
+
+
+def test_bad_credentials_are_one_line(couch, unique, tmp_path):
+    write(tmp_path, "dbs.yaml", databases([unique("a")]))
+    run = reconcile(couch, "plan", str(tmp_path), env={"COUCHDB_PASSWORD": "wrong"})
+    assert run.code == 1 and len(run.stderr.splitlines()) == 1
+    assert "HTTP 401" in run.stderr and run.stderr.endswith("check COUCHDB_USER and COUCHDB_PASSWORD\n")
+    assert "wrong" not in run.stderr
+
+
+def test_a_failing_server_stops_apply_with_one_line_and_a_rerun_converges(couch, unique, tmp_path):
+    if couch.real:
+        pytest.skip("injects 503 answers with couchsim's fault injector")
+    first, second = unique("a"), unique("b")
+    write(tmp_path, "dbs.yaml", databases([first, second]))
+    fault = couch.sim.faults.inject(path=f"^/{second}/_security", method="PUT", status=503)
+    failed = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+    assert failed.code == 1
+    assert failed.stderr.startswith(f"database/{second}: marking it as created by couch-reconciler: HTTP 503")
+    assert failed.stderr.endswith("the server failed; rerun when it is healthy\n")
+    assert len(failed.stderr.splitlines()) == 1
+    fault.remove()
+
+    rerun = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+    assert rerun.code == 0, rerun.stderr
+    assert reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode").code == 0
+
+
+def test_json_and_markdown_formats(couch, unique, tmp_path):
+    name = unique("a")
+    write(tmp_path, "dbs.yaml", databases([name]))
+    document = json.loads(reconcile(couch, "plan", str(tmp_path), "--format", "json").stdout)
+    assert document["format"] == "couch-reconciler/plan" and document["summary"]["add"] == 2
+    markdown = reconcile(couch, "plan", str(tmp_path), "--format", "markdown").stdout
+    assert "**Plan: 2 to add, 0 to change, 0 to destroy.**" in markdown and f"| `+` | `database/{name}` |" in markdown

@@ -1,0 +1,95 @@
+"""Security objects through plan/apply: exact and merge modes, other writers, stale saved plans.
+
+Relied on: /work/shared/couchdb-facts.md (a new database's `_security` is
+`{"members":{"roles":["_admin"]},"admins":{"roles":["_admin"]}}`; couch_peruser's
+userdb security names the user in members and admins; a `_security` write bumps
+`update_seq`), apache/couchdb couch_db.erl (`set_security` stores the whole object,
+so keys beside members/admins are kept), and issue 5 (superlogin adds session keys
+as names at run time; `_security` has no `_rev`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reconcile_runner import reconcile, write
+
+
+def secured(name: str, security: str) -> str:
+    return f"""
+    apiVersion: reconciler/v1
+    kind: Database
+    metadata: {{name: {name}}}
+    spec:
+      security: {security}
+    ---
+    apiVersion: reconciler/v1
+    kind: Role
+    metadata: {{name: app-user}}
+    spec: {{}}
+    """
+
+
+@pytest.fixture
+def http(couch):
+    session = couch.session()
+    yield session
+    session.close()
+
+
+def security(couch, http, name: str) -> dict:
+    return http.get(f"{couch.url}/{name}/_security").json()
+
+
+def test_exact_mode_update_shows_the_fields_and_converges(couch, http, unique, tmp_path):
+    name = unique("sec")
+    manifest = write(tmp_path, "dbs.yaml", secured(name, "{members: {roles: [app-user]}}"))
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    assert security(couch, http, name)["members"] == {"names": [], "roles": ["_admin", "app-user"]}
+
+    write(tmp_path, "dbs.yaml", secured(name, "{members: {roles: [app-user]}, admins: {names: [dana]}}"))
+    plan = reconcile(couch, "plan", str(tmp_path))
+    assert plan.stdout.splitlines()[2:6] == [f"  ~ security/{name}  ({manifest}:5)",
+                                             '      admins.names: [] -> ["dana"]', "",
+                                             "Plan: 0 to add, 1 to change, 0 to destroy."]
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    assert security(couch, http, name)["admins"] == {"names": ["dana"], "roles": ["_admin"]}
+    assert security(couch, http, name)["couch_reconciler"]  # the ownership marker survived the rewrite
+    assert reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode").code == 0
+
+
+def test_merge_mode_leaves_names_other_writers_added(couch, http, unique, tmp_path):
+    name = unique("merge")
+    write(tmp_path, "dbs.yaml", secured(name, "{mode: merge, members: {roles: [app-user]}}"))
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    # A login service adds a session key as a member, as superlogin does.
+    current = security(couch, http, name)
+    current["members"]["names"] = ["session-key-1"]
+    assert http.put(f"{couch.url}/{name}/_security", json=current).status_code == 200
+
+    assert reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode").code == 0
+    write(tmp_path, "dbs.yaml", secured(name, "{mode: exact, members: {roles: [app-user]}}"))
+    exact = reconcile(couch, "plan", str(tmp_path))
+    assert '      members.names: ["session-key-1"] -> []' in exact.stdout
+
+
+def test_a_saved_plan_is_refused_when_the_security_object_changed_since(couch, http, unique, tmp_path):
+    name = unique("stale")
+    write(tmp_path, "dbs.yaml", secured(name, "{members: {roles: [app-user]}}"))
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    write(tmp_path, "dbs.yaml", secured(name, "{members: {roles: [app-user], names: [erin]}}"))
+    planfile = tmp_path / "plan.json"
+    assert reconcile(couch, "plan", str(tmp_path), "--out", str(planfile)).code == 0
+    assert json.loads(planfile.read_text())["changes"][0]["version"].startswith("sha256:")
+
+    current = security(couch, http, name)
+    current["admins"]["names"] = ["someone-else"]
+    assert http.put(f"{couch.url}/{name}/_security", json=current).status_code == 200
+    refused = reconcile(couch, "apply", str(planfile))
+    assert refused.code == 1
+    assert refused.stderr == (f"the server changed since the plan was made (security/{name}); nothing was applied: "
+                              "run plan again\n")
+    assert [sent[0] for sent in refused.sent if sent[0] == "PUT"] == []
+    assert security(couch, http, name)["members"]["names"] == []
