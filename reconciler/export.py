@@ -96,6 +96,7 @@ class Export:
     server_admins: list[str] = field(default_factory=list)
     public_databases: list[str] = field(default_factory=list)
     skipped_user_databases: int = 0
+    unexportable_config: list[str] = field(default_factory=list)  # "section/key" a manifest cannot name
 
 
 def export(session: CouchSession, directory: str) -> Export:
@@ -155,7 +156,7 @@ def read(session: CouchSession) -> Export:
         result.users.append(_manifest("User", doc["name"], spec))
     result.roles = [_manifest("Role", role, {"description": "exported from the live server"})
                     for role in sorted(roles) if not role.startswith("_")]
-    result.config = list(_config_manifests(cluster))
+    result.config = list(_config_manifests(cluster, result.unexportable_config))
     result.server_admins = sorted({name for node in cluster.nodes
                                    for name in cluster.config[node].get("admins", {})})
     return result
@@ -195,6 +196,10 @@ def readme(result: Export) -> str:
                   "manifest always has members (listing none means admin-only, as on a new database), so",
                   "these were exported without one; add it when you want them private:", ""]
         lines += [f"- `{name}`" for name in result.public_databases]
+    if result.unexportable_config:
+        lines += ["", "## Config not exported", "",
+                  "These keys (or their sections) hold `/`, which a NodeConfig cannot name; manage them by hand:", ""]
+        lines += [f"- `{entry}`" for entry in result.unexportable_config]
     if result.skipped_user_databases:
         lines += ["", "## Per-user databases (not exported)", "",
                   f"Left out: {result.skipped_user_databases} made by couch_peruser (one per user). Describe "
@@ -202,7 +207,7 @@ def readme(result: Export) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _config_manifests(cluster: nodes.Cluster) -> Iterable[dict]:
+def _config_manifests(cluster: nodes.Cluster, unexportable: list[str]) -> Iterable[dict]:
     """One NodeConfig per section for the keys all nodes agree on, one per node for the others."""
     for section in sorted({section for node in cluster.nodes for section in cluster.config[node]}):
         if section in SKIPPED_SECTIONS:
@@ -212,6 +217,9 @@ def _config_manifests(cluster: nodes.Cluster) -> Iterable[dict]:
         keys = sorted({key for node in cluster.nodes for key in cluster.config[node].get(section, {})})
         for key in keys:
             if (section, key) in SKIPPED_KEYS or any(word in key for word in SECRET_WORDS):
+                continue
+            if "/" in section or "/" in key:  # `section/key` names a config object: neither may hold `/`
+                unexportable.append(f"[{section}] {key}")
                 continue
             values = {node: cluster.value(node, section, key) for node in cluster.nodes}
             default = DEFAULTS.get(section, {}).get(key)

@@ -8,6 +8,7 @@ strings) and issue 5 ("users without secrets, config differing from defaults").
 from __future__ import annotations
 
 import time
+from urllib.parse import quote
 
 import pytest
 from reconcile_runner import reconcile
@@ -121,3 +122,17 @@ def test_couch_peruser_databases_are_left_to_a_user_databases_template(couch, ht
     assert "Left out: 1 made by couch_peruser" in (out / "README.md").read_text()
     planned = reconcile(couch, "plan", "--detailed-exitcode", str(out))
     assert planned.code == 0, planned.stdout + planned.stderr
+
+
+def test_config_a_manifest_cannot_name_is_listed_instead_of_breaking_validate(couch, http, tmp_path):
+    if couch.real:
+        pytest.skip("adds a [vhosts] entry, which would reroute requests on a shared real server")
+    node = http.get(f"{couch.url}/_membership").json()["cluster_nodes"][0]
+    key = f"{couch.url}/_node/{node}/_config/vhosts/" + quote("example.com/app", safe="")
+    assert http.put(key, json="/app").status_code == 200
+    out = tmp_path / "adopted"
+
+    assert reconcile(couch, "export", str(out)).code == 0
+
+    assert "- `[vhosts] example.com/app`" in (out / "README.md").read_text()
+    assert reconcile(couch, "validate", str(out)).code == 0
