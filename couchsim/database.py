@@ -343,7 +343,11 @@ class Database:
 
     def _authorize_and_validate(self, doc: dict, old: dict | None, user_ctx: UserCtx) -> None:
         if doc["_id"].startswith(DESIGN_PREFIX):
+            # couch_db:validate_doc_update/3: a design doc passes the db-admin rule and validate_ddoc (its
+            # views compile), never validate_doc_update functions; on every write path, _bulk_docs included.
             check_db_admin(user_ctx, self.security)
+            self.cluster.design.check_design_doc(self, doc)
+            return
         for validate in self.cluster.design.validators(self):
             validate(doc, old, user_ctx, self.security)
 
