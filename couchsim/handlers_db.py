@@ -200,8 +200,6 @@ async def doc_request(req: Request, db: Database, docid: str) -> web.StreamRespo
         rev = rev_from_request(req, doc.get("_rev"))
         if rev is not None:
             doc["_rev"] = rev
-        if docid.startswith(DESIGN_PREFIX):
-            req.cluster.design.check_design_doc(db, doc)
         new_edits = bool_param(req, "new_edits", True)
         return await write_one(req, db, doc, doc_location(req, db, docid), new_edits)
     if req.method == "COPY":
