@@ -212,3 +212,18 @@ def test_changes_filtered_by_a_design_doc_filter(server, db):
     response = server.admin.get(db_url(db, "_changes"), params={"filter": "f/typed", "type": "x"})
     assert response.status_code == 200
     assert [row["id"] for row in response.json()["results"]] == ["a"]
+
+
+def test_design_docs_are_checked_on_every_write_path_and_skip_validation_functions(server, db, new_user):
+    """couch_db:validate_doc_update/3: a design doc is checked by the db-admin rule, then validate_ddoc (views
+    compile), and never by validate_doc_update functions; the same for _bulk_docs as for PUT."""
+    strict = {"validate_doc_update": "function(doc) { if (!doc.type) throw({forbidden: 'type required'}); }"}
+    assert server.admin.put(db_url(db, "_design/strict"), json=strict).status_code == 201
+    assert server.admin.put(db_url(db, "_design/other"), json={"views": {}}).status_code == 201
+    bad = {"_id": "_design/bad", "views": {"v": {"map": "function(doc) { emit( }"}}}
+    rows = server.admin.post(db_url(db, "_bulk_docs"), json={"docs": [bad]}).json()
+    assert rows[0]["error"] == "compilation_error" and rows[0]["id"] == "_design/bad"
+    member = new_user(["writers"])
+    server.admin.put(db_url(db, "_security"), json={"members": {"roles": ["writers"]}})
+    refused = member.put(db_url(db, "_design/bad"), json={"views": bad["views"]})
+    assert refused.status_code == 403
