@@ -7,8 +7,8 @@ Handlers for server-wide endpoints live here; database and document endpoints in
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-import logging
 import sys
 import time
 import traceback
@@ -19,13 +19,12 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from . import COUCHDB_VERSION
+from .auth import session_info, unauthorized_login
 from .cluster import Cluster
 from .config import BLACKLISTED_SECTIONS
 from .errors import CouchError, bad_request, method_not_allowed, not_found
 from .faults import FaultInjector
 from .security import UserCtx, check_server_admin
-
-log = logging.getLogger("couchsim")
 
 SERVER_HEADER = f"CouchDB/{COUCHDB_VERSION} (Erlang OTP/25)"
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "must-revalidate", "Server": SERVER_HEADER}
@@ -72,6 +71,11 @@ def dumps(body: Any) -> bytes:
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=dumps(body), status=status,
                         headers={**JSON_HEADERS, **headers} if headers else JSON_HEADERS)
+
+
+def etag(value: Any) -> str:
+    """couch_httpd:make_etag/1: a quoted hash of the answer's term."""
+    return '"' + hashlib.md5(dumps(value)).hexdigest() + '"'
 
 
 def error_response(exc: CouchError) -> web.Response:
@@ -130,8 +134,10 @@ async def uuids(req: Request) -> web.Response:
     count = int_param(req, "count", 1)
     if count > req.cluster.config.get_int("uuids", "max_count"):
         raise bad_request("count parameter too large")
-    return json_response({"uuids": [uuid.uuid4().hex for _ in range(count)]},
-                         headers={"Cache-Control": "must-revalidate, no-cache", "Pragma": "no-cache"})
+    ids = [uuid.uuid4().hex for _ in range(count)]
+    return json_response({"uuids": ids}, headers={
+        "Cache-Control": "must-revalidate, no-cache", "Pragma": "no-cache", "ETag": etag(ids),
+        "Expires": "Fri, 01 Jan 1990 00:00:00 GMT"})
 
 
 def key_range(req: Request) -> dict:
@@ -164,7 +170,8 @@ async def all_dbs(req: Request) -> web.Response:
     allow(req, "GET", "HEAD")
     if req.cluster.config.get_bool("chttpd", "admin_only_all_dbs"):
         check_server_admin(req.ctx)
-    return json_response(page_names(list(req.cluster.dbs), key_range(req)))
+    names = page_names(list(req.cluster.dbs), key_range(req))
+    return json_response(names, headers={"ETag": etag(names)})
 
 
 async def dbs_info(req: Request) -> web.Response:
@@ -185,20 +192,18 @@ async def dbs_info(req: Request) -> web.Response:
             db = cluster.dbs.get(name) if isinstance(name, str) else None
             rows.append({"key": name, "info": db.info()} if db else {"key": name, "error": "not_found"})
         return json_response(rows)
-    check_server_admin(req.ctx)
     names = page_names(list(cluster.dbs), key_range(req))
     return json_response([{"key": n, "info": cluster.dbs[n].info()} for n in names])
 
 
 async def membership(req: Request) -> web.Response:
     allow(req, "GET", "HEAD")
-    check_server_admin(req.ctx)
     return json_response({"all_nodes": req.cluster.node_names, "cluster_nodes": req.cluster.node_names})
 
 
 async def active_tasks(req: Request) -> web.Response:
     allow(req, "GET", "HEAD")
-    check_server_admin(req.ctx)
+    check_server_admin(req.ctx)  # chttpd_misc:handle_task_status_req/1
     return json_response(req.cluster.replicator.active_tasks())
 
 
@@ -207,7 +212,6 @@ async def node(req: Request) -> web.Response:
     parts = req.parts
     if len(parts) == 1:
         raise bad_request("Incomplete path to _node request")
-    check_server_admin(req.ctx)
     if len(parts) == 2:
         if parts[1] != "_local":
             raise not_found("missing")
@@ -255,8 +259,9 @@ async def node(req: Request) -> web.Response:
 async def session(req: Request) -> web.Response:
     """couch_httpd_auth:handle_session_req/2."""
     auth = req.cluster.auth
-    from .auth import session_info, unauthorized_login
     if req.method in ("GET", "HEAD"):
+        if req.ctx.name is None and req.query.get("basic") == "true":
+            raise CouchError(401, "unauthorized", "Please login.")
         return json_response(session_info(req.ctx))
     if req.method == "DELETE":
         return json_response({"ok": True}, headers={"Set-Cookie": auth.set_cookie_header("", expire=True)})
@@ -271,11 +276,14 @@ async def session(req: Request) -> web.Response:
     else:
         raise CouchError(415, "bad_content_type",
                          "Content-Type must be application/x-www-form-urlencoded or application/json")
-    if not isinstance(name, str) or not isinstance(password, str):
-        raise unauthorized_login()
-    ctx = await auth.verify(name, password)
+    if not isinstance(name, str):
+        raise bad_request("request body must contain a username")
+    ctx = await auth.verify(name, password) if isinstance(password, str) else None
     if ctx is None:
-        raise unauthorized_login()
+        # couch_httpd_auth:handle_session_req/2 clears the cookie along with the 401
+        error = unauthorized_login()
+        error.headers["Set-Cookie"] = auth.set_cookie_header("", expire=True)
+        raise error
     headers = {"Set-Cookie": auth.set_cookie_header(auth.make_cookie(name))}
     next_url = req.query.get("next")
     if next_url:
@@ -286,7 +294,6 @@ async def session(req: Request) -> web.Response:
 async def db_updates(req: Request) -> web.StreamResponse:
     """global_changes_httpd: rows `{db_name, type, seq}` from the `_global_changes` database."""
     allow(req, "GET", "HEAD", "POST")
-    check_server_admin(req.ctx)
     cluster = req.cluster
     store = cluster.get_db("_global_changes")
     feed = req.query.get("feed", "normal")
@@ -370,7 +377,6 @@ async def stream_feed(req: Request, db, rows_since: Callable[[], list[dict]], ti
 
 async def scheduler(req: Request) -> web.Response:
     allow(req, "GET", "HEAD")
-    check_server_admin(req.ctx)
     hooks = req.cluster.replicator
     parts = req.parts
     if len(parts) >= 2 and parts[1] == "jobs":
@@ -382,6 +388,31 @@ async def scheduler(req: Request) -> web.Response:
             return json_response(hooks.scheduler_docs(parts[2]))
         return json_response(hooks.scheduler_doc(parts[2], "/".join(parts[3:])))
     raise not_found("missing")
+
+
+# chttpd_auth_request:server_authorization_check/1: the `_` endpoints anyone may reach; all others need an admin.
+OPEN_ENDPOINTS = frozenset({"_up", "_uuids", "_session", "_replicate", "_stats", "_active_tasks", "_all_dbs"})
+GUARDED_SYSTEM_DBS = ("_users", "_replicator")
+
+
+def authorize(req: Request) -> None:
+    """chttpd_auth_request:authorize_request_int/1, before any handler runs. Database-level checks (member,
+    db admin) need the database and happen in handlers_db."""
+    parts = req.parts
+    if not parts:
+        return
+    first = parts[0]
+    if first in GUARDED_SYSTEM_DBS:
+        if (len(parts) == 1 and req.method in ("PUT", "DELETE")) or (
+                len(parts) > 1 and parts[1] in ("_all_docs", "_changes")):
+            check_server_admin(req.ctx)
+        return
+    if first.startswith("_"):
+        if first in OPEN_ENDPOINTS or (first == "_utils" and req.method in ("GET", "HEAD")):
+            return
+        check_server_admin(req.ctx)
+    elif len(parts) == 1 and req.method in ("PUT", "DELETE"):
+        check_server_admin(req.ctx)
 
 
 def allow(req: Request, *methods: str) -> None:
@@ -432,6 +463,7 @@ def make_app(cluster: Cluster, faults: FaultInjector | None = None) -> web.Appli
         try:
             ctx, _ = await cluster.auth.authenticate(http.headers, http.cookies)
             req = Request(http, parts, ctx, cluster)
+            authorize(req)
             if not parts:
                 return await welcome(req)
             handler = GLOBAL_HANDLERS.get(parts[0])

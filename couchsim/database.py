@@ -80,8 +80,8 @@ class Attachment:
 
 
 class RevNode:
-    """One revision. `body` is None for an ancestor whose content we never had (or pruned: like CouchDB after
-    compaction, only leaves keep their bodies)."""
+    """One revision. `body` is None for an ancestor whose content we never had, or dropped by compaction
+    (which, as in CouchDB, keeps only the leaves' bodies)."""
     __slots__ = ("pos", "digest", "parent", "deleted", "body", "atts")
 
     def __init__(self, pos: int, digest: str, parent: RevNode | None, deleted: bool,
@@ -119,8 +119,6 @@ class DocEntry:
         self.revs[node.rev] = node
         if node.parent is not None and node.parent in self.leaves:
             self.leaves.remove(node.parent)
-            node.parent.body = None
-            node.parent.atts = None
         self.leaves.append(node)
         # couch_doc:to_doc_info: live leaves beat deleted ones, then the longest branch, then the greater hash.
         self.winner = max(self.leaves, key=lambda n: (not n.deleted, n.pos, n.digest))
@@ -195,6 +193,13 @@ class Database:
         # A clustered database's seq sums its shards' seqs and a security write touches every shard
         # (3.4.3 with q=2 moved update_seq by 2).
         self.bump(self.q)
+
+    def compact(self) -> None:
+        """Drops the bodies of non-leaf revisions, as compaction does: older revs then read as missing."""
+        for entry in (self.docs or {}).values():
+            for node in entry.revs.values():
+                if node not in entry.leaves:
+                    node.body = node.atts = None
 
     def bump(self, by: int = 1) -> None:
         self.seq += by

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from typing import Any
@@ -10,13 +9,13 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from .app import (Request, allow, bool_param, dumps, int_param, json_param, json_response, stream_feed,
+from .app import (Request, allow, bool_param, int_param, json_param, json_response, stream_feed,
                   SERVER_HEADER)
 from .database import (DESIGN_PREFIX, LOCAL_PREFIX, SPECIAL_MEMBERS, Attachment, Database, DocEntry, RevNode,
                        format_seq, parse_rev, parse_since, validate_docid)
 from .errors import CouchError, bad_request, conflict, db_not_found, forbidden, not_found
 from .mango import Selector, find
-from .security import check_db_admin, check_member, check_server_admin, is_db_admin, validate_security_object
+from .security import check_db_admin, check_member, is_db_admin, validate_security_object
 
 
 async def handle_db(req: Request) -> web.StreamResponse:
@@ -24,15 +23,17 @@ async def handle_db(req: Request) -> web.StreamResponse:
     name = parts[0]
     cluster = req.cluster
     if len(parts) == 1 and req.method in ("PUT", "DELETE"):
-        check_server_admin(req.ctx)
         return await (create_db(req, name) if req.method == "PUT" else delete_db(req, name))
     db = cluster.dbs.get(name)
     if db is None:
         raise db_not_found()
     if len(parts) > 1 and parts[1] in ("_compact", "_view_cleanup"):
+        # chttpd_auth_request:require_db_admin/1
         if not is_db_admin(req.ctx, db.security):
             raise CouchError(401, "unauthorized", "You are not a server or db admin.")
         allow(req, "POST")
+        if parts[1] == "_compact":
+            db.compact()
         return json_response({"ok": True}, 202)
     check_member(req.ctx, db.security)
     if len(parts) == 1:
@@ -133,6 +134,8 @@ def parse_doc_body(body: Any, docid: str | None = None) -> dict:
     for key in body:
         if key.startswith("_") and key not in SPECIAL_MEMBERS:
             raise CouchError(400, "doc_validation", f"Bad special document member: {key}")
+    for name in (body.get("_attachments") or {}) if isinstance(body.get("_attachments"), dict) else ():
+        validate_attachment_name(name)
     doc = dict(body)
     if docid is not None:
         doc["_id"] = docid
@@ -144,18 +147,25 @@ def parse_doc_body(body: Any, docid: str | None = None) -> dict:
     return doc
 
 
+def validate_attachment_name(name: str) -> None:
+    """chttpd_db:validate_attachment_name/1."""
+    if name.startswith("_"):
+        raise bad_request(f"Attachment name '{name}' starts with prohibited character '_'")
+
+
 def rev_from_request(req: Request, body_rev: str | None) -> str | None:
     """couch_httpd_db:extract_header_rev/2: `?rev=`, `If-Match` and the body's `_rev` must agree."""
     rev = req.query.get("rev")
+    if rev is not None and body_rev is not None and rev != body_rev:
+        raise bad_request("Document rev from request body and query string have different values")
+    explicit = rev if rev is not None else body_rev
     header = req.http.headers.get("If-Match")
     if header:
         header = header.strip('"')
-        if rev is not None and rev != header:
+        if explicit is not None and explicit != header:
             raise bad_request("Document rev and etag have different values")
-        rev = header
-    if rev is not None and body_rev is not None and rev != body_rev:
-        raise bad_request("Document rev from request body and query string have different values")
-    return rev if rev is not None else body_rev
+        return header
+    return explicit
 
 
 def doc_location(req: Request, db: Database, docid: str) -> str:
@@ -327,6 +337,7 @@ async def attachment_request(req: Request, db: Database, docid: str, name: str) 
                                                     "Accept-Ranges": "none", "Cache-Control": "must-revalidate",
                                                     "Server": SERVER_HEADER})
     validate_docid(docid)
+    validate_attachment_name(name)
     rev = rev_from_request(req, None)
     entry = db.entry(docid)
     if rev is None and entry is not None and not entry.deleted:

@@ -72,6 +72,15 @@ AUTH_VALIDATE_SOURCE = """function(newDoc, oldDoc, userCtx, secObj) {
         });
     }
 
+    var available_schemes = ["simple", "pbkdf2", "bcrypt"];
+    if (newDoc.password_scheme
+            && available_schemes.indexOf(newDoc.password_scheme) == -1) {
+        throw({
+            forbidden: 'Password scheme `' + newDoc.password_scheme
+                + '` not supported.'
+        });
+    }
+
     if (newDoc.password_scheme === "pbkdf2") {
         if (typeof(newDoc.iterations) !== "number") {
            throw({forbidden: "iterations must be a number."});
@@ -190,6 +199,9 @@ def validate_user_doc(new: dict, old: dict | None, ctx: UserCtx, security: dict)
         raise forbidden("Usernames can not be changed.")
     if new.get("password_sha") and not new.get("salt"):
         raise forbidden("Users with password_sha must have a salt.See /_utils/script/couch.js for example code.")
+    scheme = new.get("password_scheme")
+    if not js_falsy(scheme) and scheme not in ("simple", "pbkdf2", "bcrypt"):
+        raise forbidden(f"Password scheme `{scheme}` not supported.")
     if new.get("password_scheme") == "pbkdf2":
         if not isinstance(new.get("iterations"), (int, float)) or isinstance(new.get("iterations"), bool):
             raise forbidden("iterations must be a number.")
