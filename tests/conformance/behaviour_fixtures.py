@@ -1,0 +1,202 @@
+"""Fixtures shared by tests/conformance/test_behaviour_*.py: HTTP clients per identity, databases, users and
+config values that clean up after themselves, and bounded polling.
+
+Every fixture works the same against couchsim and against a real CouchDB (COUCHDB_URL): names come from
+`unique`, and whatever a case creates or changes is deleted or restored, so a shared server is left as found.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+from urllib.parse import quote
+
+import pytest
+import requests
+
+
+class Client:
+    """One identity talking to the server: paths are relative to the server root, JSON bodies via `json=`."""
+
+    def __init__(self, base: str, auth: tuple[str, str] | None = None):
+        self.base = base.rstrip("/")
+        self.http = requests.Session()
+        self.http.auth = auth
+        self.http.headers["Accept"] = "application/json"
+
+    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        return self.http.request(method, self.base + path, **kw)
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def head(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("HEAD", path, **kw)
+
+    def put(self, path: str, json: Any = None, **kw: Any) -> requests.Response:
+        return self.request("PUT", path, json=json, **kw)
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> requests.Response:
+        return self.request("POST", path, json=json, **kw)
+
+    def delete(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("DELETE", path, **kw)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@dataclass
+class Server:
+    url: str
+    admin_name: str
+    admin_password: str
+    admin: Client
+    anon: Client
+    sim: Any  # couchsim's in-process handle, None on a real server
+    url_from_server: str  # how the server reaches itself (replication endpoints); differs from `url` behind Docker
+
+    def as_user(self, name: str, password: str) -> Client:
+        return Client(self.url, (name, password))
+
+    def node(self) -> str:
+        return self.admin.get("/_node/_local").json()["name"]
+
+
+@dataclass
+class User:
+    name: str
+    password: str
+    roles: list[str]
+    client: Client
+
+    @property
+    def doc_id(self) -> str:
+        return f"org.couchdb.user:{self.name}"
+
+
+def _path_part(part: str) -> str:
+    """One escaped path segment; `_design/x` and `_local/x` keep their slash, as CouchDB addresses them that way."""
+    for prefix in ("_design/", "_local/"):
+        if part.startswith(prefix):
+            return prefix + quote(part[len(prefix):], safe="")
+    return quote(part, safe="")
+
+
+def db_url(name: str, *rest: str) -> str:
+    return "/" + "/".join([quote(name, safe="")] + [_path_part(part) for part in rest])
+
+
+def user_url(name: str) -> str:
+    return "/_users/" + quote(f"org.couchdb.user:{name}", safe=":")
+
+
+@pytest.fixture
+def server(couch) -> Iterator[Server]:
+    admin = Client(couch.url, (couch.user, couch.password))
+    anon = Client(couch.url)
+    yield Server(couch.url, couch.user, couch.password, admin, anon, couch.sim,
+                 os.environ.get("COUCHDB_URL_FROM_SERVER", couch.url).rstrip("/"))
+    admin.close()
+    anon.close()
+
+
+@pytest.fixture
+def new_name(unique) -> Callable[[str], str]:
+    """A fresh lowercase name, valid as a database or user name, never used before on this server."""
+    return lambda prefix="c": unique(prefix)
+
+
+@pytest.fixture
+def new_db(server, new_name) -> Iterator[Callable[..., str]]:
+    """Create a database (optionally with a `_security` object); it is deleted after the case."""
+    created: list[str] = []
+
+    def make(prefix: str = "db", security: dict | None = None, name: str | None = None, **params: Any) -> str:
+        name = name or new_name(prefix)
+        response = server.admin.put(db_url(name), params=params or None)
+        assert response.status_code == 201, response.text
+        created.append(name)
+        if security is not None:
+            response = server.admin.put(db_url(name, "_security"), json=security)
+            assert response.status_code == 200, response.text
+        return name
+
+    yield make
+    for name in created:
+        server.admin.delete(db_url(name))
+
+
+@pytest.fixture
+def db(new_db) -> str:
+    """A fresh database with CouchDB 3.x's default (admin-only) security."""
+    return new_db()
+
+
+@pytest.fixture
+def new_user(server, new_name) -> Iterator[Callable[..., User]]:
+    """Create a `_users` user (as admin); the user doc is deleted after the case."""
+    created: list[User] = []
+
+    def make(roles: list[str] | None = None, name: str | None = None, password: str = "pw-secret") -> User:
+        name = name or new_name("u")
+        roles = list(roles or [])
+        doc = {"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": roles, "password": password}
+        response = server.admin.put(user_url(name), json=doc)
+        assert response.status_code == 201, response.text
+        user = User(name, password, roles, server.as_user(name, password))
+        created.append(user)
+        return user
+
+    yield make
+    for user in created:
+        user.client.close()
+        current = server.admin.get(user_url(user.name))
+        if current.status_code == 200:
+            server.admin.delete(user_url(user.name), params={"rev": current.json()["_rev"]})
+
+
+@pytest.fixture
+def set_config(server) -> Iterator[Callable[..., requests.Response]]:
+    """PUT a config value (a JSON string) on a node; the previous value, or its absence, is restored afterwards."""
+    previous: dict[tuple[str, str, str], str | None] = {}
+
+    def put(section: str, key: str, value: str, node: str = "_local") -> requests.Response:
+        path = f"/_node/{node}/_config/{section}/{quote(key, safe='')}"
+        if (node, section, key) not in previous:
+            before = server.admin.get(path)
+            previous[(node, section, key)] = before.json() if before.status_code == 200 else None
+        response = server.admin.put(path, json=value)
+        assert response.status_code == 200, response.text
+        return response
+
+    yield put
+    for (node, section, key), value in reversed(list(previous.items())):
+        path = f"/_node/{node}/_config/{section}/{quote(key, safe='')}"
+        if value is None:
+            server.admin.delete(path)
+        else:
+            server.admin.put(path, json=value, params={"raw": "true"} if section == "admins" else None)
+
+
+@pytest.fixture
+def poll() -> Callable[..., Any]:
+    """poll(fn, timeout): fn's first truthy result, retried until `timeout` seconds; fails with the last result.
+
+    For what CouchDB does asynchronously (admin hashing, couch_peruser, the _auth ddoc): bounded, never a fixed sleep.
+    """
+
+    def until(fn: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = fn()
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{what} not reached within {timeout:g}s; last result: {result!r}")
+            time.sleep(interval)
+
+    return until

@@ -1,0 +1,151 @@
+"""_changes feeds: normal, longpoll, continuous; since, limit, include_docs, style=all_docs, filter=_doc_ids,
+filter=_selector.
+
+Sources: src/chttpd/src/chttpd_db.erl (handle_changes_req), couch_changes / fabric_view_changes, CouchDB docs
+API -> Database -> /{db}/_changes; recorded exchanges "changes normal", "changes doc_ids filter".
+"""
+
+import json
+import threading
+
+from behaviour_fixtures import db_url
+
+
+def changes(server, db, method="GET", body=None, **params):
+    response = server.admin.request(method, db_url(db, "_changes"), params=params, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def fill(server, db, *ids):
+    response = server.admin.post(db_url(db, "_bulk_docs"), json={"docs": [{"_id": i, "n": k} for k, i in enumerate(ids)]})
+    assert response.status_code == 201
+    return {row["id"]: row["rev"] for row in response.json()}
+
+
+def test_normal_feed_lists_each_doc_once_with_its_leaf_rev(server, db):
+    """One row per document {seq, id, changes: [{rev}]}, plus last_seq and pending; a deleted doc says "deleted": true."""
+    revs = fill(server, db, "a", "b")
+    deleted = server.admin.delete(db_url(db, "a"), params={"rev": revs["a"]}).json()["rev"]
+    body = changes(server, db)
+    assert set(body) == {"results", "last_seq", "pending"}
+    rows = {row["id"]: row for row in body["results"]}
+    assert set(rows) == {"a", "b"}
+    assert rows["b"]["changes"] == [{"rev": revs["b"]}]
+    assert rows["a"]["changes"] == [{"rev": deleted}] and rows["a"]["deleted"] is True
+    assert body["results"][-1]["seq"] == body["last_seq"]
+    assert body["pending"] == 0
+
+
+def test_since_last_seq_is_empty_until_something_changes(server, db):
+    """since=<last_seq> returns only later changes; seqs are opaque strings (facts: compare for equality only)."""
+    fill(server, db, "a")
+    last = changes(server, db)["last_seq"]
+    assert isinstance(last, str)
+    assert changes(server, db, since=last)["results"] == []
+    fill(server, db, "b")
+    assert [row["id"] for row in changes(server, db, since=last)["results"]] == ["b"]
+
+
+def test_since_now_starts_at_the_end(server, db):
+    """since=now (CouchDB docs /{db}/_changes): no past changes."""
+    fill(server, db, "a")
+    assert changes(server, db, since="now")["results"] == []
+
+
+def test_limit_and_pending(server, db):
+    """limit=N returns N rows; `pending` counts what is left after last_seq."""
+    fill(server, db, "a", "b", "c")
+    body = changes(server, db, limit=1)
+    assert len(body["results"]) == 1
+    assert body["pending"] == 2
+
+
+def test_include_docs(server, db):
+    """include_docs=true adds the winning revision's body as `doc`."""
+    fill(server, db, "a")
+    row = changes(server, db, include_docs="true")["results"][0]
+    assert row["doc"]["_id"] == "a" and row["doc"]["n"] == 0 and row["doc"]["_rev"] == row["changes"][0]["rev"]
+
+
+def test_style_all_docs_lists_every_leaf(server, db):
+    """style=all_docs lists all leaf revisions of a conflicted doc; the default main_only lists the winner."""
+    a, b = "1-" + "a" * 32, "1-" + "b" * 32
+    server.admin.post(db_url(db, "_bulk_docs"), json={"docs": [{"_id": "c", "_rev": a}, {"_id": "c", "_rev": b}],
+                                                      "new_edits": False})
+    assert changes(server, db)["results"][0]["changes"] == [{"rev": b}]
+    leaves = changes(server, db, style="all_docs")["results"][0]["changes"]
+    assert sorted(change["rev"] for change in leaves) == [a, b]
+
+
+def test_filter_doc_ids_by_get_and_post(server, db):
+    """filter=_doc_ids with doc_ids as a JSON query parameter (GET) or in the body (POST)."""
+    fill(server, db, "a", "b", "c")
+    by_get = changes(server, db, filter="_doc_ids", doc_ids=json.dumps(["c", "a"]))
+    assert sorted(row["id"] for row in by_get["results"]) == ["a", "c"]
+    by_post = changes(server, db, "POST", {"doc_ids": ["b"]}, filter="_doc_ids")
+    assert [row["id"] for row in by_post["results"]] == ["b"]
+
+
+def test_filter_selector(server, db):
+    """filter=_selector with a Mango selector in the POST body."""
+    fill(server, db, "a", "b", "c")
+    body = changes(server, db, "POST", {"selector": {"n": {"$gte": 1}}}, filter="_selector")
+    assert sorted(row["id"] for row in body["results"]) == ["b", "c"]
+
+
+def test_filter_selector_without_selector_is_400(server, db):
+    """couch_changes:get_selector_and_fields: filter=_selector without a POST body -> 400 bad_request
+    "Selector must be specified in POST payload"."""
+    response = server.admin.get(db_url(db, "_changes"), params={"filter": "_selector"})
+    assert response.status_code == 400
+    assert response.json() == {"error": "bad_request", "reason": "Selector must be specified in POST payload"}
+
+
+def test_longpoll_waits_for_the_next_change(server, db):
+    """feed=longpoll&since=<last_seq> holds the request until a change arrives, then answers {results, last_seq}."""
+    since = changes(server, db)["last_seq"]
+    result = {}
+
+    def wait():
+        result["body"] = changes(server, db, feed="longpoll", since=since, timeout=10000)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    fill(server, db, "late")
+    waiter.join(timeout=15)
+    assert not waiter.is_alive()
+    assert [row["id"] for row in result["body"]["results"]] == ["late"]
+
+
+def test_longpoll_times_out_empty(server, db):
+    """feed=longpoll with timeout=T and nothing happening ends after T ms with no results."""
+    body = changes(server, db, feed="longpoll", since="now", timeout=200)
+    assert body["results"] == [] and "last_seq" in body
+
+
+def test_continuous_feed_streams_rows_then_last_seq(server, db):
+    """feed=continuous: one JSON object per line; with timeout the feed ends with a {"last_seq": ...} line."""
+    fill(server, db, "a", "b")
+    response = server.admin.get(db_url(db, "_changes"), params={"feed": "continuous", "timeout": 300}, stream=True)
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in response.iter_lines() if line.strip()]
+    assert [line["id"] for line in lines[:-1]] == ["a", "b"]
+    assert set(lines[-1]) >= {"last_seq"}
+
+
+def test_continuous_feed_delivers_later_changes(server, db):
+    """feed=continuous&since=now keeps the connection and writes each new change as a line."""
+    response = server.admin.get(db_url(db, "_changes"), params={"feed": "continuous", "since": "now", "timeout": 5000},
+                                stream=True)
+    lines = response.iter_lines()
+    fill(server, db, "x")
+    first = next(line for line in lines if line.strip())
+    assert json.loads(first)["id"] == "x"
+    response.close()
+
+
+def test_changes_need_membership(server, db):
+    """chttpd_auth_request:db_authorization_check: an admin-only db's _changes refuses anonymous readers (401)."""
+    response = server.anon.get(db_url(db, "_changes"))
+    assert response.status_code == 401

@@ -1,0 +1,123 @@
+"""couch_peruser: a database per user, `userdb-` + hex of the UTF-8 name, with the security CouchDB writes.
+
+Sources: facts "couch_peruser"; src/couch_peruser/src/couch_peruser.erl (ensure_user_db_exists, add_user,
+delete_user_db, user_db_name, [couch_peruser] enable/delete_dbs/database_prefix); CouchDB docs config/couch-peruser.
+Timing: CouchDB creates the databases asynchronously, so every check is a bounded poll.
+"""
+
+import pytest
+
+from behaviour_fixtures import db_url, user_url
+
+# facts: existing users' databases appear "seconds later"; a new user's within ~250 ms
+EXISTING_USERS_WAIT = 15.0
+NEW_USER_WAIT = 5.0
+
+
+def userdb(name, prefix="userdb-"):
+    return prefix + name.encode("utf-8").hex()
+
+
+@pytest.fixture
+def peruser(server, set_config):
+    """Enables couch_peruser; databases it creates for this case's users are deleted afterwards."""
+    made: list[str] = []
+    set_config("couch_peruser", "enable", "true")
+    yield made
+    for name in made:
+        server.admin.delete(db_url(name))
+
+
+def exists(server, name):
+    return server.admin.head(db_url(name)).status_code == 200
+
+
+def test_userdb_name_is_hex_of_utf8_name(new_name):
+    """Facts: "Name: userdb- + lowercase hex of the UTF-8 bytes of the user name (e.g. josé -> 6a6f73c3a9)"."""
+    assert userdb("josé") == "userdb-6a6f73c3a9"
+
+
+def test_new_user_gets_a_database_with_owner_security(server, peruser, new_user, new_name, poll):
+    """Facts: a new user's db appears within ~250 ms with security
+    {"members":{"roles":["_admin"],"names":[NAME]},"admins":{"roles":["_admin"],"names":[NAME]}};
+    a non-ASCII name (josé) is hex-encoded byte by byte."""
+    user = new_user(name="josé-" + new_name("p"))
+    name = userdb(user.name)
+    peruser.append(name)
+    poll(lambda: exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} created")
+    security = server.admin.get(db_url(name, "_security")).json()
+    assert security == {"members": {"roles": ["_admin"], "names": [user.name]},
+                        "admins": {"roles": ["_admin"], "names": [user.name]}}
+
+
+def test_owner_administers_her_database(server, peruser, new_user, poll):
+    """The owner is a member and an admin of her db (facts): she writes docs, design docs and _security there."""
+    user = new_user()
+    name = userdb(user.name)
+    peruser.append(name)
+    poll(lambda: exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} created")
+    assert user.client.put(db_url(name, "note"), json={}).status_code == 201
+    assert user.client.put(db_url(name, "_design", "mine"), json={}).status_code == 201
+    other = server.anon.get(db_url(name, "note"))
+    assert other.status_code == 401
+
+
+def test_existing_users_get_databases_when_enabled(server, set_config, new_user, poll):
+    """Facts: "Databases for users that already exist appear seconds later" after enabling; while disabled
+    (the default) a new user gets no database."""
+    user = new_user()
+    name = userdb(user.name)
+    assert not exists(server, name)
+    set_config("couch_peruser", "enable", "true")
+    try:
+        poll(lambda: exists(server, name), timeout=EXISTING_USERS_WAIT, what=f"{name} created for an existing user")
+    finally:
+        server.admin.delete(db_url(name))
+
+
+def test_database_prefix_is_respected(server, peruser, set_config, new_user, poll):
+    """[couch_peruser] database_prefix (couch_peruser:user_db_name) replaces `userdb-`."""
+    set_config("couch_peruser", "database_prefix", "personal-")
+    user = new_user()
+    name = userdb(user.name, prefix="personal-")
+    peruser.append(name)
+    poll(lambda: exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} created")
+    assert not exists(server, userdb(user.name))
+
+
+def test_q_is_respected(server, peruser, set_config, new_user, poll):
+    """[couch_peruser] q sets the shard count of the user databases it creates."""
+    set_config("couch_peruser", "q", "1")
+    user = new_user()
+    name = userdb(user.name)
+    peruser.append(name)
+    poll(lambda: exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} created")
+    assert server.admin.get(db_url(name)).json()["cluster"]["q"] == 1
+
+
+def test_delete_dbs_true_removes_the_database_with_the_user(server, peruser, set_config, new_user, poll):
+    """[couch_peruser] delete_dbs = true: deleting the user doc deletes her database (couch_peruser:delete_user_db)."""
+    set_config("couch_peruser", "delete_dbs", "true")
+    user = new_user()
+    name = userdb(user.name)
+    peruser.append(name)
+    poll(lambda: exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} created")
+    rev = server.admin.get(user_url(user.name)).json()["_rev"]
+    server.admin.delete(user_url(user.name), params={"rev": rev})
+    poll(lambda: not exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} deleted")
+
+
+def test_delete_dbs_default_keeps_the_database(server, peruser, new_user, poll):
+    """delete_dbs defaults to false: the database outlives the user. couch_peruser follows _users changes in order,
+    so once a later user's db exists, the earlier deletion has been processed."""
+    leaving, later = new_user(), None
+    name = userdb(leaving.name)
+    peruser.append(name)
+    poll(lambda: exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} created")
+    rev = server.admin.get(user_url(leaving.name)).json()["_rev"]
+    server.admin.delete(user_url(leaving.name), params={"rev": rev})
+    later = new_user()
+    peruser.append(userdb(later.name))
+    poll(lambda: exists(server, userdb(later.name)), timeout=NEW_USER_WAIT, what="a later user's db")
+    assert exists(server, name)
+
