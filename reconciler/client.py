@@ -148,7 +148,9 @@ def _server_error(method: str, path: str, response: requests.Response, what: str
         error, reason = None, response.text[:200].strip()
     subject = what or f"{method} /{path.lstrip('/')}"
     status = response.status_code
-    if status == 401:
+    if status == 401 and "admin" in (reason or ""):  # "You are not a server admin.": known, but not an admin
+        advice = "these credentials are not a server admin's; use a server admin"
+    elif status == 401:
         advice = "check COUCHDB_USER and COUCHDB_PASSWORD"
     elif status == 403:
         advice = "the credentials lack the rights for this; use a server admin"

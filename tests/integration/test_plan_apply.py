@@ -173,3 +173,16 @@ def test_json_and_markdown_formats(couch, unique, tmp_path):
     assert document["format"] == "couch-reconciler/plan" and document["summary"]["add"] == 2
     markdown = reconcile(couch, "plan", str(tmp_path), "--format", "markdown").stdout
     assert "**Plan: 2 to add, 0 to change, 0 to destroy.**" in markdown and f"| `+` | `database/{name}` |" in markdown
+
+
+def test_credentials_without_admin_rights_are_one_line(couch, unique, tmp_path):
+    """A `_users` user who is no server admin: CouchDB answers 401/403 to the bulk database reads."""
+    name = unique("nonadmin")
+    http = couch.session()
+    doc = {"name": name, "type": "user", "roles": [], "password": "not-an-admin-pw"}
+    assert http.put(f"{couch.url}/_users/org.couchdb.user:{name}", json=doc).status_code == 201
+    write(tmp_path, "dbs.yaml", databases([unique("a")]))
+    run = reconcile(couch, "plan", str(tmp_path), env={"COUCHDB_USER": name, "COUCHDB_PASSWORD": "not-an-admin-pw"})
+    assert run.code == 1 and len(run.stderr.splitlines()) == 1, run.stderr
+    assert run.stderr.endswith("use a server admin\n")
+    assert "not-an-admin-pw" not in run.stderr
