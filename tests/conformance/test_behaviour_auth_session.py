@@ -149,3 +149,24 @@ def test_session_refuses_other_methods(server):
     response = server.admin.put("/_session", json={})
     assert (response.status_code, response.json()) == (
         405, {"error": "method_not_allowed", "reason": "Only GET,HEAD,POST,DELETE allowed"})
+
+
+def test_password_change_invalidates_session_cookies(server, new_user, poll):
+    """couch_httpd_auth:cookie_authentication_handler signs the cookie with secret + the user's salt; a password
+    change writes a new salt (couch_users_db:save_doc), so older cookies stop authenticating."""
+    user = new_user(password="before")
+    browser = Client(server.url)
+    assert browser.post("/_session", json={"name": user.name, "password": "before"}).status_code == 200
+    doc = server.admin.get(f"/_users/org.couchdb.user:{user.name}").json()
+    assert server.admin.put(f"/_users/org.couchdb.user:{user.name}", json={**doc, "password": "after"}).status_code == 201
+    poll(lambda: browser.get("/_session").json()["userCtx"]["name"] is None, what="old cookie rejected")
+    browser.close()
+
+
+def test_server_admin_can_log_in_with_a_cookie(server):
+    """couch_httpd_auth:handle_session_req POST with an [admins] credential: roles ["_admin"]."""
+    browser = Client(server.url)
+    response = browser.post("/_session", json={"name": server.admin_name, "password": server.admin_password})
+    assert (response.status_code, response.json()) == (200, {"ok": True, "name": server.admin_name, "roles": ["_admin"]})
+    assert browser.get("/_session").json()["userCtx"]["roles"] == ["_admin"]
+    browser.close()

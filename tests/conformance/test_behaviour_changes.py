@@ -149,3 +149,17 @@ def test_changes_need_membership(server, db):
     """chttpd_auth_request:db_authorization_check: an admin-only db's _changes refuses anonymous readers (401)."""
     response = server.anon.get(db_url(db, "_changes"))
     assert response.status_code == 401
+
+
+def test_descending_lists_newest_first(server, db):
+    """descending=true walks the sequence index backwards."""
+    fill(server, db, "a", "b", "c")
+    assert [row["id"] for row in changes(server, db, descending="true")["results"]] == ["c", "b", "a"]
+
+
+def test_doc_ids_must_be_a_list(server, db):
+    """couch_changes/chttpd_changes check_docids: `doc_ids` that is not a list of ids -> 400
+    "`doc_ids` filter parameter is not a list of doc ids."."""
+    response = server.admin.post(db_url(db, "_changes"), params={"filter": "_doc_ids"}, json={"doc_ids": "a"})
+    assert response.status_code == 400
+    assert response.json() == {"error": "bad_request", "reason": "`doc_ids` filter parameter is not a list of doc ids."}

@@ -156,3 +156,16 @@ def test_prehashed_admin_is_stored_as_is_and_authenticates_at_once(server, set_c
     response = admin.get("/_session")
     assert response.json()["userCtx"] == {"name": name, "roles": ["_admin"]}
     admin.close()
+
+
+def test_deleted_admin_stops_authenticating(server, set_config, new_name, poll):
+    """Removing a key from [admins] (DELETE, old value returned) removes the credential on that node."""
+    name, password, salt, iterations = new_name("adm"), "gone-soon", "fedcba9876543210fedcba9876543210", 1000
+    derived = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode("ascii"), iterations).hex()
+    value = f"-pbkdf2:sha256-{derived},{salt},{iterations}"
+    set_config("admins", name, value)
+    admin = Client(server.url, (name, password))
+    assert admin.get("/_session").status_code == 200
+    assert server.admin.delete(config_path("admins", name)).json() == value
+    poll(lambda: admin.get("/_session").status_code == 401, what="deleted admin refused")
+    admin.close()

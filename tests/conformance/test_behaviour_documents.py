@@ -307,3 +307,19 @@ def test_all_docs_hides_deleted_docs_but_keys_reports_them(server, db):
     assert server.admin.get(db_url(db, "_all_docs")).json()["rows"] == []
     row = server.admin.post(db_url(db, "_all_docs"), json={"keys": ["gone"]}).json()["rows"][0]
     assert row["id"] == "gone" and row["value"]["deleted"] is True
+
+
+def test_bulk_docs_without_docs_is_400(server, db):
+    """chttpd_db _bulk_docs: a body with no `docs` member -> 400 "POST body must include `docs` parameter."."""
+    response = server.admin.post(db_url(db, "_bulk_docs"), json={"new_edits": True})
+    assert answer(response) == (400, {"error": "bad_request", "reason": "POST body must include `docs` parameter."})
+
+
+def test_delete_database_with_rev_is_refused(server, db):
+    """chttpd_db:delete_db_req: DELETE /{db}?rev=... is almost certainly a mis-aimed document delete ->
+    400 (CouchDB words it "?=rev", sic) and the database stays."""
+    response = server.admin.delete(db_url(db), params={"rev": "1-abc"})
+    assert answer(response) == (400, {
+        "error": "bad_request",
+        "reason": "You tried to DELETE a database with a ?=rev parameter. Did you mean to DELETE a document instead?"})
+    assert server.admin.head(db_url(db)).status_code == 200

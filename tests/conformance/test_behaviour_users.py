@@ -208,3 +208,30 @@ def test_user_docs_live_in_users_database_only(server, db):
     doc = {"name": "x", "type": "user", "roles": [], "password": "plain"}
     server.admin.put(db_url(db, "org.couchdb.user:x"), json=doc)
     assert server.admin.get(db_url(db, "org.couchdb.user:x")).json()["password"] == "plain"
+
+
+def test_iterations_setting_applies_to_new_hashes(server, set_config, new_user):
+    """couch_users_db:save_doc reads [chttpd_auth] iterations on every write (issue 3: "iterations is honoured")."""
+    set_config("chttpd_auth", "iterations", "1234")
+    user = new_user(password="pw")
+    doc = server.admin.get(user_url(user.name)).json()
+    assert doc["iterations"] == 1234
+    assert doc["derived_key"] == hashlib.pbkdf2_hmac("sha256", b"pw", doc["salt"].encode("ascii"), 1234).hex()
+    assert user.client.get("/_session").json()["userCtx"]["name"] == user.name
+
+
+def test_users_get_their_roles_in_the_session(server, new_user):
+    """couch_httpd_auth:default_authentication_handler: the userCtx roles are the _users doc's roles."""
+    user = new_user(roles=["a", "b"])
+    assert user.client.get("/_session").json()["userCtx"]["roles"] == ["a", "b"]
+
+
+def test_role_change_applies_to_the_next_request(server, new_user, new_db, poll):
+    """Roles are read from the user doc (through chttpd_auth_cache, which follows _users changes): after an admin
+    grants a role, a database open to that role admits the user."""
+    user = new_user()
+    db = new_db(security={"members": {"roles": ["granted"]}})
+    assert user.client.get(db_url(db)).status_code == 403
+    doc = server.admin.get(user_url(user.name)).json()
+    assert server.admin.put(user_url(user.name), json={**doc, "roles": ["granted"]}).status_code == 201
+    poll(lambda: user.client.get(db_url(db)).status_code == 200, what="new role admitted")
