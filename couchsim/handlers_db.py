@@ -634,7 +634,7 @@ def change_filter(req: Request, db: Database, body: dict):
         selector = Selector(body["selector"])
         return lambda entry: not entry.deleted and selector.matches(db.doc_json(entry, entry.winner))
     if name == "_view":
-        raise CouchError(501, "not_implemented", "couchsim part 1 runs no JavaScript: _view filter")
+        return req.cluster.design.view_filter(db, req)
     ddoc_name, _, filter_name = name.partition("/")
     if not filter_name:
         raise bad_request("`filter` parameter is not correct: it must be `_doc_ids`, `_selector`, `_design`, "
