@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .database import format_seq
 from .design import BUILTIN_VALIDATORS, DesignFunctions
 from .errors import CouchError
-from .js import DesignSandbox, DesignSandboxes, QueryServerError
+from .js import DesignSandbox, DesignSandboxes, QueryServerError, view_definitions
 from .views import DatabaseViews, parse_view_query
 
 if TYPE_CHECKING:
@@ -83,6 +83,30 @@ class JavaScriptDesignFunctions(DesignFunctions):
 
     async def design_info(self, db: Database, ddoc: dict) -> dict:
         return self._indexes(db).index(ddoc).info()
+
+    def view_filter(self, db: Database, req: Request) -> Callable[[DocEntry], bool]:
+        """``_changes?filter=_view&view=ddoc/view``: a change passes when the view's map emits for its doc
+        (couch_changes:configure_filter("_view", ...) and couch_query_servers:filter_view)."""
+        view_path = req.query.get("view", "")
+        if not view_path:
+            raise CouchError(400, "bad_request", "`view` filter parameter is not provided.")
+        parts = [part for part in view_path.split("/") if part]
+        if len(parts) != 2:
+            raise CouchError(400, "bad_request", "`view` must be of the form `designname/viewname`")
+        ddoc = db.get_design_doc("_design/" + parts[0])
+        if ddoc is None:
+            raise CouchError(404, "not_found", "missing")
+        if parts[1] not in view_definitions(ddoc):
+            raise CouchError(404, "not_found", f"missing json key: {parts[1]}")
+        sandbox = self._sandboxes.get(ddoc)
+
+        def accept(entry: DocEntry) -> bool:
+            try:
+                return bool(sandbox.map_docs([parts[1]], [db.doc_json(entry, entry.winner)])[0][0])
+            except QueryServerError as error:
+                raise couch_error(error) from None
+
+        return accept
 
     def change_filter(self, db: Database, ddoc: dict, name: str, req: Request) -> Callable[[DocEntry], bool]:
         """``_changes?filter=ddoc/name``: a change passes when ``filters[name](doc, req)`` is truthy."""

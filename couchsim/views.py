@@ -56,6 +56,13 @@ class QueryParseError(QueryServerError):
         super().__init__("query_parse_error", reason)
 
 
+class BadRequest(QueryServerError):
+    status = 400
+
+    def __init__(self, reason: str):
+        super().__init__("bad_request", reason)
+
+
 class NotFound(QueryServerError):
     status = 404
 
@@ -147,7 +154,8 @@ def _json(raw: str) -> Any:
     try:
         return json.loads(raw)
     except ValueError:
-        raise QueryParseError(f'Invalid value for JSON: "{raw}"') from None
+        # chttpd answers a JSON parameter that does not parse like a body that does not
+        raise BadRequest("invalid UTF-8 JSON") from None
 
 
 def parse_view_query(params: Mapping[str, str], body: Mapping[str, Any] | None = None) -> ViewQuery:

@@ -227,3 +227,14 @@ def test_design_docs_are_checked_on_every_write_path_and_skip_validation_functio
     server.admin.put(db_url(db, "_security"), json={"members": {"roles": ["writers"]}})
     refused = member.put(db_url(db, "_design/bad"), json={"views": bad["views"]})
     assert refused.status_code == 403
+
+
+def test_changes_filtered_by_a_view(server, db):
+    """couch_changes:configure_filter("_view"): a change passes when the view's map emits for the doc."""
+    server.admin.put(db_url(db, "_design/d"), json={"views": {"typed": {"map": "function(doc) { if (doc.type == 'x') emit(doc._id, null); }"}}})
+    server.admin.post(db_url(db, "_bulk_docs"), json={"docs": [{"_id": "a", "type": "x"}, {"_id": "b", "type": "y"}]})
+    response = server.admin.get(db_url(db, "_changes"), params={"filter": "_view", "view": "d/typed"})
+    assert response.status_code == 200
+    assert [row["id"] for row in response.json()["results"]] == ["a"]
+    assert answer(server.admin.get(db_url(db, "_changes"), params={"filter": "_view"})) == (
+        400, {"error": "bad_request", "reason": "`view` filter parameter is not provided."})

@@ -198,6 +198,12 @@ def test_reduce_view_parameter_errors(recorded, params, body, message):
         query(recorded, "count", params, body)
 
 
+def test_key_that_is_not_json(letters):
+    with pytest.raises(QueryServerError) as error:
+        query(letters, "ids", {"key": "a"})
+    assert (error.value.status, error.value.error, error.value.reason) == (400, "bad_request", "invalid UTF-8 JSON")
+
+
 def test_missing_view(recorded):
     with pytest.raises(NotFound) as error:
         query(recorded, "nope")
