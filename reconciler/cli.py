@@ -208,6 +208,11 @@ def _desired_state(directory: str) -> "DesiredState":
     return state
 
 
+def terminal(stream: Any) -> bool:
+    """Whether a person is at `stream`: colour, progress bars and questions only then."""
+    return stream.isatty()
+
+
 def _show(plan: "Plan", fmt: str = "text") -> None:
     from . import render
 
@@ -215,7 +220,7 @@ def _show(plan: "Plan", fmt: str = "text") -> None:
         click.echo(render.json_document(plan), nl=False)
     elif fmt == "markdown":
         click.echo(render.markdown(plan))
-    elif sys.stdout.isatty():
+    elif terminal(sys.stdout):
         from rich.console import Console
 
         Console(highlight=False, soft_wrap=True).print(render.text(plan), end="")
@@ -297,7 +302,7 @@ def apply(target: str, auto_approve: bool, **options: Any) -> None:
                 _show(saved)
         return
     state = _desired_state(directory=target)
-    if not auto_approve and not sys.stdin.isatty():
+    if not auto_approve and not terminal(sys.stdin):
         raise ReconcileError("apply: stdin is not a terminal, so nobody can confirm; rerun with --auto-approve, "
                              "or apply a plan saved with `reconcile plan --out`")
     with connect(**connection) as session:
@@ -320,7 +325,7 @@ def _execute(session: "CouchSession", plan: "Plan") -> None:
         for change in chunk:
             click.echo(f"{change.symbol} {change.kind}/{change.key}: {PAST[change.action]}")
 
-    if sys.stdout.isatty() and len(plan.changes) > PROGRESS_BAR_ABOVE:
+    if terminal(sys.stdout) and len(plan.changes) > PROGRESS_BAR_ABOVE:
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:

@@ -31,8 +31,8 @@ class Run:
         return [url for _, url, _ in self.sent]
 
 
-def reconcile(couch: Any, *args: str, env: Mapping[str, str] | None = None) -> Run:
-    """`reconcile ARGS` against `couch` (COUCHDB_URL/USER/PASSWORD set as a pipeline would)."""
+def reconcile(couch: Any, *args: str, env: Mapping[str, str] | None = None, input: str | None = None) -> Run:
+    """`reconcile ARGS` against `couch` (COUCHDB_URL/USER/PASSWORD set as a pipeline would); `input` is typed on stdin."""
     sent: list[tuple[str, str, dict]] = []
     original = requests.Session.request
 
@@ -43,7 +43,7 @@ def reconcile(couch: Any, *args: str, env: Mapping[str, str] | None = None) -> R
     user, password = couch.admin
     environment = {"COUCHDB_URL": couch.url, "COUCHDB_USER": user, "COUCHDB_PASSWORD": password, **(env or {})}
     with mock.patch.object(requests.Session, "request", record):
-        result = CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
+        result = CliRunner().invoke(main, list(args), env=environment, input=input, catch_exceptions=False)
     return Run(result.exit_code, result.stdout, result.stderr, sent)
 
 

@@ -186,3 +186,32 @@ def test_credentials_without_admin_rights_are_one_line(couch, unique, tmp_path):
     assert run.code == 1 and len(run.stderr.splitlines()) == 1, run.stderr
     assert run.stderr.endswith("use a server admin\n")
     assert "not-an-admin-pw" not in run.stderr
+
+
+@pytest.mark.parametrize("answer, code", [("no", 1), ("yes", 0)])
+def test_on_a_terminal_apply_asks_and_only_yes_applies(couch, unique, tmp_path, monkeypatch, answer, code):
+    import reconciler.cli
+
+    monkeypatch.setattr(reconciler.cli, "terminal", lambda stream: stream is reconciler.cli.sys.stdin)
+    name = unique("ask")
+    write(tmp_path, "dbs.yaml", databases([name]))
+    run = reconcile(couch, "apply", str(tmp_path), input=f"{answer}\n")
+    assert run.code == code
+    assert "Apply these changes? Only 'yes' will be accepted" in run.stdout
+    if answer == "no":
+        assert run.stderr == "apply cancelled; nothing was changed\n"
+        assert [sent for sent in run.sent if sent[0] == "PUT"] == []
+    else:
+        assert run.stdout.endswith("Apply complete: 2 added, 0 changed, 0 destroyed.\n")
+
+
+def test_on_a_terminal_a_large_apply_shows_a_progress_bar_not_lines(couch, unique, tmp_path, monkeypatch):
+    import reconciler.cli
+
+    monkeypatch.setattr(reconciler.cli, "terminal", lambda stream: stream is reconciler.cli.sys.stdout)
+    names = [unique(f"p{i}") for i in range(26)]  # 52 changes: a database and its security object each
+    write(tmp_path, "dbs.yaml", databases(names))
+    run = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+    assert run.code == 0, run.stderr
+    assert f"+ database/{names[0]}: created" not in run.stdout
+    assert run.stdout.endswith("Apply complete: 52 added, 0 changed, 0 destroyed.\n")
