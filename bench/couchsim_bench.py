@@ -1,0 +1,150 @@
+"""couchsim throughput and memory, measured against `python -m couchsim` in its own process.
+
+    .venv/bin/python bench/couchsim_bench.py [--seconds 5] [--dbs 10000,100000] [--concurrency 16]
+
+Prints:
+- simple GETs per second (GET /{db}/{doc}, basic auth at the default 600,000 PBKDF2 iterations) through one
+  pool of keep-alive connections, and beside it the floor: the same number of bare requests (anonymous
+  GET /_up) through the same pool. Targets: >= 3,000/s (issue 3).
+- the server's RSS after creating 10,000 and 100,000 databases, each with its own `_security` object, over
+  HTTP (PUT /{db}, PUT /{db}/_security). Target: 100,000 under 1 GiB.
+
+The client is aiohttp (one event loop, `--concurrency` requests in flight over as many connections), so the
+client's own CPU stays well below requests'; the machine's cores are shared by client and server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN = ("admin", "bench-password")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "couchsim", "--port", str(port), "--admin", f"{ADMIN[0]}:{ADMIN[1]}"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if "listening" not in line:
+        process.kill()
+        raise SystemExit(f"couchsim did not start: {line!r}")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def auth_header() -> dict[str, str]:
+    token = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+async def hammer(http: aiohttp.ClientSession, url: str, headers: dict, count: int, concurrency: int) -> float:
+    """Sends `count` GETs with `concurrency` in flight; returns requests per second."""
+    remaining = count
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            async with http.get(url, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise SystemExit(f"GET {url}: {response.status}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.perf_counter() - started)
+
+
+async def throughput(base: str, seconds: float, concurrency: int) -> None:
+    headers = auth_header()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        started = time.perf_counter()
+        await hammer(http, f"{base}/_session", headers, 1, 1)  # the one PBKDF2 (600,000 rounds) happens here
+        first = time.perf_counter() - started
+        await http.put(f"{base}/bench", headers=headers)
+        await http.put(f"{base}/bench/doc", json={"n": 1}, headers=headers)
+        probe = await hammer(http, f"{base}/bench/doc", headers, 1000, concurrency)
+        count = max(1000, int(probe * seconds))
+        authed = await hammer(http, f"{base}/bench/doc", headers, count, concurrency)
+        bare = await hammer(http, f"{base}/_up", {}, count, concurrency)
+    print(f"first authenticated GET (one PBKDF2-SHA256, 600,000 rounds): {first * 1000:.0f} ms")
+    print(f"GET /bench/doc, basic auth, {concurrency} keep-alive connections: {authed:,.0f} req/s "
+          f"(floor, bare GET /_up through the same pool: {bare:,.0f} req/s; {count:,} requests each)")
+
+
+async def create_dbs(base: str, start: int, stop: int, concurrency: int) -> None:
+    headers = auth_header()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    queue = iter(range(start, stop))
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        for i in queue:
+            name = f"userdb-{i:08x}"
+            async with http.put(f"{base}/{name}", headers=headers) as response:
+                if response.status != 201:
+                    raise SystemExit(f"PUT /{name}: {response.status}")
+            security = {"members": {"roles": ["_admin"], "names": [f"user{i}"]},
+                        "admins": {"roles": ["_admin"], "names": [f"user{i}"]}}
+            async with http.put(f"{base}/{name}/_security", json=security, headers=headers) as response:
+                if response.status != 200:
+                    raise SystemExit(f"PUT /{name}/_security: {response.status}")
+
+    async with aiohttp.ClientSession(connector=connector) as http:
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+
+
+async def memory(base: str, pid: int, steps: list[int], concurrency: int) -> None:
+    print(f"server RSS at start: {rss_mib(pid):,.0f} MiB")
+    done = 0
+    for target in steps:
+        started = time.perf_counter()
+        await create_dbs(base, done, target, concurrency)
+        elapsed = time.perf_counter() - started
+        rate = (target - done) * 2 / elapsed
+        done = target
+        print(f"server RSS with {target:,} databases, each with its own _security: {rss_mib(pid):,.0f} MiB "
+              f"(created over HTTP at {rate:,.0f} req/s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
+    parser.add_argument("--dbs", default="10000,100000", help="database counts at which to read RSS")
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    process, base = start_server()
+    try:
+        print(f"couchsim (python -m couchsim, pid {process.pid}) at {base}; {os.cpu_count()} CPUs shared with the client")
+        asyncio.run(throughput(base, args.seconds, args.concurrency))
+        asyncio.run(memory(base, process.pid, [int(n) for n in args.dbs.split(",")], args.concurrency))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
