@@ -74,6 +74,8 @@ def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | N
         return tuple(FieldChange(path, _lookup(before, keys), _lookup(after, keys))
                      for path, keys in sorted(_leaves(before or after).items()))
     unordered = set(sets)
+    if _canonical(before, unordered) == _canonical(after, unordered):
+        return ()  # the common case on a converged server, and ~100x cheaper than asking DeepDiff
     result = DeepDiff(before, after, view="tree", verbose_level=2,
                       ignore_order_func=lambda level: _dotted(_key_path(level)) in unordered)
     paths: dict[str, tuple[str, ...]] = {}
@@ -119,6 +121,15 @@ def _reset_children(changes: dict[tuple[str, str], Change], wanted: Mapping[str,
                 if change is not None:
                     old = observed.get(name, {}).get(key)
                     changes[(name, key)] = replace(change, desired=desired, version=old and old.version)
+
+
+def _canonical(value: Any, unordered: set[str], path: str = "") -> Any:
+    """`value` with the lists at `unordered` paths sorted, for a quick equality test."""
+    if isinstance(value, Mapping):
+        return {key: _canonical(item, unordered, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
+    if isinstance(value, list) and path in unordered:
+        return sorted(value, key=repr)
+    return value
 
 
 def _leaves(body: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
