@@ -11,7 +11,6 @@ settings (paths, ports, the server's uuid).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -19,12 +18,12 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from . import nodes
-from .client import CouchSession, db_path
+from .client import CouchSession
 from .errors import ReconcileError
 from .load import API_VERSION
+from .kinds.database import all_database_infos
+from .kinds.security import read_securities
 from .kinds.user import all_user_docs, user_body
-
-PAGE = 1000
 
 # CouchDB 3.x's defaults (rel/overlay/etc/default.ini and the defaults its code falls back to) for the
 # keys a server commonly reports. A key set to its default says nothing about the deployment; a key
@@ -123,19 +122,17 @@ def read(session: CouchSession) -> Export:
     cluster = nodes.cluster(session)
     result = Export()
     prefix = _user_database_prefix(cluster)
-    names = []
-    for row in _all_dbs_info(session):
-        name = row["key"]
+    infos = {}
+    for name, info in all_database_infos(session).items():
         if name.startswith("_"):
             continue  # system databases: CouchDB owns them
         if prefix and name.startswith(prefix):
             result.skipped_user_databases += 1  # couch_peruser's: a UserDatabases template describes them
             continue
-        names.append((name, bool(row.get("info", {}).get("props", {}).get("partitioned"))))
-    securities = session.map(lambda entry: session.get(db_path(entry[0], "_security")), names)
+        infos[name] = info
     roles: set[str] = set()
-    for (name, partitioned), security in zip(names, securities):
-        spec: dict[str, Any] = {"partitioned": True} if partitioned else {}
+    for name, security in sorted(read_securities(session, sorted(infos)).items()):
+        spec: dict[str, Any] = {"partitioned": True} if infos[name].get("props", {}).get("partitioned") else {}
         principals = {part: {kind: list(security[part][kind]) for kind in ("names", "roles")
                              if security[part].get(kind)}
                       for part in ("members", "admins") if security.get(part)}
@@ -242,17 +239,6 @@ def _user_database_prefix(cluster: nodes.Cluster) -> str | None:
     if not any(cluster.value(node, "couch_peruser", "enable") == "true" for node in cluster.nodes):
         return None
     return cluster.value(cluster.nodes[0], "couch_peruser", "database_prefix") or "userdb-"
-
-
-def _all_dbs_info(session: CouchSession) -> Iterable[dict]:
-    """`GET /_dbs_info`, a page at a time (it pages like `_all_dbs`)."""
-    params: dict[str, str] = {"limit": str(PAGE + 1)}
-    while True:
-        rows = session.get("_dbs_info", params=params, what="listing databases")
-        yield from rows[:PAGE]
-        if len(rows) <= PAGE:
-            return
-        params["start_key"] = json.dumps(rows[PAGE]["key"])
 
 
 def _manifest(kind: str, name: str, spec: Mapping[str, Any]) -> dict:
