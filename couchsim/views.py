@@ -92,19 +92,19 @@ def _string_key(text: str) -> tuple:
 def collation_key(value: Any) -> tuple:
     """A sort key ordering JSON values as CouchDB's view collation does:
     null < false < true < numbers < strings < arrays < objects."""
+    # Dispatch on the exact type, most frequent first: view builds compute one key per emitted row.
+    kind = type(value)
+    if kind is str:
+        return (4, _string_key(value))
+    if kind is list:
+        return (5, tuple(map(collation_key, value)))
+    if kind is int or kind is float:
+        return (3, value)
     if value is None:
         return (0,)
-    if value is False:
-        return (1,)
-    if value is True:
-        return (2,)
-    if isinstance(value, (int, float)):
-        return (3, value)
-    if isinstance(value, str):
-        return (4, _string_key(value))
-    if isinstance(value, list):
-        return (5, tuple(collation_key(item) for item in value))
-    if isinstance(value, dict):
+    if kind is bool:
+        return (2,) if value else (1,)
+    if kind is dict:
         return (6, tuple((_string_key(k), collation_key(v)) for k, v in value.items()))
     raise TypeError(f"not a JSON value: {value!r}")
 
