@@ -15,6 +15,7 @@ from .load import Manifest, Source
 from .secrets import SecretRef
 
 if TYPE_CHECKING:
+    from .templates import UserTemplate
     from .validate import Diagnostic
 
 
@@ -34,6 +35,9 @@ class Desired:
 class DesiredState:
     objects: dict[tuple[str, str], Desired] = field(default_factory=dict)  # (kind, key) -> the one wanted object
     diagnostics: list["Diagnostic"] = field(default_factory=list)  # conflicts between manifests
+    # Manifests whose objects depend on live state (UserDatabases): reconciler/templates.py resolves them
+    # into objects of the kinds above once the server has been read, before those kinds observe.
+    templates: list["UserTemplate"] = field(default_factory=list)
 
     def by_kind(self) -> dict[str, dict[str, Desired]]:
         grouped: dict[str, dict[str, Desired]] = {}
@@ -49,23 +53,31 @@ def expand(manifests: Sequence[Manifest]) -> DesiredState:
     members): the resource kind's `merge` folds them; a kind without one, or a
     merge that refuses, is a conflict reported at the second manifest's line.
     """
-    from .kinds import MANIFESTS, RESOURCES  # kind modules import this one for Desired
-    from .validate import Diagnostic
+    from .kinds import MANIFESTS  # kind modules import this one for Desired
+    from .templates import user_templates
 
-    state = DesiredState()
+    state = DesiredState(templates=user_templates(manifests))
     for manifest in manifests:
         for desired in MANIFESTS[manifest.kind].expand(manifest):
-            identity = (desired.kind, desired.key)
-            first = state.objects.get(identity)
-            if first is None:
-                state.objects[identity] = desired
-                continue
-            merge = getattr(RESOURCES.get(desired.kind), "merge", None)
-            try:
-                if merge is None:
-                    raise ReconcileError(f"{desired.kind}/{desired.key} is already wanted by {first.source}")
-                state.objects[identity] = merge(first, desired)
-            except ReconcileError as conflict:
-                state.diagnostics.append(Diagnostic(desired.source, manifest.subject, str(conflict),
-                                                    "keep one manifest for it, or make them agree"))
+            add(state, desired, manifest.subject)
     return state
+
+
+def add(state: DesiredState, desired: Desired, subject: str) -> None:
+    """Fold `desired` into `state`: a second object with the same (kind, key) merges or is a conflict."""
+    from .kinds import RESOURCES
+    from .validate import Diagnostic
+
+    identity = (desired.kind, desired.key)
+    first = state.objects.get(identity)
+    if first is None:
+        state.objects[identity] = desired
+        return
+    merge = getattr(RESOURCES.get(desired.kind), "merge", None)
+    try:
+        if merge is None:
+            raise ReconcileError(f"{desired.kind}/{desired.key} is already wanted by {first.source}")
+        state.objects[identity] = merge(first, desired)
+    except ReconcileError as conflict:
+        state.diagnostics.append(Diagnostic(desired.source, subject, str(conflict),
+                                            "keep one manifest for it, or make them agree"))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,43 @@ def observe(session: Any, wanted: Mapping[str, Mapping[str, Any]], kinds: Mappin
 
     Kinds run one after another: each already spreads its reads over the session's
     bounded pool, and a kind running inside that pool could starve its own reads.
+    A kind is also pruned when one of its wanted objects says `prune: true` (common.schema.json: the
+    manifest lets apply delete this kind's managed objects that nothing declares any more).
     """
+    def pruned(name: str) -> bool:
+        return prune or any(desired.options.get("prune") for desired in wanted.get(name, {}).values())
+
     names = sorted(kinds) if prune else sorted(name for name in wanted if wanted[name])
-    return {name: dict(kinds[name].observe(session, list(wanted.get(name, {}).values()), prune=prune))
+    return {name: dict(kinds[name].observe(session, list(wanted.get(name, {}).values()), prune=pruned(name)))
             for name in names}
+
+
+# One plan reads each live collection once, even when two stages need it: the template resolution
+# (reconciler/templates.py) and the user kind both need every `_users` document.
+_scopes: dict[int, dict[str, Any]] = {}  # id(session) -> reads; an entry lives as long as its `observation`
+_scopes_lock = threading.Lock()
+
+
+@contextmanager
+def observation(session: Any) -> Iterator[None]:
+    """Reads made through `shared` inside this block happen once; the next plan reads afresh."""
+    with _scopes_lock:
+        _scopes[id(session)] = {}
+    try:
+        yield
+    finally:
+        with _scopes_lock:
+            _scopes.pop(id(session), None)
+
+
+def shared(session: Any, name: str, read: Callable[[], T]) -> T:
+    """`read()`, or what it returned earlier in this session's current `observation` (outside one: read)."""
+    with _scopes_lock:
+        scope = _scopes.get(id(session))
+        if scope is not None and name in scope:
+            return scope[name]
+    value = read()
+    if scope is not None:
+        with _scopes_lock:
+            scope[name] = value
+    return value

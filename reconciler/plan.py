@@ -24,8 +24,9 @@ from .diff import Change, Create, Delete, FieldChange, Replace, Update, diff_all
 from .errors import ReconcileError
 from .expand import Desired, DesiredState
 from .load import Source
-from .observe import observe
+from .observe import observation, observe
 from .secrets import SecretRef
+from .templates import resolve
 
 FORMAT = "couch-reconciler/plan"
 FORMAT_VERSION = 1
@@ -77,11 +78,16 @@ class Plan:
 
 
 def make_plan(session: Any, state: DesiredState, policy: Policy, kinds: Mapping[str, Any]) -> Plan:
-    """Observe the server, diff, order and check a plan; PlanRefused when a safety rule says no."""
-    wanted = {name: objects for name, objects in state.by_kind().items() if name in kinds}
-    warnings = [f"{len(objects)} {name} object(s) in the manifests are not planned: this version cannot apply "
-                f"that kind yet" for name, objects in sorted(state.by_kind().items()) if name not in kinds]
-    live = observe(session, wanted, kinds, prune=policy.allow_delete)
+    """Observe the server, diff, order and check a plan; PlanRefused when a safety rule says no.
+
+    Templates (UserDatabases) are resolved first, from the same reads the kinds observe with."""
+    with observation(session):
+        state, template_warnings = resolve(session, state, prune=policy.allow_delete)
+        wanted = {name: objects for name, objects in state.by_kind().items() if name in kinds}
+        warnings = [f"{len(objects)} {name} object(s) in the manifests are not planned: this version cannot "
+                    f"apply that kind yet" for name, objects in sorted(state.by_kind().items()) if name not in kinds]
+        warnings += template_warnings
+        live = observe(session, wanted, kinds, prune=policy.allow_delete)
     changes, kind_warnings = diff_all(wanted, live, kinds)
     existing = {name: len(objects) for name, objects in live.items()}
     plan = Plan(session.base, order(changes, kinds), warnings + kind_warnings, existing)

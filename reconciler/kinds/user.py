@@ -12,7 +12,7 @@ from ..diff import Change, Create, Delete, FieldChange, Update, field_changes
 from ..errors import ReconcileError
 from ..expand import Desired
 from ..load import Manifest
-from ..observe import Observed
+from ..observe import Observed, shared
 from ..passwords import user_hash, verify_all
 from ..secrets import SecretRef
 from ..validate import Diagnostic, user_name_problem
@@ -83,7 +83,7 @@ class UserResource:
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:
         wanted_by_name = {desired.key: desired for desired in wanted}
-        live = {name: doc for doc in all_user_docs(session)
+        live = {name: doc for doc in users_on_server(session)
                 if (name := _name(doc)) in wanted_by_name or (prune and _is_managed(doc))}
         checks = {name: (stored, wanted_by_name[name].secrets["password"]) for name, doc in live.items()
                   if name in wanted_by_name and "password" in wanted_by_name[name].secrets
@@ -154,6 +154,11 @@ def all_user_docs(session: CouchSession) -> Iterator[dict]:
         if len(rows) <= PAGE:
             return
         start = rows[PAGE]["key"]
+
+
+def users_on_server(session: CouchSession) -> list[dict]:
+    """Every user document, read once per plan: the template resolution and this kind share the read."""
+    return shared(session, USERS_DB, lambda: list(all_user_docs(session)))
 
 
 def user_body(doc: Mapping[str, Any]) -> dict:

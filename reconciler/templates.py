@@ -1,0 +1,233 @@
+"""Between expand and observe, resolve: templates whose objects depend on live state become Desired objects.
+
+A UserDatabases manifest wants a database for every user in `_users`, and most of those users signed up
+at run time: what it wants is known only once the server has been read. So `expand` (offline) keeps it
+as a UserTemplate, and `resolve`, the first step of `make_plan` inside its observation, reads every
+`_users` document (through `observe.shared`: the user kind then observes from the same read, so `_users`
+is read once per plan) and each node's config (the cache the config kinds share), selects the users,
+and adds for each of them ordinary objects of the database, security, design_document, replication and
+user kinds. Those kinds never learn a template was involved: a user's database is a database.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+
+from .expand import Desired, DesiredState, add
+from .load import Manifest
+from .observe import shared
+from .validate import DATABASE_NAME_MAX_BYTES
+
+if TYPE_CHECKING:
+    from .client import CouchSession
+
+KIND = "UserDatabases"
+DEFAULT_PREFIX = "userdb-"  # [couch_peruser] database_prefix's default
+DEFAULT_MAX_JOBS = 500  # [replicator] max_jobs when a node does not set it
+SHOWN = 10  # users named in a warning before "and N more"
+
+
+def user_database(prefix: str, user: str) -> str:
+    """The database couch_peruser gives `user`: couch_peruser.erl `user_db_name` writes each byte of the
+    UTF-8 name as `string:to_lower(integer_to_list(Byte, 16))`, lowercase hex with no zero padding (a
+    byte below 0x10, only in control characters, is one digit)."""
+    return prefix + "".join(format(byte, "x") for byte in user.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class UserTemplate:
+    """A UserDatabases manifest and the DesignDocument manifests that name it as their `userDatabases`."""
+
+    manifest: Manifest
+    design_documents: tuple[Manifest, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def prefix(self) -> str:
+        return self.manifest.spec.get("prefix", DEFAULT_PREFIX)
+
+    def selects(self, name: str, roles: Iterable[str]) -> bool:
+        select = self.manifest.spec.get("select", {})
+        if "roles" in select and not set(select["roles"]) & set(roles):
+            return False
+        pattern = select.get("namePattern")
+        return pattern is None or re.fullmatch(pattern, name) is not None
+
+
+def user_templates(manifests: Sequence[Manifest]) -> list[UserTemplate]:
+    designs = [m for m in manifests if m.kind == "DesignDocument" and "userDatabases" in m.spec]
+    return [UserTemplate(m, tuple(d for d in designs if d.spec["userDatabases"] == m.name))
+            for m in manifests if m.kind == KIND]
+
+
+def resolve(session: "CouchSession", state: DesiredState, prune: bool = False) -> tuple[DesiredState, list[str]]:
+    """`state` plus every object the templates want for the users on the server (and those the manifests
+    create), and the plan warnings: users who cannot get a database, and more continuous replications
+    than the cluster runs at once. A state without templates comes back as it is, with no request sent."""
+    if not state.templates:
+        return state, []
+    from . import nodes
+    from .kinds.user import users_on_server
+
+    cluster = nodes.cluster(session)
+    admins = {name for node in cluster.nodes for name in cluster.config[node].get("admins", {})}
+    candidates = _candidates(users_on_server(session), state)
+    resolved = DesiredState(dict(state.objects), list(state.diagnostics))
+    warnings: list[str] = []
+    continuous = 0
+    for template in state.templates:
+        users = sorted(name for name, roles in candidates.items() if name not in admins and template.selects(name, roles))
+        databases, refused = _databases(template, users)
+        warnings += refused
+        for desired in _objects(template, users, databases):
+            add(resolved, desired, template.manifest.subject)
+        continuous += len(databases) * sum(entry.get("fanIn", "continuous") == "continuous"
+                                           for entry in template.manifest.spec.get("replicateTo", []))
+        if any(entry.get("fanIn") == "triggered" for entry in template.manifest.spec.get("replicateTo", [])):
+            warnings.append(f"{template.manifest.where('spec', 'replicateTo')}: {template.manifest.subject}: "
+                            "`fanIn: triggered` replications are started by `reconcile watch`, not by apply")
+    # A conflict with a manifest (a Database manifest naming a user's database with its own security): the
+    # manifest's object stays, and the plan says so rather than failing for one user.
+    warnings += [str(diagnostic) for diagnostic in resolved.diagnostics[len(state.diagnostics):]]
+    resolved.diagnostics = list(state.diagnostics)
+    warnings += _replicator_capacity(cluster, resolved, continuous)
+    if prune:
+        _keep_databases_of_gone_users(session, state.templates, resolved)
+    return resolved, warnings
+
+
+def _keep_databases_of_gone_users(session: "CouchSession", templates: Sequence[UserTemplate],
+                                  state: DesiredState) -> None:
+    """With deletions allowed, a database this tool created for a user who is gone would be pruned like
+    any managed database nothing wants: unless its template says `deleteWithUser: true`, it is wanted
+    as it is."""
+    keeping = [template for template in templates if not template.manifest.spec.get("deleteWithUser", False)]
+    if not keeping:
+        return
+    from .kinds.database import all_database_infos
+
+    for name, info in shared(session, "_dbs_info", lambda: all_database_infos(session)).items():
+        template = next((t for t in keeping if name.startswith(t.prefix)), None)
+        if template is not None and ("database", name) not in state.objects:
+            partitioned = bool((info.get("props") or {}).get("partitioned", False))
+            state.objects[("database", name)] = Desired("database", name, body={"partitioned": partitioned},
+                                                        source=template.manifest.where("spec", "deleteWithUser"))
+
+
+def _candidates(docs: Iterable[Mapping[str, Any]], state: DesiredState) -> dict[str, list[str]]:
+    """User name -> roles, for every user on the server and every user the manifests create, with the roles
+    this plan gives them (so a role-based selection sees a role granted in the same apply)."""
+    from .kinds.user import ID_PREFIX
+
+    users = {doc.get("name") or doc["_id"].removeprefix(ID_PREFIX): list(doc.get("roles") or [])
+             for doc in docs if doc.get("type", "user") == "user"}
+    for (kind, name), desired in state.objects.items():
+        if kind != "user" or (name not in users and desired.options.get("mode") == "merge"):
+            continue  # a Role naming a user that exists nowhere creates no user, hence no database
+        users[name] = users.get(name, []) + list(desired.body.get("roles", []))
+    return users
+
+
+def _databases(template: UserTemplate, users: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Database -> user for the users who can have one, and a warning for those who cannot (one user's
+    name never fails the whole plan)."""
+    too_long: list[str] = []
+    owners: dict[str, list[str]] = {}
+    for user in users:
+        database = user_database(template.prefix, user)
+        if len(database.encode()) > DATABASE_NAME_MAX_BYTES:
+            too_long.append(user)
+        else:
+            owners.setdefault(database, []).append(user)
+    where = f"{template.manifest.where('metadata', 'name')}: {template.manifest.subject}"
+    warnings = []
+    if too_long:
+        warnings.append(f"{where}: {_listing(too_long)} get no database: the name {template.prefix}<hex of the "
+                        f"UTF-8 name> would pass CouchDB's {DATABASE_NAME_MAX_BYTES}-byte limit (a name of at "
+                        f"most {(DATABASE_NAME_MAX_BYTES - len(template.prefix.encode())) // 2} bytes fits); "
+                        "give them shorter names or a shorter `prefix`")
+    shared = sorted(user for names in owners.values() if len(names) > 1 for user in names)
+    if shared:
+        warnings.append(f"{where}: {_listing(shared)} get no database: couch_peruser's unpadded hex gives "
+                        "two of them the same database name; rename one of each pair")
+    return {database: names[0] for database, names in owners.items() if len(names) == 1}, warnings
+
+
+def _listing(users: Sequence[str]) -> str:
+    shown = ", ".join(f"`{user[:40]}{'…' if len(user) > 40 else ''}`" for user in users[:SHOWN])
+    more = f" and {len(users) - SHOWN} more" if len(users) > SHOWN else ""
+    return f"{len(users)} user{'s' if len(users) != 1 else ''} ({shown}{more})"
+
+
+def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[str, str]) -> Iterator[Desired]:
+    """What the template wants: its roles for every selected user (a user without a database still uses
+    the shared ones), then each database with its security, design documents and replications."""
+    from .kinds import MANIFESTS
+
+    manifest, spec = template.manifest, template.manifest.spec
+    security = spec.get("security", {})
+    mode = security.get("mode", "merge")
+    grant = list(spec.get("grantRoles", []))
+    if grant:
+        # A merge into the user's roles, as a Role membership: roles given by others stay.
+        for user in users:
+            yield Desired("user", user, body={"roles": grant}, source=manifest.where("spec", "grantRoles"),
+                          options={"mode": "merge"})
+    for database, user in sorted(databases.items()):
+        yield Desired("database", database, body={"partitioned": False}, source=manifest.where("metadata", "name"))
+        yield Desired("security", database, body=_security(security, user), source=manifest.where("spec", "security"),
+                      options={"mode": mode})
+    if template.design_documents:
+        from .kinds.design_document import for_databases  # reads each folder once for every database
+
+        for design in template.design_documents:
+            yield from for_databases(design, sorted(databases))
+    for index, entry in enumerate(spec.get("replicateTo", [])):
+        if entry.get("fanIn", "continuous") != "continuous":
+            continue  # triggered fan-in: `reconcile watch` starts one-shot replications itself
+        source = manifest.where("spec", "replicateTo", index)
+        for database in sorted(databases):
+            replication = replace(manifest, kind="Replication", name=replication_id(template, database, entry),
+                                  spec=_replication_spec(database, entry))
+            for desired in MANIFESTS["Replication"].expand(replication):
+                yield replace(desired, source=source, options={**desired.options, "prune": entry.get("prune", True)})
+
+
+def replication_id(template: UserTemplate, database: str, entry: Mapping[str, Any]) -> str:
+    """The `_replicator` document id of one user's replication: the same on every run, so it is updated in
+    place, and naming the template, so a reader knows who made it."""
+    return f"{template.name}.{database}.to.{entry['target']}"
+
+
+def _replication_spec(database: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"source": database, "target": entry["target"], "continuous": True}
+    spec.update({key: entry[key] for key in ("auth", "replicationBaseUrl") if key in entry})
+    return spec
+
+
+def _security(security: Mapping[str, Any], user: str) -> dict[str, dict[str, list[str]]]:
+    members, admins = security.get("members", {}), security.get("admins", {})
+    return {"members": {"names": [user] + [n for n in members.get("names", []) if n != user],
+                        "roles": list(members.get("roles", []))},
+            "admins": {"names": list(admins.get("names", [])), "roles": list(admins.get("roles", []))}}
+
+
+def _replicator_capacity(cluster: Any, state: DesiredState, from_templates: int) -> list[str]:
+    """CouchDB runs at most `[replicator] max_jobs` replications per node and rotates the rest
+    (`max_churn` per `interval`), so beyond that a continuous fan-in goes stale (couchdb-facts.md: ~23
+    minutes at 1,000 users)."""
+    capacity = sum(int(cluster.config[node].get("replicator", {}).get("max_jobs", DEFAULT_MAX_JOBS))
+                   for node in cluster.nodes)
+    listed = sum(1 for (kind, _), desired in state.objects.items()
+                 if kind == "replication" and desired.body.get("continuous") is True)
+    total = max(listed, from_templates)
+    if total <= capacity:
+        return []
+    return [f"{total} continuous replications would run but the cluster runs at most {capacity} at once "
+            f"([replicator] max_jobs x {len(cluster.nodes)} node(s)): the rest wait and rotate, and documents "
+            "reach their targets late; use `fanIn: triggered` with `reconcile watch`, or raise max_jobs"]

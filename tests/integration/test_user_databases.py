@@ -1,0 +1,162 @@
+"""UserDatabases: one database per user, for the users on the server, with couch_peruser on and off.
+
+Relied on:
+- apache/couchdb src/couch_peruser/src/couch_peruser.erl `user_db_name`: the prefix, then every byte of
+  the UTF-8 name as `string:to_lower(integer_to_list(Byte, 16))` (lowercase hex, no zero padding);
+  `ensure_security` with `add_user`: the user's name joins `members.names` and `admins.names`;
+  on user deletion with `delete_dbs = false` the database stays and only loses the name.
+- /work/shared/couchdb-facts.md: the userdb security couch_peruser writes
+  (`{"members":{"roles":["_admin"],"names":[NAME]},"admins":{"roles":["_admin"],"names":[NAME]}}`),
+  `josé` -> `userdb-6a6f73c3a9`, databases appear asynchronously after the user is written.
+- reconciler/validate.py DATABASE_NAME_MAX_BYTES (238: the shard file name limit, apache/couchdb#2174).
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+import pytest
+
+from reconcile_runner import reconcile, write
+from reconciler.templates import user_database
+
+def template(extra: str = "", roles: tuple[str, ...] = ()) -> str:
+    """A UserDatabases manifest granting `app-user`, with `extra` spec lines, and the Roles it names."""
+    declared = "".join(f"---\napiVersion: reconciler/v1\nkind: Role\nmetadata: {{name: {role}}}\nspec: {{}}\n"
+                       for role in ("app-user", *roles))
+    return ("apiVersion: reconciler/v1\nkind: UserDatabases\nmetadata: {name: per-user}\nspec:\n"
+            f"  grantRoles: [app-user]\n{extra}" + declared)
+
+
+def sign_up(couch, http, name: str, roles: list[str] | None = None) -> None:
+    """What the app's back end does: a `_users` document written with credentials that may write it."""
+    doc = {"name": name, "type": "user", "roles": roles or [], "password": "pw"}
+    answer = http.put(f"{couch.url}/_users/{quote('org.couchdb.user:' + name, safe=':')}", json=doc)
+    assert answer.status_code == 201, answer.text
+
+
+def security(couch, http, database: str) -> dict | None:
+    answer = http.get(f"{couch.url}/{quote(database, safe='')}/_security")
+    return answer.json() if answer.status_code == 200 else None
+
+
+def roles(couch, http, name: str) -> list[str]:
+    return http.get(f"{couch.url}/_users/{quote('org.couchdb.user:' + name, safe=':')}").json()["roles"]
+
+
+def wait_for(condition, seconds: float = 10.0):
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "the server did not get there in time"
+        time.sleep(0.05)
+    return result
+
+
+@pytest.fixture
+def http(couch):
+    return couch.session()
+
+
+def test_database_names_are_couch_perusers():
+    """couch_peruser.erl user_db_name: lowercase hex of the UTF-8 bytes, each byte without zero padding
+    (JavaScript's charCodeAt would give `e9` for é where CouchDB hashes its two UTF-8 bytes `c3a9`)."""
+    assert user_database("userdb-", "josé") == "userdb-6a6f73c3a9"
+    assert user_database("userdb-", "日本") == "userdb-e697a5e69cac"
+    assert user_database("userdb-", "A.b@c+d-e") == "userdb-412e6240632b642d65"
+    assert user_database("u-", "tab\there") == "u-746162968657265"  # 0x09 is written `9`, as integer_to_list does
+
+
+def test_server_only_users_get_a_database_their_security_and_the_role(couch, http, unique, tmp_path):
+    """couch_peruser off: the tool creates each database, makes the user its only member, grants the role."""
+    names = [unique("ana"), "josé-" + unique("j"), "日本-" + unique("n"), unique("a.b@c+d") + "-E"]
+    for name in names:
+        sign_up(couch, http, name)
+    write(tmp_path, "userdbs.yaml", template())
+
+    applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
+
+    assert applied.code == 0, applied.stderr
+    for name in names:
+        database = "userdb-" + name.encode("utf-8").hex()
+        assert f"+ database/{database}: created" in applied.stdout
+        held = security(couch, http, database)
+        assert held["members"]["names"] == [name] and "_admin" in held["members"]["roles"]
+        assert "app-user" in roles(couch, http, name)
+    again = reconcile(couch, "plan", "--detailed-exitcode", str(tmp_path))
+    assert again.code == 0, again.stdout + again.stderr
+    # `_users` is read once per plan, though the template and the user kind both need it.
+    assert sum("/_users/_all_docs" in url for url in again.paths()) == 1
+
+
+def test_with_couch_peruser_on_the_tool_adds_only_what_the_template_says(couch, http, unique, tmp_path):
+    """couch_peruser made the database and its security (the user as member and admin): merge mode leaves
+    them as they are; the plan only grants the role."""
+    config = f"{couch.url}/_node/_local/_config/couch_peruser"
+    before = http.get(f"{config}/enable")
+    assert http.put(f"{config}/enable", json="true").status_code == 200
+    try:
+        name = "josé-" + unique("p")
+        database = user_database("userdb-", name)
+        sign_up(couch, http, name)
+        made = wait_for(lambda: security(couch, http, database))
+        assert made["admins"]["names"] == [name]
+        write(tmp_path, "userdbs.yaml", template())
+
+        plan = reconcile(couch, "plan", str(tmp_path))
+
+        assert plan.code == 0, plan.stderr
+        assert f"database/{database}" not in plan.stdout and f"security/{database}" not in plan.stdout
+        assert f"~ user/{name}" in plan.stdout
+        assert reconcile(couch, "apply", "--auto-approve", str(tmp_path)).code == 0
+        assert security(couch, http, database) == made
+    finally:
+        if before.status_code == 200:
+            http.put(f"{config}/enable", json=before.json())
+        else:
+            http.delete(f"{config}/enable")
+
+
+def test_a_name_too_long_for_a_database_is_named_in_the_plan_and_the_others_still_apply(
+        couch, http, unique, tmp_path):
+    long_name = unique("l") + "x" * 110  # 7 + 2 x 126 bytes of hex: above the 238-byte limit
+    short = unique("s")
+    sign_up(couch, http, long_name)
+    sign_up(couch, http, short)
+    write(tmp_path, "userdbs.yaml", template())
+
+    applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
+
+    assert applied.code == 0, applied.stderr
+    assert "get no database" in applied.stdout and long_name[:40] in applied.stdout
+    assert "238-byte limit" in applied.stdout
+    assert security(couch, http, user_database("userdb-", short))["members"]["names"] == [short]
+    assert "app-user" in roles(couch, http, long_name)  # the role does not depend on the database
+
+
+def test_selection_by_role_and_name_pattern_leaves_others_and_server_admins_alone(couch, http, unique, tmp_path):
+    chosen, other_role, other_name = unique("in"), unique("role"), "zz" + unique("out")
+    sign_up(couch, http, chosen, ["customer"])
+    sign_up(couch, http, other_role, ["staff"])
+    sign_up(couch, http, other_name, ["customer"])
+    if not couch.real:  # a _users document named like the server admin (never left behind on a real server)
+        sign_up(couch, http, couch.user, ["customer"])
+    write(tmp_path, "userdbs.yaml", template("  select: {roles: [customer], namePattern: 't-.*'}\n", ("customer",)))
+
+    plan = reconcile(couch, "plan", str(tmp_path))
+
+    assert plan.code == 0, plan.stderr
+    created = {line.split("/")[1].split()[0] for line in plan.stdout.splitlines() if line.startswith("  + database/")}
+    assert created == {user_database("userdb-", chosen)}
+
+
+def test_a_custom_prefix_and_members_and_admins_from_the_template(couch, http, unique, tmp_path):
+    name = unique("c")
+    sign_up(couch, http, name)
+    write(tmp_path, "userdbs.yaml", template(
+        "  prefix: private-\n  security: {mode: exact, admins: {roles: [support]}}\n", ("support",)))
+
+    assert reconcile(couch, "apply", "--auto-approve", str(tmp_path)).code == 0
+
+    held = security(couch, http, user_database("private-", name))
+    assert held["members"]["names"] == [name] and held["admins"] == {"names": [], "roles": ["_admin", "support"]}
