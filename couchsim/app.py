@@ -33,7 +33,7 @@ FEATURES = ["access-ready", "partitioned", "pluggable-storage-engines", "reshard
 
 class Request:
     """What a handler needs: the aiohttp request, CouchDB's path parts, the user and the cluster."""
-    __slots__ = ("http", "parts", "ctx", "cluster", "query", "method", "set_cookie")
+    __slots__ = ("http", "parts", "ctx", "cluster", "query", "method")
 
     def __init__(self, http: web.Request, parts: list[str], ctx: UserCtx, cluster: Cluster):
         self.http = http
@@ -42,7 +42,6 @@ class Request:
         self.cluster = cluster
         self.query = http.query
         self.method = http.method
-        self.set_cookie: str | None = None
 
     async def json(self, require_ctype: bool = False) -> Any:
         """chttpd:json_body/1 (and validate_ctype/2 where CouchDB checks it)."""
@@ -461,15 +460,14 @@ def make_app(cluster: Cluster, faults: FaultInjector | None = None) -> web.Appli
                                          fault.status)
         parts = split_path(http.raw_path)
         try:
-            ctx, _ = await cluster.auth.authenticate(http.headers, http.cookies)
+            ctx, fresh_cookie = await cluster.auth.authenticate(http.headers, http.cookies)
             req = Request(http, parts, ctx, cluster)
             authorize(req)
-            if not parts:
-                return await welcome(req)
-            handler = GLOBAL_HANDLERS.get(parts[0])
-            if handler is not None:
-                return await handler(req)
-            return await handle_db(req)
+            handler = GLOBAL_HANDLERS.get(parts[0], handle_db) if parts else welcome
+            response = await handler(req)
+            if fresh_cookie and not response.prepared and "Set-Cookie" not in response.headers:
+                response.headers["Set-Cookie"] = cluster.auth.set_cookie_header(fresh_cookie)
+            return response
         except CouchError as exc:
             return error_response(exc)
         except (asyncio.CancelledError, ConnectionResetError):

@@ -114,9 +114,10 @@ class Authenticator:
             return ctx, None
         session = cookies.get("AuthSession")
         if session:
-            ctx = self.from_cookie(session)
-            if ctx is not None:
-                return ctx, None
+            found = self.from_cookie(session)
+            if found is not None:
+                ctx, refresh = found
+                return ctx, self.make_cookie(ctx.name) if refresh else None
         if self.cluster.config.get_bool("chttpd", "require_valid_user"):
             raise unauthorized("Authentication required.")
         return ANONYMOUS, None
@@ -136,8 +137,9 @@ class Authenticator:
         raw = f"{name}:{timestamp}:".encode("utf-8") + self._mac(name, salt, timestamp)
         return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
-    def from_cookie(self, value: str) -> UserCtx | None:
-        """couch_httpd_auth:cookie_authentication_handler/2: a bad or expired cookie means anonymous."""
+    def from_cookie(self, value: str) -> tuple[UserCtx, bool] | None:
+        """couch_httpd_auth:cookie_authentication_handler/2: a bad or expired cookie means anonymous; a valid
+        one past 10% of its life is due for a fresh cookie (TimeLeft < Timeout * 0.9)."""
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
             name_bytes, timestamp_bytes, mac = raw.split(b":", 2)
@@ -151,9 +153,11 @@ class Authenticator:
         creds, roles = found
         if not hmac.compare_digest(mac, self._mac(name, str(creds.get("salt", "")), timestamp)):
             return None
-        if time.time() > issued + self.cluster.config.get_int("chttpd_auth", "timeout"):
+        timeout = self.cluster.config.get_int("chttpd_auth", "timeout")
+        left = issued + timeout - time.time()
+        if left < 0:
             return None
-        return UserCtx(name, roles, "cookie")
+        return UserCtx(name, roles, "cookie"), left < timeout * 0.9
 
     def set_cookie_header(self, value: str, expire: bool = False) -> str:
         if expire:

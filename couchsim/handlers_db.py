@@ -14,7 +14,7 @@ from .app import (Request, allow, bool_param, int_param, json_param, json_respon
 from .database import (DESIGN_PREFIX, LOCAL_PREFIX, SPECIAL_MEMBERS, Attachment, Database, DocEntry, RevNode,
                        format_seq, parse_rev, parse_since, validate_docid)
 from .errors import CouchError, bad_request, conflict, db_not_found, forbidden, not_found
-from .mango import Selector, find
+from .mango import SPECIAL_INDEX, Selector, find, index_view, json_indexes, new_index
 from .security import check_db_admin, check_member, is_db_admin, validate_security_object
 
 
@@ -655,12 +655,39 @@ async def find_handler(req: Request, db: Database) -> web.Response:
 
 
 async def index_handler(req: Request, db: Database) -> web.Response:
-    """`_index` lists the special `_all_docs` index; creating json indexes is for part 2."""
-    allow(req, "GET", "POST", "DELETE")
-    if req.method == "GET":
-        return json_response({"total_rows": 1, "indexes": [
-            {"ddoc": None, "name": "_all_docs", "type": "special", "def": {"fields": [{"_id": "asc"}]}}]})
-    raise CouchError(501, "not_implemented", "couchsim part 1 builds no mango indexes")
+    """mango_httpd:handle_index_req/2 for json indexes (stored as `language: query` design docs)."""
+    parts = req.parts
+    if len(parts) == 2:
+        allow(req, "GET", "POST")
+        if req.method == "GET":
+            indexes = [SPECIAL_INDEX] + json_indexes(db)
+            return json_response({"total_rows": len(indexes), "indexes": indexes})
+        ddoc_id, name, definition = new_index(await req.json(require_ctype=True))
+        ddoc = db.get_design_doc(ddoc_id) or {"_id": ddoc_id, "language": "query", "views": {}}
+        view = index_view(definition)
+        if ddoc.get("views", {}).get(name) == view:
+            return json_response({"result": "exists", "id": ddoc_id, "name": name})
+        ddoc.setdefault("views", {})[name] = view
+        result = (await db.update_docs([ddoc], req.ctx))[0]
+        if isinstance(result, CouchError):
+            raise result
+        return json_response({"result": "created", "id": ddoc_id, "name": name})
+    allow(req, "DELETE")
+    rest = parts[2:]
+    if rest and rest[0] == "_design":
+        rest = ["_design/" + rest[1]] + rest[2:] if len(rest) > 1 else rest
+    if len(rest) != 3:
+        raise not_found("missing")
+    ddoc_id = rest[0] if rest[0].startswith(DESIGN_PREFIX) else DESIGN_PREFIX + rest[0]
+    ddoc = db.get_design_doc(ddoc_id)
+    if ddoc is None or rest[1] != "json" or rest[2] not in (ddoc.get("views") or {}):
+        raise not_found("missing")
+    del ddoc["views"][rest[2]]
+    change = ddoc if ddoc["views"] else {"_id": ddoc_id, "_rev": ddoc["_rev"], "_deleted": True}
+    result = (await db.update_docs([change], req.ctx))[0]
+    if isinstance(result, CouchError):
+        raise result
+    return json_response({"ok": True})
 
 
 # ---------------------------------------------------------------------------------------------- design docs

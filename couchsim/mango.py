@@ -5,6 +5,7 @@ mango_error.erl). Comparisons use CouchDB's view collation, as mango_json:cmp do
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from typing import Any, Callable
@@ -229,6 +230,82 @@ def project(doc: dict, fields: list[str]) -> dict:
     return out
 
 
+def json_indexes(db) -> list[dict]:
+    """The json indexes `_index` created: views of `language: query` design docs, as mango_idx:list/1 reads them."""
+    found = []
+    for ddoc in db.design_docs():
+        if ddoc.get("language") != "query" or not isinstance(ddoc.get("views"), dict):
+            continue
+        for name, view in sorted(ddoc["views"].items()):
+            definition = (view.get("options") or {}).get("def") if isinstance(view, dict) else None
+            if isinstance(definition, dict) and isinstance(definition.get("fields"), list):
+                found.append({"ddoc": ddoc["_id"], "name": name, "type": "json", "partitioned": False,
+                              "def": definition})
+    return found
+
+
+SPECIAL_INDEX = {"ddoc": None, "name": "_all_docs", "type": "special", "def": {"fields": [{"_id": "asc"}]}}
+
+
+def index_fields(definition: dict) -> list[tuple[str, str]]:
+    return [(f, "asc") if isinstance(f, str) else next(iter(f.items())) for f in definition["fields"]]
+
+
+def new_index(body: Any) -> tuple[str, str, dict]:
+    """mango_opts:validate_idx_create/1 + mango_idx:new/2: (ddoc id, index name, definition) of a json index."""
+    if not isinstance(body, dict):
+        raise CouchError(400, "bad_request", "Request body must be a JSON object")
+    index = body.get("index")
+    if index is None:
+        raise CouchError(400, "missing_required_key", "Missing required key: index")
+    kind = body.get("type", "json")
+    if kind != "json":
+        raise CouchError(400, "invalid_index_type", f"Invalid type for index: {kind}")
+    if not isinstance(index, dict) or not isinstance(index.get("fields"), list) or not index["fields"]:
+        raise CouchError(400, "invalid_index_fields", "Index fields must be a non-empty list of field names")
+    definition = {"fields": [{f: "asc"} if isinstance(f, str) else f for f in index["fields"]]}
+    parse_sort(definition["fields"])
+    if isinstance(index.get("partial_filter_selector"), dict):
+        definition["partial_filter_selector"] = index["partial_filter_selector"]
+    digest = hashlib.sha1(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+    ddoc = body.get("ddoc") or digest
+    ddoc_id = ddoc if ddoc.startswith("_design/") else "_design/" + ddoc
+    return ddoc_id, body.get("name") or digest, definition
+
+
+def index_view(definition: dict) -> dict:
+    """The view a json index is stored as in its design document (mango_idx_view)."""
+    return {"map": {"fields": dict(index_fields(definition)),
+                    "partial_filter_selector": definition.get("partial_filter_selector", {})},
+            "reduce": "_count", "options": {"def": definition}}
+
+
+def usable_index(db, sort: list[tuple[str, str]]) -> dict | None:
+    """A json index whose leading fields are the sort fields (mango_idx_view:is_usable/3, simplified)."""
+    wanted = [name for name, _ in sort]
+    for index in json_indexes(db):
+        names = [name for name, _ in index_fields(index["def"])]
+        if names[: len(wanted)] == wanted:
+            return index
+    return None
+
+
+def indexed_ids(db, index: dict) -> list[str]:
+    """Doc ids in the json index's key order; docs lacking an indexed field are not in the index."""
+    paths = [split_field(name) for name, _ in index_fields(index["def"])]
+    keyed = []
+    for docid in db.ids():
+        entry = db.docs[docid]
+        if entry.deleted or docid.startswith("_design/"):
+            continue
+        doc = db.doc_json(entry, entry.winner)
+        values = [get_field(doc, path) for path in paths]
+        if all(v is not MISSING for v in values):
+            keyed.append((tuple(collation_key(v) for v in values), docid))
+    keyed.sort()
+    return [docid for _, docid in keyed]
+
+
 def find(db, body: Any, read: Callable) -> dict:
     """Runs a `_find` request body against the database; `read(entry)` applies the db's read rules."""
     if not isinstance(body, dict):
@@ -242,9 +319,13 @@ def find(db, body: Any, read: Callable) -> dict:
     if fields is not None and (not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)):
         raise CouchError(400, "invalid_field_json", f"Invalid JSON for field spec: {erlang_term(fields)}")
     sort = parse_sort(body.get("sort", []))
+    index = None
     if any(name != "_id" for name, _ in sort):
-        # Only the special _all_docs index exists in part 1, and it sorts by _id alone.
-        raise CouchError(400, "no_usable_index", "No index exists for this sort, try indexing by the sort fields.")
+        # The special _all_docs index sorts by _id alone; other sorts need a json index.
+        index = usable_index(db, sort)
+        if index is None:
+            raise CouchError(400, "no_usable_index",
+                             "No index exists for this sort, try indexing by the sort fields.")
     descending = bool(sort) and sort[0][1] == "desc"
     ids = db.ids()
     start_after = None
@@ -257,8 +338,12 @@ def find(db, body: Any, read: Callable) -> dict:
     matched: list[dict] = []
     examined = 0
     last_id = None
+    if index is not None:
+        ids = indexed_ids(db, index)
+    waiting = start_after is not None
     for docid in (reversed(ids) if descending else ids):
-        if start_after is not None and (docid <= start_after if not descending else docid >= start_after):
+        if waiting:  # resume after the bookmark's document, in this index's order
+            waiting = docid != start_after
             continue
         entry = db.docs[docid]
         if entry.deleted or docid.startswith("_design/"):
@@ -275,7 +360,9 @@ def find(db, body: Any, read: Callable) -> dict:
         if len(matched) >= limit:
             break
     token = base64.urlsafe_b64encode(json.dumps(last_id).encode()).decode().rstrip("=") if last_id else "nil"
-    answer = {"docs": matched, "bookmark": token, "warning": NO_INDEX_WARNING}
+    answer = {"docs": matched, "bookmark": token}
+    if index is None:
+        answer["warning"] = NO_INDEX_WARNING
     if body.get("execution_stats") is True:
         answer["execution_stats"] = {"total_keys_examined": 0, "total_docs_examined": examined,
                                      "total_quorum_docs_examined": 0, "results_returned": len(matched),
