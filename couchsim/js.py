@@ -145,7 +145,7 @@ var __couchsim = (function () {
   }
 
   return {
-    emit: emit, sum: sum, isArray: isArray, log: log, makeRequire: makeRequire,
+    emit: emit, sum: sum, isArray: isArray, log: log,
 
     drainLog: function () {
       var out = JSON.stringify(logged);
@@ -215,8 +215,7 @@ function __couchsim_compile(__source, require) {
   try {
     __fn = eval(__source);
   } catch (e) {
-    return {error: "compilation_error", line: e.lineNumber || 1,
-            message: String(e && e.name) + ": " + String(e && e.message)};
+    return {error: "compilation_error", line: e.lineNumber || 1};
   }
   return typeof __fn == "function" ? __fn : {error: "not_a_function"};
 }
@@ -394,10 +393,6 @@ class DesignSandbox:
         if "thrown" in outcome:
             _raise_thrown(outcome["thrown"])
         return outcome["ok"]
-
-    @property
-    def has_validation(self) -> bool:
-        return isinstance(self.ddoc.get("validate_doc_update"), str)
 
     def validate(self, new_doc: dict, old_doc: dict | None, user_ctx: dict, sec_obj: dict) -> None:
         """Raise :class:`Forbidden` / :class:`Unauthorized` as CouchDB does when the design

@@ -30,7 +30,7 @@ import hashlib
 import json
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from couchsim.js import BUILTIN_REDUCERS, DesignSandbox, QueryServerError, view_definitions
@@ -131,7 +131,6 @@ class ViewQuery:
     descending: bool = False
     update: str = "true"
     update_seq: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _boolean(name: str, raw: str) -> bool:
@@ -201,8 +200,7 @@ def parse_view_query(params: Mapping[str, str], body: Mapping[str, Any] | None =
             query.update = "false" if raw == "ok" else "lazy"
         elif name == "update_seq":
             query.update_seq = _boolean(name, raw)
-        else:
-            query.extra[name] = raw
+        # other parameters (conflicts, attachments, sorted, stable...) are accepted and ignored
     if body and "keys" in body:
         query.keys = body["keys"]
     return query
@@ -390,16 +388,13 @@ class DesignIndex:
             for row in rows:
                 bisect.insort(view_rows, row, key=_row_position)
 
-    def total_rows(self, view: str) -> int:
-        return len(self._rows[view])
-
     def query(self, view: str, query: ViewQuery, changes_since: ChangesSince, load_doc: LoadDoc) -> dict:
         """The JSON body CouchDB answers for ``GET``/``POST /{db}/_design/{ddoc}/_view/{view}``."""
         if view not in self.views:
             raise NotFound("missing_named_view")
         reduce_source = self.views[view].get("reduce")
         reduced, level = _validate(query, reduce_source is not None)
-        if query.update != "false":
+        if query.update == "true":
             self.refresh(changes_since)
         rows = self._rows[view]
         if reduced:
@@ -408,6 +403,9 @@ class DesignIndex:
             body = self._map_rows(rows, query, load_doc)
         if query.update_seq:
             body["update_seq"] = self.update_seq
+        if query.update == "lazy":
+            # update=lazy / stale=update_after: answer from the index as it is, then bring it up to date
+            self.refresh(changes_since)
         return body
 
     def _ranges(self, rows: list[tuple], query: ViewQuery) -> list[tuple[int, int]]:
@@ -490,7 +488,7 @@ class DesignIndex:
         ]
         return self.sandbox.reduce(view, None, partial, True)
 
-    def info(self, updater_running: bool = False) -> dict:
+    def info(self) -> dict:
         """``GET /{db}/_design/{ddoc}/_info`` (``couch_mrview:get_info``)."""
         size = sum(len(json.dumps([r[3], r[4]])) for rows in self._rows.values() for r in rows)
         return {
@@ -503,7 +501,7 @@ class DesignIndex:
                 "signature": self.signature,
                 "sizes": {"active": size, "external": size, "file": size},
                 "update_seq": self.update_seq if self.update_seq is not None else 0,
-                "updater_running": updater_running,
+                "updater_running": False,
                 "updates_pending": {"minimum": 0, "preferred": 0, "total": 0},
                 "waiting_clients": 0,
                 "waiting_commit": False,

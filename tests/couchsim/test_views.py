@@ -129,6 +129,9 @@ def test_stale_query_does_not_update(recorded):
     assert query(recorded, "count", {"stale": "ok"})["rows"] == [{"key": None, "value": 4}]
     assert query(recorded, "count", {"update": "false"})["rows"] == [{"key": None, "value": 4}]
     assert query(recorded, "count")["rows"] == [{"key": None, "value": 5}]
+    db.put({"_id": "6"})
+    assert query(recorded, "count", {"stale": "update_after"})["rows"] == [{"key": None, "value": 5}]
+    assert query(recorded, "count", {"update": "false"})["rows"] == [{"key": None, "value": 6}]
 
 
 def test_design_docs_are_not_mapped_unless_include_design(recorded):
