@@ -51,7 +51,7 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    print(f"couchsim listening on http://{args.host}:{port}", flush=True)
+    print(f"couchsim listening on http://{args.host}:{port}", flush=True)  # with --port 0, the port it got
     await stopping.wait()
     await stop(cluster, runner)
 
