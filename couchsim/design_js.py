@@ -74,7 +74,9 @@ class JavaScriptDesignFunctions(DesignFunctions):
         try:
             index = self._indexes(db).index(ddoc)
             query = parse_view_query(params, {"keys": keys} if keys is not None else None)
-            body = index.query(view, query, lambda since: _changes(db, since), lambda doc_id: _load(db, doc_id))
+            local_seq = bool((ddoc.get("options") or {}).get("local_seq"))
+            body = index.query(view, query, lambda since: _changes(db, since, local_seq),
+                               lambda doc_id: _load(db, doc_id))
         except QueryServerError as error:
             raise couch_error(error) from None
         if "update_seq" in body:
@@ -131,10 +133,15 @@ class JavaScriptDesignFunctions(DesignFunctions):
         return accept
 
 
-def _changes(db: Database, since: int | None) -> Iterator[tuple[str, dict | None, bool, int]]:
+def _changes(db: Database, since: int | None, local_seq: bool) -> Iterator[tuple[str, dict | None, bool, int]]:
+    # couch_index_updater opens each doc with [conflicts, deleted_conflicts] (+ local_seq when the design
+    # doc's options ask for it): the classic "conflicts" view depends on it.
     for entry in db.changes_since(since or 0):
-        deleted = entry.deleted
-        yield entry.id, None if deleted else db.doc_json(entry, entry.winner), deleted, entry.seq
+        if entry.deleted:
+            yield entry.id, None, True, entry.seq
+        else:
+            doc = db.doc_json(entry, entry.winner, conflicts=True, deleted_conflicts=True, local_seq=local_seq)
+            yield entry.id, doc, False, entry.seq
 
 
 def _load(db: Database, doc_id: str) -> dict | None:

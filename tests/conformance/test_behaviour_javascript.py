@@ -238,3 +238,15 @@ def test_changes_filtered_by_a_view(server, db):
     assert [row["id"] for row in response.json()["results"]] == ["a"]
     assert answer(server.admin.get(db_url(db, "_changes"), params={"filter": "_view"})) == (
         400, {"error": "bad_request", "reason": "`view` filter parameter is not provided."})
+
+
+def test_map_functions_see_conflicts_and_local_seq_on_request(server, db):
+    """couch_index_updater opens docs with [conflicts, deleted_conflicts] (+ local_seq when the design doc's
+    options.local_seq is true): the classic conflicts view."""
+    server.admin.put(db_url(db, "_design/c"), json={"options": {"local_seq": True}, "views": {
+        "conflicts": {"map": "function(doc) { if (doc._conflicts) emit(doc._id, doc._conflicts.length); }"},
+        "seqs": {"map": "function(doc) { emit(doc._id, typeof doc._local_seq); }"}}})
+    server.admin.post(db_url(db, "_bulk_docs"), json={"new_edits": False, "docs": [
+        {"_id": "a", "_rev": "1-aaaa", "v": 1}, {"_id": "a", "_rev": "1-bbbb", "v": 2}]})
+    assert server.admin.get(db_url(db, "_design/c", "_view", "conflicts")).json()["rows"] == [{"id": "a", "key": "a", "value": 1}]
+    assert server.admin.get(db_url(db, "_design/c", "_view", "seqs")).json()["rows"] == [{"id": "a", "key": "a", "value": "number"}]
