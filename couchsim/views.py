@@ -436,12 +436,16 @@ class DesignIndex:
             stop = find(rows, high_position, key=_row_key_position(len(high_position)))
         return start, max(start, stop)
 
-    def _selected(self, rows: list[tuple], query: ViewQuery) -> Iterable[tuple]:
+    def _selected_by_range(self, rows: list[tuple], query: ViewQuery) -> Iterable[Iterable[tuple]]:
         for start, stop in self._ranges(rows, query):
             if query.descending:
-                yield from (rows[i] for i in range(stop - 1, start - 1, -1))
+                yield (rows[i] for i in range(stop - 1, start - 1, -1))
             else:
-                yield from (rows[i] for i in range(start, stop))
+                yield (rows[i] for i in range(start, stop))
+
+    def _selected(self, rows: list[tuple], query: ViewQuery) -> Iterable[tuple]:
+        for selected in self._selected_by_range(rows, query):
+            yield from selected
 
     def _map_rows(self, rows: list[tuple], query: ViewQuery, load_doc: LoadDoc) -> dict:
         ranges = self._ranges(rows, query)
@@ -459,19 +463,23 @@ class DesignIndex:
 
     def _reduce_rows(self, view: str, reduce_source: str, rows: list[tuple], query: ViewQuery, level) -> list[dict]:
         groups: list[tuple[Any, list[tuple]]] = []
-        current_key: Any = None
-        for row in self._selected(rows, query):
-            if level == 0:
-                group_key = None
-            elif level == "exact":
-                group_key = row[3]
-            else:
-                group_key = row[3][:level] if isinstance(row[3], list) else row[3]
-            if groups and (level == 0 or collation_key(group_key) == current_key):
-                groups[-1][1].append(row)
-            else:
-                groups.append((group_key, [row]))
-                current_key = collation_key(group_key)
+        # Each requested key is its own group even when `keys` repeats it (one fold per key in couch_mrview).
+        for selected in self._selected_by_range(rows, query):
+            current_key: Any = None
+            fresh_range = True
+            for row in selected:
+                if level == 0:
+                    group_key = None
+                elif level == "exact":
+                    group_key = row[3]
+                else:
+                    group_key = row[3][:level] if isinstance(row[3], list) else row[3]
+                if not fresh_range and (level == 0 or collation_key(group_key) == current_key):
+                    groups[-1][1].append(row)
+                else:
+                    groups.append((group_key, [row]))
+                    current_key = collation_key(group_key)
+                    fresh_range = False
         out = [{"key": key, "value": self._reduce(view, reduce_source, members)} for key, members in groups]
         return _page(out, query)
 

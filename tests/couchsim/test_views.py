@@ -102,6 +102,7 @@ def test_recorded_count_map_rows_sorted_by_key_then_id(recorded):
 def test_recorded_key_and_keys(recorded):
     assert query(recorded, "count", {"key": '"a"'}) == {"rows": [{"key": None, "value": 2}]}
     assert query(recorded, "count", {"group": "true"}, {"keys": ["b", "zz"]}) == {"rows": [{"key": "b", "value": 1}]}
+    assert query(recorded, "count", {"group": "true"}, {"keys": ["a", "a"]}) == {"rows": [{"key": "a", "value": 2}] * 2}
 
 
 def test_recorded_include_docs(recorded):
