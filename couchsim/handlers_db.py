@@ -127,10 +127,13 @@ async def ensure_full_commit(req: Request, db: Database) -> web.Response:
 
 
 # ---------------------------------------------------------------------------------------------- documents
-def parse_doc_body(body: Any, docid: str | None = None) -> dict:
-    """couch_doc:from_json_obj_validate/1: an object whose `_` members are known, with a valid id."""
+def parse_doc_body(req: Request, body: Any, docid: str | None = None) -> dict:
+    """couch_doc:from_json_obj_validate/1: an object within `[couchdb] max_document_size` whose `_` members
+    are known, with a valid id."""
     if not isinstance(body, dict):
         raise bad_request("Document must be a JSON object")
+    if len(json.dumps(body, separators=(",", ":"))) > req.cluster.config.get_int("couchdb", "max_document_size"):
+        raise CouchError(413, "document_too_large", str(docid or body.get("_id", "")))
     for key in body:
         if key.startswith("_") and key not in SPECIAL_MEMBERS:
             raise CouchError(400, "doc_validation", f"Bad special document member: {key}")
@@ -195,7 +198,7 @@ async def write_one(req: Request, db: Database, doc: dict, location: str | None 
 
 async def post_doc(req: Request, db: Database) -> web.Response:
     body = await req.json(require_ctype=True)
-    doc = parse_doc_body(body)
+    doc = parse_doc_body(req, body)
     return await write_one(req, db, doc, doc_location(req, db, doc["_id"]))
 
 
@@ -206,7 +209,7 @@ async def doc_request(req: Request, db: Database, docid: str) -> web.StreamRespo
     if req.method == "PUT":
         if req.http.content_type.startswith("multipart/"):
             raise CouchError(415, "bad_content_type", "couchsim does not take multipart document bodies")
-        doc = parse_doc_body(await req.json(), docid)
+        doc = parse_doc_body(req, await req.json(), docid)
         rev = rev_from_request(req, doc.get("_rev"))
         if rev is not None:
             doc["_rev"] = rev
@@ -308,7 +311,7 @@ async def local_request(req: Request, db: Database, docid: str) -> web.Response:
     if req.method in ("GET", "HEAD"):
         return json_response(db.get_local(docid))
     if req.method == "PUT":
-        doc = parse_doc_body(await req.json(), docid)
+        doc = parse_doc_body(req, await req.json(), docid)
         rev = rev_from_request(req, doc.get("_rev"))
         if rev is not None:
             doc["_rev"] = rev
@@ -377,7 +380,7 @@ async def bulk_docs(req: Request, db: Database) -> web.Response:
     if not isinstance(body["docs"], list):
         raise bad_request("`docs` parameter must be an array.")
     new_edits = body.get("new_edits", True)
-    docs = [parse_doc_body(doc) for doc in body["docs"]]
+    docs = [parse_doc_body(req, doc) for doc in body["docs"]]
     results = await db.update_docs(docs, req.ctx, new_edits=new_edits is not False)
     rows = []
     for doc, result in zip(docs, results):

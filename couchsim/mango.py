@@ -14,7 +14,6 @@ from .errors import CouchError, erlang_term
 
 NO_INDEX_WARNING = "No matching index found, create an index to optimize query time."
 MISSING = object()
-COMBINATORS = ("$and", "$or", "$nor", "$not")
 
 
 def invalid_operator(op: str) -> CouchError:
@@ -87,20 +86,18 @@ class Selector:
         for key, value in selector.items():
             if key in ("$and", "$or", "$nor"):
                 if not isinstance(value, list):
-                    raise CouchError(400, "bad_arg", f"Bad argument for operator {key}: {erlang_term(value)}")
+                    self._bad(key, value)
                 clauses.append((key, [self._normalise(v, path) if isinstance(v, dict) else self._bad(key, v)
                                       for v in value]))
             elif key == "$not":
                 if not isinstance(value, dict):
-                    raise CouchError(400, "bad_arg", f"Bad argument for operator $not: {erlang_term(value)}")
+                    self._bad(key, value)
                 clauses.append(("$not", self._normalise(value, path)))
             elif key.startswith("$"):
                 clauses.append(self._condition(key, value, path))
             else:
                 field = path + split_field(key)
-                if isinstance(value, dict) and value and all(k.startswith("$") for k in value):
-                    clauses.append(self._normalise(value, field))
-                elif isinstance(value, dict) and value:
+                if isinstance(value, dict) and value:  # operators on the field, or sub-fields (a.b)
                     clauses.append(self._normalise(value, field))
                 else:
                     clauses.append(("$eq", field, value))
@@ -111,32 +108,26 @@ class Selector:
         raise CouchError(400, "bad_arg", f"Bad argument for operator {op}: {erlang_term(value)}")
 
     def _condition(self, op: str, arg: Any, path: list[str]):
-        if op in ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$regex", "$type", "$size", "$mod", "$exists"):
-            if op in ("$in", "$nin", "$all") and not isinstance(arg, list):
-                self._bad(op, arg)
-            if op == "$exists" and not isinstance(arg, bool):
-                self._bad(op, arg)
-            if op == "$regex":
-                if not isinstance(arg, str):
-                    self._bad(op, arg)
-                try:
-                    arg = re.compile(arg)
-                except re.error:
-                    self._bad(op, arg)
-            if op == "$size" and (not isinstance(arg, int) or isinstance(arg, bool)):
-                self._bad(op, arg)
-            if op == "$mod" and not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(a, int) for a in arg)
-                                     and arg[0] != 0):
-                self._bad(op, arg)
+        """One operator on a field, with its argument checked as mango_selector:norm_ops/1 does."""
+        if op in ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$type"):
             return (op, path, arg)
+        if op == "$exists":
+            return (op, path, arg) if isinstance(arg, bool) else self._bad(op, arg)
         if op in ("$in", "$nin", "$all"):
-            if not isinstance(arg, list):
+            return (op, path, arg) if isinstance(arg, list) else self._bad(op, arg)
+        if op == "$size":
+            return (op, path, arg) if isinstance(arg, int) and not isinstance(arg, bool) else self._bad(op, arg)
+        if op == "$mod":
+            valid = (isinstance(arg, list) and len(arg) == 2 and all(isinstance(a, int) for a in arg)
+                     and arg[0] != 0)
+            return (op, path, arg) if valid else self._bad(op, arg)
+        if op == "$regex":
+            try:
+                return (op, path, re.compile(arg)) if isinstance(arg, str) else self._bad(op, arg)
+            except re.error:
                 self._bad(op, arg)
-            return (op, path, arg)
         if op in ("$elemMatch", "$allMatch"):
-            if not isinstance(arg, dict):
-                self._bad(op, arg)
-            return (op, path, self._normalise(arg, []))
+            return (op, path, self._normalise(arg, [])) if isinstance(arg, dict) else self._bad(op, arg)
         raise invalid_operator(op)
 
     def matches(self, doc: dict) -> bool:
@@ -209,7 +200,7 @@ def parse_sort(sort: Any) -> list[tuple[str, str]]:
     return fields
 
 
-def non_negative(name: str, value: Any) -> int:
+def non_negative(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise CouchError(400, "invalid_non_negative_integer", f"Value is not a non-negative integer: {erlang_term(value)}")
     return value
@@ -313,8 +304,8 @@ def find(db, body: Any, read: Callable) -> dict:
     if "selector" not in body:
         raise CouchError(400, "missing_required_key", "Missing required key: selector")
     selector = Selector(body["selector"])
-    limit = non_negative("limit", body.get("limit", 25))
-    skip = non_negative("skip", body.get("skip", 0))
+    limit = non_negative(body.get("limit", 25))
+    skip = non_negative(body.get("skip", 0))
     fields = body.get("fields")
     if fields is not None and (not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)):
         raise CouchError(400, "invalid_field_json", f"Invalid JSON for field spec: {erlang_term(fields)}")

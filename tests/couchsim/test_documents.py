@@ -81,3 +81,17 @@ def test_sim_server_fixture_serves_on_a_free_port():
         assert requests.get(sim.url + "/_up").status_code == 503
         assert requests.get(sim.url + "/_up").status_code == 200
         handle.remove()
+
+
+def test_document_over_max_document_size_is_413(couch, unique):
+    """[couchdb] max_document_size (default 8000000 bytes, default.ini): a bigger body is refused with 413
+    document_too_large naming the doc id (chttpd:error_info({request_entity_too_large, DocId}))."""
+    if couch.sim is None:
+        pytest.skip("lowering max_document_size on a shared real server would disturb other clients")
+    http = couch.session()
+    db = unique("db")
+    http.put(f"{couch.url}/{db}")
+    http.put(f"{couch.url}/_node/_local/_config/couchdb/max_document_size", json="100")
+    answer = http.put(f"{couch.url}/{db}/big", json={"text": "x" * 200})
+    assert (answer.status_code, answer.json()) == (413, {"error": "document_too_large", "reason": "big"})
+    assert http.put(f"{couch.url}/{db}/small", json={"text": "x"}).status_code == 201
