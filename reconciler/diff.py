@@ -101,6 +101,8 @@ def diff_all(wanted: Mapping[str, Mapping[str, Desired]], observed: Mapping[str,
                 changes[(name, key)] = replace(change, desired=want.get(key))
             if (warn := getattr(kind, "warnings", None)) is not None:
                 warnings.extend(warn(want.get(key), live.get(key)))
+        if (summary := getattr(kind, "summary_warnings", None)) is not None:
+            warnings.extend(summary([change for (kind_name, _), change in changes.items() if kind_name == name], live))
     _reset_children(changes, wanted, observed, kinds)
     return list(changes.values()), warnings
 

@@ -96,11 +96,31 @@ def test_cors_expands_to_the_chttpd_switch_and_the_cors_section(tmp_path):
     assert {d.kind for d in desired} == {"config"}
 
 
-def test_template_kinds_do_not_expand_yet(tmp_path):
-    for kind, spec in [("DesignDocument", {"database": "a", "views": {"v": {"map": "function (doc) {}"}}}),
-                       ("Replication", {"source": "a", "target": "b"}),
-                       ("UserDatabases", {})]:
-        assert expand(tmp_path, kind, "x", spec) == []
+def test_a_design_document_expands_once_per_database_with_the_ownership_marker(tmp_path):
+    views = {"v": {"map": "function (doc) {}", "reduce": "_count"}}
+    desired = expand(tmp_path, "DesignDocument", "x", {"databases": ["a", "b"], "views": views, "staged": True})
+    assert [(d.kind, d.key) for d in desired] == [("design_document", "a/_design/x"), ("design_document", "b/_design/x")]
+    assert dict(desired[0].body) == {"views": views, "couch_reconciler": {"created_by": "couch-reconciler"}}
+    assert desired[0].options == {"staged": True}
+    assert expand(tmp_path, "DesignDocument", "x", {"userDatabases": "per-user", "views": views}) == []
+
+
+def test_a_replication_resolves_names_against_the_server_url_and_keeps_passwords_as_references(tmp_path):
+    """couchdb-facts.md: _replicator needs full URLs (local names are 403) and takes credentials in
+    `auth.basic`; the URL is the one the server reaches itself at."""
+    [replication] = expand(tmp_path, "Replication", "a-to-b", {
+        "source": "a", "target": "https://backup.example.com/b", "continuous": True,
+        "targetAuth": {"username": "ops", "password": "env:BACKUP_PASSWORD"}})
+    assert (replication.kind, replication.key) == ("replication", "a-to-b")
+    assert dict(replication.body) == {
+        "source": {"url": "http://127.0.0.1:5984/a"},
+        "target": {"url": "https://backup.example.com/b", "auth": {"basic": {"username": "ops"}}},
+        "continuous": True, "couch_reconciler": {"created_by": "couch-reconciler"}}
+    assert replication.secrets == {"target": SecretRef("env:BACKUP_PASSWORD", str(tmp_path))}
+
+
+def test_user_databases_do_not_expand_without_the_server(tmp_path):
+    assert expand(tmp_path, "UserDatabases", "x", {}) == []
 
 
 def test_diagnostic_format_marks_warnings():

@@ -23,7 +23,9 @@ How the engine drives a ResourceKind (reconciler/plan.py, reconciler/apply.py):
    the manifests no longer list it: return Delete only when `live.managed`.
    The engine fills `Change.desired` itself; a Delete or Replace that destroys
    data sets `Change.destroys` ("12 documents"), which needs
-   --allow-delete-data. `warnings(wanted, live)` (optional) yields plan notes.
+   --allow-delete-data. `warnings(wanted, live)` (optional) yields plan notes;
+   `summary_warnings(changes, live)` (optional) yields notes about all of the
+   kind's changes at once (a view rebuild across thousands of databases).
 4. apply(session, changes, secrets): changes of this kind only, in plan order,
    in chunks (the engine reports progress between chunks); `secrets` maps a
    change's key to its {field: SecretRef}, resolved only here. Raise
@@ -85,6 +87,7 @@ class ResourceKind(Protocol):
     # Optional members (looked up with getattr): see the module docstring.
     # def merge(self, first: Desired, second: Desired) -> Desired
     # def warnings(self, wanted: Desired | None, live: Observed | None) -> Iterable[str]
+    # def summary_warnings(self, changes: Sequence[Change], live: Mapping[str, Observed]) -> Iterable[str]
     # def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]
     # def parent(self, key: str) -> tuple[str, str] | None
 

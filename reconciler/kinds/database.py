@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, db_path
@@ -79,6 +80,21 @@ def database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dic
     return {row["key"]: row["info"] for page in pages for row in page if "info" in row}
 
 
+# What the database kind read in the plan being made: design documents (observed next: kinds observe in
+# name order) need each database's doc_count to say what a view rebuild costs, and take it from here
+# instead of reading `_dbs_info` again. Taken once, so a long-lived session (watch) never sees old rows.
+_observed_infos: "weakref.WeakKeyDictionary[CouchSession, dict[str, dict | None]]" = weakref.WeakKeyDictionary()
+
+
+def planned_database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
+    """`_dbs_info` rows of the existing databases among `names`: those the database kind has just observed
+    in this session as it saw them, the others read now."""
+    seen = _observed_infos.pop(session, {})
+    missing = [name for name in names if name not in seen]
+    read = database_infos(session, missing) if missing else {}
+    return {name: info for name in names if (info := seen[name] if name in seen else read.get(name)) is not None}
+
+
 def all_database_infos(session: CouchSession) -> dict[str, dict]:
     """`_dbs_info` rows of every database, a page at a time (`GET /_dbs_info`, CouchDB 3.2+)."""
     infos: dict[str, dict] = {}
@@ -99,6 +115,8 @@ class DatabaseResource:
                 ) -> Mapping[str, Observed]:
         names = {desired.key for desired in wanted}
         infos = all_database_infos(session) if prune else database_infos(session, sorted(names))
+        # None records a database seen missing, so that nobody asks for it again.
+        _observed_infos[session] = {**dict.fromkeys(names), **infos}
         live = {name: _observed(name, info) for name, info in infos.items() if name in names}
         if prune:
             # Only an unlisted database can be pruned, and only when this tool made it: one `_security` read

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
-from urllib.parse import urlsplit
+import json
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import quote, urlsplit
 
+from ..client import CouchSession, db_path
+from ..diff import Change, Create, Delete, FieldChange, Update, field_changes
+from ..errors import ReconcileError
 from ..expand import Desired
 from ..load import Manifest
+from ..observe import Observed
+from ..secrets import SecretRef
 from ..validate import Diagnostic, undeclared_database
+from .database import MARKER, MARKER_VALUE
 
 # CouchDB refuses a replication that combines these (couch_replicator_docs / the 3.x replicator API).
 EXCLUSIVE_FILTERS = ("doc_ids", "filter", "selector")
@@ -43,8 +50,197 @@ class ReplicationManifest:
                                             "use `auth` for both endpoints, or sourceAuth/targetAuth for each")
 
     def expand(self, manifest: Manifest) -> Iterable[Desired]:
-        """Not expanded yet: replication behaviour (observe, diff, apply) comes with its own issue."""
-        return ()
+        yield replication(manifest.name, manifest.spec, manifest.base_dir, manifest.where("metadata", "name"))
 
 
 MANIFEST = ReplicationManifest()
+
+
+# Resource side: documents in `_replicator`.
+#
+# The document's `_id` is the manifest's metadata.name (a UserDatabases template names its own, one per
+# user), so the same manifest always means the same document. Ownership: MARKER in the document, as for
+# databases and design documents. CouchDB 3.x needs full URLs (local names are refused with
+# `local_endpoints_not_supported`), so database names resolve against the URL the *server* reaches itself
+# at; credentials go in `auth.basic` (couchdb-facts.md), filled from their secret only when written.
+RESOURCE_NAME = "replication"
+REPLICATOR = "_replicator"
+DEFAULT_BASE_URL = "http://127.0.0.1:5984"
+ENDPOINTS = ("source", "target")
+# Written by CouchDB (owner: the writer's name; _replication_*: the scheduler's verdict), never drift.
+SERVER_FIELDS = frozenset({"_id", "_rev", "_revisions", "_conflicts", "owner", "_replication_state",
+                           "_replication_state_time", "_replication_state_reason", "_replication_id",
+                           "_replication_stats", "_replication_start_time"})
+OPTIONS = ("continuous", "create_target", "create_target_params", "selector", "doc_ids", "filter", "query_params",
+           "since_seq", "use_checkpoints", "checkpoint_interval", "worker_processes", "batch_size", "owner")
+HIDDEN = "(sensitive)"
+PAGE = 1000
+WRITE_BATCH = 500
+
+
+def replication(doc_id: str, spec: Mapping[str, Any], base_dir: str, source: Any) -> Desired:
+    """The `_replicator` document a Replication spec (or a template's per-user one) stands for."""
+    base = spec.get("replicationBaseUrl", DEFAULT_BASE_URL).rstrip("/")
+    body: dict[str, Any] = {}
+    secrets: dict[str, SecretRef] = {}
+    for end in ENDPOINTS:
+        endpoint = spec[end]
+        body[end] = {"url": endpoint if is_url(endpoint) else f"{base}/{quote(endpoint, safe='')}"}
+        auth = spec.get(f"{end}Auth") or spec.get("auth")
+        if auth is not None:
+            body[end]["auth"] = {"basic": {"username": auth["username"]}}
+            secrets[end] = SecretRef.parse(auth["password"], base_dir)
+    body.update({key: spec[key] for key in OPTIONS if key in spec})
+    body[MARKER] = MARKER_VALUE
+    return Desired(RESOURCE_NAME, doc_id, body=body, source=source, secrets=secrets)
+
+
+class ReplicationResource:
+    name = RESOURCE_NAME
+    order = 50  # after the databases it connects and the users it may run as
+
+    def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
+                ) -> Mapping[str, Observed]:
+        by_id = {desired.key: desired for desired in wanted}
+        return {doc["_id"]: _observed(doc, by_id.get(doc["_id"])) for doc in replicator_docs(session)
+                if doc["_id"] in by_id or (prune and doc.get(MARKER) == MARKER_VALUE)}
+
+    def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]:
+        rows = session.post(db_path(REPLICATOR, "_all_docs"), {"keys": list(keys)}, params={"include_docs": "true"},
+                            what="reading _replicator")["rows"]
+        return {row["doc"]["_id"]: _observed(row["doc"], None) for row in rows if row.get("doc")}
+
+    def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
+        if wanted is None:
+            if live is None or not live.managed:
+                return None  # made by hand or by an application: never this tool's to delete
+            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version,
+                          notes=("no manifest lists it; couch-reconciler created it",))
+        with_secret = [end for end in ENDPOINTS if end in wanted.secrets]
+        if live is None:
+            return Create(self.name, wanted.key, wanted.source, after=dict(wanted.body),
+                          fields=field_changes({}, wanted.body) + _password_fields(with_secret))
+        before = dict(live.body)
+        if "owner" in wanted.body:  # owned by the manifest only when it names one
+            before["owner"] = live.facts.get("owner")
+        fields = field_changes(before, wanted.body)
+        passwords = _password_fields(end for end in with_secret if not live.facts["password_matches"].get(end))
+        if not fields and not passwords:
+            return None
+        notes = ()
+        if live.facts.get("state") == "failed":
+            notes = (f"CouchDB marked it failed ({live.facts.get('reason')}); writing it makes CouchDB start it again",)
+        return Update(self.name, wanted.key, wanted.source, before=before, after=dict(wanted.body),
+                      fields=fields + passwords, version=live.version, notes=notes)
+
+    def warnings(self, wanted: Desired | None, live: Observed | None) -> Iterator[str]:
+        if wanted is not None and live is not None and live.facts.get("state") == "failed" \
+                and self.diff(wanted, live) is None:
+            yield (f"{wanted.source}: replication/{wanted.key}: CouchDB marked it failed "
+                   f"({live.facts.get('reason')}); fix the manifest, and apply writes it again")
+
+    def apply(self, session: CouchSession, changes: Sequence[Change],
+              secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
+        docs = []
+        for change in changes:
+            doc: dict[str, Any] = {"_id": change.key}
+            if change.version is not None:
+                doc["_rev"] = change.version
+            if isinstance(change, Delete):
+                doc["_deleted"] = True
+            else:
+                doc.update(_with_passwords(change.after or {}, secrets.get(change.key, {})))
+            docs.append(doc)
+        batches = [docs[start:start + WRITE_BATCH] for start in range(0, len(docs), WRITE_BATCH)]
+        answers = session.map(lambda batch: session.post(db_path(REPLICATOR, "_bulk_docs"), {"docs": batch},
+                                                         what="writing _replicator"), batches)
+        failures = [row for rows in answers for row in rows if "error" in row]
+        if failures:
+            first = failures[0]
+            more = f" ({len(failures) - 1} more failed too)" if len(failures) > 1 else ""
+            advice = ("changed on the server since the plan was made; run plan again" if first["error"] == "conflict"
+                      else "fix the manifest and run apply again")
+            raise ReconcileError(f"replication/{first.get('id')}: {first['error']}: {first.get('reason', '')}"
+                                 f"{more}; {advice}")
+
+
+def replicator_docs(session: CouchSession) -> Iterator[dict]:
+    """Every replication document, a page of `_all_docs?include_docs=true` at a time (never one GET each)."""
+    start: str | None = None
+    while True:
+        params = {"include_docs": "true", "limit": str(PAGE + 1)}
+        if start is not None:
+            params["start_key"] = json.dumps(start)
+        rows = session.get(db_path(REPLICATOR, "_all_docs"), params=params, what="reading _replicator")["rows"]
+        yield from (row["doc"] for row in rows[:PAGE] if row.get("doc") and not row["id"].startswith("_design/"))
+        if len(rows) <= PAGE:
+            return
+        start = rows[PAGE]["key"]
+
+
+def _observed(doc: Mapping[str, Any], wanted: Desired | None) -> Observed:
+    """The document without what CouchDB adds and without any credential (an admin reads the stored
+    passwords in clear: they are compared here, with the wanted secrets, and dropped)."""
+    body = {key: value for key, value in doc.items() if key not in SERVER_FIELDS}
+    matches = {}
+    for end in ENDPOINTS:
+        if end not in body:
+            continue
+        stored = _password(body[end])
+        if wanted is not None and end in wanted.secrets:
+            matches[end] = stored is not None and stored == wanted.secrets[end].resolve()
+        body[end] = _without_credentials(body[end])
+    return Observed(RESOURCE_NAME, doc["_id"], body, doc.get("_rev"), managed=doc.get(MARKER) == MARKER_VALUE,
+                    facts={"owner": doc.get("owner"), "state": doc.get("_replication_state"),
+                           "reason": doc.get("_replication_state_reason"), "password_matches": matches})
+
+
+def _password_fields(ends: Iterable[str]) -> tuple[FieldChange, ...]:
+    """Shown as `(sensitive, will change)`: neither the stored password nor the secret is ever printed."""
+    return tuple(FieldChange(f"{end}.auth.basic.password", None, None, sensitive=True) for end in ends)
+
+
+def _password(endpoint: Any) -> str | None:
+    if isinstance(endpoint, Mapping):
+        basic = (endpoint.get("auth") or {}).get("basic") or {}
+        return basic.get("password") if isinstance(basic, Mapping) else None
+    return None
+
+
+def _without_credentials(endpoint: Any) -> Any:
+    """An endpoint as a plan may show it: no password in `auth.basic`, the URL's or a header's hidden."""
+    if isinstance(endpoint, str):
+        return _hide_url_password(endpoint)
+    if not isinstance(endpoint, Mapping):
+        return endpoint
+    shown = dict(endpoint)
+    if isinstance(shown.get("url"), str):
+        shown["url"] = _hide_url_password(shown["url"])
+    if isinstance(shown.get("auth"), Mapping):
+        shown["auth"] = {kind: ({k: v for k, v in value.items() if k != "password"} if isinstance(value, Mapping)
+                                else HIDDEN) for kind, value in shown["auth"].items()}
+    if isinstance(shown.get("headers"), Mapping):
+        shown["headers"] = {name: HIDDEN for name in shown["headers"]}
+    return shown
+
+
+def _hide_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:{HIDDEN}@{host}").geturl()
+
+
+def _with_passwords(body: Mapping[str, Any], secrets: Mapping[str, SecretRef]) -> dict[str, Any]:
+    """The document to write: each endpoint's password read from its reference now (never kept)."""
+    doc = dict(body)
+    for end, ref in secrets.items():
+        endpoint = dict(doc[end])
+        basic = {**endpoint["auth"]["basic"], "password": ref.resolve()}
+        endpoint["auth"] = {**endpoint["auth"], "basic": basic}
+        doc[end] = endpoint
+    return doc
+
+
+RESOURCE = ReplicationResource()

@@ -1,0 +1,220 @@
+"""Design documents from a couchapp folder or inline YAML, through validate/plan/apply.
+
+Relied on: CouchDB's docs on design documents (src/docs/src/ddocs/ddocs.rst: views with built-in
+reduce functions, CommonJS modules under `views.lib`, validate_doc_update called with the writer's
+userCtx and throwing `{forbidden: ...}` answered as 403), attachments (src/docs/src/api/document/common.rst:
+inline base64 `data` on write, stubs with `digest: md5-<base64>` and `revpos` on read; a stub sent back
+keeps the stored attachment), couch_mrview_util:ddoc_to_mrst (a view index is named by a hash of
+views, language, options and views.lib, so any byte of a map function rebuilds it), and
+src/docs/src/best-practices/views.rst ("Deploying a view change in a live environment": build the new
+index under another design document name, then write the same views to the live name).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from reconcile_runner import reconcile, write
+
+FOLDER = Path(__file__).parent.parent / "manifests" / "ddoc-app" / "ddoc"
+
+
+def manifests(database: str, extra: str = "") -> str:
+    return f"""
+    apiVersion: reconciler/v1
+    kind: Database
+    metadata: {{name: {database}}}
+    spec: {{}}
+    ---
+    apiVersion: reconciler/v1
+    kind: DesignDocument
+    metadata: {{name: app}}
+    spec:
+      database: {database}
+      path: ddoc
+    {extra}"""
+
+
+@pytest.fixture
+def http(couch):
+    return couch.session()
+
+
+@pytest.fixture
+def deployed(couch, http, unique, tmp_path):
+    """The fixture folder copied (so a test may edit it) and applied to a new database."""
+    database = unique("ddoc")
+    shutil.copytree(FOLDER, tmp_path / "ddoc")
+    write(tmp_path, "app.yaml", manifests(database))
+    applied = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+    assert applied.code == 0, applied.stderr
+    return database
+
+
+def design(couch, http, database: str, name: str = "app") -> dict | None:
+    answer = http.get(f"{couch.url}/{quote(database, safe='')}/_design/{name}")
+    return answer.json() if answer.status_code == 200 else None
+
+
+def put_docs(couch, http, database: str, *docs: dict) -> None:
+    answer = http.post(f"{couch.url}/{database}/_bulk_docs", json={"docs": list(docs)})
+    assert answer.status_code == 201 and all("ok" in row for row in answer.json()), answer.text
+
+
+def test_a_design_document_from_a_folder_deploys(couch, http, deployed, tmp_path):
+    ddoc = design(couch, http, deployed)
+    # Functions are stored byte for byte as the files hold them; a built-in reducer without the newline.
+    assert ddoc["views"]["by_type"] == {"map": (FOLDER / "views/by_type/map.js").read_text(), "reduce": "_count"}
+    assert ddoc["views"]["lib"]["normalise"] == (FOLDER / "views/lib/normalise.js").read_text()
+    assert ddoc["language"] == "javascript" and "by_type" in ddoc["filters"]
+    css = (FOLDER / "_attachments/css/site.css").read_bytes()
+    assert ddoc["_attachments"]["css/site.css"]["content_type"] == "text/css"
+    assert ddoc["_attachments"]["css/site.css"]["digest"] == \
+        "md5-" + base64.b64encode(hashlib.md5(css).digest()).decode()
+    assert http.get(f"{couch.url}/{deployed}/_design/app/css/site.css").content == css
+
+    put_docs(couch, http, deployed, {"type": "Order"}, {"type": "order"}, {"type": "invoice"})
+    rows = http.get(f"{couch.url}/{deployed}/_design/app/_view/by_type", params={"group": "true"}).json()["rows"]
+    assert rows == [{"key": "invoice", "value": 1}, {"key": "order", "value": 2}]  # views/lib ran
+
+    again = reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode")
+    assert (again.code, again.stdout) == (0, "No changes. The server matches the manifests.\n")
+
+
+def test_an_unchanged_design_document_sends_nothing_beyond_the_read(couch, deployed, tmp_path):
+    noop = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+    assert noop.code == 0, noop.stderr
+    # One _dbs_info read for the database (its doc_count serves the design documents too) and one
+    # range read of its design documents with attachment stubs: no write, no attachment upload.
+    assert [(method, url.removeprefix(couch.url)) for method, url, _ in noop.sent] == [
+        ("POST", "/_dbs_info"), ("GET", f"/{deployed}/_all_docs")]
+
+
+def test_an_edited_view_updates_with_the_index_warning(couch, http, deployed, tmp_path):
+    put_docs(couch, http, deployed, {"type": "order"}, {"type": "order"})
+    map_js = tmp_path / "ddoc/views/by_type/map.js"
+    map_js.write_text(map_js.read_text() + "\n")  # whitespace only: CouchDB still rebuilds the index
+
+    planned = reconcile(couch, "plan", str(tmp_path))
+    assert planned.code == 0, planned.stderr
+    assert f"  ~ design_document/{deployed}/_design/app" in planned.stdout
+    assert "views.by_type.map: " in planned.stdout and "(7 lines" in planned.stdout
+    assert f"_design/app: the view index is rebuilt in 1 database holding 2 documents" in planned.stdout
+    assert "Plan: 0 to add, 1 to change, 0 to destroy." in planned.stdout
+
+    applied = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+    assert applied.code == 0, applied.stderr
+    ddoc = design(couch, http, deployed)
+    assert ddoc["views"]["by_type"]["map"] == map_js.read_text() and ddoc["_rev"].startswith("2-")
+    # The attachments went back as stubs: CouchDB kept the stored ones (revpos is where they were written).
+    assert {stub["revpos"] for stub in ddoc["_attachments"].values()} == {1}
+    assert reconcile(couch, "plan", str(tmp_path)).stdout == "No changes. The server matches the manifests.\n"
+
+
+def test_an_edited_attachment_is_uploaded_alone(couch, http, deployed, tmp_path):
+    (tmp_path / "ddoc/_attachments/css/site.css").write_text("body { color: navy; }\n")
+    planned = reconcile(couch, "plan", str(tmp_path))
+    assert "_attachments.css/site.css.digest: " in planned.stdout and "view index" not in planned.stdout
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    stubs = design(couch, http, deployed)["_attachments"]
+    assert (stubs["css/site.css"]["revpos"], stubs["index.html"]["revpos"]) == (2, 1)
+    assert http.get(f"{couch.url}/{deployed}/_design/app/css/site.css").text == "body { color: navy; }\n"
+
+
+def test_a_deployed_validate_doc_update_rejects_a_bad_write_by_a_user(couch, http, unique, tmp_path):
+    database, user = unique("vdu"), unique("writer")
+    shutil.copytree(FOLDER, tmp_path / "ddoc")
+    write(tmp_path, "app.yaml", f"""
+    apiVersion: reconciler/v1
+    kind: Database
+    metadata: {{name: {database}}}
+    spec:
+      security:
+        members: {{names: [{user}]}}
+    ---
+    apiVersion: reconciler/v1
+    kind: User
+    metadata: {{name: {user}}}
+    spec: {{password: env:WRITER_PASSWORD}}
+    ---
+    apiVersion: reconciler/v1
+    kind: DesignDocument
+    metadata: {{name: app}}
+    spec: {{database: {database}, path: ddoc}}
+    """)
+    applied = reconcile(couch, "apply", str(tmp_path), "--auto-approve", env={"WRITER_PASSWORD": "s3cret-w"})
+    assert applied.code == 0, applied.stderr
+
+    as_user = couch.session()
+    as_user.auth = (user, "s3cret-w")
+    refused = as_user.put(f"{couch.url}/{database}/no-type", json={"title": "untyped"})
+    assert refused.status_code == 403
+    assert refused.json() == {"error": "forbidden", "reason": "every document needs a string `type`"}
+    assert as_user.put(f"{couch.url}/{database}/typed", json={"type": "note"}).status_code == 201
+
+
+def test_a_javascript_syntax_error_names_the_file_and_line_and_sends_nothing(couch, unique, tmp_path):
+    database = unique("bad")
+    shutil.copytree(FOLDER, tmp_path / "ddoc")
+    (tmp_path / "ddoc/filters/by_type.js").write_text("function (doc, req) {\n  return doc.type ===;\n}\n")
+    write(tmp_path, "app.yaml", manifests(database) + """
+    ---
+    apiVersion: reconciler/v1
+    kind: DesignDocument
+    metadata: {name: inline}
+    spec:
+      database: %s
+      views:
+        all:
+          map: |
+            function (doc) {
+              emit(doc._id, 1;
+            }
+    """ % database)
+    checked = reconcile(couch, "validate", str(tmp_path))
+    assert checked.code == 1
+    assert f"{tmp_path}/ddoc/filters/by_type.js:2: DesignDocument/app: filters.by_type: JavaScript error: " \
+           "SyntaxError" in checked.stderr
+    assert f"{tmp_path}/app.yaml:23: DesignDocument/inline: views.all.map: JavaScript error: " in checked.stderr
+    planned = reconcile(couch, "plan", str(tmp_path))
+    assert planned.code == 1 and planned.sent == []
+
+
+def test_a_staged_deploy_builds_the_new_index_before_the_swap(couch, http, deployed, tmp_path):
+    put_docs(couch, http, deployed, {"type": "order"}, {"type": "invoice"})
+    write(tmp_path, "app.yaml", manifests(deployed, "  staged: true"))
+    (tmp_path / "ddoc/views/by_type/map.js").write_text("function (doc) {\n  emit([doc.type], 1);\n}\n")
+
+    planned = reconcile(couch, "plan", str(tmp_path))
+    assert "rebuilds it over 2 documents as _design/app-next first, then swaps" in planned.stdout
+    applied = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+    assert applied.code == 0, applied.stderr
+    staged = f"/{deployed}/_design/app-next"
+    sent = [(method, url.removeprefix(couch.url)) for method, url, _ in applied.sent]
+    assert ("PUT", staged) in sent and ("GET", staged + "/_info") in sent and ("DELETE", staged) in sent
+    assert sent.index(("GET", staged + "/_info")) < sent.index(("PUT", f"/{deployed}/_design/app"))
+    assert design(couch, http, deployed, "app-next") is None
+    rows = http.get(f"{couch.url}/{deployed}/_design/app/_view/by_type", params={"group": "true"}).json()["rows"]
+    assert rows == [{"key": ["invoice"], "value": 1}, {"key": ["order"], "value": 1}]
+
+
+def test_a_design_document_is_deleted_only_with_allow_delete_and_only_when_the_tool_wrote_it(
+        couch, http, deployed, tmp_path):
+    hand_made = http.put(f"{couch.url}/{deployed}/_design/by-hand",
+                         json={"views": {"all": {"map": "function (doc) { emit(doc._id, 1); }"}}})
+    assert hand_made.status_code == 201
+    write(tmp_path, "app.yaml", manifests(deployed).replace("name: app", "name: other"))
+    assert reconcile(couch, "plan", str(tmp_path)).stdout.count("design_document/") == 1  # only `other` to add
+
+    pruning = reconcile(couch, "plan", str(tmp_path), "--allow-delete")
+    assert f"  - design_document/{deployed}/_design/app\n      # no manifest lists it; couch-reconciler wrote it" \
+        in pruning.stdout
+    assert "by-hand" not in pruning.stdout
+    assert reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve").code == 0
+    assert design(couch, http, deployed) is None and design(couch, http, deployed, "by-hand") is not None

@@ -1,0 +1,3 @@
+exports.type = function (type) {
+  return String(type).toLowerCase();
+};
