@@ -22,6 +22,7 @@ from . import COUCHDB_VERSION
 from .auth import session_info, unauthorized_login
 from .cluster import Cluster
 from .config import BLACKLISTED_SECTIONS
+from .database import format_seq, parse_since, seq_number
 from .errors import CouchError, bad_request, method_not_allowed, not_found
 from .faults import FaultInjector
 from .security import UserCtx, check_server_admin
@@ -296,54 +297,41 @@ async def db_updates(req: Request) -> web.StreamResponse:
     cluster = req.cluster
     store = cluster.get_db("_global_changes")
     feed = req.query.get("feed", "normal")
-    since_param = req.query.get("since", "0")
-    since = cluster.db_updates_seq if since_param == "now" else _seq_number(since_param)
+    position = parse_since(req.query.get("since"), cluster.db_updates_seq)
     timeout = int_param(req, "timeout", 60000) / 1000
-    heartbeat = req.query.get("heartbeat")
     limit = int_param(req, "limit")
 
-    def rows_after(seq: int) -> list[dict]:
-        from .database import format_seq
+    def rows_after() -> list[dict]:
+        # db_updates keeps one row per (type, db), re-inserted on each event: dict order is seq order
         found = []
         for key, row_seq in cluster.db_updates.items():
-            if row_seq > seq:
+            if row_seq > position:
                 kind, _, name = key.partition(":")
                 found.append({"db_name": name, "type": kind, "seq": format_seq(row_seq)})
-        found.sort(key=lambda r: _seq_number(r["seq"]))
         return found if limit is None else found[:limit]
 
+    def advance(last: int) -> None:
+        nonlocal position
+        position = last
+
     if feed == "continuous":
-        return await stream_feed(req, store, lambda: rows_after(since), timeout, heartbeat,
-                                 lambda r: _seq_number(r["seq"]),
-                                 lambda last: {"last_seq": _format(last)})
-    rows = rows_after(since)
+        return await stream_feed(req, store, rows_after, timeout, req.query.get("heartbeat"),
+                                 lambda last: {"last_seq": format_seq(max(last, position))}, advance)
+    rows = rows_after()
     if feed == "longpoll" and not rows:
         await store.wait_for_change(timeout)
-        rows = rows_after(since)
-    last = _seq_number(rows[-1]["seq"]) if rows else max(since, 0)
-    return json_response({"results": rows, "last_seq": _format(last)})
-
-
-def _format(seq: int) -> str:
-    from .database import format_seq
-    return format_seq(seq)
-
-
-def _seq_number(value: str) -> int:
-    head = str(value).split("-", 1)[0]
-    if not head.isdigit():
-        raise bad_request("Malformed sequence supplied in 'since' parameter.")
-    return int(head)
+        rows = rows_after()
+    last = seq_number(rows[-1]["seq"]) if rows else position
+    return json_response({"results": rows, "last_seq": format_seq(last)})
 
 
 async def stream_feed(req: Request, db, rows_since: Callable[[], list[dict]], timeout: float,
-                      heartbeat: str | None, seq_of: Callable[[dict], int],
-                      closing: Callable[[int], dict], advance: Callable[[int], None] | None = None
+                      heartbeat: str | None, closing: Callable[[int], dict], advance: Callable[[int], None]
                       ) -> web.StreamResponse:
     """A continuous feed: one JSON row per line, newlines as heartbeats, a closing line on timeout.
 
-    `rows_since()` returns the rows after the feed's current position; the position moves to the last row's
-    seq (through `advance`, so callers that filter can keep their own cursor)."""
+    `rows_since()` returns the rows after the feed's position; `advance(seq)` moves the position past what
+    was sent (callers that filter keep their own cursor)."""
     response = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "must-revalidate",
                                            "Server": SERVER_HEADER})
     response.enable_chunked_encoding()
@@ -357,8 +345,8 @@ async def stream_feed(req: Request, db, rows_since: Callable[[], list[dict]], ti
         rows = rows_since()
         for row in rows:
             await response.write(dumps(row))
-            last = max(last, seq_of(row))
-        if advance and rows:
+            last = max(last, seq_number(row["seq"]))
+        if rows:
             advance(last)
         wait = beat
         if deadline is not None:

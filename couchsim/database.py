@@ -526,11 +526,16 @@ def format_seq(seq: int) -> str:
     return f"{seq}-g1AAAA{token}"
 
 
-def parse_since(value: Any, db: Database) -> int:
+def seq_number(seq: str) -> int:
+    return int(seq.split("-", 1)[0])
+
+
+def parse_since(value: Any, current: int) -> int:
+    """A feed's `since`: 0, `now` (the `current` seq), or a seq string / number as the feed gave it out."""
     if value in (None, "", 0, "0"):
         return 0
     if value == "now":
-        return db.seq
+        return current
     if isinstance(value, int):
         return value
     head = str(value).split("-", 1)[0]

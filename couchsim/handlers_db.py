@@ -567,7 +567,7 @@ async def changes(req: Request, db: Database) -> web.StreamResponse:
     if feed not in ("normal", "longpoll", "continuous", "eventsource"):
         raise bad_request("Supported `feed` types: normal, continuous, live, longpoll, eventsource")
     descending = bool_param(req, "descending")
-    since = parse_since(req.query.get("since", body.get("since")), db)
+    since = parse_since(req.query.get("since", body.get("since")), db.seq)
     if descending and "since" not in req.query:
         since = 0
     limit = int_param(req, "limit")
@@ -605,7 +605,6 @@ async def changes(req: Request, db: Database) -> web.StreamResponse:
         def advance(last: int) -> None:
             position["since"] = last
         return await stream_feed(req, db, lambda: rows_after()[0], timeout, req.query.get("heartbeat"),
-                                 lambda r: int(r["seq"].split("-", 1)[0]),
                                  lambda last: {"last_seq": format_seq(max(last, position["since"])), "pending": 0},
                                  advance)
     rows, last, pending = rows_after()

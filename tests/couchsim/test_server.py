@@ -3,6 +3,7 @@ verified-credential cache, cookie refresh, mango indexes, compaction. Each case 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -145,3 +146,23 @@ def test_fault_injector_is_scoped_by_method_and_cleared_from_the_test(couch):
     assert http.get(couch.url + "/_up").status_code == 200
     couch.sim.faults.clear()
     assert http.get(couch.url + "/_uuids").status_code == 200
+
+
+def test_db_updates_continuous_sends_each_event_once(couch):
+    """global_changes_httpd: a continuous /_db_updates feed streams each {db_name, type, seq} row once, in
+    order, then `last_seq` when the timeout ends it (needs a `_global_changes` database, facts file)."""
+    if couch.real:
+        pytest.skip("a shared real server has other databases changing at the same time")
+    http = couch.session()
+    http.put(couch.url + "/_global_changes")
+    feed = http.get(couch.url + "/_db_updates", params={"feed": "continuous", "timeout": 1500}, stream=True)
+    with requests.Session() as writer:
+        writer.auth = couch.admin
+        writer.put(couch.url + "/one")
+        writer.put(couch.url + "/one/doc", json={})
+        writer.put(couch.url + "/two")
+    lines = [line for line in feed.iter_lines() if line.strip()]
+    rows = [json.loads(line) for line in lines]
+    assert [(r["db_name"], r["type"]) for r in rows[:-1]] == [("one", "created"), ("one", "updated"),
+                                                             ("two", "created")]
+    assert rows[-1] == {"last_seq": rows[-2]["seq"]}
