@@ -108,10 +108,10 @@ class CouchSession:
         except requests.exceptions.SSLError as exc:
             raise ServerError(f"TLS error talking to {self.base}: {_first_line(exc)}; check --cacert") from None
         except requests.exceptions.Timeout:
-            raise ServerError(f"{method} {path}: no answer from {self.base} within {self.connection.timeout:g}s; "
+            raise ServerError(f"{what or f'{method} {path}'}: no answer from {self.base} within {self.connection.timeout:g}s; "
                               "the server is overloaded or unreachable, rerun when it answers") from None
         except requests.exceptions.RetryError as exc:
-            raise ServerError(f"{method} {path}: the server kept failing ({_first_line(exc)}); rerun later") from None
+            raise ServerError(f"{what or f'{method} {path}'}: the server kept failing ({_first_line(exc)}); rerun later") from None
         except requests.exceptions.ConnectionError:
             raise ServerError(f"cannot reach CouchDB at {self.base}; check COUCHDB_URL or --server "
                               "and that the server is running") from None

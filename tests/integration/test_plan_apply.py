@@ -215,3 +215,14 @@ def test_on_a_terminal_a_large_apply_shows_a_progress_bar_not_lines(couch, uniqu
     assert run.code == 0, run.stderr
     assert f"+ database/{names[0]}: created" not in run.stdout
     assert run.stdout.endswith("Apply complete: 52 added, 0 changed, 0 destroyed.\n")
+
+
+def test_a_server_that_does_not_answer_in_time_is_one_line(couch, unique, tmp_path):
+    if couch.real:
+        pytest.skip("delays answers with couchsim's fault injector")
+    write(tmp_path, "dbs.yaml", databases([unique("a")]))
+    couch.sim.faults.inject(path="^/_dbs_info", latency=3.0)
+    run = reconcile(couch, "plan", str(tmp_path), "--timeout", "0.5")
+    assert run.code == 1
+    assert run.stderr == (f"reading _dbs_info: no answer from {couch.url} within 0.5s; the server is overloaded or "
+                          "unreachable, rerun when it answers\n")
