@@ -323,3 +323,22 @@ def test_delete_database_with_rev_is_refused(server, db):
         "error": "bad_request",
         "reason": "You tried to DELETE a database with a ?=rev parameter. Did you mean to DELETE a document instead?"})
     assert server.admin.head(db_url(db)).status_code == 200
+
+
+def test_open_revs_lists_found_and_missing_revs(server, db):
+    """chttpd_db open_revs=[...] with Accept: application/json: one entry per asked rev, {"ok": doc} or
+    {"missing": rev} (the replicator's fetch of specific leaves)."""
+    rev = put(server, db, "o", {"v": 1})
+    unknown = "1-" + "9" * 32
+    response = server.admin.get(db_url(db, "o"), params={"open_revs": f'["{rev}","{unknown}"]'},
+                                headers={"Accept": "application/json"})
+    assert response.status_code == 200
+    entries = response.json()
+    assert {"missing": unknown} in entries
+    assert [entry["ok"]["_rev"] for entry in entries if "ok" in entry] == [rev]
+
+
+def test_ensure_full_commit_answers_201(server, db):
+    """chttpd_db _ensure_full_commit (kept for replicators of older CouchDBs): 201 {"ok":true,"instance_start_time":"0"}."""
+    response = server.admin.post(db_url(db, "_ensure_full_commit"), json={})
+    assert answer(response) == (201, {"ok": True, "instance_start_time": "0"})
