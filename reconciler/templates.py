@@ -79,15 +79,12 @@ def resolve(session: "CouchSession", state: DesiredState, prune: bool = False) -
     candidates = _candidates(users_on_server(session), state)
     resolved = DesiredState(dict(state.objects), list(state.diagnostics))
     warnings: list[str] = []
-    continuous = 0
     for template in state.templates:
         users = sorted(name for name, roles in candidates.items() if name not in admins and template.selects(name, roles))
         databases, refused = _databases(template, users)
         warnings += refused
         for desired in _objects(template, users, databases):
             add(resolved, desired, template.manifest.subject)
-        continuous += len(databases) * sum(entry.get("fanIn", "continuous") == "continuous"
-                                           for entry in template.manifest.spec.get("replicateTo", []))
         if any(entry.get("fanIn") == "triggered" for entry in template.manifest.spec.get("replicateTo", [])):
             warnings.append(f"{template.manifest.where('spec', 'replicateTo')}: {template.manifest.subject}: "
                             "`fanIn: triggered` replications are started by `reconcile watch`, not by apply")
@@ -95,7 +92,7 @@ def resolve(session: "CouchSession", state: DesiredState, prune: bool = False) -
     # manifest's object stays, and the plan says so rather than failing for one user.
     warnings += [str(diagnostic) for diagnostic in resolved.diagnostics[len(state.diagnostics):]]
     resolved.diagnostics = list(state.diagnostics)
-    warnings += _replicator_capacity(cluster, resolved, continuous)
+    warnings += _replicator_capacity(cluster, resolved)
     if prune:
         _keep_databases_of_gone_users(session, state.templates, resolved)
     return resolved, warnings
@@ -167,7 +164,8 @@ def _listing(users: Sequence[str]) -> str:
 def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[str, str]) -> Iterator[Desired]:
     """What the template wants: its roles for every selected user (a user without a database still uses
     the shared ones), then each database with its security, design documents and replications."""
-    from .kinds import MANIFESTS
+    from .kinds.design_document import for_databases
+    from .kinds.replication import replication
 
     manifest, spec = template.manifest, template.manifest.spec
     security = spec.get("security", {})
@@ -182,20 +180,16 @@ def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[st
         yield Desired("database", database, body={"partitioned": False}, source=manifest.where("metadata", "name"))
         yield Desired("security", database, body=_security(security, user), source=manifest.where("spec", "security"),
                       options={"mode": mode})
-    if template.design_documents:
-        from .kinds.design_document import for_databases  # reads each folder once for every database
-
-        for design in template.design_documents:
-            yield from for_databases(design, sorted(databases))
+    for design in template.design_documents:
+        yield from for_databases(design, sorted(databases))  # reads the folder once for every database
     for index, entry in enumerate(spec.get("replicateTo", [])):
         if entry.get("fanIn", "continuous") != "continuous":
             continue  # triggered fan-in: `reconcile watch` starts one-shot replications itself
         source = manifest.where("spec", "replicateTo", index)
         for database in sorted(databases):
-            replication = replace(manifest, kind="Replication", name=replication_id(template, database, entry),
-                                  spec=_replication_spec(database, entry))
-            for desired in MANIFESTS["Replication"].expand(replication):
-                yield replace(desired, source=source, options={**desired.options, "prune": entry.get("prune", True)})
+            desired = replication(replication_id(template, database, entry), _replication_spec(database, entry),
+                                  manifest.base_dir, source)
+            yield replace(desired, options={**desired.options, "prune": entry.get("prune", True)})
 
 
 def replication_id(template: UserTemplate, database: str, entry: Mapping[str, Any]) -> str:
@@ -217,17 +211,16 @@ def _security(security: Mapping[str, Any], user: str) -> dict[str, dict[str, lis
             "admins": {"names": list(admins.get("names", [])), "roles": list(admins.get("roles", []))}}
 
 
-def _replicator_capacity(cluster: Any, state: DesiredState, from_templates: int) -> list[str]:
+def _replicator_capacity(cluster: Any, state: DesiredState) -> list[str]:
     """CouchDB runs at most `[replicator] max_jobs` replications per node and rotates the rest
     (`max_churn` per `interval`), so beyond that a continuous fan-in goes stale (couchdb-facts.md: ~23
     minutes at 1,000 users)."""
     capacity = sum(int(cluster.config[node].get("replicator", {}).get("max_jobs", DEFAULT_MAX_JOBS))
                    for node in cluster.nodes)
-    listed = sum(1 for (kind, _), desired in state.objects.items()
-                 if kind == "replication" and desired.body.get("continuous") is True)
-    total = max(listed, from_templates)
-    if total <= capacity:
+    continuous = sum(1 for (kind, _), desired in state.objects.items()
+                     if kind == "replication" and desired.body.get("continuous") is True)
+    if continuous <= capacity:
         return []
-    return [f"{total} continuous replications would run but the cluster runs at most {capacity} at once "
+    return [f"{continuous} continuous replications would run but the cluster runs at most {capacity} at once "
             f"([replicator] max_jobs x {len(cluster.nodes)} node(s)): the rest wait and rotate, and documents "
             "reach their targets late; use `fanIn: triggered` with `reconcile watch`, or raise max_jobs"]

@@ -23,10 +23,25 @@ if [ -z "${COUCHDB_URL:-}" ]; then
         echo "(couchsim is not available yet and COUCHDB_URL is not set: the demo stops after validate)"
         exit 0
     fi
-    port=$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # 5984 when free: the manifests' replications reach the server at its default replicationBaseUrl,
+    # http://127.0.0.1:5984 (the server replicates to itself over HTTP).
+    port=$("$BIN/python" -c '
+import socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 5984))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
+    if [ "$port" != 5984 ]; then
+        echo "(port 5984 is taken: couchsim runs on $port, and the replications to analytics, which reach"
+        echo " the server at http://127.0.0.1:5984, will not move documents in this demo)"
+    fi
     admin_password=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(16))')
     mkdir -p .demo
-    "$BIN/python" -m couchsim --port "$port" --admin "admin:$admin_password" >.demo/couchsim.log 2>&1 &
+    # Fewer PBKDF2 rounds than CouchDB's 600,000, so the demo's sign-ups are instant.
+    "$BIN/python" -m couchsim --port "$port" --admin "admin:$admin_password" --config chttpd_auth/iterations=1000 \
+        >.demo/couchsim.log 2>&1 &
     couchsim_pid=$!
     trap 'kill "$couchsim_pid" 2>/dev/null || true; wait "$couchsim_pid" 2>/dev/null || true' EXIT
     export COUCHDB_URL="http://127.0.0.1:$port" COUCHDB_USER=admin COUCHDB_PASSWORD="$admin_password"
@@ -68,3 +83,10 @@ case $status in
     2) echo "The second plan still has changes: apply did not converge." >&2; exit 1 ;;
     *) exit "$status" ;;
 esac
+
+# Two users sign up at run time through the app's back end (which may write _users; no role given).
+printf '\n%sTwo sign-ups arrive through the app back end: zoë and Mark.O+demo@example.com%s\n' "$bold" "$plain"
+"$BIN/python" scripts/demo_signups.py sign-up
+step "$BIN/reconcile" apply --auto-approve "$MANIFESTS"
+printf '\n%szoë writes to her database and to main-entities; both documents reach analytics%s\n' "$bold" "$plain"
+"$BIN/python" scripts/demo_signups.py flow

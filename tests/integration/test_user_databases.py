@@ -13,6 +13,7 @@ Relied on:
 
 from __future__ import annotations
 
+import os
 import time
 from urllib.parse import quote
 
@@ -20,6 +21,9 @@ import pytest
 
 from reconcile_runner import reconcile, write
 from reconciler.templates import user_database
+
+SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ,
+                              reason="--allow-delete prunes every managed object on the server: couchsim only")
 
 def template(extra: str = "", roles: tuple[str, ...] = ()) -> str:
     """A UserDatabases manifest granting `app-user`, with `extra` spec lines, and the Roles it names."""
@@ -160,3 +164,110 @@ def test_a_custom_prefix_and_members_and_admins_from_the_template(couch, http, u
 
     held = security(couch, http, user_database("private-", name))
     assert held["members"]["names"] == [name] and held["admins"] == {"names": [], "roles": ["_admin", "support"]}
+
+
+def replicate_to_analytics(couch, extra: str = "") -> str:
+    """The template feeding `analytics`, replicating as the server admin, through the server's own URL."""
+    return template(f"  replicateTo:\n    - target: analytics\n      replicationBaseUrl: {couch.url}\n"
+                    "      auth: {username: " + couch.user + ", password: env:ADMIN_PASSWORD}\n" + extra) \
+        + "---\napiVersion: reconciler/v1\nkind: Database\nmetadata: {name: analytics}\nspec: {}\n"
+
+
+def replication_ids(couch, http) -> set[str]:
+    rows = http.get(f"{couch.url}/_replicator/_all_docs").json()["rows"]
+    return {row["id"] for row in rows if not row["id"].startswith("_design/")}
+
+
+@SIM_ONLY
+def test_a_deleted_users_replication_goes_and_her_database_stays(couch, http, unique, tmp_path):
+    """Replication documents are this tool's (ownership marker) and useless without their user; the database
+    holds her data, so it stays unless the template says `deleteWithUser` (even with --allow-delete)."""
+    kept, gone = unique("kept"), unique("gone")
+    for name in (kept, gone):
+        sign_up(couch, http, name)
+    write(tmp_path, "userdbs.yaml", replicate_to_analytics(couch))
+    env = {"ADMIN_PASSWORD": couch.password}
+    assert reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env).code == 0
+    gone_id = f"per-user.{user_database('userdb-', gone)}.to.analytics"
+    assert gone_id in replication_ids(couch, http)
+    user_doc = f"{couch.url}/_users/org.couchdb.user:{gone}"
+    http.delete(user_doc, params={"rev": http.get(user_doc).json()["_rev"]})
+
+    applied = reconcile(couch, "apply", "--auto-approve", "--allow-delete", str(tmp_path), env=env)
+
+    assert applied.code == 0, applied.stderr
+    assert f"- replication/{gone_id}: deleted" in applied.stdout
+    assert replication_ids(couch, http) == {f"per-user.{user_database('userdb-', kept)}.to.analytics"}
+    assert security(couch, http, user_database("userdb-", gone)) is not None
+    assert reconcile(couch, "plan", "--detailed-exitcode", "--allow-delete", str(tmp_path), env=env).code == 0
+
+
+@SIM_ONLY
+def test_delete_with_user_deletes_the_database_only_with_the_data_opt_in(couch, http, unique, tmp_path):
+    name = unique("leaver")
+    database = user_database("userdb-", name)
+    sign_up(couch, http, name)
+    write(tmp_path, "userdbs.yaml", template("  deleteWithUser: true\n"))
+    assert reconcile(couch, "apply", "--auto-approve", str(tmp_path)).code == 0
+    assert http.put(f"{couch.url}/{database}/note", json={"text": "hers"}).status_code == 201
+    user_doc = f"{couch.url}/_users/org.couchdb.user:{name}"
+    http.delete(user_doc, params={"rev": http.get(user_doc).json()["_rev"]})
+
+    refused = reconcile(couch, "apply", "--auto-approve", "--allow-delete", str(tmp_path))
+    applied = reconcile(couch, "apply", "--auto-approve", "--allow-delete", "--allow-delete-data", str(tmp_path))
+
+    assert refused.code == 1 and "destroys 1 document" in refused.stderr and database in refused.stderr
+    assert applied.code == 0, applied.stderr
+    assert security(couch, http, database) is None
+
+
+def test_the_plan_warns_when_continuous_replications_exceed_the_replicator_capacity(couch, http, unique, tmp_path):
+    """couchdb-facts.md: beyond `[replicator] max_jobs` running jobs (per node), the rest queue and rotate."""
+    setting = f"{couch.url}/_node/_local/_config/replicator/max_jobs"
+    before = http.get(setting)
+    assert http.put(setting, json="1").status_code == 200
+    try:
+        for prefix in ("r1", "r2"):
+            sign_up(couch, http, unique(prefix))
+        write(tmp_path, "userdbs.yaml", replicate_to_analytics(couch))
+
+        plan = reconcile(couch, "plan", str(tmp_path), env={"ADMIN_PASSWORD": couch.password})
+
+        assert plan.code == 0, plan.stderr
+        assert "continuous replications would run but the cluster runs at most 1 at once" in plan.stdout
+    finally:
+        if before.status_code == 200:
+            http.put(setting, json=before.json())
+        else:
+            http.delete(setting)
+
+
+def test_design_documents_of_the_template_reach_every_user_database_and_bind_its_user(couch, http, unique, tmp_path):
+    """A DesignDocument with `userDatabases: per-user` is deployed to each user's database; its
+    validate_doc_update then refuses the user's own bad write (CouchDB runs it for every non-admin write)."""
+    names = [unique("v1"), "日本-" + unique("v2")]
+    for name in names:
+        sign_up(couch, http, name)
+    write(tmp_path, "userdbs.yaml", template())
+    write(tmp_path, "ddoc.yaml", """
+        apiVersion: reconciler/v1
+        kind: DesignDocument
+        metadata: {name: rules}
+        spec:
+          userDatabases: per-user
+          validate_doc_update: |
+            function (newDoc) { if (!newDoc._deleted && !newDoc.type) { throw({forbidden: "a type is required"}); } }
+        """)
+
+    applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
+
+    assert applied.code == 0, applied.stderr
+    for name in names:
+        database = user_database("userdb-", name)
+        assert f"+ design_document/{database}/_design/rules: created" in applied.stdout
+        user = couch.session()
+        user.auth = (name.encode("utf-8"), b"pw")
+        refused = user.post(f"{couch.url}/{quote(database, safe='')}", json={"text": "no type"})
+        assert refused.status_code == 403 and refused.json()["reason"] == "a type is required"
+        assert user.post(f"{couch.url}/{quote(database, safe='')}", json={"type": "note"}).status_code == 201
+    assert reconcile(couch, "plan", "--detailed-exitcode", str(tmp_path)).code == 0

@@ -1,0 +1,66 @@
+"""The demo's run-time clients, speaking HTTP with their own credentials (scripts/demo.sh).
+
+`sign-up`: the app's back end creates two users (no role), and waits for couch_peruser to create their
+databases. `flow`: one of them writes to her database and to main-entities, and the admin dashboard in
+analytics counts both documents once the replications carried them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from urllib.parse import quote
+
+import requests
+
+URL = os.environ["COUCHDB_URL"].rstrip("/")
+ADMIN = (os.environ["COUCHDB_USER"], os.environ["COUCHDB_PASSWORD"])
+USERS = ("zoë", "Mark.O+demo@example.com")
+WAIT = 30.0
+
+
+def user_database(name: str) -> str:
+    return "userdb-" + "".join(format(byte, "x") for byte in name.encode("utf-8"))
+
+
+def until(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            sys.exit(f"gave up after {WAIT:g}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def sign_up(admin: requests.Session) -> None:
+    for name in USERS:
+        doc = {"name": name, "type": "user", "roles": [], "password": f"{name}-password"}
+        answer = admin.put(f"{URL}/_users/{quote('org.couchdb.user:' + name, safe=':')}", json=doc)
+        print(f"PUT _users/org.couchdb.user:{name} -> {answer.status_code}")
+        database = user_database(name)
+        until(lambda: admin.get(f"{URL}/{database}").status_code == 200, f"couch_peruser to create {database}")
+        print(f"  couch_peruser created {database}")
+
+
+def flow(admin: requests.Session) -> None:
+    name = USERS[0]
+    user = requests.Session()
+    user.auth = (name.encode("utf-8"), f"{name}-password".encode("utf-8"))  # CouchDB compares UTF-8 bytes
+    day = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    ids = []
+    for database, kind in ((user_database(name), "journal-entry"), ("main-entities", "shared-task")):
+        answer = user.post(f"{URL}/{database}", json={"type": kind, "owner": name, "created_at": day})
+        print(f"{name}: POST /{database} -> {answer.status_code}")
+        ids.append(answer.json()["id"])
+    print(f"{name}: GET /analytics -> {user.get(f'{URL}/analytics').status_code} (admin-only)")
+    for doc_id in ids:
+        until(lambda: admin.get(f"{URL}/analytics/{doc_id}").status_code == 200, f"{doc_id} in analytics")
+    rows = admin.get(f"{URL}/analytics/_design/dashboard/_view/by_type", params={"group": "true"}).json()["rows"]
+    print("analytics dashboard, documents per type: " + json.dumps({row["key"]: row["value"] for row in rows}))
+
+
+if __name__ == "__main__":
+    with requests.Session() as session:
+        session.auth = ADMIN
+        {"sign-up": sign_up, "flow": flow}[sys.argv[1]](session)

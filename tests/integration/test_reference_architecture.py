@@ -1,0 +1,199 @@
+"""The reference architecture (manifests/) proven by real clients over HTTP, each with its own credentials.
+
+The manifests are applied as `make demo` applies them (demo.env secrets), with `replicationBaseUrl` set to
+the URL this server is reached at. Two users then sign up directly on the server, as the app's back end
+does, and a second apply brings them their database, security, role and replication. Then each client
+tries what it may and may not do.
+
+Relied on:
+- /work/shared/couchdb-facts.md, "Security and users": anonymous on an admin-only database is 401, an
+  authenticated non-member 403; members read and write documents, not design documents, not `_security`;
+  `_users` is admin-only and not editable, so a user cannot read or change her own document (roles
+  included) and anonymous sign-up is 401; the couch_peruser userdb security.
+- apache/couchdb src/chttpd/src/chttpd_db.erl (`_design_docs` is `all_docs_view` over design documents,
+  behind the same reader check as `_all_docs`), src/couch/src/couch_db.erl `check_is_member`
+  (readers: members or admins; `_security` writes: db admins only).
+- /work/shared/couchdb-facts.md, "Replication": `_replicator` docs need full URLs, credentials in
+  `auth.basic`; a continuous replication carries later writes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+import yaml
+
+from reconcile_runner import reconcile
+from reconciler.templates import user_database
+
+MANIFESTS = Path(__file__).parents[2] / "manifests"
+REPLICATING_KINDS = ("Replication", "UserDatabases")
+ANALYTICS_WAIT = 30.0  # seconds for a document to travel through a continuous replication
+
+
+def demo_env() -> dict[str, str]:
+    lines = (MANIFESTS / "demo.env").read_text(encoding="utf-8").splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def deployable_copy(target: Path, server_url: str) -> Path:
+    """manifests/ with every replication reaching the databases at `server_url` (the server replicates to
+    itself: `replicationBaseUrl` is the URL the server is reached at, here the test's server)."""
+    copy = target / "manifests"
+    shutil.copytree(MANIFESTS, copy)
+    for path in copy.glob("*.yaml"):
+        documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        if not any(doc and doc.get("kind") in REPLICATING_KINDS for doc in documents):
+            continue
+        for doc in documents:
+            if doc["kind"] == "Replication":
+                doc["spec"]["replicationBaseUrl"] = server_url
+            elif doc["kind"] == "UserDatabases":
+                for entry in doc["spec"].get("replicateTo", []):
+                    entry["replicationBaseUrl"] = server_url
+        path.write_text(yaml.safe_dump_all(documents, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return copy
+
+
+def client(auth: tuple[str | bytes, str | bytes] | None) -> requests.Session:
+    http = requests.Session()
+    http.auth = auth
+    return http
+
+
+def path(*parts: str) -> str:
+    return "/".join(quote(part, safe="") for part in parts)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The deployed reference architecture and two sign-ups; shared by the module's tests, which only read
+    or make writes the others do not count."""
+    from conftest import TEST_CONFIG, Couch, real_server
+    from couchsim.testing import SimServer
+
+    real = real_server()
+    sim = None if real else SimServer(admin=("admin", "adminpw"), config=TEST_CONFIG)
+    couch = Couch(real[0], real[1]) if real else Couch(sim.url, sim.admin, sim)
+    try:
+        yield _deploy(couch, tmp_path_factory.mktemp("reference"))
+    finally:
+        if sim is not None:
+            sim.stop()
+
+
+def _deploy(couch, tmp: Path) -> dict:
+    manifests, env = deployable_copy(tmp, couch.url), demo_env()
+    first = reconcile(couch, "apply", "--auto-approve", str(manifests), env=env)
+    assert first.code == 0, first.stdout + first.stderr
+    admin = client(couch.admin)
+    suffix = str(int(time.time() * 1000))[-6:]
+    users = {"zoë": f"Zoë.{suffix}", "mark": f"Mark.O-{suffix}+test@example.com"}  # non-ASCII, upper case, . + @
+    for name in users.values():  # the app's back end: credentials that may write _users, no role given
+        doc = {"name": name, "type": "user", "roles": [], "password": f"{name}-pw"}
+        assert admin.put(f"{couch.url}/{path('_users', 'org.couchdb.user:' + name)}", json=doc).status_code == 201
+    for name in users.values():  # couch_peruser (enabled by the manifests) creates their databases
+        _until(lambda: admin.get(f"{couch.url}/{path(user_database('userdb-', name))}").status_code == 200,
+               "couch_peruser to create the user database")
+    second = reconcile(couch, "apply", "--auto-approve", str(manifests), env=env)
+    assert second.code == 0, second.stdout + second.stderr
+    third = reconcile(couch, "plan", "--detailed-exitcode", str(manifests), env=env)
+    assert third.code == 0, third.stdout + third.stderr
+    return {"couch": couch, "admin": admin, "url": couch.url, "a": users["zoë"], "b": users["mark"],
+            "second": second}
+
+
+def _until(condition, what: str, seconds: float = ANALYTICS_WAIT):
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"waited {seconds:g}s for {what}"
+        time.sleep(0.1)
+    return result
+
+
+def as_user(world, key: str) -> requests.Session:
+    name = world[key]
+    # CouchDB compares the name's UTF-8 bytes; requests would encode a str as Latin-1.
+    return client((name.encode("utf-8"), f"{name}-pw".encode("utf-8")))
+
+
+def test_signups_get_their_database_role_and_replication_at_the_next_apply(world):
+    applied = world["second"].stdout
+    for key in ("a", "b"):
+        database = user_database("userdb-", world[key])
+        assert f"~ user/{world[key]}: updated" in applied  # the app-user role
+        assert f"+ replication/per-user.{database}.to.analytics: created" in applied
+        assert f"database/{database}" not in applied  # couch_peruser made it; the tool does not fight it
+
+
+def test_anonymous_can_read_or_write_nothing(world):
+    url, anonymous = world["url"], client(None)
+    for database in ("main-entities", "analytics", user_database("userdb-", world["a"]), "_users", "_replicator"):
+        assert anonymous.get(f"{url}/{path(database)}/_all_docs").status_code == 401, database
+        assert anonymous.post(f"{url}/{path(database)}", json={"x": 1}).status_code == 401, database
+    signup = {"name": "intruder", "type": "user", "roles": [], "password": "x"}
+    assert anonymous.put(f"{url}/_users/org.couchdb.user:intruder", json=signup).status_code == 401
+
+
+def test_a_user_reads_and_writes_main_entities_and_her_own_database(world):
+    url, a = world["url"], as_user(world, "a")
+    for database in ("main-entities", user_database("userdb-", world["a"])):
+        written = a.post(f"{url}/{path(database)}", json={"type": "note", "owner": world["a"]})
+        assert written.status_code == 201, (database, written.text)
+        assert a.get(f"{url}/{path(database, written.json()['id'])}").status_code == 200
+
+
+def test_a_user_cannot_read_write_or_list_the_design_documents_of_another_users_database(world):
+    url, a = world["url"], as_user(world, "a")
+    theirs = user_database("userdb-", world["b"])
+    assert a.get(f"{url}/{path(theirs)}/_all_docs").status_code == 403
+    assert a.get(f"{url}/{path(theirs)}/_design_docs").status_code == 403
+    assert a.post(f"{url}/{path(theirs)}", json={"type": "note"}).status_code == 403
+    assert a.get(f"{url}/{path(theirs)}/_security").status_code == 403
+
+
+def test_no_user_can_read_or_write_analytics_or_its_security(world):
+    url = world["url"]
+    for key in ("a", "b"):
+        user = as_user(world, key)
+        assert user.get(f"{url}/analytics/_all_docs").status_code == 403
+        assert user.post(f"{url}/analytics", json={"type": "forged"}).status_code == 403
+        assert user.get(f"{url}/analytics/_security").status_code == 403
+        assert user.put(f"{url}/analytics/_security", json={}).status_code == 403
+        assert user.get(f"{url}/analytics/_design/dashboard/_view/by_type").status_code == 403
+
+
+def test_a_user_cannot_give_herself_roles(world):
+    url, a, name = world["url"], as_user(world, "a"), world["a"]
+    doc_path = f"{url}/{path('_users', 'org.couchdb.user:' + name)}"
+    stored = world["admin"].get(doc_path).json()
+    forged = {**stored, "roles": stored["roles"] + ["analyst"]}
+    assert a.put(doc_path, json=forged).status_code in (401, 403)
+    assert a.get(doc_path).status_code in (401, 403)  # not even her own document: _users is admin-only
+    assert world["admin"].get(doc_path).json()["roles"] == stored["roles"] == ["app-user"]
+
+
+def test_documents_from_her_database_and_main_entities_reach_analytics_and_the_dashboard_counts_them(world):
+    url, a, admin, name = world["url"], as_user(world, "a"), world["admin"], world["a"]
+    day = "2026-11-25T08:00:00Z"
+    private = a.post(f"{url}/{path(user_database('userdb-', name))}",
+                     json={"type": "journal-entry", "owner": name, "created_at": day}).json()["id"]
+    shared = a.post(f"{url}/main-entities", json={"type": "shared-task", "owner": name, "created_at": day}).json()["id"]
+
+    for doc_id in (private, shared):
+        _until(lambda: admin.get(f"{url}/analytics/{doc_id}").status_code == 200, f"{doc_id} in analytics")
+
+    def count(view: str, key) -> int:
+        rows = admin.get(f"{url}/analytics/_design/dashboard/_view/{view}",
+                         params={"group": "true", "key": json.dumps(key)}).json()["rows"]
+        return rows[0]["value"] if rows else 0
+
+    assert count("by_type", "journal-entry") == 1 and count("by_type", "shared-task") == 1
+    assert count("by_user", name) >= 2
+    assert count("by_day", ["2026", "11", "25"]) >= 2
