@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import weakref
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, db_path
@@ -11,7 +10,7 @@ from ..diff import Change, Create, Delete, Replace, field_changes
 from ..errors import ReconcileError
 from ..expand import Desired
 from ..load import Manifest
-from ..observe import Observed
+from ..observe import Observed, shared
 from ..secrets import SecretRef
 from ..validate import Diagnostic, database_name_problem, role_diagnostics
 from .security import ADMIN_ONLY, read_securities
@@ -80,19 +79,23 @@ def database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dic
     return {row["key"]: row["info"] for page in pages for row in page if "info" in row}
 
 
-# What the database kind read in the plan being made: design documents (observed next: kinds observe in
-# name order) need each database's doc_count to say what a view rebuild costs, and take it from here
-# instead of reading `_dbs_info` again. Taken once, so a long-lived session (watch) never sees old rows.
-_observed_infos: "weakref.WeakKeyDictionary[CouchSession, dict[str, dict | None]]" = weakref.WeakKeyDictionary()
+# What the database kind read in the plan being made: kinds observed after it (design documents, which need
+# each database's doc_count to say what a view rebuild costs; security objects, read only for databases that
+# exist) take the rows from here instead of reading `_dbs_info` again. The rows live as long as the plan's
+# `observation`, so a long-lived session (watch) never sees old ones.
+def _seen(session: CouchSession) -> dict[str, dict | None]:
+    """Row per database name (None: seen missing) read during the current observation; empty outside one."""
+    return shared(session, "database kind: _dbs_info rows", dict)
 
 
 def planned_database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
     """`_dbs_info` rows of the existing databases among `names`: those the database kind has just observed
     in this session as it saw them, the others read now."""
-    seen = _observed_infos.pop(session, {})
+    seen = _seen(session)
     missing = [name for name in names if name not in seen]
-    read = database_infos(session, missing) if missing else {}
-    return {name: info for name in names if (info := seen[name] if name in seen else read.get(name)) is not None}
+    if missing:
+        seen.update({**dict.fromkeys(missing), **database_infos(session, missing)})
+    return {name: seen[name] for name in names if seen[name] is not None}
 
 
 def all_database_infos(session: CouchSession) -> dict[str, dict]:
@@ -116,7 +119,7 @@ class DatabaseResource:
         names = {desired.key for desired in wanted}
         infos = all_database_infos(session) if prune else database_infos(session, sorted(names))
         # None records a database seen missing, so that nobody asks for it again.
-        _observed_infos[session] = {**dict.fromkeys(names), **infos}
+        _seen(session).update({**dict.fromkeys(names), **infos})
         live = {name: _observed(name, info) for name, info in infos.items() if name in names}
         if prune:
             # Only an unlisted database can be pruned, and only when this tool made it: one `_security` read

@@ -100,8 +100,12 @@ class SecurityResource:
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:
-        # Never pruned on its own: a security object goes with its database.
-        objects = read_securities(session, [desired.key for desired in wanted])
+        # Never pruned on its own: a security object goes with its database. Read only where the database
+        # exists (the database kind has just listed them), so a first apply of N databases skips N 404s.
+        from .database import planned_database_infos  # here: the database module imports this one
+
+        existing = planned_database_infos(session, [desired.key for desired in wanted])
+        objects = read_securities(session, [desired.key for desired in wanted if desired.key in existing])
         return {name: _observed(name, security) for name, security in objects.items()}
 
     def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]:

@@ -46,19 +46,22 @@ def info(couch, http, name: str) -> dict | None:
 
 def test_create_then_the_second_plan_is_empty(couch, http, unique, tmp_path):
     orders, events = unique("orders"), unique("events")
-    write(tmp_path, "dbs.yaml", database(orders) + "---" + database(events, "{partitioned: true, q: 2}"))
+    write(tmp_path, "dbs.yaml", database(orders, "\n      security: {members: {names: [carl]}}") + "---"
+          + database(events, "{partitioned: true, q: 2}"))
     first = reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode")
     assert first.code == 2, first.stderr
-    assert f"  + database/{orders}" in first.stdout and "Plan: 2 to add, 0 to change, 0 to destroy." in first.stdout
+    assert f"  + database/{orders}" in first.stdout and "Plan: 3 to add, 0 to change, 0 to destroy." in first.stdout
+    # One bulk read; no `_security` read for a database that does not exist yet.
+    assert [sent[1] for sent in first.sent] == [f"{couch.url}/_dbs_info"]
 
     applied = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
     assert applied.code == 0, applied.stderr
     assert f"+ database/{events}: created" in applied.stdout
     assert info(couch, http, events)["props"] == {"partitioned": True}
     assert info(couch, http, events)["cluster"]["q"] == 2
-    # Created by the tool: marked as such inside its security object, beside CouchDB's admin-only default.
+    # Created by the tool: marked as such inside its security object, beside the members it was given.
     security = http.get(f"{couch.url}/{orders}/_security").json()
-    assert security["members"] == {"roles": ["_admin"]} and security["couch_reconciler"]
+    assert security["members"] == {"names": ["carl"], "roles": ["_admin"]} and security["couch_reconciler"]
 
     again = reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode")
     assert (again.code, again.stdout) == (0, "No changes. The server matches the manifests.\n")
