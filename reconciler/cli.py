@@ -42,6 +42,7 @@ def main() -> None:
       plan DIR       show what apply would change on the server; change nothing
       apply DIR|PLANFILE  make the server match the manifests, or apply a saved plan
       export DIR     write manifests describing a live server, to adopt an existing deployment
+      status DIR     the health of the managed replications; exit 2 when one needs attention
     """
 
 
@@ -356,3 +357,30 @@ def export(directory: str, **connection: Any) -> None:
         result = export_server(session, directory)
     click.echo(f"{directory}: wrote {len(result.databases)} databases, {len(result.users)} users, "
                f"{len(result.roles)} roles and {len(result.config)} config sections; read {directory}/README.md")
+
+
+@main.command()
+@click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text for people, json for tools.")
+@click.option("--pending-threshold", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              metavar="SECONDS", help="A replication pending longer than this needs attention.")
+@connection_options
+@one_line_errors
+def status(directory: str, fmt: str, pending_threshold: float, **connection: Any) -> None:
+    """Show the state of every replication the manifests in DIR declare (and every one this tool wrote),
+    as CouchDB's replication scheduler reports it, with its last error and lag. Changes nothing.
+
+    Exit status: 0 when all are running or completed; 2 when one is crashing, failed, missing, or
+    pending longer than --pending-threshold; 1 on errors.
+    """
+    from .kinds.replication import RESOURCE_NAME
+    from .status import render_json, render_text, replication_status
+
+    declared = {desired.key: desired.source for (kind, _), desired in _desired_state(directory).objects.items()
+                if kind == RESOURCE_NAME}
+    with connect(**connection) as session:
+        statuses = replication_status(session, declared, pending_threshold)
+    click.echo(render_json(statuses) if fmt == "json" else render_text(statuses), nl=False)
+    if not all(item.healthy for item in statuses):
+        sys.exit(2)

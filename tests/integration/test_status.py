@@ -1,0 +1,73 @@
+"""`reconcile status`: replication health from CouchDB's scheduler, read-only.
+
+Relied on: /work/shared/couchdb-facts.md ("`/_scheduler/docs/_replicator/ID` shows `state`... A wrong
+password → `crashing` with a `replication_auth_error`"), CouchDB's replicator docs
+(src/docs/src/replication/replicator.rst, "Replication states": running, pending, crashing, failed,
+completed; src/docs/src/api/server/common.rst `/_scheduler/docs`: `info.changes_pending`,
+`source_seq`, `checkpointed_source_seq`, `error`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reconcile_runner import assert_no_secret, reconcile, write
+from replication_setup import replication_ids, replication_manifests, scheduler_doc, wait_for  # noqa: F401
+
+PASSWORD = "status-s3cret-pw"
+WRONG = "not-the-password"
+
+
+@pytest.fixture
+def http(couch):
+    return couch.session()
+
+
+def writes(run) -> list:
+    return [(method, url) for method, url, _ in run.sent if method != "GET"]
+
+
+def test_a_broken_replication_shows_in_status_and_exits_2(couch, http, unique, tmp_path, replication_ids):
+    source, target, user, name = unique("src"), unique("dst"), unique("repl"), unique("rep")
+    replication_ids.append(name)
+    write(tmp_path, "repl.yaml", replication_manifests(couch, source, target, user, name))
+    env = {"REPLICATOR_PASSWORD": PASSWORD, "REPLICATION_PASSWORD": WRONG}
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve", env=env).code == 0
+    wait_for(lambda: scheduler_doc(couch, http, name).get("state") == "crashing", "the replication to crash")
+
+    shown = reconcile(couch, "status", str(tmp_path), env=env)
+    assert shown.code == 2, shown.stderr
+    line = next(line for line in shown.stdout.splitlines() if line.startswith(name))
+    assert line.split()[1] == "crashing" and "replication_auth_error" in line
+    assert f"Needs attention: {name}." in shown.stdout
+    assert writes(shown) == []
+
+    as_json = json.loads(reconcile(couch, "status", str(tmp_path), "--format", "json", env=env).stdout)
+    [entry] = [item for item in as_json["replications"] if item["id"] == name]
+    assert (as_json["healthy"], entry["state"], entry["healthy"]) == (False, "crashing", False)
+    assert "replication_auth_error" in entry["error"] and entry["source"].endswith("repl.yaml:18")
+    assert_no_secret([PASSWORD, WRONG], shown.stdout, shown.stderr)
+
+    # The plan says the stored password differs from the secret, without printing either.
+    fixed = {"REPLICATOR_PASSWORD": PASSWORD, "REPLICATION_PASSWORD": PASSWORD}
+    planned = reconcile(couch, "plan", str(tmp_path), env=fixed)
+    assert "source.auth.basic.password: (sensitive, will change)" in planned.stdout
+    assert_no_secret([PASSWORD, WRONG], planned.stdout, planned.stderr)
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve", env=fixed).code == 0
+    wait_for(lambda: scheduler_doc(couch, http, name).get("state") == "running", "the fixed replication to run")
+    healthy = reconcile(couch, "status", str(tmp_path), env=fixed)
+    assert healthy.code == 0 and "All healthy." in healthy.stdout
+    line = next(line for line in healthy.stdout.splitlines() if line.startswith(name))
+    assert line.split()[1:3] == ["running", "0"]  # changes pending: the lag CouchDB reports
+
+
+def test_a_declared_replication_not_applied_yet_is_missing(couch, unique, tmp_path):
+    source, target, user, name = unique("src"), unique("dst"), unique("repl"), unique("rep")
+    write(tmp_path, "repl.yaml", replication_manifests(couch, source, target, user, name))
+    shown = reconcile(couch, "status", str(tmp_path), "--format", "json",
+                      env={"REPLICATOR_PASSWORD": PASSWORD, "REPLICATION_PASSWORD": PASSWORD})
+    assert shown.code == 2
+    [entry] = [item for item in json.loads(shown.stdout)["replications"] if item["id"] == name]
+    assert (entry["state"], entry["error"]) == ("missing", "no _replicator document; run apply")
