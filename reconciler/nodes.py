@@ -1,21 +1,19 @@
-"""The cluster's nodes and each node's whole config, read once per session and shared.
+"""The cluster's nodes and each node's whole config, read once per plan and shared.
 
 The config and server_admin kinds both live in `/_node/{node}/_config`; reading
-`/_membership` and then each node's config once serves both (issue 5: "once per
-node"). Writers call `forget` so a later observation in the same session reads
-what they wrote.
+`/_membership` and then each node's config once per observation serves both
+(issue 5: "once per node"). Outside an observation (apply) it is read afresh.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .client import CouchSession, db_path
 from .errors import ReconcileError
+from .observe import shared
 
 NodeConfig = Mapping[str, Mapping[str, str]]  # section -> key -> value, as CouchDB stores it (strings)
 
@@ -39,21 +37,8 @@ class Cluster:
         return tuple(nodes)
 
 
-_cache: "weakref.WeakKeyDictionary[CouchSession, Cluster]" = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
-
-
 def cluster(session: CouchSession) -> Cluster:
-    """The cluster as this session last read it; the first caller reads it, concurrent callers wait for that read."""
-    with _lock:  # one reader at a time, so two kinds observed in parallel never read twice
-        if session not in _cache:
-            _cache[session] = _read(session)
-        return _cache[session]
-
-
-def forget(session: CouchSession) -> None:
-    with _lock:
-        _cache.pop(session, None)
+    return shared(session, "cluster", lambda: _read(session))
 
 
 def config_path(node: str, section: str, key: str) -> str:

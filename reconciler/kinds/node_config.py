@@ -116,18 +116,16 @@ class ConfigResource:
 
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
-        cluster = nodes.cluster(session)
+        # The nodes `all` stands for are read when creating, once per call; updates name their nodes.
+        cluster = nodes.cluster(session) if any(isinstance(change, Create) for change in changes) else None
         writes = []
         for change in changes:
-            if isinstance(change, Create):
+            if cluster is not None and isinstance(change, Create):
                 targets = cluster.targets(change.after["nodes"], f"config/{change.key}")
                 writes += [(change.key, node, change.after["value"]) for node in targets]
-            else:
+            else:  # one field per drifting node
                 writes += [(change.key, field.path, field.after) for field in change.fields]
-        try:
-            list(session.map(lambda write: _write(session, *write), writes))
-        finally:
-            nodes.forget(session)
+        list(session.map(lambda write: _write(session, *write), writes))
 
 
 def split_key(key: str) -> tuple[str, str]:

@@ -126,10 +126,7 @@ class ServerAdminResource:
                                         int(auth.get("iterations", DEFAULT_ITERATIONS)),
                                         auth.get("pbkdf2_prf", DEFAULT_PRF))
             writes += [(node, change.key, value) for node in targets]
-        try:
-            list(session.map(lambda write: _write(session, *write), writes))
-        finally:
-            nodes.forget(session)
+        list(session.map(lambda write: _write(session, *write), writes))
 
 
 def _locks_out(session: CouchSession, name: str, desired: Desired) -> bool:

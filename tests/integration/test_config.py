@@ -48,10 +48,10 @@ def test_apply_sets_every_node_and_a_second_plan_is_empty(cluster, http, tmp_pat
     for node in cluster.nodes:
         assert value(cluster, http, node, "couch_peruser", "enable") == "true"
         assert value(cluster, http, node, "couch_peruser", "delete_dbs") == "false"
-    config_reads = [url for method, url, _ in applied.sent if method == "GET" and url.endswith("/_config")]
-    assert len(config_reads) == 3  # once per node for the whole plan
     again = reconcile(cluster, "plan", "--detailed-exitcode", str(tmp_path))
     assert again.code == 0 and "No changes" in again.stdout
+    config_reads = [url for method, url, _ in again.sent if method == "GET" and url.endswith("/_config")]
+    assert len(config_reads) == 3  # once per node for the whole plan
 
 
 def test_drift_on_one_node_is_shown_for_that_node_and_fixed_there_only(cluster, http, tmp_path):
