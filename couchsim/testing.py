@@ -45,6 +45,7 @@ class SimServer:
 
     def _run(self, ready: Future) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         self._loop = loop
         try:
             loop.run_until_complete(self._serve(ready))
@@ -52,6 +53,13 @@ class SimServer:
             if not ready.done():
                 ready.set_exception(exc)
         finally:
+            # Handlers still streaming a feed when the server stopped end here, as asyncio.run would end them.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     async def _serve(self, ready: Future) -> None:
