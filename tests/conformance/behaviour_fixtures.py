@@ -78,6 +78,15 @@ class User:
         return f"org.couchdb.user:{self.name}"
 
 
+ADMIN_ONLY_SECURITY = {"members": {"roles": ["_admin"]}, "admins": {"roles": ["_admin"]}}
+NOT_SERVER_ADMIN = (401, {"error": "unauthorized", "reason": "You are not a server admin."})
+
+
+def answer(response: requests.Response) -> tuple[int, Any]:
+    """(status, JSON body), compared in one assert so that a failure shows both."""
+    return response.status_code, response.json()
+
+
 def _path_part(part: str) -> str:
     """One escaped path segment; `_design/x` and `_local/x` keep their slash, as CouchDB addresses them that way."""
     for prefix in ("_design/", "_local/"):
@@ -92,6 +101,14 @@ def db_url(name: str, *rest: str) -> str:
 
 def user_url(name: str) -> str:
     return "/_users/" + quote(f"org.couchdb.user:{name}", safe=":")
+
+
+def delete_user(admin: Client, name: str) -> requests.Response | None:
+    """Delete a `_users` doc at its current revision; None when there is none."""
+    current = admin.get(user_url(name))
+    if current.status_code != 200:
+        return None
+    return admin.delete(user_url(name), params={"rev": current.json()["_rev"]})
 
 
 @pytest.fixture
@@ -154,9 +171,7 @@ def new_user(server, new_name) -> Iterator[Callable[..., User]]:
     yield make
     for user in created:
         user.client.close()
-        current = server.admin.get(user_url(user.name))
-        if current.status_code == 200:
-            server.admin.delete(user_url(user.name), params={"rev": current.json()["_rev"]})
+        delete_user(server.admin, user.name)
 
 
 @pytest.fixture

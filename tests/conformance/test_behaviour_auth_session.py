@@ -6,7 +6,7 @@ handle_session_req); recorded exchanges "session as carl" and "session anon".
 
 import pytest
 
-from behaviour_fixtures import Client, db_url
+from behaviour_fixtures import Client, answer, db_url
 
 WRONG = {"error": "unauthorized", "reason": "Name or password is incorrect."}
 
@@ -16,7 +16,7 @@ def test_basic_auth_with_a_wrong_password_is_401(server, new_user):
     user = new_user()
     client = Client(server.url, (user.name, "not-" + user.password))
     response = client.get("/")
-    assert (response.status_code, response.json()) == (401, WRONG)
+    assert answer(response) == (401, WRONG)
     client.close()
 
 
@@ -24,7 +24,7 @@ def test_basic_auth_for_an_unknown_user_is_401(server, new_name):
     """couch_httpd_auth:default_authentication_handler: get_user_creds -> nil -> the same 401 body (no user enumeration)."""
     client = Client(server.url, (new_name("ghost"), "whatever"))
     response = client.get("/_session")
-    assert (response.status_code, response.json()) == (401, WRONG)
+    assert answer(response) == (401, WRONG)
     client.close()
 
 
@@ -52,7 +52,7 @@ def test_login_with_json_sets_an_httponly_session_cookie(server, new_user):
     Set-Cookie AuthSession with Path=/ and HttpOnly (cookie_attributes)."""
     user = new_user(roles=["reader"])
     response = server.anon.http.post(server.url + "/_session", json={"name": user.name, "password": user.password})
-    assert (response.status_code, response.json()) == (200, {"ok": True, "name": user.name, "roles": ["reader"]})
+    assert answer(response) == (200, {"ok": True, "name": user.name, "roles": ["reader"]})
     cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("AuthSession=")
     assert "Path=/" in cookie and "HttpOnly" in cookie
@@ -95,7 +95,7 @@ def test_wrong_password_login_is_401(server, new_user):
     """couch_httpd_auth:handle_session_req POST, authenticate false: 401 "Name or password is incorrect."."""
     user = new_user()
     response = server.anon.http.post(server.url + "/_session", json={"name": user.name, "password": "wrong"})
-    assert (response.status_code, response.json()) == (401, WRONG)
+    assert answer(response) == (401, WRONG)
 
 
 def test_wrong_password_login_clears_the_cookie(server, new_user):
@@ -108,7 +108,7 @@ def test_wrong_password_login_clears_the_cookie(server, new_user):
 def test_login_without_a_name_is_400(server):
     """couch_httpd_auth:extract_username: neither name nor username -> {bad_request, "request body must contain a username"}."""
     response = server.anon.post("/_session", json={"password": "x"})
-    assert (response.status_code, response.json()) == (400, {"error": "bad_request", "reason": "request body must contain a username"})
+    assert answer(response) == (400, {"error": "bad_request", "reason": "request body must contain a username"})
 
 
 def test_logout_clears_the_cookie_and_the_session(server, new_user):
@@ -117,7 +117,7 @@ def test_logout_clears_the_cookie_and_the_session(server, new_user):
     browser = Client(server.url)
     browser.post("/_session", json={"name": user.name, "password": user.password})
     response = browser.delete("/_session")
-    assert (response.status_code, response.json()) == (200, {"ok": True})
+    assert answer(response) == (200, {"ok": True})
     assert response.headers["Set-Cookie"].startswith("AuthSession=;")
     assert browser.get("/_session").json()["userCtx"] == {"name": None, "roles": []}
     browser.close()
@@ -133,21 +133,21 @@ def test_anonymous_session(server):
 def test_session_with_basic_true_demands_a_login(server):
     """couch_httpd_auth:handle_session_req GET ?basic=true with no user -> {unauthorized, "Please login."}."""
     response = server.anon.get("/_session", params={"basic": "true"})
-    assert (response.status_code, response.json()) == (401, {"error": "unauthorized", "reason": "Please login."})
+    assert answer(response) == (401, {"error": "unauthorized", "reason": "Please login."})
 
 
 def test_garbage_cookie_is_400(server):
     """couch_httpd_auth:cookie_authentication_handler: undecodable AuthSession -> 400
     "Malformed AuthSession cookie. Please clear your cookies."."""
     response = server.anon.get("/_session", headers={"Cookie": "AuthSession=%%%not-base64"})
-    assert (response.status_code, response.json()) == (
+    assert answer(response) == (
         400, {"error": "bad_request", "reason": "Malformed AuthSession cookie. Please clear your cookies."})
 
 
 def test_session_refuses_other_methods(server):
     """couch_httpd_auth:handle_session_req: send_method_not_allowed(Req, "GET,HEAD,POST,DELETE")."""
     response = server.admin.put("/_session", json={})
-    assert (response.status_code, response.json()) == (
+    assert answer(response) == (
         405, {"error": "method_not_allowed", "reason": "Only GET,HEAD,POST,DELETE allowed"})
 
 
@@ -167,6 +167,6 @@ def test_server_admin_can_log_in_with_a_cookie(server):
     """couch_httpd_auth:handle_session_req POST with an [admins] credential: roles ["_admin"]."""
     browser = Client(server.url)
     response = browser.post("/_session", json={"name": server.admin_name, "password": server.admin_password})
-    assert (response.status_code, response.json()) == (200, {"ok": True, "name": server.admin_name, "roles": ["_admin"]})
+    assert answer(response) == (200, {"ok": True, "name": server.admin_name, "roles": ["_admin"]})
     assert browser.get("/_session").json()["userCtx"]["roles"] == ["_admin"]
     browser.close()

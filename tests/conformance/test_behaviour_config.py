@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from behaviour_fixtures import Client
+from behaviour_fixtures import NOT_SERVER_ADMIN, Client, answer
 
 HASHED_ADMIN = re.compile(r"-pbkdf2:sha256-([0-9a-f]{64}),([0-9a-f]{32}),(\d+)")
 
@@ -24,7 +24,7 @@ def test_put_returns_the_old_value_and_get_reads_it_back(server, set_config, new
     assert set_config(section, key, "41").json() == ""
     assert set_config(section, key, "42").json() == "41"
     response = server.admin.get(config_path(section, key))
-    assert (response.status_code, response.json()) == (200, "42")
+    assert answer(response) == (200, "42")
     assert server.admin.get(config_path(section)).json() == {key: "42"}
 
 
@@ -34,11 +34,11 @@ def test_delete_returns_the_old_value_then_the_key_reads_404(server, set_config,
     section = new_name("sect")
     set_config(section, "k", "v")
     response = server.admin.delete(config_path(section, "k"))
-    assert (response.status_code, response.json()) == (200, "v")
+    assert answer(response) == (200, "v")
     response = server.admin.get(config_path(section, "k"))
-    assert (response.status_code, response.json()) == (404, {"error": "not_found", "reason": "unknown_config_value"})
+    assert answer(response) == (404, {"error": "not_found", "reason": "unknown_config_value"})
     response = server.admin.delete(config_path(section, "k"))
-    assert (response.status_code, response.json()) == (404, {"error": "not_found", "reason": "unknown_config_value"})
+    assert answer(response) == (404, {"error": "not_found", "reason": "unknown_config_value"})
 
 
 @pytest.mark.parametrize("value", [True, 3600])
@@ -53,13 +53,13 @@ def test_values_must_be_json_strings(server, new_name, value):
 def test_unset_key_with_a_builtin_default_reads_404(server):
     """Facts, Config: "An unset key reads 404 even when CouchDB has a built-in default for it (e.g. couchdb/default_security)"."""
     response = server.admin.get(config_path("couchdb", "default_security"))
-    assert (response.status_code, response.json()) == (404, {"error": "not_found", "reason": "unknown_config_value"})
+    assert answer(response) == (404, {"error": "not_found", "reason": "unknown_config_value"})
 
 
 def test_unknown_section_reads_empty_object(server, new_name):
     """Facts, Config: "An unknown section reads {}"; recorded exchange "config section" (couch_peruser, unset)."""
     response = server.admin.get(config_path(new_name("nosection")))
-    assert (response.status_code, response.json()) == (200, {})
+    assert answer(response) == (200, {})
 
 
 def test_unknown_node_is_404_no_such_node(server, new_name):
@@ -67,7 +67,7 @@ def test_unknown_node_is_404_no_such_node(server, new_name):
     facts: "A node name not in the cluster: 404"."""
     node = f"couchdb@{new_name('nohost')}.invalid"
     response = server.admin.get(config_path("couchdb", node=node))
-    assert (response.status_code, response.json()) == (404, {"error": "not_found", "reason": f"no such node: {node}"})
+    assert answer(response) == (404, {"error": "not_found", "reason": f"no such node: {node}"})
 
 
 def test_named_node_and_local_alias_share_one_store(server, set_config, new_name):
@@ -93,7 +93,7 @@ def test_config_is_admin_only(server, new_user):
     user = new_user()
     for client in (server.anon, user.client):
         response = client.get(config_path("couchdb"))
-        assert (response.status_code, response.json()) == (401, {"error": "unauthorized", "reason": "You are not a server admin."})
+        assert answer(response) == NOT_SERVER_ADMIN
 
 
 @pytest.fixture

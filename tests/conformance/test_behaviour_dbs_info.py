@@ -9,11 +9,7 @@ import threading
 
 import pytest
 
-from behaviour_fixtures import db_url
-
-
-def answer(response):
-    return response.status_code, response.json()
+from behaviour_fixtures import NOT_SERVER_ADMIN, answer, db_url
 
 
 def test_post_dbs_info_answers_in_key_order_with_missing_marked(server, new_db, new_name):
@@ -69,7 +65,7 @@ def test_dbs_info_is_admin_only(server, new_user):
     user = new_user()
     for client in (server.anon, user.client):
         response = client.post("/_dbs_info", json={"keys": ["_users"]})
-        assert answer(response) == (401, {"error": "unauthorized", "reason": "You are not a server admin."})
+        assert answer(response) == NOT_SERVER_ADMIN
 
 
 def test_update_seq_changes_with_docs_design_docs_and_security_only(server, db):

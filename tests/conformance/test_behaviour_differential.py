@@ -7,7 +7,7 @@ system objects whose 3.x defaults the facts file records, or name things (`uniqu
 
 import pytest
 
-from behaviour_fixtures import Client, db_url, user_url
+from behaviour_fixtures import Client, answer, db_url, user_url
 
 pytestmark = pytest.mark.real_only("compares couchsim with the real CouchDB named by COUCHDB_URL, request by request")
 
@@ -22,10 +22,6 @@ def sim(server):
         yield admin, anon
         admin.close()
         anon.close()
-
-
-def exact(response):
-    return response.status_code, response.json()
 
 
 def test_error_answers_match(server, sim, new_name):
@@ -48,16 +44,16 @@ def test_error_answers_match(server, sim, new_name):
     clients = {"admin": (server.admin, sim[0]), "anon": (server.anon, sim[1])}
     for who, method, path, body in requests:
         real, fake = clients[who]
-        assert exact(fake.request(method, path, json=body)) == exact(real.request(method, path, json=body)), (method, path)
+        assert answer(fake.request(method, path, json=body)) == answer(real.request(method, path, json=body)), (method, path)
 
 
 def test_system_objects_match(server, sim):
     """3.x defaults recorded in the facts file: admin-only _users and _replicator, the anonymous session, /_up."""
     (real_admin, real_anon), (sim_admin, sim_anon) = (server.admin, server.anon), sim
     for path in ("/_users/_security", "/_replicator/_security", "/_node/_local/_config/couchdb/default_security"):
-        assert exact(sim_admin.get(path)) == exact(real_admin.get(path)), path
+        assert answer(sim_admin.get(path)) == answer(real_admin.get(path)), path
     for path in ("/_session", "/_up"):
-        assert exact(sim_anon.get(path)) == exact(real_anon.get(path)), path
+        assert answer(sim_anon.get(path)) == answer(real_anon.get(path)), path
 
 
 def test_response_shapes_match(server, sim, new_name):

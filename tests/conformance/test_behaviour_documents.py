@@ -11,13 +11,9 @@ import re
 
 import pytest
 
-from behaviour_fixtures import db_url
+from behaviour_fixtures import answer, db_url
 
 REV = re.compile(r"(\d+)-[0-9a-f]{32}")
-
-
-def answer(response):
-    return response.status_code, response.json()
 
 
 def put(server, db, doc_id, body, **params):

@@ -7,13 +7,9 @@ chttpd_auth_request.erl (_replicator rules).
 
 import pytest
 
-from behaviour_fixtures import db_url
+from behaviour_fixtures import NOT_SERVER_ADMIN, answer, db_url
 
 MEMBER_REFUSED = {"error": "forbidden", "reason": "You are not allowed to access this db."}
-
-
-def answer(response):
-    return response.status_code, response.json()
 
 
 @pytest.fixture
@@ -69,7 +65,7 @@ def test_replicator_all_docs_and_changes_need_a_server_admin(server, new_user):
     """chttpd_auth_request: _replicator/_all_docs and _replicator/_changes require_admin -> 401 "You are not a server admin."."""
     user = new_user()
     for path in ("/_replicator/_all_docs", "/_replicator/_changes"):
-        assert answer(user.client.get(path)) == (401, {"error": "unauthorized", "reason": "You are not a server admin."})
+        assert answer(user.client.get(path)) == NOT_SERVER_ADMIN
 
 
 def test_wrong_password_shows_as_crashing_in_the_scheduler(server, new_db, rep_doc, poll):

@@ -9,9 +9,7 @@ import re
 
 import pytest
 
-from behaviour_fixtures import db_url
-
-ADMIN_ONLY = {"error": "unauthorized", "reason": "You are not a server admin."}
+from behaviour_fixtures import NOT_SERVER_ADMIN, answer, db_url
 
 
 def test_welcome_names_couchdb_3_with_json_headers(server):
@@ -39,7 +37,7 @@ def test_root_refuses_other_methods_with_allow_header(server):
 def test_up_answers_anonymously(server):
     """chttpd_misc:handle_up_req; recorded exchange "up" ({"status":"ok","seeds":{}} on a single node)."""
     response = server.anon.get("/_up")
-    assert (response.status_code, response.json()) == (200, {"status": "ok", "seeds": {}})
+    assert answer(response) == (200, {"status": "ok", "seeds": {}})
 
 
 def test_uuids_are_distinct_hex_and_never_cached(server):
@@ -64,7 +62,7 @@ def test_uuids_count_above_max_count_is_refused(server):
     """couch_httpd_misc_handlers:handle_uuids_req: count > [uuids] max_count (default 1000) ->
     400 {"error":"bad_request","reason":"count parameter too large"}."""
     response = server.anon.get("/_uuids", params={"count": 1001})
-    assert (response.status_code, response.json()) == (400, {"error": "bad_request", "reason": "count parameter too large"})
+    assert answer(response) == (400, {"error": "bad_request", "reason": "count parameter too large"})
 
 
 def _all_dbs(server, **params):
@@ -104,7 +102,7 @@ def test_all_dbs_is_admin_only_by_default(server, new_user):
     user = new_user()
     for client in (server.anon, user.client):
         response = client.get("/_all_dbs")
-        assert (response.status_code, response.json()) == (401, ADMIN_ONLY)
+        assert answer(response) == NOT_SERVER_ADMIN
 
 
 def test_membership_lists_this_node_in_both_lists(server):
@@ -120,7 +118,7 @@ def test_membership_lists_this_node_in_both_lists(server):
 def test_membership_is_admin_only(server):
     """chttpd_auth_request:server_authorization_check: any /_<handler> not listed (e.g. _membership) requires a server admin."""
     response = server.anon.get("/_membership")
-    assert (response.status_code, response.json()) == (401, ADMIN_ONLY)
+    assert answer(response) == NOT_SERVER_ADMIN
 
 
 def test_node_local_names_the_answering_node(server):
@@ -135,7 +133,7 @@ def test_active_tasks_is_a_list_for_admins_only(server):
     response = server.admin.get("/_active_tasks")
     assert response.status_code == 200 and isinstance(response.json(), list)
     response = server.anon.get("/_active_tasks")
-    assert (response.status_code, response.json()) == (401, ADMIN_ONLY)
+    assert answer(response) == NOT_SERVER_ADMIN
 
 
 def test_create_database_answers_201_with_location(server, new_name):
@@ -143,7 +141,7 @@ def test_create_database_answers_201_with_location(server, new_name):
     name = new_name("create")
     try:
         response = server.admin.put(db_url(name))
-        assert (response.status_code, response.json()) == (201, {"ok": True})
+        assert answer(response) == (201, {"ok": True})
         assert response.headers["Location"].endswith("/" + name)
         assert server.admin.head(db_url(name)).status_code == 200
     finally:
@@ -153,7 +151,7 @@ def test_create_database_answers_201_with_location(server, new_name):
 def test_create_existing_database_is_412_file_exists(server, db):
     """chttpd:error_info(file_exists) -> 412 "The database could not be created, the file already exists."."""
     response = server.admin.put(db_url(db))
-    assert (response.status_code, response.json()) == (
+    assert answer(response) == (
         412, {"error": "file_exists", "reason": "The database could not be created, the file already exists."})
 
 
@@ -184,14 +182,14 @@ def test_only_server_admins_create_and_delete_databases(server, new_user, new_na
     401 "You are not a server admin." for anonymous and for authenticated non-admins alike."""
     user = new_user()
     for client in (server.anon, user.client):
-        assert (lambda r: (r.status_code, r.json()))(client.put(db_url(new_name("nope")))) == (401, ADMIN_ONLY)
-        assert (lambda r: (r.status_code, r.json()))(client.delete(db_url(db))) == (401, ADMIN_ONLY)
+        assert answer(client.put(db_url(new_name("nope")))) == NOT_SERVER_ADMIN
+        assert answer(client.delete(db_url(db))) == NOT_SERVER_ADMIN
 
 
 def test_missing_database_is_404_database_does_not_exist(server, new_name):
     """chttpd:error_info({not_found, no_db_file}) -> 404 "Database does not exist."; recorded exchange "delete rec-b again"."""
     response = server.admin.get(db_url(new_name("missing")))
-    assert (response.status_code, response.json()) == (404, {"error": "not_found", "reason": "Database does not exist."})
+    assert answer(response) == (404, {"error": "not_found", "reason": "Database does not exist."})
 
 
 def test_database_info_counts_docs_and_deletions(server, db):

@@ -10,13 +10,7 @@ import re
 
 import pytest
 
-from behaviour_fixtures import Client, db_url, user_url
-
-ADMIN_ONLY_SECURITY = {"members": {"roles": ["_admin"]}, "admins": {"roles": ["_admin"]}}
-
-
-def answer(response):
-    return response.status_code, response.json()
+from behaviour_fixtures import ADMIN_ONLY_SECURITY, NOT_SERVER_ADMIN, Client, answer, db_url, delete_user, user_url
 
 
 def forbidden(reason):
@@ -144,7 +138,7 @@ def test_users_all_docs_and_changes_are_admin_only(server, new_user):
     user = new_user()
     for path in ("/_users/_all_docs", "/_users/_changes"):
         response = user.client.get(path)
-        assert answer(response) == (401, {"error": "unauthorized", "reason": "You are not a server admin."})
+        assert answer(response) == NOT_SERVER_ADMIN
 
 
 @pytest.fixture
@@ -198,8 +192,7 @@ def test_only_admins_delete_other_users(server, new_user, open_users_db):
 def test_admin_deletes_a_user_and_the_login_stops_working(server, new_user):
     """Deleting the _users doc removes the credentials (couch_auth_cache / chttpd_auth_cache follow _users changes)."""
     user = new_user()
-    rev = server.admin.get(user_url(user.name)).json()["_rev"]
-    assert server.admin.delete(user_url(user.name), params={"rev": rev}).status_code == 200
+    assert delete_user(server.admin, user.name).status_code == 200
     assert user.client.get("/_session").status_code == 401
 
 
