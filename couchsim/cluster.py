@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 import uuid
 from typing import Callable
 
@@ -18,8 +17,9 @@ from .config import Config
 from .database import Database, DocEntry
 from .design_js import JavaScriptDesignFunctions
 from .errors import CouchError, db_not_found
+from .peruser import PerUser
 from .replicator_db import ReplicatorDbBehaviour
-from .security import ADMIN_ONLY_SECURITY
+from .security import ADMIN_ONLY_SECURITY, UserCtx
 from .users import AUTH_DDOC, UsersDbBehaviour
 
 # couch_db:validate_dbname/1 (3.x): system dbs, or lowercase names as below; `/`-separated suffixes allowed.
@@ -71,7 +71,6 @@ class Cluster:
         self.design = JavaScriptDesignFunctions()
         self.replicator = ReplicatorHooks()
         self.auth = Authenticator(self)
-        self.started = time.time()
         # /_db_updates rows, "type:dbname" -> seq, kept in seq order; recorded only while _global_changes exists
         self.db_updates: dict[str, int] = {}
         self.db_updates_seq = 0
@@ -83,7 +82,6 @@ class Cluster:
         for name in ("_users", "_replicator"):
             self.create_db(name)
         self._install(self.dbs["_users"], AUTH_DDOC)
-        from .peruser import PerUser  # peruser follows the cluster's events
         self.peruser = PerUser(self)
 
     @property
@@ -162,7 +160,6 @@ class Cluster:
 
     def _install(self, db: Database, doc: dict) -> None:
         """Writes a system design doc directly, as CouchDB's own start-up does (no validation, no user)."""
-        from .security import UserCtx
         db._edit(dict(doc), UserCtx(None, ["_admin"]))
 
     # ------------------------------------------------------------------ events
