@@ -11,6 +11,7 @@ from typing import Iterable, Iterator, Sequence
 
 from ..expand import Desired
 from ..load import Manifest
+from ..templates import DEFAULT_PREFIX
 from ..validate import Diagnostic, role_diagnostics, undeclared_database
 
 
@@ -19,8 +20,18 @@ class UserDatabasesManifest:
     schema = "user_databases.schema.json"
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:
-        for manifest in manifests:
+        for index, manifest in enumerate(manifests):
             spec = manifest.spec
+            prefix = spec.get("prefix", DEFAULT_PREFIX)
+            for earlier in manifests[:index]:
+                other = earlier.spec.get("prefix", DEFAULT_PREFIX)
+                if prefix.startswith(other) or other.startswith(prefix):
+                    # Both would claim (and keep, or delete) the same databases.
+                    yield Diagnostic.at(manifest, ("spec", "prefix"),
+                                        f"prefix `{prefix}` overlaps `{other}` of {earlier.subject} "
+                                        f"({earlier.where('spec', 'prefix')})",
+                                        "give each template a prefix that does not start with another's, "
+                                        "or select users in one template")
             select = spec.get("select", {})
             pattern = select.get("namePattern")
             if pattern is not None:

@@ -271,3 +271,13 @@ def test_design_documents_of_the_template_reach_every_user_database_and_bind_its
         assert refused.status_code == 403 and refused.json()["reason"] == "a type is required"
         assert user.post(f"{couch.url}/{quote(database, safe='')}", json={"type": "note"}).status_code == 201
     assert reconcile(couch, "plan", "--detailed-exitcode", str(tmp_path)).code == 0
+
+
+def test_templates_whose_prefixes_overlap_are_refused_before_any_request(couch, tmp_path):
+    write(tmp_path, "userdbs.yaml", template() + "---\napiVersion: reconciler/v1\nkind: UserDatabases\n"
+          "metadata: {name: staff}\nspec:\n  prefix: userdb-staff-\n")
+
+    plan = reconcile(couch, "plan", str(tmp_path))
+
+    assert plan.code == 1 and plan.sent == []
+    assert "UserDatabases/staff: prefix `userdb-staff-` overlaps `userdb-` of UserDatabases/per-user" in plan.stderr
