@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -542,10 +543,17 @@ class Replication:
     async def run(self, replication_id_fn, on_progress: Callable[[Stats], None] = lambda s: None) -> Stats:
         await self.start(replication_id_fn)
         on_progress(self.stats)
-        if self.rep.continuous:
-            await self._run_continuous(on_progress)
-        else:
-            await self._run_once(on_progress)
+        try:
+            if self.rep.continuous:
+                await self._run_continuous(on_progress)
+            else:
+                await self._run_once(on_progress)
+        except asyncio.CancelledError:
+            # Stopped by the scheduler: record how far it got (do_last_checkpoint/1), so the job's next
+            # turn resumes there instead of re-reading the whole feed.
+            with contextlib.suppress(ReplicationCrash):
+                await self.checkpoint()
+            raise
         return self.stats
 
     async def _run_once(self, on_progress) -> None:
