@@ -226,3 +226,16 @@ def test_a_server_that_does_not_answer_in_time_is_one_line(couch, unique, tmp_pa
     assert run.code == 1
     assert run.stderr == (f"reading _dbs_info: no answer from {couch.url} within 0.5s; the server is overloaded or "
                           "unreachable, rerun when it answers\n")
+
+
+def test_credentials_in_the_server_url_are_used_but_never_shown_or_saved(couch, unique, tmp_path):
+    user, password = couch.admin
+    scheme, _, rest = couch.url.partition("://")
+    write(tmp_path / "m", "dbs.yaml", databases([unique("a")]))
+    planfile = tmp_path / "plan.json"
+    run = reconcile(couch, "plan", str(tmp_path / "m"), "--out", str(planfile),
+                    env={"COUCHDB_URL": f"{scheme}://{user}:{password}@{rest}", "COUCHDB_USER": "",
+                         "COUCHDB_PASSWORD": ""})
+    assert run.code == 0, run.stderr
+    assert json.loads(planfile.read_text())["server"] == couch.url
+    assert_no_secret([password], run.stdout, run.stderr, planfile.read_text())
