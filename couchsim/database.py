@@ -346,6 +346,13 @@ class Database:
             self.notify()
         return results
 
+    async def update_doc(self, doc: dict, user_ctx: UserCtx, *, new_edits: bool = True) -> dict:
+        """One document through update_docs; its refusal is raised."""
+        result = (await self.update_docs([doc], user_ctx, new_edits=new_edits))[0]
+        if isinstance(result, CouchError):
+            raise result
+        return result
+
     def _authorize_and_validate(self, doc: dict, old: dict | None, user_ctx: UserCtx) -> None:
         if doc["_id"].startswith(DESIGN_PREFIX):
             # couch_db:validate_doc_update/3: a design doc passes the db-admin rule and validate_ddoc (its

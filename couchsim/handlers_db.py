@@ -181,14 +181,9 @@ def doc_location(req: Request, db: Database, docid: str) -> str:
 
 async def write_one(req: Request, db: Database, doc: dict, location: str | None = None,
                     new_edits: bool = True) -> web.Response:
+    result = await db.update_doc(doc, req.ctx, new_edits=new_edits)
     if req.query.get("batch") == "ok":
-        results = await db.update_docs([doc], req.ctx, new_edits=new_edits)
-        if isinstance(results[0], CouchError):
-            raise results[0]
         return json_response({"ok": True, "id": doc["_id"]}, 202)
-    result = (await db.update_docs([doc], req.ctx, new_edits=new_edits))[0]
-    if isinstance(result, CouchError):
-        raise result
     headers = {"ETag": f'"{result["rev"]}"'}
     if location:
         headers["Location"] = location
@@ -364,9 +359,7 @@ async def attachment_request(req: Request, db: Database, docid: str, name: str) 
     location = None
     if req.method == "PUT":
         location = doc_location(req, db, docid) + "/" + quote(name)
-    result = (await db.update_docs([doc], req.ctx))[0]
-    if isinstance(result, CouchError):
-        raise result
+    result = await db.update_doc(doc, req.ctx)
     return json_response(result, 201 if req.method == "PUT" else 200,
                          {"ETag": f'"{result["rev"]}"', **({"Location": location} if location else {})})
 
@@ -670,9 +663,7 @@ async def index_handler(req: Request, db: Database) -> web.Response:
         if ddoc.get("views", {}).get(name) == view:
             return json_response({"result": "exists", "id": ddoc_id, "name": name})
         ddoc.setdefault("views", {})[name] = view
-        result = (await db.update_docs([ddoc], req.ctx))[0]
-        if isinstance(result, CouchError):
-            raise result
+        await db.update_doc(ddoc, req.ctx)
         return json_response({"result": "created", "id": ddoc_id, "name": name})
     allow(req, "DELETE")
     rest = parts[2:]
@@ -686,9 +677,7 @@ async def index_handler(req: Request, db: Database) -> web.Response:
         raise not_found("missing")
     del ddoc["views"][rest[2]]
     change = ddoc if ddoc["views"] else {"_id": ddoc_id, "_rev": ddoc["_rev"], "_deleted": True}
-    result = (await db.update_docs([change], req.ctx))[0]
-    if isinstance(result, CouchError):
-        raise result
+    await db.update_doc(change, req.ctx)
     return json_response({"ok": True})
 
 
