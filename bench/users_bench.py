@@ -1,0 +1,114 @@
+"""Benchmark: `plan` over N `_users` documents, M of them with a managed password, on couchsim.
+
+    .venv/bin/python bench/users_bench.py [--sizes 1000 10000] [--managed 50] [--pool 16]
+
+For each N it starts `python -m couchsim` (CouchDB 3.4's 600,000 PBKDF2 rounds), puts
+N - M users straight into `_users` (as sign-ups would), writes M User manifests with a
+password reference, brings the server to them with one apply (timed, for information:
+the server hashes each password), then measures a plan that finds nothing to change:
+
+- wall time and HTTP requests (the user kind reads `_users/_all_docs` in pages of 1,000);
+- the part spent verifying the M secrets offline (never through `_session`), against
+  the same M checks run one after another;
+- the floor: the same number of bare `GET /` requests through the same pool.
+
+Figures are printed, never asserted: timing belongs in benchmarks, not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+from plan_bench import ADMIN, floor, start_couchsim  # noqa: E402
+
+from reconciler.apply import execute  # noqa: E402
+from reconciler.client import Connection, CouchSession  # noqa: E402
+from reconciler.expand import expand  # noqa: E402
+from reconciler.kinds import RESOURCES  # noqa: E402
+from reconciler.kinds.user import user_hash, users_on_server  # noqa: E402
+from reconciler.passwords import verify_all  # noqa: E402
+from reconciler.plan import Policy, make_plan  # noqa: E402
+from reconciler.validate import load_and_validate  # noqa: E402
+
+PASSWORD = "bench-user-pw"
+
+
+def sign_up(session: CouchSession, count: int) -> None:
+    for start in range(0, count, 1000):
+        docs = [{"_id": f"org.couchdb.user:signup-{i:06d}", "name": f"signup-{i:06d}", "type": "user", "roles": []}
+                for i in range(start, min(start + 1000, count))]
+        session.post("_users/_bulk_docs", {"docs": docs})
+
+
+def write_manifests(folder: Path, managed: int) -> None:
+    roles = "apiVersion: reconciler/v1\nkind: Role\nmetadata: {name: app-user}\nspec: {}\n"
+    users = [f"apiVersion: reconciler/v1\nkind: User\nmetadata: {{name: managed-{i:04d}}}\n"
+             f"spec:\n  password: env:BENCH_USER_PASSWORD\n  roles: [app-user]\n" for i in range(managed)]
+    (folder / "users.yaml").write_text("---\n".join([roles] + users))
+
+
+def measure(url: str, folder: Path, pool: int, count: int, managed: int) -> None:
+    connection = Connection(url, *ADMIN, pool=pool)
+    manifests, _ = load_and_validate(str(folder))
+    state = expand(manifests)
+    with CouchSession(connection) as session:
+        sign_up(session, count - managed)
+        began = time.perf_counter()
+        first = make_plan(session, state, Policy(), RESOURCES)
+        execute(session, first.changes, RESOURCES)
+        print(f"  first apply (setup): {len(first.changes)} users created, {time.perf_counter() - began:.1f} s")
+
+    with CouchSession(connection) as session:
+        began = time.perf_counter()
+        plan = make_plan(session, state, Policy(), RESOURCES)
+        wall = time.perf_counter() - began
+        sent = session.requests_sent
+        docs = [doc for doc in users_on_server(session) if doc["name"].startswith("managed-")]
+    checks = [(user_hash(doc), PASSWORD) for doc in docs]
+    began = time.perf_counter()
+    verify_all(checks)
+    parallel = time.perf_counter() - began
+    began = time.perf_counter()
+    for stored, password in checks:
+        stored.verifies(password)
+    sequential = time.perf_counter() - began
+    with CouchSession(connection) as session:
+        bare = floor(session, sent)
+    print(f"  plan: {len(plan.changes)} changes, {sent} requests, wall {wall:.2f} s; floor ({sent} bare GETs, "
+          f"same pool) {bare:.2f} s")
+    print(f"  verifying {len(checks)} secrets offline: {parallel:.2f} s on {os.cpu_count()} CPUs "
+          f"(one after another: {sequential:.2f} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--managed", type=int, default=50)
+    parser.add_argument("--pool", type=int, default=16)
+    args = parser.parse_args()
+    os.environ["BENCH_USER_PASSWORD"] = PASSWORD
+    print(f"users_bench: couchsim subprocess (600,000 PBKDF2 rounds), pool {args.pool}, "
+          f"{os.cpu_count()} CPUs shared by client and server")
+    for count in args.sizes:
+        process, url = start_couchsim()
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                write_manifests(Path(folder), args.managed)
+                print(f"N = {count} users, {args.managed} with a managed password:")
+                measure(url, Path(folder), args.pool, count, args.managed)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
