@@ -71,8 +71,11 @@ ENDPOINTS = ("source", "target")
 SERVER_FIELDS = frozenset({"_id", "_rev", "_revisions", "_conflicts", "owner", "_replication_state",
                            "_replication_state_time", "_replication_state_reason", "_replication_id",
                            "_replication_stats", "_replication_start_time"})
+# The options couch_replicator_parse:convert_options/1 reads (it skips any other field silently).
 OPTIONS = ("continuous", "create_target", "create_target_params", "selector", "doc_ids", "filter", "query_params",
-           "since_seq", "use_checkpoints", "checkpoint_interval", "worker_processes", "batch_size", "owner")
+           "since_seq", "use_checkpoints", "checkpoint_interval", "worker_processes", "worker_batch_size",
+           "http_connections", "connection_timeout", "retries_per_request", "winning_revs_only", "use_bulk_get",
+           "owner")
 HIDDEN = "(sensitive)"
 PAGE = 1000
 WRITE_BATCH = 500

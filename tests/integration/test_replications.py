@@ -129,3 +129,14 @@ def test_only_replications_the_tool_wrote_are_deleted_and_only_with_allow_delete
     assert reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve", env=ENV).code == 0
     assert http.get(f"{couch.url}/_replicator/{name}").status_code == 404
     assert http.get(f"{couch.url}/_replicator/{by_hand}").status_code == 200
+
+
+def test_batch_size_is_refused_for_the_name_couchdb_reads(couch, unique, tmp_path):
+    """couch_replicator_parse:convert_options/1 reads `worker_batch_size` and silently skips unknown
+    fields, so `batch_size` would be accepted by CouchDB and do nothing."""
+    source, target, user, name = unique("src"), unique("dst"), unique("repl"), unique("rep")
+    write(tmp_path, "repl.yaml", replication_manifests(couch, source, target, user, name, "  batch_size: 100"))
+    checked = reconcile(couch, "validate", str(tmp_path))
+    assert checked.code == 1 and checked.sent == []
+    assert f"repl.yaml:25: Replication/{name}: unknown field `batch_size`" in checked.stderr
+    assert "did you mean `worker_batch_size`?" in checked.stderr
