@@ -78,7 +78,8 @@ def markdown(plan: Plan) -> str:
     if plan.changes:
         lines += ["| | Object | Changes | Manifest |", "|---|---|---|---|"]
         for change in plan.changes:
-            details = "<br>".join(f"`{_cell(line)}`" for line in change_lines(change))
+            # Double backticks: a note may hold single ones (`partitioned`), which would end a `code span`.
+            details = "<br>".join(f"`` {_cell(line)} ``" for line in change_lines(change))
             source = f"`{change.source}`" if change.source else ""
             lines.append(f"| `{change.symbol}` | `{change.kind}/{_cell(change.key)}` | {details} | {source} |")
         lines.append("")

@@ -91,8 +91,9 @@ def test_markdown_is_a_table_with_one_row_per_change(tmp_path, monkeypatch):
     rows = [line for line in out.splitlines() if line.startswith("| `")]
     assert [row.split(" | ")[1] for row in rows] == ["`database/orders`", "`security/orders`", "`user/alice`",
                                                       "`database/events`", "`database/old`"]
-    assert rows[3].startswith("| `-/+` | `database/events` | `partitioned: false -> true   # forces replacement`"
-                              "<br>`destroys: 12 documents`")
+    assert rows[3] == ("| `-/+` | `database/events` | `` partitioned: false -> true   # forces replacement ``<br>"
+                       "`` destroys: 12 documents ``<br>`` # `partitioned` is fixed when a database is created `` | "
+                       "`dbs.yaml:9` |")
     assert "(sensitive, will change)" in rows[2] and SECRET not in out
 
 
