@@ -305,8 +305,10 @@ def design_docs(session: CouchSession, database: str) -> list[dict]:
 
 
 def rebuilds_index(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
-    """True when the new content has views and a different view signature than the old one."""
-    return bool(after.get("views")) and any(before.get(field) != after.get(field) for field in INDEX_FIELDS)
+    """True when the new content has views (not only `views.lib` modules) and a different view signature."""
+    views = after.get("views")
+    return isinstance(views, Mapping) and any(name != "lib" for name in views) \
+        and any(before.get(field) != after.get(field) for field in INDEX_FIELDS)
 
 
 def stage(session: CouchSession, database: str, name: str, desired: Desired, subject: str,
