@@ -38,6 +38,9 @@ class DesiredState:
     # Manifests whose objects depend on live state (UserDatabases): reconciler/templates.py resolves them
     # into objects of the kinds above once the server has been read, before those kinds observe.
     templates: list["UserTemplate"] = field(default_factory=list)
+    # Kinds whose managed objects nothing wants are deleted even without --allow-delete: a manifest said
+    # `prune: true` (common.schema.json), or a template prunes what it made for users who are gone.
+    prune_kinds: set[str] = field(default_factory=set)
 
     def by_kind(self) -> dict[str, dict[str, Desired]]:
         grouped: dict[str, dict[str, Desired]] = {}
@@ -68,6 +71,8 @@ def add(state: DesiredState, desired: Desired, subject: str) -> None:
     from .kinds import RESOURCES
     from .validate import Diagnostic
 
+    if desired.options.get("prune"):
+        state.prune_kinds.add(desired.kind)
     identity = (desired.kind, desired.key)
     first = state.objects.get(identity)
     if first is None:

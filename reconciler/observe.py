@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Collection, Iterator, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -23,19 +23,18 @@ class Observed:
 
 
 def observe(session: Any, wanted: Mapping[str, Mapping[str, Any]], kinds: Mapping[str, Any],
-            prune: bool) -> dict[str, dict[str, Observed]]:
+            prune: bool, prune_kinds: Collection[str] = ()) -> dict[str, dict[str, Observed]]:
     """The live objects of every kind the manifests want (of every kind when `prune`), read kind by kind.
 
     Kinds run one after another: each already spreads its reads over the session's
     bounded pool, and a kind running inside that pool could starve its own reads.
-    A kind is also pruned when one of its wanted objects says `prune: true` (common.schema.json: the
-    manifest lets apply delete this kind's managed objects that nothing declares any more).
+    Kinds in `prune_kinds` are pruned even without `prune` (`DesiredState.prune_kinds`: the manifests
+    let apply delete that kind's managed objects nothing declares any more), and observed even when
+    nothing of theirs is wanted.
     """
-    def pruned(name: str) -> bool:
-        return prune or any(desired.options.get("prune") for desired in wanted.get(name, {}).values())
-
-    names = sorted(kinds) if prune else sorted(name for name in wanted if wanted[name])
-    return {name: dict(kinds[name].observe(session, list(wanted.get(name, {}).values()), prune=pruned(name)))
+    names = sorted(kinds) if prune else sorted({name for name in wanted if wanted[name]} | set(prune_kinds))
+    return {name: dict(kinds[name].observe(session, list(wanted.get(name, {}).values()),
+                                           prune=prune or name in prune_kinds))
             for name in names}
 
 

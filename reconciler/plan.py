@@ -87,7 +87,8 @@ def make_plan(session: Any, state: DesiredState, policy: Policy, kinds: Mapping[
         warnings = [f"{len(objects)} {name} object(s) in the manifests are not planned: this version cannot "
                     f"apply that kind yet" for name, objects in sorted(state.by_kind().items()) if name not in kinds]
         warnings += template_warnings
-        live = observe(session, wanted, kinds, prune=policy.allow_delete)
+        live = observe(session, wanted, kinds, prune=policy.allow_delete,
+                       prune_kinds={name for name in state.prune_kinds if name in kinds})
     changes, kind_warnings = diff_all(wanted, live, kinds)
     existing = {name: len(objects) for name, objects in live.items()}
     plan = Plan(session.base, order(changes, kinds), warnings + kind_warnings, existing)

@@ -12,7 +12,7 @@ user kinds. Those kinds never learn a template was involved: a user's database i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from .expand import Desired, DesiredState, add
@@ -77,9 +77,12 @@ def resolve(session: "CouchSession", state: DesiredState, prune: bool = False) -
     cluster = nodes.cluster(session)
     admins = {name for node in cluster.nodes for name in cluster.config[node].get("admins", {})}
     candidates = _candidates(users_on_server(session), state)
-    resolved = DesiredState(dict(state.objects), list(state.diagnostics))
+    resolved = DesiredState(dict(state.objects), list(state.diagnostics), prune_kinds=set(state.prune_kinds))
     warnings: list[str] = []
     for template in state.templates:
+        if any(entry.get("prune", True) for entry in template.manifest.spec.get("replicateTo", [])):
+            # Also when no user is left: the last deleted user's replication goes too.
+            resolved.prune_kinds.add("replication")
         users = sorted(name for name, roles in candidates.items() if name not in admins and template.selects(name, roles))
         databases, refused = _databases(template, users)
         warnings += refused
@@ -187,9 +190,8 @@ def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[st
             continue  # triggered fan-in: `reconcile watch` starts one-shot replications itself
         source = manifest.where("spec", "replicateTo", index)
         for database in sorted(databases):
-            desired = replication(replication_id(template, database, entry), _replication_spec(database, entry),
-                                  manifest.base_dir, source)
-            yield replace(desired, options={**desired.options, "prune": entry.get("prune", True)})
+            yield replication(replication_id(template, database, entry), _replication_spec(database, entry),
+                              manifest.base_dir, source)
 
 
 def replication_id(template: UserTemplate, database: str, entry: Mapping[str, Any]) -> str:

@@ -193,13 +193,29 @@ def test_a_deleted_users_replication_goes_and_her_database_stays(couch, http, un
     user_doc = f"{couch.url}/_users/org.couchdb.user:{gone}"
     http.delete(user_doc, params={"rev": http.get(user_doc).json()["_rev"]})
 
-    applied = reconcile(couch, "apply", "--auto-approve", "--allow-delete", str(tmp_path), env=env)
+    applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env)  # no --allow-delete needed
+    pruning = reconcile(couch, "plan", "--detailed-exitcode", "--allow-delete", str(tmp_path), env=env)
 
     assert applied.code == 0, applied.stderr
     assert f"- replication/{gone_id}: deleted" in applied.stdout
     assert replication_ids(couch, http) == {f"per-user.{user_database('userdb-', kept)}.to.analytics"}
+    assert pruning.code == 0, pruning.stdout  # her database (made by the tool, so managed) is not pruned
     assert security(couch, http, user_database("userdb-", gone)) is not None
-    assert reconcile(couch, "plan", "--detailed-exitcode", "--allow-delete", str(tmp_path), env=env).code == 0
+
+
+def test_the_last_users_replication_goes_too(couch, http, unique, tmp_path):
+    name = unique("last")
+    sign_up(couch, http, name)
+    write(tmp_path, "userdbs.yaml", replicate_to_analytics(couch))
+    env = {"ADMIN_PASSWORD": couch.password}
+    assert reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env).code == 0
+    user_doc = f"{couch.url}/_users/org.couchdb.user:{name}"
+    http.delete(user_doc, params={"rev": http.get(user_doc).json()["_rev"]})
+
+    applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env)
+
+    assert applied.code == 0, applied.stderr
+    assert f"per-user.{user_database('userdb-', name)}.to.analytics" not in replication_ids(couch, http)
 
 
 @SIM_ONLY
