@@ -81,3 +81,42 @@ def test_wrong_password_shows_as_crashing_in_the_scheduler(server, new_db, rep_d
 
     info = poll(state, timeout=15, what="replication crashing")
     assert "replication_auth_error" in str(info.get("info"))
+
+
+@pytest.fixture
+def shared_replicator(server, new_user):
+    """Two users made members of _replicator (3.4's default security keeps them out); restored afterwards."""
+    alice, bob = new_user(), new_user()
+    before = server.admin.get("/_replicator/_security").json()
+    assert server.admin.put("/_replicator/_security", json={"members": {"names": [alice.name, bob.name]},
+                                                           "admins": {"roles": ["_admin"]}}).status_code == 200
+    yield alice, bob
+    server.admin.put("/_replicator/_security", json=before)
+
+
+def user_rep_doc(server, user, db):
+    """A replication doc as a user writes it: her own credentials, user_ctx naming herself."""
+    side = {"url": f"{server.url_from_server}/{db}", "auth": {"basic": {"username": user.name, "password": user.password}}}
+    return {"source": side, "target": side, "user_ctx": {"name": user.name, "roles": []}}
+
+
+def test_owner_is_the_writer_and_cannot_be_forged(server, db, shared_replicator, rep_doc):
+    """couch_replicator_docs:before_doc_update: `owner` is set to the writer's name; a non-admin writing a doc whose
+    owner is someone else -> 403 "Can't update replication documents from other users."."""
+    alice, bob = shared_replicator
+    assert alice.client.put(db_url("_replicator", rep_doc), json=user_rep_doc(server, alice, db)).status_code == 201
+    assert server.admin.get(db_url("_replicator", rep_doc)).json()["owner"] == alice.name
+    forged = {**user_rep_doc(server, bob, db), "owner": alice.name}
+    response = bob.client.put(db_url("_replicator", rep_doc + "-forged"), json=forged)
+    assert answer(response) == (403, {"error": "forbidden", "reason": "Can't update replication documents from other users."})
+
+
+def test_other_users_read_replication_docs_without_credentials(server, db, shared_replicator, rep_doc):
+    """couch_replicator_docs:after_doc_read: for a reader who is neither admin nor owner, `auth` and `headers` are
+    stripped from object endpoints; the owner reads her doc whole."""
+    alice, bob = shared_replicator
+    assert alice.client.put(db_url("_replicator", rep_doc), json=user_rep_doc(server, alice, db)).status_code == 201
+    assert alice.client.get(db_url("_replicator", rep_doc)).json()["source"]["auth"]["basic"]["password"] == alice.password
+    seen_by_bob = bob.client.get(db_url("_replicator", rep_doc)).json()
+    assert seen_by_bob["source"] == {"url": f"{server.url_from_server}/{db}"}
+    assert seen_by_bob["target"] == {"url": f"{server.url_from_server}/{db}"}
