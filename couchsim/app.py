@@ -25,6 +25,7 @@ from .config import BLACKLISTED_SECTIONS
 from .database import format_seq, parse_since, seq_number
 from .errors import CouchError, bad_request, method_not_allowed, not_found
 from .faults import FaultInjector
+from .scheduler import split_scheduler_docs_path
 from .security import UserCtx, check_server_admin
 
 SERVER_HEADER = f"CouchDB/{COUCHDB_VERSION} (Erlang OTP/25)"
@@ -367,13 +368,12 @@ async def scheduler(req: Request) -> web.Response:
     hooks = req.cluster.replicator
     parts = req.parts
     if len(parts) >= 2 and parts[1] == "jobs":
-        return json_response(hooks.scheduler_job(parts[2]) if len(parts) == 3 else hooks.scheduler_jobs())
+        return json_response(hooks.scheduler_job(parts[2]) if len(parts) == 3 else hooks.scheduler_jobs(req.query))
     if len(parts) >= 2 and parts[1] == "docs":
-        if len(parts) == 2:
-            return json_response(hooks.scheduler_docs())
-        if len(parts) == 3:
-            return json_response(hooks.scheduler_docs(parts[2]))
-        return json_response(hooks.scheduler_doc(parts[2], "/".join(parts[3:])))
+        db_name, doc_id = split_scheduler_docs_path(parts[2:])
+        if doc_id is None:
+            return json_response(hooks.scheduler_docs(db_name, req.query))
+        return json_response(hooks.scheduler_doc(db_name, doc_id))
     raise not_found("missing")
 
 

@@ -34,13 +34,13 @@ DocListener = Callable[[Database, DocEntry], None]
 class ReplicatorHooks:
     """`/_scheduler/*` answers. Part 2 (the replicator) replaces this object with one that runs jobs."""
 
-    def scheduler_docs(self, db_name: str | None = None) -> dict:
+    def scheduler_docs(self, db_name: str = "_replicator", query=None) -> dict:
         return {"total_rows": 0, "offset": 0, "docs": []}
 
     def scheduler_doc(self, db_name: str, doc_id: str) -> dict:
         raise CouchError(404, "not_found", "unknown")
 
-    def scheduler_jobs(self) -> dict:
+    def scheduler_jobs(self, query=None) -> dict:
         return {"total_rows": 0, "offset": 0, "jobs": []}
 
     def scheduler_job(self, job_id: str) -> dict:
@@ -48,6 +48,9 @@ class ReplicatorHooks:
 
     def active_tasks(self) -> list:
         return []
+
+    def db_deleted(self, name: str) -> None:
+        """A deleted replicator database takes its jobs with it."""
 
 
 class Cluster:
@@ -147,6 +150,7 @@ class Cluster:
     def delete_db(self, name: str) -> None:
         if self.dbs.pop(name, None) is None:
             raise db_not_found()
+        self.replicator.db_deleted(name)
         self.design.invalidate(name)
         if name == "_global_changes":
             self.db_updates.clear()

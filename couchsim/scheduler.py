@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import aiohttp
 
-from .errors import not_found
+from .errors import CouchError, not_found
 from .replicator import (BadRepDoc, Rep, Replication, ReplicationCrash, Stats, iso8601, parse_rep_doc,
                          replication_id)
 from .security import UserCtx
@@ -36,8 +36,54 @@ STATE_FIELDS = ("_replication_state", "_replication_state_time", "_replication_s
                 "_replication_id", "_replication_stats")
 
 
+REPLICATION_STATES = ("initializing", "error", "running", "pending", "crashing", "completed", "failed")
+
+
 def is_replicator_db(name: str) -> bool:
     return name == "_replicator" or name.endswith("/_replicator")
+
+
+def split_scheduler_docs_path(parts: list[str]) -> tuple[str, str | None]:
+    """couch_replicator_httpd:handle_scheduler_req/1 for `/_scheduler/docs/...`: `_replicator` may come
+    unescaped (`/_scheduler/docs/other/_replicator/doc`), since it cannot be a document id."""
+    if not parts:
+        return "_replicator", None
+    if len(parts) == 1 or (len(parts) == 2 and is_replicator_db(parts[0])):
+        return parts[0], parts[1] if len(parts) == 2 else None
+    if "_replicator" not in parts:
+        raise CouchError(400, "bad_request", "Bad request")
+    at = parts.index("_replicator")
+    rest = parts[at + 1:]
+    if len(rest) > 1:
+        raise CouchError(400, "bad_request", "Bad request")
+    return "/".join(parts[: at + 1]), rest[0] if rest else None
+
+
+def query_int(query, name: str, default: int | None) -> int | None:
+    """couch_replicator_httpd_util:parse_int_param/5 (min 0, no max)."""
+    raw = (query or {}).get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise CouchError(400, "query_parse_error", f'Invalid value for {name}: "{raw}"') from None
+    if value < 0:
+        raise CouchError(400, "query_parse_error", f"{name} not in range of [0,infinity]")
+    return value
+
+
+def query_states(query) -> list[str]:
+    """couch_replicator_httpd_util:parse_replication_state_filter/1."""
+    raw = (query or {}).get("states")
+    if not raw:
+        return []
+    states = [s.lower() for s in raw.split(",") if s]
+    unknown = [s for s in states if s not in REPLICATION_STATES]
+    if unknown:
+        raise CouchError(400, "query_parse_error",
+                         f"Unknown states {unknown}. Choose from: [{','.join(REPLICATION_STATES)}]")
+    return states
 
 
 class ReplicatorHost(Protocol):
@@ -469,7 +515,8 @@ class Replicator:
             await asyncio.sleep(0.01 * (attempt + 1))
 
     # ---------------------------------------------------------------- HTTP views
-    def scheduler_jobs(self, limit: int = 100, skip: int = 0) -> dict:
+    def scheduler_jobs(self, query=None) -> dict:
+        limit, skip = query_int(query, "limit", 100), query_int(query, "skip", 0)
         jobs = sorted((self.scheduler.job_ejson(j, self.host.node) for j in self.scheduler.jobs.values()),
                       key=lambda j: j["id"])
         offset = min(skip, len(jobs))
@@ -489,8 +536,8 @@ class Replicator:
         body = self.host.rep_doc(db_name, doc_id)
         return None if body is None else self._info_from_doc(db_name, body)
 
-    def scheduler_docs(self, db_name: str = "_replicator", states: list[str] | None = None,
-                       limit: int | None = None, skip: int = 0) -> dict:
+    def scheduler_docs(self, db_name: str = "_replicator", query=None) -> dict:
+        states, limit, skip = query_states(query), query_int(query, "limit", None), query_int(query, "skip", 0)
         docs = []
         for body in self.host.rep_docs(db_name):
             info = self.scheduler_doc(db_name, body["_id"])

@@ -277,3 +277,34 @@ def test_attachments_deletions_and_conflicts_replicate(server, new_db, url, rep_
              for name, db in (("source", source), ("target", target))}
     assert split["target"] == split["source"]
     assert split["target"]["_conflicts"]
+
+
+def test_scheduler_listings_page_filter_by_state_and_accept_other_replicator_dbs(server, new_db, new_name, url,
+                                                                                 poll):
+    """couch_replicator_httpd.erl: `/_scheduler/docs/{db}` for any db ending in `/_replicator`, escaped or not
+    (parse_unquoted_docs_path/1); `states=` filters (parse_replication_state_filter/1, unknown states are a
+    400 query_parse_error); `limit`/`skip` page `/_scheduler/jobs` and report `offset`."""
+    other = f"{new_name('extra')}/_replicator"
+    assert server.admin.put(db_url(other)).status_code == 201
+    try:
+        source, target = new_db(), new_db()
+        doc = {"source": as_admin(server, url, source), "target": as_admin(server, url, target), "continuous": True}
+        assert server.admin.put(db_url(other, "r1"), json=doc).status_code == 201
+        prefix = other.split("/")[0]
+        for path in (f"/_scheduler/docs/{prefix}%2F_replicator/r1", f"/_scheduler/docs/{prefix}/_replicator/r1"):
+            poll(lambda: server.admin.get(path).json().get("state") == "running", timeout=15, what=path)
+            assert server.admin.get(path).json()["database"] == other
+        listed = server.admin.get(f"/_scheduler/docs/{prefix}/_replicator", params={"states": "running"}).json()
+        assert [d["doc_id"] for d in listed["docs"]] == ["r1"]
+        none = server.admin.get(f"/_scheduler/docs/{prefix}/_replicator", params={"states": "failed"}).json()
+        assert (none["total_rows"], none["docs"]) == (0, [])
+        bad = server.admin.get("/_scheduler/docs", params={"states": "sleeping"})
+        assert (bad.status_code, bad.json()["error"]) == (400, "query_parse_error")
+        total = server.admin.get("/_scheduler/jobs").json()["total_rows"]
+        page = server.admin.get("/_scheduler/jobs", params={"skip": total - 1, "limit": 5}).json()
+        assert (page["total_rows"], page["offset"], len(page["jobs"])) == (total, total - 1, 1)
+    finally:
+        server.admin.delete(db_url(other))
+    # replicator.rst "Additional Replicator Databases": deleting one stops its replications.
+    poll(lambda: not [j for j in server.admin.get("/_scheduler/jobs").json()["jobs"] if j["database"] == other],
+         timeout=15, what="jobs of the deleted replicator db gone")
