@@ -10,11 +10,13 @@ completed; src/docs/src/api/server/common.rst `/_scheduler/docs`: `info.changes_
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from reconcile_runner import assert_no_secret, reconcile, write
-from replication_setup import replication_ids, replication_manifests, scheduler_doc, wait_for  # noqa: F401
+from replication_setup import (members_and_databases, replication, replication_ids,  # noqa: F401 (fixture)
+                               replication_manifests, scheduler_doc, wait_for)
 
 PASSWORD = "status-s3cret-pw"
 WRONG = "not-the-password"
@@ -71,3 +73,31 @@ def test_a_declared_replication_not_applied_yet_is_missing(couch, unique, tmp_pa
     assert shown.code == 2
     [entry] = [item for item in json.loads(shown.stdout)["replications"] if item["id"] == name]
     assert (entry["state"], entry["error"]) == ("missing", "no _replicator document; run apply")
+
+
+def test_a_replication_pending_past_the_threshold_needs_attention(couch, http, unique, tmp_path, replication_ids):
+    """With more continuous replications than `[replicator] max_jobs`, the rest wait `pending` for their
+    turn (couch_replicator_scheduler.erl; couchdb-facts.md "Scale"): normal for a while, not for ever."""
+    if couch.real:
+        pytest.skip("lowers [replicator] max_jobs for the whole server: couchsim only")
+    answer = http.put(f"{couch.url}/_node/_local/_config/replicator/max_jobs", json="2")
+    assert answer.status_code == 200
+    user, names = unique("repl"), [unique("rep") for _ in range(3)]
+    replication_ids.extend(names)
+    databases = [unique("db") for _ in range(4)]
+    write(tmp_path, "repl.yaml", members_and_databases(user, *databases) + "".join(
+        "---" + replication(couch, name, databases[0], target, user) for name, target in zip(names, databases[1:])))
+    env = {"REPLICATOR_PASSWORD": PASSWORD, "REPLICATION_PASSWORD": PASSWORD}
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve", env=env).code == 0
+    # couch_replicator_scheduler:maybe_start_newly_added_job/2 counts the new job: the max_jobs-th waits.
+    wait_for(lambda: sorted(scheduler_doc(couch, http, name).get("state", "") for name in names)
+             == ["pending", "pending", "running"], "one running and two pending")
+
+    patient = reconcile(couch, "status", str(tmp_path), env=env)
+    assert patient.code == 0, patient.stdout
+    assert "3 replications: 2 pending, 1 running. All healthy." in patient.stdout
+    time.sleep(1.1)
+    impatient = reconcile(couch, "status", str(tmp_path), "--pending-threshold", "0.5", env=env)
+    assert impatient.code == 2
+    pending = [line for line in impatient.stdout.splitlines() if " pending " in line]
+    assert len(pending) == 2 and all("(more than 0.5s)" in line for line in pending)
