@@ -52,9 +52,10 @@ ID_PREFIX = "org.couchdb.user:"
 # Lives in the user document itself, so ownership survives without a local state file.
 OWNER_FIELD = "created_by"
 OWNER = "couch-reconciler"
-# CouchDB writes these (or they identify the doc): never drift, and kept as they are on every write.
-SERVER_FIELDS = frozenset({"_id", "_rev", "_revisions", "_conflicts", "name", "type", "password", "derived_key",
-                           "salt", "iterations", "password_scheme", "pbkdf2_prf", "password_sha", OWNER_FIELD})
+# CouchDB writes these (or they identify the doc), as it does every `_`-field (_rev, _attachments...):
+# never drift, and kept as they are on every write.
+SERVER_FIELDS = frozenset({"name", "type", "password", "derived_key", "salt", "iterations", "password_scheme",
+                           "pbkdf2_prf", "password_sha", OWNER_FIELD})
 PAGE = 1000
 # CouchDB hashes each `password` it receives one after another inside a _bulk_docs request
 # (~240 ms each at 600k rounds). The pool sends batches at once and they share the server's
@@ -165,7 +166,8 @@ def users_on_server(session: CouchSession) -> list[dict]:
 def user_body(doc: Mapping[str, Any]) -> dict:
     """What manifests may own in a user document: its roles and extra fields."""
     return {"roles": list(doc.get("roles") or []),
-            **{key: value for key, value in doc.items() if key not in SERVER_FIELDS and key != "roles"}}
+            **{key: value for key, value in doc.items()
+               if key not in SERVER_FIELDS and key != "roles" and not key.startswith("_")}}
 
 
 def wait_for_auth_ddoc(session: CouchSession, timeout: float = AUTH_DDOC_WAIT) -> None:

@@ -136,3 +136,19 @@ def test_config_a_manifest_cannot_name_is_listed_instead_of_breaking_validate(co
 
     assert "- `[vhosts] example.com/app`" in (out / "README.md").read_text()
     assert reconcile(couch, "validate", str(out)).code == 0
+
+
+def test_couchdb_fields_of_a_user_document_are_not_exported(couch, http, unique, tmp_path):
+    """An attachment on a user document (an avatar, say) is CouchDB's `_attachments`, which no manifest may name."""
+    name = unique("eve")
+    doc = {"name": name, "type": "user", "roles": [], "password": "eve-pw", "nick": "e",
+           "_attachments": {"avatar.txt": {"content_type": "text/plain", "data": "aGk="}}}
+    assert http.put(f"{couch.url}/_users/org.couchdb.user:{name}", json=doc).status_code == 201
+    out = tmp_path / "adopted"
+
+    assert reconcile(couch, "export", str(out)).code == 0
+
+    users = (out / "users.yaml").read_text()
+    assert "nick: e" in users and "_attachments" not in users and "_rev" not in users
+    assert reconcile(couch, "validate", str(out)).code == 0
+    assert "No changes" in reconcile(couch, "plan", str(out)).stdout
