@@ -179,12 +179,12 @@ def set_config(server) -> Iterator[Callable[..., requests.Response]]:
     """PUT a config value (a JSON string) on a node; the previous value, or its absence, is restored afterwards."""
     previous: dict[tuple[str, str, str], str | None] = {}
 
-    def put(section: str, key: str, value: str, node: str = "_local") -> requests.Response:
+    def put(section: str, key: str, value: str, node: str = "_local", raw: bool = False) -> requests.Response:
         path = f"/_node/{node}/_config/{section}/{quote(key, safe='')}"
         if (node, section, key) not in previous:
             before = server.admin.get(path)
             previous[(node, section, key)] = before.json() if before.status_code == 200 else None
-        response = server.admin.put(path, json=value)
+        response = server.admin.put(path, json=value, params={"raw": "true"} if raw else None)
         assert response.status_code == 200, response.text
         return response
 

@@ -144,13 +144,14 @@ def test_plaintext_admin_is_hashed_asynchronously_then_authenticates(server, set
     admin.close()
 
 
-def test_prehashed_admin_is_stored_as_is_and_authenticates_at_once(server, set_config, new_name):
+@pytest.mark.parametrize("raw", [False, True])
+def test_prehashed_admin_is_stored_as_is_and_authenticates_at_once(server, set_config, new_name, raw):
     """Facts, Security: a value already of the form -pbkdf2:sha256-DERIVED,SALT,ITERATIONS (salt used as its hex
-    string) is stored as is and authenticates at once."""
+    string) is stored as is, with or without ?raw=true, and authenticates at once."""
     name, password, salt, iterations = new_name("adm"), "pre-hashed", "0123456789abcdef0123456789abcdef", 1000
     derived = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode("ascii"), iterations).hex()
     value = f"-pbkdf2:sha256-{derived},{salt},{iterations}"
-    set_config("admins", name, value)
+    set_config("admins", name, value, raw=raw)
     assert server.admin.get(config_path("admins", name)).json() == value
     admin = Client(server.url, (name, password))
     response = admin.get("/_session")
