@@ -342,7 +342,7 @@ async def stream_feed(req: Request, db, rows_since: Callable[[], list[dict]], ti
         beat = 60.0 if heartbeat in ("true", "") else max(int(heartbeat), 1) / 1000
     deadline = None if (beat is not None and "timeout" not in req.query) else time.monotonic() + timeout
     last = 0
-    while True:
+    while req.cluster.dbs.get(db.name) is db:  # a deleted database ends its feeds, as in CouchDB
         rows = rows_since()
         for row in rows:
             await response.write(dumps(row))

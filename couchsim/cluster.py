@@ -148,8 +148,10 @@ class Cluster:
         return db
 
     def delete_db(self, name: str) -> None:
-        if self.dbs.pop(name, None) is None:
+        db = self.dbs.pop(name, None)
+        if db is None:
             raise db_not_found()
+        db.wake()  # its open feeds end
         self.replicator.db_deleted(name)
         self.design.invalidate(name)
         if name == "_global_changes":

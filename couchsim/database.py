@@ -505,6 +505,10 @@ class Database:
 
     def notify(self) -> None:
         self.cluster.db_event(self.name, "updated")
+        self.wake()
+
+    def wake(self) -> None:
+        """Wakes every feed waiting on this database (after a write, or when it is deleted)."""
         if self.waiters:
             for waiter in self.waiters:
                 if not waiter.done():

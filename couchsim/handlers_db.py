@@ -127,9 +127,9 @@ async def ensure_full_commit(req: Request, db: Database) -> web.Response:
 
 
 # ---------------------------------------------------------------------------------------------- documents
-def parse_doc_body(req: Request, body: Any, docid: str | None = None) -> dict:
+def parse_doc_body(req: Request, db: Database, body: Any, docid: str | None = None) -> dict:
     """couch_doc:from_json_obj_validate/1: an object within `[couchdb] max_document_size` whose `_` members
-    are known, with a valid id."""
+    are known, with a valid id (`partition:id` in a partitioned database, couch_partition:validate_docid/1)."""
     if not isinstance(body, dict):
         raise bad_request("Document must be a JSON object")
     if len(json.dumps(body, separators=(",", ":"))) > req.cluster.config.get_int("couchdb", "max_document_size"):
@@ -145,6 +145,11 @@ def parse_doc_body(req: Request, body: Any, docid: str | None = None) -> dict:
     elif "_id" not in doc:
         doc["_id"] = uuid.uuid4().hex
     validate_docid(doc["_id"])
+    if db.partitioned and not doc["_id"].startswith((DESIGN_PREFIX, LOCAL_PREFIX)):
+        partition, colon, rest = doc["_id"].partition(":")
+        if not partition or not colon:
+            raise CouchError(400, "illegal_docid", "Doc id must be of form partition:id")
+        validate_docid(rest)
     if "_rev" in doc and not doc["_id"].startswith(LOCAL_PREFIX):
         parse_rev(doc["_rev"])
     return doc
@@ -193,7 +198,7 @@ async def write_one(req: Request, db: Database, doc: dict, location: str | None 
 
 async def post_doc(req: Request, db: Database) -> web.Response:
     body = await req.json(require_ctype=True)
-    doc = parse_doc_body(req, body)
+    doc = parse_doc_body(req, db, body)
     return await write_one(req, db, doc, doc_location(req, db, doc["_id"]))
 
 
@@ -204,7 +209,7 @@ async def doc_request(req: Request, db: Database, docid: str) -> web.StreamRespo
     if req.method == "PUT":
         if req.http.content_type.startswith("multipart/"):
             raise CouchError(415, "bad_content_type", "couchsim does not take multipart document bodies")
-        doc = parse_doc_body(req, await req.json(), docid)
+        doc = parse_doc_body(req, db, await req.json(), docid)
         rev = rev_from_request(req, doc.get("_rev"))
         if rev is not None:
             doc["_rev"] = rev
@@ -306,7 +311,7 @@ async def local_request(req: Request, db: Database, docid: str) -> web.Response:
     if req.method in ("GET", "HEAD"):
         return json_response(db.get_local(docid))
     if req.method == "PUT":
-        doc = parse_doc_body(req, await req.json(), docid)
+        doc = parse_doc_body(req, db, await req.json(), docid)
         rev = rev_from_request(req, doc.get("_rev"))
         if rev is not None:
             doc["_rev"] = rev
@@ -373,7 +378,7 @@ async def bulk_docs(req: Request, db: Database) -> web.Response:
     if not isinstance(body["docs"], list):
         raise bad_request("`docs` parameter must be an array.")
     new_edits = body.get("new_edits", True)
-    docs = [parse_doc_body(req, doc) for doc in body["docs"]]
+    docs = [parse_doc_body(req, db, doc) for doc in body["docs"]]
     results = await db.update_docs(docs, req.ctx, new_edits=new_edits is not False)
     rows = []
     for doc, result in zip(docs, results):

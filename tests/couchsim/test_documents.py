@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 
@@ -95,3 +97,33 @@ def test_document_over_max_document_size_is_413(couch, unique):
     answer = http.put(f"{couch.url}/{db}/big", json={"text": "x" * 200})
     assert (answer.status_code, answer.json()) == (413, {"error": "document_too_large", "reason": "big"})
     assert http.put(f"{couch.url}/{db}/small", json={"text": "x"}).status_code == 201
+
+
+def test_partitioned_database_needs_partition_ids(couch, unique):
+    """chttpd_db:create_db_req/2 with ?partitioned=true records props.partitioned; couch_partition:validate_docid/1
+    then refuses ids without a `partition:` prefix (400 illegal_docid); design docs are exempt."""
+    http = couch.session()
+    db = f"{couch.url}/{unique('db')}"
+    assert http.put(db, params={"partitioned": "true"}).status_code == 201
+    assert http.get(db).json()["props"] == {"partitioned": True}
+    refused = http.put(f"{db}/plain", json={})
+    assert (refused.status_code, refused.json()) == (
+        400, {"error": "illegal_docid", "reason": "Doc id must be of form partition:id"})
+    assert http.put(f"{db}/sensor-1:reading-1", json={}).status_code == 201
+    assert http.put(f"{db}/_design/app", json={"language": "query"}).status_code == 201
+
+
+def test_deleting_a_database_ends_its_continuous_feed(couch, unique):
+    """A continuous _changes feed does not outlive its database: once it is deleted the stream ends (no
+    heartbeat-only idling until the client gives up)."""
+    http = couch.session()
+    db = f"{couch.url}/{unique('db')}"
+    http.put(db)
+    feed = http.get(f"{db}/_changes", params={"feed": "continuous", "heartbeat": "200"}, stream=True, timeout=10)
+    started = time.monotonic()
+    with requests.Session() as other:
+        other.auth = couch.admin
+        assert other.delete(db).status_code == 200
+    rows = [line for line in feed.iter_lines() if line.strip()]
+    assert time.monotonic() - started < 5
+    assert not any(b'"id"' in row for row in rows)
