@@ -34,6 +34,8 @@ REP_ID_VERSION = 4
 FILTER_NAME = re.compile(r"^([^/]+)/([^/]+)$")
 # CouchDB's session plugin only treats a cookie failure as stale after this many seconds.
 MIN_SESSION_REFRESH_SECONDS = 5
+# A stopping job's last checkpoint must not hold up a shutdown when an endpoint is gone (requests retry).
+LAST_CHECKPOINT_TIMEOUT_S = 2
 
 
 class BadRepDoc(Exception):
@@ -551,8 +553,8 @@ class Replication:
         except asyncio.CancelledError:
             # Stopped by the scheduler: record how far it got (do_last_checkpoint/1), so the job's next
             # turn resumes there instead of re-reading the whole feed.
-            with contextlib.suppress(ReplicationCrash):
-                await self.checkpoint()
+            with contextlib.suppress(ReplicationCrash, asyncio.TimeoutError):
+                await asyncio.wait_for(self.checkpoint(), LAST_CHECKPOINT_TIMEOUT_S)
             raise
         return self.stats
 

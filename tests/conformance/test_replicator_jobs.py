@@ -103,6 +103,9 @@ def test_continuous_replication_keeps_delivering_and_shows_running(server, new_d
     [job] = [j for j in jobs["jobs"] if j["doc_id"] == doc_id]
     assert job["id"] == running["id"] and job["database"] == "_replicator"
     assert [event["type"] for event in job["history"]][-2:] == ["started", "added"]
+    assert server.admin.get(f"/_scheduler/jobs/{running['id']}").json()["doc_id"] == doc_id
+    missing = server.admin.get("/_scheduler/jobs/0123456789abcdef0123456789abcdef+continuous")
+    assert (missing.status_code, missing.json()) == (404, {"error": "not_found", "reason": "missing"})
     assert "_replication_state" not in doc_in(server, "_replicator", doc_id)
 
 
