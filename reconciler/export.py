@@ -21,6 +21,7 @@ from . import nodes
 from .client import CouchSession
 from .errors import ReconcileError
 from .load import API_VERSION
+from .validate import user_name_problem
 from .kinds.database import all_database_infos
 from .kinds.security import read_securities
 from .kinds.user import all_user_docs, user_body
@@ -96,6 +97,7 @@ class Export:
     public_databases: list[str] = field(default_factory=list)
     skipped_user_databases: int = 0
     unexportable_config: list[str] = field(default_factory=list)  # "section/key" a manifest cannot name
+    unexportable_users: list[str] = field(default_factory=list)  # names a User manifest cannot hold
 
 
 def export(session: CouchSession, directory: str) -> Export:
@@ -145,6 +147,9 @@ def read(session: CouchSession) -> Export:
             result.public_databases.append(name)
         result.databases.append(_manifest("Database", name, spec))
     for doc in all_user_docs(session):
+        if user_name_problem(doc["name"]):  # a manifest could not declare it: validate would refuse the folder
+            result.unexportable_users.append(doc["name"])
+            continue
         body = user_body(doc)
         spec = {"roles": sorted(body.pop("roles"))}
         if body:
@@ -193,6 +198,11 @@ def readme(result: Export) -> str:
                   "manifest always has members (listing none means admin-only, as on a new database), so",
                   "these were exported without one; add it when you want them private:", ""]
         lines += [f"- `{name}`" for name in result.public_databases]
+    if result.unexportable_users:
+        lines += ["", "## Users not exported", "",
+                  "Their names are ones a User manifest may not hold (`reconcile validate` says why); they are",
+                  "left as they are:", ""]
+        lines += [f"- `{name}`" for name in result.unexportable_users]
     if result.unexportable_config:
         lines += ["", "## Config not exported", "",
                   "These keys (or their sections) hold `/`, which a NodeConfig cannot name; manage them by hand:", ""]

@@ -152,3 +152,15 @@ def test_couchdb_fields_of_a_user_document_are_not_exported(couch, http, unique,
     assert "nick: e" in users and "_attachments" not in users and "_rev" not in users
     assert reconcile(couch, "validate", str(out)).code == 0
     assert "No changes" in reconcile(couch, "plan", str(out)).stdout
+
+
+def test_a_user_no_manifest_may_declare_is_listed_not_exported(couch, http, unique, tmp_path):
+    name = unique("frank") + " "  # CouchDB takes a trailing space; validate refuses it in a manifest
+    doc = {"name": name, "type": "user", "roles": [], "password": "frank-pw"}
+    assert http.put(f"{couch.url}/_users/{quote('org.couchdb.user:' + name)}", json=doc).status_code == 201
+    out = tmp_path / "adopted"
+
+    assert reconcile(couch, "export", str(out)).code == 0
+
+    assert f"- `{name}`" in (out / "README.md").read_text()
+    assert reconcile(couch, "validate", str(out)).code == 0
