@@ -154,10 +154,13 @@ def test_couchdb_fields_of_a_user_document_are_not_exported(couch, http, unique,
     assert "No changes" in reconcile(couch, "plan", str(out)).stdout
 
 
-def test_a_user_no_manifest_may_declare_is_listed_not_exported(couch, http, unique, tmp_path):
+def test_a_user_no_manifest_may_declare_is_listed_not_exported(couch, http, unique, request, tmp_path):
     name = unique("frank") + " "  # CouchDB takes a trailing space; validate refuses it in a manifest
     doc = {"name": name, "type": "user", "roles": [], "password": "frank-pw"}
-    assert http.put(f"{couch.url}/_users/{quote('org.couchdb.user:' + name)}", json=doc).status_code == 201
+    url = f"{couch.url}/_users/{quote('org.couchdb.user:' + name)}"
+    created = http.put(url, json=doc)
+    assert created.status_code == 201
+    request.addfinalizer(lambda: http.delete(url, params={"rev": http.get(url).json()["_rev"]}))
     out = tmp_path / "adopted"
 
     assert reconcile(couch, "export", str(out)).code == 0
