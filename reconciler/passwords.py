@@ -93,6 +93,6 @@ def verify_all(checks: Iterable[tuple[StoredHash, str]], workers: int | None = N
     checks = list(checks)
     if len(checks) <= 1:
         return [stored.verifies(password) for stored, password in checks]
-    with ThreadPoolExecutor(max_workers=min(len(checks), workers or os.cpu_count() or 1),
+    with ThreadPoolExecutor(max_workers=min(len(checks), workers or len(os.sched_getaffinity(0))),
                             thread_name_prefix="pbkdf2") as pool:
         return list(pool.map(lambda check: check[0].verifies(check[1]), checks))
