@@ -127,6 +127,11 @@ class DocEntry:
     def deleted(self) -> bool:
         return self.winner.deleted
 
+    def latest(self, node: RevNode) -> RevNode:
+        """`latest=true`: the greatest leaf descending from `node` (the node itself when it is a leaf)."""
+        descendants = [leaf for leaf in self.leaves if node in leaf.ancestry()]
+        return max(descendants, key=lambda n: (n.pos, n.digest)) if descendants else node
+
     def conflicts(self) -> list[RevNode]:
         return sorted((n for n in self.leaves if n is not self.winner and not n.deleted),
                       key=lambda n: (n.pos, n.digest), reverse=True)
@@ -266,8 +271,9 @@ class Database:
                 for n in node.ancestry()]
         return doc
 
-    def open_doc(self, docid: str, rev: str | None = None) -> tuple[DocEntry, RevNode]:
-        """The winning (or the given) revision; 404 `missing`/`deleted` as couch_doc_open answers."""
+    def open_doc(self, docid: str, rev: str | None = None, latest: bool = False) -> tuple[DocEntry, RevNode]:
+        """The winning (or the given, or with `latest` its newest descendant) revision; 404 `missing` or
+        `deleted` as couch_doc_open answers."""
         entry = self.entry(docid)
         if entry is None:
             raise not_found("missing")
@@ -276,6 +282,8 @@ class Database:
                 raise not_found("deleted")
             return entry, entry.winner
         node = entry.revs.get(rev)
+        if node is not None and latest:
+            node = entry.latest(node)
         if node is None or (node.body is None and not node.deleted):
             raise not_found("missing")
         return entry, node

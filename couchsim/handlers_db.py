@@ -295,14 +295,12 @@ def open_revs_json(req: Request, db: Database, docid: str, open_revs: str, optio
     latest = bool_param(req, "latest")
     answers = []
     for rev in wanted:
-        node = entry.revs.get(rev) if entry else None
-        if node is not None and latest and node in entry.revs.values():
-            descendants = [leaf for leaf in entry.leaves if node in leaf.ancestry()]
-            node = max(descendants, key=lambda n: (n.pos, n.digest)) if descendants else node
-        if node is None or (node.body is None and not node.deleted):
+        try:
+            entry, node = db.open_doc(docid, rev, latest)
+        except CouchError:
             answers.append({"missing": rev})
-        else:
-            answers.append({"ok": read_doc(req, db, entry, node, **options)})
+            continue
+        answers.append({"ok": read_doc(req, db, entry, node, **options)})
     return answers
 
 
@@ -397,6 +395,7 @@ async def bulk_get(req: Request, db: Database) -> web.Response:
     if not isinstance(docs, list):
         raise bad_request("Missing JSON list of 'docs'.")
     options = doc_options(req)
+    latest = bool_param(req, "latest")
     results = []
     for spec in docs:
         if not isinstance(spec, dict) or not isinstance(spec.get("id"), str):
@@ -408,9 +407,7 @@ async def bulk_get(req: Request, db: Database) -> web.Response:
         if "atts_since" in spec:
             spec_options["atts_since"] = spec["atts_since"]
         try:
-            entry, node = db.open_doc(docid, rev)
-            if rev is None and entry.deleted:
-                raise not_found("deleted")
+            entry, node = db.open_doc(docid, rev, latest)
             answer = {"ok": read_doc(req, db, entry, node, **spec_options)}
         except CouchError as exc:
             answer = {"error": {"id": docid, "rev": rev if rev is not None else "undefined", "error": exc.error,

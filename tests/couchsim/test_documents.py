@@ -127,3 +127,18 @@ def test_deleting_a_database_ends_its_continuous_feed(couch, unique):
     rows = [line for line in feed.iter_lines() if line.strip()]
     assert time.monotonic() - started < 5
     assert not any(b'"id"' in row for row in rows)
+
+
+def test_bulk_get_latest_answers_the_newest_leaf_of_a_superseded_rev(couch, unique):
+    """chttpd_db:db_req(_bulk_get) with latest=true (what the 3.x replicator sends): a rev that has been
+    updated since is answered with the newest leaf descending from it, with its `_revisions` chain."""
+    http = couch.session()
+    db = f"{couch.url}/{unique('db')}"
+    http.put(db)
+    first = http.put(f"{db}/d", json={"v": 1}).json()["rev"]
+    second = http.put(f"{db}/d", json={"v": 2, "_rev": first}).json()["rev"]
+    answer = http.post(f"{db}/_bulk_get", params={"latest": "true", "revs": "true"},
+                       json={"docs": [{"id": "d", "rev": first}]}).json()
+    doc = answer["results"][0]["docs"][0]["ok"]
+    assert (doc["_rev"], doc["v"]) == (second, 2)
+    assert doc["_revisions"] == {"start": 2, "ids": [second.split("-")[1], first.split("-")[1]]}
