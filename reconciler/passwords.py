@@ -93,6 +93,13 @@ def verify_all(checks: Iterable[tuple[StoredHash, str]], workers: int | None = N
     checks = list(checks)
     if len(checks) <= 1:
         return [stored.verifies(password) for stored, password in checks]
-    with ThreadPoolExecutor(max_workers=min(len(checks), workers or len(os.sched_getaffinity(0))),
+    with ThreadPoolExecutor(max_workers=min(len(checks), workers or _usable_cpus()),
                             thread_name_prefix="pbkdf2") as pool:
         return list(pool.map(lambda check: check[0].verifies(check[1]), checks))
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (a container may get fewer than the host has); macOS lacks the call."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
