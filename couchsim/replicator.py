@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import itertools
 import json
 import re
 import time
@@ -303,7 +304,7 @@ class EndpointClient:
         if data is not None:
             extra.setdefault("Content-Type", "application/json")
         refreshed = False
-        for attempt in range(self.retries + 1):
+        for attempt in itertools.count():
             try:
                 async with self.http.request(method, self.url(path), params=params, data=data,
                                              headers=self._headers(extra), timeout=self.timeout) as resp:
@@ -327,7 +328,6 @@ class EndpointClient:
                 return status, json.loads(raw) if raw else None
             except ValueError:
                 return status, raw.decode(errors="replace")
-        raise AssertionError("unreachable")
 
     def stream(self, method: str, path: str, *, params: dict, body: Any = None):
         data = None if body is None else json.dumps(body)
@@ -391,27 +391,20 @@ class Replication:
         self.checkpoint_revs: dict[str, str | None] = {"source": None, "target": None}
 
     @staticmethod
-    def _db_uri(endpoint: Endpoint) -> str:
-        return endpoint.url
-
-    async def _open_db(self, client: EndpointClient, create: bool, params: dict) -> dict:
+    async def _open_db(client: EndpointClient, create: bool, params: dict) -> None:
         """couch_replicator_api_wrap:db_open/3 and the start errors of replication_start_error/1."""
-        uri = self._db_uri(client.endpoint)
+        uri = client.endpoint.url
+        refused = {401: f"unauthorized: unauthorized to access or create database {uri}", 403: f"forbidden: {uri}"}
         if create:
             query = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}
             status, _ = await client.request("PUT", "", params=query)
-            if status == 401:
-                raise ReplicationCrash(f"unauthorized: unauthorized to access or create database {uri}")
-            if status == 403:
-                raise ReplicationCrash(f"forbidden: {uri}")
-        status, info = await client.request("GET", "")
-        if status == 200:
-            return info
-        if status == 401:
-            raise ReplicationCrash(f"unauthorized: unauthorized to access or create database {uri}")
-        if status == 403:
-            raise ReplicationCrash(f"forbidden: {uri}")
-        raise ReplicationCrash(f"db_not_found: could not open {uri}")
+            if status in refused:
+                raise ReplicationCrash(refused[status])
+        status, _ = await client.request("GET", "")
+        if status in refused:
+            raise ReplicationCrash(refused[status])
+        if status != 200:
+            raise ReplicationCrash(f"db_not_found: could not open {uri}")
 
     async def _read_checkpoints(self) -> None:
         """Find the start sequence from `_local/<id>` on both sides (compare_replication_logs/2)."""
@@ -528,22 +521,20 @@ class Replication:
         else:
             raise ReplicationCrash(f"bulk_docs_failed: {status}")
 
-    async def start(self, replication_id_fn) -> None:
-        """Open both endpoints and settle the replication id and the start sequence."""
+    async def start(self) -> None:
+        """Sign in, open both endpoints and settle the start sequence (rep.id is already known)."""
         self._start_rfc1123 = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
         await self.source.initialize()
         await self.target.initialize()
         await self._open_db(self.source, False, {})
         await self._open_db(self.target, self.rep.create_target, self.rep.create_target_params)
-        if self.rep.id is None:
-            self.rep.id = await replication_id_fn(self.rep)
         await self._read_checkpoints()
         if self.rep.since_seq is not None:
             self.start_seq = self.rep.since_seq
         self.stats.through_seq = self.stats.checkpointed_source_seq = self.stats.source_seq = self.start_seq
 
-    async def run(self, replication_id_fn, on_progress: Callable[[Stats], None] = lambda s: None) -> Stats:
-        await self.start(replication_id_fn)
+    async def run(self, on_progress: Callable[[Stats], None]) -> Stats:
+        await self.start()
         on_progress(self.stats)
         try:
             if self.rep.continuous:

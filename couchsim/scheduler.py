@@ -31,11 +31,10 @@ from .security import UserCtx
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_EXPONENT = 10
+# couch_replicator_scheduler.erl ?DEFAULT_* (health_threshold in seconds).
 DEFAULTS = {"max_jobs": 500, "interval": 60000, "max_churn": 20, "max_history": 20, "health_threshold": 120}
 STATE_FIELDS = ("_replication_state", "_replication_state_time", "_replication_state_reason",
                 "_replication_id", "_replication_stats")
-
-
 REPLICATION_STATES = ("initializing", "error", "running", "pending", "crashing", "completed", "failed")
 
 
@@ -478,15 +477,10 @@ class Replicator:
 
     # ---------------------------------------------------------------- jobs
     async def _run_job(self, job: Job) -> Stats:
-        replication = Replication(job.rep, self.http)
-
         def progress(stats: Stats) -> None:
             job.stats = stats
 
-        async def keep_id(rep: Rep) -> tuple[str, str]:
-            return rep.id
-
-        return await replication.run(keep_id, progress)
+        return await Replication(job.rep, self.http).run(progress)
 
     def _job_completed(self, job: Job) -> None:
         stats = job.stats.as_doc_stats(job.rep.start_time) if job.stats else {}
