@@ -86,6 +86,9 @@ def resolve(session: "CouchSession", state: DesiredState, prune: bool = False) -
         users = sorted(name for name, roles in candidates.items() if name not in admins and template.selects(name, roles))
         databases, refused = _databases(template, users)
         warnings += refused
+        if _peruser_creates(cluster, template.prefix):
+            databases, waiting = _made_by_couch_peruser(session, template, databases)
+            warnings += waiting
         for desired in _objects(template, users, databases):
             add(resolved, desired, template.manifest.subject)
         if any(entry.get("fanIn") == "triggered" for entry in template.manifest.spec.get("replicateTo", [])):
@@ -156,6 +159,30 @@ def _databases(template: UserTemplate, users: Sequence[str]) -> tuple[dict[str, 
         warnings.append(f"{where}: {_listing(shared)} get no database: couch_peruser's unpadded hex gives "
                         "two of them the same database name; rename one of each pair")
     return {database: names[0] for database, names in owners.items() if len(names) == 1}, warnings
+
+
+def _peruser_creates(cluster: Any, prefix: str) -> bool:
+    """couch_peruser is on, on every node, and names databases as this template does."""
+    return all(cluster.value(node, "couch_peruser", "enable") == "true"
+               and (cluster.value(node, "couch_peruser", "database_prefix") or DEFAULT_PREFIX) == prefix
+               for node in cluster.nodes)
+
+
+def _made_by_couch_peruser(session: "CouchSession", template: UserTemplate,
+                           databases: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """With couch_peruser on, CouchDB creates each user's database (and its security) within a second of the
+    sign-up: the template completes the databases that exist and waits for the others rather than race
+    couch_peruser to create them (a database the tool created would also become the tool's to prune)."""
+    from .kinds.database import planned_database_infos  # the database kind then observes from these rows
+
+    existing = planned_database_infos(session, sorted(databases))
+    waiting = sorted(user for database, user in databases.items() if database not in existing)
+    if not waiting:
+        return dict(databases), []
+    return ({database: user for database, user in databases.items() if database in existing},
+            [f"{template.manifest.where('metadata', 'name')}: {template.manifest.subject}: {_listing(waiting)} "
+             "have no database yet: couch_peruser creates it after the sign-up; the next apply (or watch cycle) "
+             "completes it"])
 
 
 def _listing(users: Sequence[str]) -> str:

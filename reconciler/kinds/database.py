@@ -117,9 +117,9 @@ class DatabaseResource:
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:
         names = {desired.key for desired in wanted}
-        # Pruning reads every database; the template resolution may have read them already in this plan.
+        # The template resolution may have read these rows already in this plan (reconciler/templates.py).
         infos = (shared(session, "_dbs_info", lambda: all_database_infos(session)) if prune
-                 else database_infos(session, sorted(names)))
+                 else planned_database_infos(session, sorted(names)))
         # None records a database seen missing, so that nobody asks for it again.
         _seen(session).update({**dict.fromkeys(names), **infos})
         live = {name: _observed(name, info) for name, info in infos.items() if name in names}

@@ -297,3 +297,33 @@ def test_templates_whose_prefixes_overlap_are_refused_before_any_request(couch, 
 
     assert plan.code == 1 and plan.sent == []
     assert "UserDatabases/staff: prefix `userdb-staff-` overlaps `userdb-` of UserDatabases/per-user" in plan.stderr
+
+
+def test_with_couch_peruser_on_a_new_users_database_is_left_to_couch_peruser(couch, http, unique, tmp_path):
+    """A user the manifests create gets her database from couch_peruser after the write: the plan waits for it
+    (never racing couch_peruser, never claiming its database), and the next apply completes it."""
+    config = f"{couch.url}/_node/_local/_config/couch_peruser"
+    before = http.get(f"{config}/enable")
+    assert http.put(f"{config}/enable", json="true").status_code == 200
+    try:
+        name = "日本-" + unique("new")
+        database = user_database("userdb-", name)
+        write(tmp_path, "userdbs.yaml", template("  security: {members: {roles: [app-user]}}\n")
+              + f"---\napiVersion: reconciler/v1\nkind: User\nmetadata: {{name: {name}}}\nspec: {{}}\n")
+
+        first = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
+        wait_for(lambda: security(couch, http, database))
+        second = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
+
+        assert first.code == 0 and second.code == 0, first.stderr + second.stderr
+        assert "have no database yet: couch_peruser creates it" in first.stdout
+        assert f"database/{database}" not in first.stdout + second.stdout
+        assert f"~ security/{database}: updated" in second.stdout
+        held = security(couch, http, database)
+        assert held["members"]["roles"] == ["_admin", "app-user"] and held["admins"]["names"] == [name]
+        assert "couch_reconciler" not in held  # couch_peruser's database, never the tool's to prune
+    finally:
+        if before.status_code == 200:
+            http.put(f"{config}/enable", json=before.json())
+        else:
+            http.delete(f"{config}/enable")
