@@ -58,7 +58,9 @@ def test_a_broken_replication_shows_in_status_and_exits_2(couch, http, unique, t
     assert "source.auth.basic.password: (sensitive, will change)" in planned.stdout
     assert_no_secret([PASSWORD, WRONG], planned.stdout, planned.stderr)
     assert reconcile(couch, "apply", str(tmp_path), "--auto-approve", env=fixed).code == 0
-    wait_for(lambda: scheduler_doc(couch, http, name).get("state") == "running", "the fixed replication to run")
+    # A job that has just started reports no figures yet: wait for its first checkpoint of the source.
+    wait_for(lambda: (doc := scheduler_doc(couch, http, name)).get("state") == "running"
+             and (doc.get("info") or {}).get("changes_pending") is not None, "the fixed replication to run")
     healthy = reconcile(couch, "status", str(tmp_path), env=fixed)
     assert healthy.code == 0 and "All healthy." in healthy.stdout
     line = next(line for line in healthy.stdout.splitlines() if line.startswith(name))
