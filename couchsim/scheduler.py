@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
+from urllib.parse import quote
 
 import aiohttp
 
@@ -455,18 +456,25 @@ class Replicator:
         return replication_id(rep, self.host.uuid, filter_code)
 
     async def _fetch_filter_code(self, rep: Rep) -> str:
-        """couch_replicator_filters:fetch/3: the filter's source text is part of the replication id."""
+        """couch_replicator_filters:fetch/3: the filter's source text (trimmed) is part of the replication id.
+        Failures are temporary: the doc shows `error` and is retried (fetch_internal/3 words the reasons)."""
         ddoc_name, filter_name = rep.filter.split("/", 1)
         client = Replication(rep, self.http).source
+        uri = rep.source.url
         try:
             await client.initialize()
-            status, ddoc = await client.request("GET", f"_design/{ddoc_name}")
+            status, ddoc = await client.request("GET", f"_design/{quote(ddoc_name, safe='')}")
         except ReplicationCrash as crash:
-            raise ReplicationCrash(f"filter_fetch_error: {crash.reason}") from None
-        code = (ddoc.get("filters") or {}).get(filter_name) if status == 200 and isinstance(ddoc, dict) else None
+            raise ReplicationCrash(f"Could not open source database `{uri}`: {crash.reason}") from None
+        if status != 200 or not isinstance(ddoc, dict):
+            reason = ddoc.get("reason", status) if isinstance(ddoc, dict) else status
+            raise ReplicationCrash(f"Couldn't open document `_design/{ddoc_name}` from source database `{uri}`: "
+                                   f"{reason}")
+        code = (ddoc.get("filters") or {}).get(filter_name)
         if not isinstance(code, str):
-            raise ReplicationCrash(f"filter_fetch_error: Couldn't fetch filter `{rep.filter}` from source")
-        return code
+            raise ReplicationCrash(f"Couldn't parse filter code from document {ddoc_name} on `{uri}` "
+                                   f"Error: {filter_name} not found")
+        return code.strip()
 
     async def _mark_failed(self, db_name: str, doc_id: str, reason: str, known: RepDocState | None) -> None:
         if known is not None:

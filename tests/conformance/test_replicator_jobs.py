@@ -311,3 +311,17 @@ def test_scheduler_listings_page_filter_by_state_and_accept_other_replicator_dbs
     # replicator.rst "Additional Replicator Databases": deleting one stops its replications.
     poll(lambda: not [j for j in server.admin.get("/_scheduler/jobs").json()["jobs"] if j["database"] == other],
          timeout=15, what="jobs of the deleted replicator db gone")
+
+
+def test_a_filter_the_source_lacks_leaves_the_doc_in_error_until_it_appears(server, new_db, url, rep_docs, poll):
+    """replicator.rst "States descriptions": `error` is temporary and exists for filtered replications whose
+    filter code (part of the replication id) cannot be fetched yet; the replicator retries. Fetching the
+    filter is couch_replicator_filters:fetch/3."""
+    source, target = new_db(), new_db()
+    rep_id = rep_docs()
+    doc = {"source": as_admin(server, url, source), "target": as_admin(server, url, target), "filter": "app/keep"}
+    assert server.admin.put(db_url("_replicator", rep_id), json=doc).status_code == 201
+    waiting = poll(lambda: (s := scheduler_doc(server, rep_id)) and s["state"] == "error" and s, timeout=15,
+                   what="doc in error")
+    assert "_design/app" in waiting["info"]["error"]
+    assert waiting["error_count"] >= 1 and waiting["id"] is None
