@@ -10,6 +10,11 @@ job runs, then N times: PUT a doc into the source and wait on the target's `_cha
 doc is there. Printed: median and p95 of that delay, beside the floor: a bare write + read round trip
 (PUT a doc, GET it back) through the same keep-alive session.
 
+A second figure (couchsim only, started with a small `[replicator] max_jobs`, `max_churn` and `interval`):
+--jobs continuous jobs fan in to one analytics database; one doc is written into every source at once and
+the time until the last one arrives is printed beside the scheduler's arithmetic, ceil((jobs - max_jobs) /
+max_churn) intervals: the wait the facts measured as ~23 minutes for 1,000 jobs at CouchDB's defaults.
+
 Figures are printed, never asserted: timing belongs in benchmarks, not tests.
 """
 
@@ -36,10 +41,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_couchsim(admin: tuple[str, str]) -> tuple[subprocess.Popen, str]:
+def start_couchsim(admin: tuple[str, str], *config: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    settings = [arg for item in config for arg in ("--config", item)]
     process = subprocess.Popen([sys.executable, "-m", "couchsim", "--port", str(port),
-                                "--admin", f"{admin[0]}:{admin[1]}"], cwd=ROOT,
+                                "--admin", f"{admin[0]}:{admin[1]}", *settings], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = process.stdout.readline()
     if "listening" not in line:
@@ -107,9 +113,41 @@ def measure(url: str, admin: tuple[str, str], server_url: str, writes: int) -> N
     print(f"  median {statistics.median(floor) * ms:7.2f} ms   p95 {percentile(floor, 0.95) * ms:7.2f} ms")
 
 
+def measure_rotation(url: str, admin: tuple[str, str], jobs: int, max_jobs: int, max_churn: int,
+                     interval_ms: int) -> None:
+    http = requests.Session()
+    http.auth = admin
+    auth = {"basic": {"username": admin[0], "password": admin[1]}}
+    http.put(f"{url}/analytics").raise_for_status()
+    for n in range(jobs):
+        http.put(f"{url}/user{n}").raise_for_status()
+        rep = {"source": {"url": f"{url}/user{n}", "auth": auth}, "target": {"url": f"{url}/analytics", "auth": auth},
+               "continuous": True}
+        http.put(f"{url}/_replicator/fan-in-{n}", json=rep).raise_for_status()
+    wait_for(lambda: [d["state"] for d in http.get(f"{url}/_scheduler/docs").json()["docs"]].count("running")
+             == max_jobs, 30, "max_jobs running")
+    began = time.perf_counter()
+    for n in range(jobs):
+        http.put(f"{url}/user{n}/event", json={"n": n}).raise_for_status()
+    writing = time.perf_counter() - began
+    # Every source writes the same doc id: they meet as conflicting revisions of one analytics doc.
+    wait_for(lambda: len(http.get(f"{url}/analytics/event", params={"conflicts": "true"}).json()
+                         .get("_conflicts", [])) == jobs - 1, 120, "every doc in analytics")
+    last = time.perf_counter() - began
+    rounds = -(-(jobs - max_jobs) // max_churn)
+    print(f"fan-in of {jobs} continuous jobs, max_jobs {max_jobs}, max_churn {max_churn}, interval {interval_ms} ms:")
+    print(f"  last doc in analytics {last * 1000:7.1f} ms after the first write (the {jobs} writes took "
+          f"{writing * 1000:.1f} ms)")
+    print(f"  scheduler arithmetic: every job has run within {rounds} intervals = {rounds * interval_ms} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--writes", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=60, help="continuous jobs in the fan-in figure")
+    parser.add_argument("--max-jobs", type=int, default=10)
+    parser.add_argument("--max-churn", type=int, default=5)
+    parser.add_argument("--interval-ms", type=int, default=200)
     args = parser.parse_args()
     real = os.environ.get("COUCHDB_URL")
     if real:
@@ -122,6 +160,13 @@ def main() -> None:
     try:
         print(f"couchsim at {url} (its own process)")
         measure(url, admin, url, args.writes)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    process, url = start_couchsim(admin, f"replicator/max_jobs={args.max_jobs}",
+                                  f"replicator/max_churn={args.max_churn}", f"replicator/interval={args.interval_ms}")
+    try:
+        measure_rotation(url, admin, args.jobs, args.max_jobs, args.max_churn, args.interval_ms)
     finally:
         process.terminate()
         process.wait(timeout=10)
