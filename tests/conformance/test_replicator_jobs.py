@@ -104,6 +104,10 @@ def test_continuous_replication_keeps_delivering_and_shows_running(server, new_d
     assert job["id"] == running["id"] and job["database"] == "_replicator"
     assert [event["type"] for event in job["history"]][-2:] == ["started", "added"]
     assert server.admin.get(f"/_scheduler/jobs/{running['id']}").json()["doc_id"] == doc_id
+    # A running job is also an `_active_tasks` entry of type replication (couch_replicator_scheduler_job).
+    [task] = [t for t in server.admin.get("/_active_tasks").json()
+              if t.get("type") == "replication" and t.get("doc_id") == doc_id]
+    assert (task["replication_id"], task["continuous"], task["database"]) == (running["id"], True, "_replicator")
     missing = server.admin.get("/_scheduler/jobs/0123456789abcdef0123456789abcdef+continuous")
     assert (missing.status_code, missing.json()) == (404, {"error": "not_found", "reason": "missing"})
     assert "_replication_state" not in doc_in(server, "_replicator", doc_id)
