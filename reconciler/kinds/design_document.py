@@ -207,12 +207,11 @@ class DesignDocumentResource:
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:
         """Every design document of each database that should hold one: one `_all_docs` range read per
-        database, attachments as stubs. `prune` finds managed documents there that no manifest lists
-        (a design document left in a database no manifest targets any more is not looked for)."""
+        database, attachments as stubs. `prune` finds managed documents no manifest lists, in every
+        database when the database kind listed them all (it does when pruning), else in those read."""
         keys = {desired.key for desired in wanted}
-        databases = sorted({split_key(key)[0] for key in keys})
-        infos = planned_database_infos(session, databases)
-        existing = [database for database in databases if database in infos]
+        infos = planned_database_infos(session, sorted({split_key(key)[0] for key in keys}), every=prune)
+        existing = sorted(infos)
         live: dict[str, Observed] = {}
         for database, docs in zip(existing, session.map(lambda db: design_docs(session, db), existing)):
             # `doc_count` counts design documents too; a view indexes the others.

@@ -218,3 +218,16 @@ def test_a_design_document_is_deleted_only_with_allow_delete_and_only_when_the_t
     assert "by-hand" not in pruning.stdout
     assert reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve").code == 0
     assert design(couch, http, deployed) is None and design(couch, http, deployed, "by-hand") is not None
+
+
+def test_a_design_document_whose_manifest_is_gone_is_found_for_deletion(couch, http, deployed, tmp_path):
+    """No manifest names the database's design documents any more: pruning still finds the one the tool
+    wrote, since it looks in every database when deletions are allowed."""
+    if couch.real:
+        pytest.skip("--allow-delete prunes every object this tool created on the server: couchsim only")
+    write(tmp_path, "app.yaml", manifests(deployed).split("---")[0])
+    pruning = reconcile(couch, "plan", str(tmp_path), "--allow-delete")
+    assert pruning.stdout.splitlines()[2:4] == [
+        f"  - design_document/{deployed}/_design/app", "      # no manifest lists it; couch-reconciler wrote it"]
+    assert reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve").code == 0
+    assert design(couch, http, deployed) is None
