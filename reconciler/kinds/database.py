@@ -88,27 +88,42 @@ def _seen(session: CouchSession) -> dict[str, dict | None]:
     return shared(session, "database kind: _dbs_info rows", dict)
 
 
-def planned_database_infos(session: CouchSession, names: Sequence[str], every: bool = False) -> dict[str, dict]:
+def planned_database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
     """`_dbs_info` rows of the existing databases among `names`: those the database kind has just observed
-    in this session as it saw them, the others read now. `every` adds every database seen in this plan
-    (all of them when the database kind was pruning)."""
+    in this session as it saw them, the others read now."""
     seen = _seen(session)
     missing = [name for name in names if name not in seen]
     if missing:
         seen.update({**dict.fromkeys(missing), **database_infos(session, missing)})
-    return {name: info for name in (seen if every else names) if (info := seen[name]) is not None}
+    return {name: seen[name] for name in names if seen[name] is not None}
 
 
 def all_database_infos(session: CouchSession) -> dict[str, dict]:
-    """`_dbs_info` rows of every database, a page at a time (`GET /_dbs_info`, CouchDB 3.2+)."""
+    """`_dbs_info` rows of every database, a page at a time (`GET /_dbs_info`, CouchDB 3.2+; before 3.2 only
+    POST exists, so the names come from `_all_dbs` pages and the rows 100 at a time)."""
     infos: dict[str, dict] = {}
     params = {"limit": str(INFO_PAGE)}
     while True:
-        rows = session.get("_dbs_info", params=params, what="listing databases (_dbs_info)")
+        response = session.request("GET", "_dbs_info", params=params, ok=(400, 404, 405),
+                                   what="listing databases (_dbs_info)")
+        if response.status_code != 200:
+            return database_infos(session, all_database_names(session))
+        rows = response.json()
         infos.update({row["key"]: row["info"] for row in rows if "info" in row})
         if len(rows) < INFO_PAGE:
             return infos
         params = {"limit": str(INFO_PAGE), "start_key": json.dumps(rows[-1]["key"]), "skip": "1"}
+
+
+def all_database_names(session: CouchSession) -> list[str]:
+    names: list[str] = []
+    params = {"limit": str(INFO_PAGE)}
+    while True:
+        page = session.get("_all_dbs", params=params, what="listing databases (_all_dbs)")
+        names.extend(page)
+        if len(page) < INFO_PAGE:
+            return names
+        params = {"limit": str(INFO_PAGE), "start_key": json.dumps(page[-1]), "skip": "1"}
 
 
 class DatabaseResource:

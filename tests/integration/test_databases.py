@@ -141,3 +141,19 @@ def test_partitioned_cannot_change_in_place(couch, http, unique, tmp_path):
     assert info(couch, http, name)["props"] == {"partitioned": True} and info(couch, http, name)["doc_count"] == 0
     assert http.get(f"{couch.url}/{name}/_security").json()["members"]["names"] == ["carl"]
     assert reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode").code == 0
+
+
+def test_pruning_lists_databases_on_servers_older_than_3_2(couch, http, unique, tmp_path):
+    """CouchDB 3.0/3.1 have only `POST /_dbs_info` (GET arrived in 3.2): the listing falls back to
+    `_all_dbs` pages and 100-key POSTs."""
+    if couch.real:
+        pytest.skip("simulates a CouchDB 3.1 with couchsim's fault injector; prunes every managed database")
+    keep, gone = unique("keep"), unique("gone")
+    write(tmp_path, "dbs.yaml", database(keep) + "---" + database(gone))
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    write(tmp_path, "dbs.yaml", database(keep))
+    couch.sim.faults.inject(path="^/_dbs_info", method="GET", status=405)
+    run = reconcile(couch, "plan", str(tmp_path), "--allow-delete")
+    assert run.code == 0, run.stderr
+    assert f"  - database/{gone}" in run.stdout and "Plan: 0 to add, 0 to change, 1 to destroy." in run.stdout
+    assert f"{couch.url}/_all_dbs" in [sent[1] for sent in run.sent]
