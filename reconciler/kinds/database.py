@@ -88,14 +88,15 @@ def _seen(session: CouchSession) -> dict[str, dict | None]:
     return shared(session, "database kind: _dbs_info rows", dict)
 
 
-def planned_database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
+def planned_database_infos(session: CouchSession, names: Sequence[str], every: bool = False) -> dict[str, dict]:
     """`_dbs_info` rows of the existing databases among `names`: those the database kind has just observed
-    in this session as it saw them, the others read now."""
+    in this session as it saw them, the others read now. `every` adds every database seen in this plan
+    (all of them when the database kind was pruning)."""
     seen = _seen(session)
     missing = [name for name in names if name not in seen]
     if missing:
         seen.update({**dict.fromkeys(missing), **database_infos(session, missing)})
-    return {name: seen[name] for name in names if seen[name] is not None}
+    return {name: info for name in (seen if every else names) if (info := seen[name]) is not None}
 
 
 def all_database_infos(session: CouchSession) -> dict[str, dict]:
