@@ -281,7 +281,8 @@ class DesignDocumentResource:
         desired = change.desired
         if desired is None:
             raise ReconcileError(f"{subject}: the plan holds no design document to write; make the plan again")
-        if desired.options.get("staged") and rebuilds_index(change.before or {}, change.after or {}):
+        staged = desired.options.get("staged") and rebuilds_index(change.before or {}, change.after or {})
+        if staged:
             stage(session, database, name, desired, subject)
         body = _upload_body(desired, change.before, subject)
         if change.version is not None:
@@ -289,7 +290,7 @@ class DesignDocumentResource:
         response = session.request("PUT", db_path(database, "_design", name), body=body, ok=(409,), what=subject)
         if response.status_code == 409:
             raise ReconcileError(f"{subject}: changed on the server since the plan was made; run plan again")
-        if desired.options.get("staged"):
+        if staged:
             _delete_if_present(session, database, name + STAGED_SUFFIX, subject)
 
 
