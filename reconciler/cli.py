@@ -43,6 +43,7 @@ def main() -> None:
       apply DIR|PLANFILE  make the server match the manifests, or apply a saved plan
       export DIR     write manifests describing a live server, to adopt an existing deployment
       status DIR     the health of the managed replications; exit 2 when one needs attention
+      watch DIR      keep the server converged: full reconciles, sign-ups within seconds
     """
 
 
@@ -384,3 +385,39 @@ def status(directory: str, fmt: str, pending_threshold: float, **connection: Any
     click.echo(render_json(statuses) if fmt == "json" else render_text(statuses), nl=False)
     if not all(item.healthy for item in statuses):
         sys.exit(2)
+
+
+@main.command()
+@click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
+@click.option("--interval", type=click.FloatRange(min=0.1), default=300.0, show_default=True, metavar="SECONDS",
+              help="Seconds between full reconciles (one at start).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="One line per action: text, or a JSON object (ts, level, action, kind, key, outcome).")
+@click.option("--debounce", type=click.FloatRange(min=0), default=0.5, show_default=True, metavar="SECONDS",
+              help="How long a burst of events may last before watch acts on it.")
+@click.option("--max-triggered", type=click.IntRange(min=1), default=20, show_default=True,
+              help="One-shot replications (fanIn: triggered) running at once.")
+@safety_options
+@connection_options
+@one_line_errors
+def watch(directory: str, interval: float, log_format: str, debounce: float, max_triggered: int,
+          **options: Any) -> None:
+    """Keep the server matching the manifests in DIR: a full reconcile (as `apply --auto-approve`) at start
+    and every --interval, and in between, from `_users/_changes` and `/_db_updates`, a reconcile of just
+    the users and databases that changed, so a sign-up gets her database within seconds (docs/watch.md).
+
+    Feed positions are saved on the server (`_users/_local/couch-reconciler-watch`). SIGTERM or Ctrl-C
+    finishes the current action, saves them and exits 0. Nothing is deleted without --allow-delete.
+    """
+    import threading
+
+    from .watch import ActionLog, Settings, run, stop_on_signals
+
+    connection, policy = _split(options)
+    state = _desired_state(directory)
+    stopping = threading.Event()
+    stop_on_signals(stopping)
+    settings = Settings(interval=interval, debounce=debounce, max_triggered=max_triggered)
+    with connect(**connection) as session:
+        code = run(session, state, policy, settings, ActionLog(log_format), stopping)
+    sys.exit(code)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -33,9 +33,75 @@ def observe(session: Any, wanted: Mapping[str, Mapping[str, Any]], kinds: Mappin
     nothing of theirs is wanted.
     """
     names = sorted(kinds) if prune else sorted({name for name in wanted if wanted[name]} | set(prune_kinds))
-    return {name: dict(kinds[name].observe(session, list(wanted.get(name, {}).values()),
-                                           prune=prune or name in prune_kinds))
-            for name in names}
+    live: dict[str, dict[str, Observed]] = {}
+    for name in names:  # "database" sorts before "security": its update_seqs are read first
+        desired = list(wanted.get(name, {}).values())
+        pruned = prune or name in prune_kinds
+        if name in UNCHANGED_WITH_UPDATE_SEQ and "database" in live:
+            live[name] = _observe_changed(session, name, kinds[name], desired, pruned, live["database"])
+        else:
+            live[name] = dict(kinds[name].observe(session, desired, prune=pruned))
+    return live
+
+
+# Kinds whose live object is content of one database (key = database name): a `_security` write bumps the
+# database's `update_seq` (couchdb-facts.md, Bulk reads), so while `update_seq` is the same string the
+# object read at that seq is still the server's. A long-lived session (`reconcile watch`, inside
+# `remembering`) keeps what it read and skips the per-database read of unchanged databases; a one-shot
+# plan reads everything. docs/watch.md says why this stays correct.
+UNCHANGED_WITH_UPDATE_SEQ = ("security",)
+_verified: dict[int, dict[tuple[str, str], tuple[str, Observed]]] = {}  # id(session) -> (kind, key) -> (seq, read)
+
+
+@contextmanager
+def remembering(session: Any) -> Iterator[None]:
+    """Inside this block, objects of UNCHANGED_WITH_UPDATE_SEQ kinds are read again only when their
+    database's `update_seq` moved since this session read them."""
+    with _scopes_lock:
+        _verified[id(session)] = {}
+    try:
+        yield
+    finally:
+        with _scopes_lock:
+            _verified.pop(id(session), None)
+
+
+def _observe_changed(session: Any, name: str, kind: Any, desired: list, prune: bool,
+                     databases: Mapping[str, Observed]) -> dict[str, Observed]:
+    """`kind.observe` for the objects whose database moved since they were last read; the others as read then.
+
+    The database kind read each `update_seq` *before* this read, so a write landing in between leaves the
+    recorded seq older than the object read: the next observation reads it again (never the other way)."""
+    with _scopes_lock:
+        verified = _verified.get(id(session))
+    if verified is None:
+        return dict(kind.observe(session, desired, prune=prune))
+    seqs = {key: live.version for key, live in databases.items() if live.version not in (None, "None")}
+    hits, unread = {}, []
+    for item in desired:
+        entry = verified.get((name, item.key))
+        if entry is not None and entry[0] == seqs.get(item.key):
+            hits[item.key] = entry[1]
+        else:
+            unread.append(item)
+    read = dict(kind.observe(session, unread, prune=prune)) if unread or prune else {}
+    with _scopes_lock:
+        for item in unread:
+            if item.key in read and item.key in seqs:
+                verified[(name, item.key)] = (seqs[item.key], read[item.key])
+            else:  # missing, or its seq unknown: nothing to vouch for
+                verified.pop((name, item.key), None)
+    return {**read, **hits}
+
+
+def forget_verified(session: Any, databases: Iterable[str]) -> None:
+    """Drop what was read of these databases (deleted, or created again: `reconcile watch` hears it from
+    `/_db_updates`), so the next observation reads them whatever their `update_seq`."""
+    with _scopes_lock:
+        verified = _verified.get(id(session), {})
+        for database in databases:
+            for name in UNCHANGED_WITH_UPDATE_SEQ:
+                verified.pop((name, database), None)
 
 
 # One plan reads each live collection once, even when two stages need it: the template resolution
@@ -46,14 +112,20 @@ _scopes_lock = threading.Lock()
 
 @contextmanager
 def observation(session: Any) -> Iterator[None]:
-    """Reads made through `shared` inside this block happen once; the next plan reads afresh."""
+    """Reads made through `shared` inside this block happen once; the next plan reads afresh.
+
+    An observation opened inside another one of the same session joins it: `reconcile watch` opens one
+    around a targeted plan to hand it, through `shared`, only the `_users` documents that changed."""
     with _scopes_lock:
-        _scopes[id(session)] = {}
+        outermost = id(session) not in _scopes
+        if outermost:
+            _scopes[id(session)] = {}
     try:
         yield
     finally:
-        with _scopes_lock:
-            _scopes.pop(id(session), None)
+        if outermost:
+            with _scopes_lock:
+                _scopes.pop(id(session), None)
 
 
 def shared(session: Any, name: str, read: Callable[[], T]) -> T:

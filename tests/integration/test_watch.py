@@ -1,0 +1,284 @@
+"""`reconcile watch`: sign-ups converge within seconds, feed positions live on the server, SIGTERM stops
+cleanly, network cuts are survived, triggered fan-in moves documents, nothing is deleted without opt-in.
+
+Relied on:
+- /work/shared/couchdb-facts.md: `/_db_updates` answers 404 until `_global_changes` exists; a `_security`
+  write bumps `update_seq`; `_replicator` docs need full URLs and credentials in `auth.basic`.
+- apache/couchdb src/couch/src/couch_db.erl `validate_doc_update/3`: `_local/` documents skip validation
+  functions, so the checkpoint can live in `_users/_local/...`; src/global_changes/src/global_changes_httpd.erl:
+  `_db_updates` takes feed=longpoll, since (incl. `now`), timeout, heartbeat and rows `{db_name, type, seq}`.
+- src/couch_replicator/src/couch_replicator_doc_processor.erl `process_change/2`: a document whose
+  `_replication_state` is `completed` is left alone; a new revision without it starts a new run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+from unittest import mock
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from reconcile_runner import reconcile, write
+from reconciler.client import Connection, CouchSession
+from reconciler.expand import expand
+from reconciler.plan import Policy
+from reconciler.templates import user_database
+from reconciler.validate import load_and_validate
+from reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, run
+
+SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ, reason="drives couchsim's fault injector")
+FAST = Settings(interval=60, debounce=0.1, feed_timeout=1.0, poll_interval=0.3, backoff_cap=0.5,
+                checkpoint_every=0.2)
+SECRET = "watch-replication-secret"
+
+
+def manifests(couch, directory: Path, fan_in: str = "continuous", database: str | None = None) -> Path:
+    """The watch manifests, and with `database` one more Database (prune: true) in its own file."""
+    if database is not None:
+        write(directory, "extra.yaml", f"""
+            apiVersion: reconciler/v1
+            kind: Database
+            metadata: {{name: {database}}}
+            spec: {{prune: true}}
+            """)
+    write(directory, "watch.yaml", f"""
+        apiVersion: reconciler/v1
+        kind: Role
+        metadata: {{name: app-user}}
+        spec: {{}}
+        ---
+        apiVersion: reconciler/v1
+        kind: Database
+        metadata: {{name: analytics}}
+        spec: {{}}
+        ---
+        apiVersion: reconciler/v1
+        kind: Database
+        metadata: {{name: _global_changes}}
+        spec: {{}}
+        ---
+        apiVersion: reconciler/v1
+        kind: UserDatabases
+        metadata: {{name: per-user}}
+        spec:
+          grantRoles: [app-user]
+          replicateTo:
+            - target: analytics
+              fanIn: {fan_in}
+              replicationBaseUrl: {couch.url}
+              auth: {{username: {couch.user}, password: env:WATCH_REPLICATION_PASSWORD}}
+        """)
+    return directory
+
+
+class Lines:
+    """A text stream the watch thread writes its log lines to."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            self.lines.extend(line for line in text.splitlines() if line)
+
+    def flush(self) -> None:
+        pass
+
+    def records(self) -> list[dict]:
+        with self._lock:
+            return [json.loads(line) for line in self.lines]
+
+    def wait(self, predicate, seconds: float = 10.0) -> dict:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            found = [record for record in self.records() if predicate(record)]
+            if found:
+                return found[-1]
+            time.sleep(0.05)
+        raise AssertionError(f"no such log line within {seconds}s; got:\n" + "\n".join(self.lines[-30:]))
+
+
+@contextmanager
+def watching(couch, directory: Path, policy: Policy = Policy(), settings: Settings = FAST,
+             sent: list | None = None) -> Iterator[Lines]:
+    """`reconcile watch` in a thread (json log), stopped as SIGTERM would: the stop event, then the loop ends."""
+    state = expand(load_and_validate(str(directory))[0])
+    lines, stopping, result = Lines(), threading.Event(), []
+    session = CouchSession(Connection(couch.url, couch.user, couch.password, timeout=10))
+    original = requests.Session.request
+
+    def record(self, method, url, *rest, **kw):
+        if sent is not None:
+            sent.append((method, url, dict(kw.get("params") or {})))
+        return original(self, method, url, *rest, **kw)
+
+    with mock.patch.object(requests.Session, "request", record):
+        thread = threading.Thread(target=lambda: result.append(
+            run(session, state, policy, settings, ActionLog("json", lines), stopping)), daemon=True)
+        thread.start()
+        try:
+            lines.wait(lambda r: r["action"] == "reconcile" and r["kind"] == "full" and r["outcome"] != "started")
+            yield lines
+        finally:
+            stopping.set()
+            thread.join(timeout=15)
+            session.close()
+    assert result == [0], lines.lines[-10:]
+
+
+def sign_up(couch, http, name: str) -> None:
+    """What the app's back end does: a `_users` document, no role."""
+    answer = http.put(f"{couch.url}/_users/{quote('org.couchdb.user:' + name, safe=':')}",
+                      json={"name": name, "type": "user", "roles": [], "password": "pw"})
+    assert answer.status_code == 201, answer.text
+
+
+def wait_for(condition, seconds: float = 8.0):
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "the server did not get there in time"
+        time.sleep(0.05)
+    return result
+
+
+def converged(couch, http, name: str) -> bool:
+    database = user_database("userdb-", name)
+    security = http.get(f"{couch.url}/{database}/_security")
+    replication = http.get(f"{couch.url}/_replicator/per-user.{database}.to.analytics")
+    user = http.get(f"{couch.url}/_users/{quote('org.couchdb.user:' + name, safe=':')}").json()
+    return (security.status_code == 200 and name in security.json().get("members", {}).get("names", [])
+            and replication.status_code == 200 and "app-user" in user.get("roles", []))
+
+
+@pytest.fixture
+def http(couch):
+    return couch.session()
+
+
+@pytest.fixture(autouse=True)
+def replication_secret(monkeypatch, couch):
+    monkeypatch.setenv("WATCH_REPLICATION_PASSWORD", couch.password)
+
+
+def test_a_sign_up_gets_database_security_role_and_replication_within_seconds(couch, http, unique, tmp_path):
+    """Between full reconciles, the sign-up is handled by a targeted reconcile: no `_users` scan and no
+    `_security` read of the other users' databases; every log line is a JSON object."""
+    earlier = [unique("early") for _ in range(3)]
+    for name in earlier:
+        sign_up(couch, http, name)
+    sent: list = []
+    with watching(couch, manifests(couch, tmp_path), sent=sent) as log:
+        assert all(converged(couch, http, name) for name in earlier)
+        # The full reconcile's own role grants come back through the `_users` feed, once.
+        log.wait(lambda r: r["kind"] == "targeted" and earlier[0] in r["key"] and "applied" in r["outcome"])
+        before = len(sent)
+        name = unique("new")
+        started = time.monotonic()
+        sign_up(couch, http, name)
+        wait_for(lambda: converged(couch, http, name))
+        took = time.monotonic() - started
+        log.wait(lambda r: r["kind"] == "targeted" and "applied" in r["outcome"])
+        after = [(method, url) for method, url, _ in sent[before:]]
+    assert took < 5
+    assert not any("/_users/_all_docs" in url and method == "GET" for method, url in after)
+    assert not any(url.endswith("/_security") and user_database("userdb-", old) in url
+                   for _, url in after for old in earlier)
+    records = log.records()
+    assert all(set(record) == {"ts", "level", "action", "kind", "key", "outcome"} for record in records)
+    assert any(r["action"] == "create" and r["key"] == user_database("userdb-", name) for r in records)
+    assert not any(SECRET in line or couch.password in line for line in log.lines)
+
+
+def test_sigterm_stops_cleanly_and_leaves_the_checkpoint_on_the_server(couch, http, unique, tmp_path):
+    directory = manifests(couch, tmp_path)
+    env = {**os.environ, "COUCHDB_URL": couch.url, "COUCHDB_USER": couch.user, "COUCHDB_PASSWORD": couch.password}
+    process = subprocess.Popen([sys.executable, "-c", "from reconciler.cli import main; main()", "watch",
+                                "--interval", "60", "--debounce", "0.1", str(directory)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if " reconcile " in line and "applied" in line:
+                break
+        name = unique("term")
+        sign_up(couch, http, name)
+        wait_for(lambda: converged(couch, http, name))
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "stopped; feed positions saved" in out.splitlines()[-1]
+    checkpoint = http.get(f"{couch.url}/{CHECKPOINT_DB}/{CHECKPOINT_ID}").json()
+    assert set(checkpoint["positions"]) == {"_users", "_db_updates"}
+    assert couch.password not in out + err + "".join(seen)
+
+
+def test_a_restart_resumes_from_the_checkpoint(couch, http, unique, tmp_path):
+    directory = manifests(couch, tmp_path)
+    with watching(couch, directory):
+        sign_up(couch, http, unique("first"))
+    saved = http.get(f"{couch.url}/{CHECKPOINT_DB}/{CHECKPOINT_ID}").json()["positions"]
+    sent: list = []
+    with watching(couch, directory, sent=sent) as log:
+        log.wait(lambda r: r["action"] == "resume" and r["key"] == "_users")
+        name = unique("second")
+        sign_up(couch, http, name)
+        wait_for(lambda: converged(couch, http, name))
+    follows = [params for method, url, params in sent if url.endswith("/_users/_changes") and "feed" in params]
+    assert follows[0]["since"] == saved["_users"]
+
+
+@SIM_ONLY
+def test_a_network_cut_is_survived_and_the_sign_up_made_meanwhile_converges(couch, http, unique, tmp_path):
+    with watching(couch, manifests(couch, tmp_path)) as log:
+        cut = couch.sim.faults.inject(path=r"_changes|_db_updates|_dbs_info|_bulk_docs|_security", drop=True)
+        log.wait(lambda r: r["outcome"].startswith("disconnected"))
+        name = unique("cut")
+        sign_up(couch, http, name)
+        time.sleep(0.5)
+        cut.remove()
+        log.wait(lambda r: r["outcome"].startswith("reconnected"))
+        wait_for(lambda: converged(couch, http, name))
+
+
+def test_triggered_fan_in_moves_a_document_to_analytics_with_a_one_shot_replication(couch, http, unique, tmp_path):
+    name = unique("trig")
+    sign_up(couch, http, name)
+    database = user_database("userdb-", name)
+    doc_id = f"per-user.{database}.to.analytics"
+    with watching(couch, manifests(couch, tmp_path, fan_in="triggered")) as log:
+        assert http.put(f"{couch.url}/{database}/note-1", json={"type": "note"}).status_code == 201
+        wait_for(lambda: http.get(f"{couch.url}/analytics/note-1").status_code == 200)
+        log.wait(lambda r: r["action"] == "replicate" and r["key"] == doc_id and r["outcome"].startswith("completed"))
+        assert http.put(f"{couch.url}/{database}/note-2", json={"type": "note"}).status_code == 201
+        wait_for(lambda: http.get(f"{couch.url}/analytics/note-2").status_code == 200)
+    replication = http.get(f"{couch.url}/_replicator/{doc_id}").json()
+    assert replication["continuous"] is False
+    assert "couch_reconciler" not in replication  # not the kind's marker: apply never prunes it
+
+
+def test_watch_deletes_nothing_without_allow_delete(couch, http, tmp_path):
+    """A database the tool made and no manifest lists any more stays; the skipped deletion is logged."""
+    directory = manifests(couch, tmp_path, database="leftover")
+    assert reconcile(couch, "apply", "--auto-approve", str(directory)).code == 0
+    manifests(couch, tmp_path, database="kept")
+    with watching(couch, directory) as log:
+        pass
+    assert http.get(f"{couch.url}/leftover").status_code == 200
+    assert any(r["action"] == "delete" and r["key"] == "leftover" and r["outcome"].startswith("skipped")
+               for r in log.records())
