@@ -157,3 +157,16 @@ def test_pruning_lists_databases_on_servers_older_than_3_2(couch, http, unique, 
     assert run.code == 0, run.stderr
     assert f"  - database/{gone}" in run.stdout and "Plan: 0 to add, 0 to change, 1 to destroy." in run.stdout
     assert f"{couch.url}/_all_dbs" in [sent[1] for sent in run.sent]
+
+
+def test_a_database_created_by_someone_else_meanwhile_is_one_line(couch, unique, tmp_path):
+    """CouchDB answers 412 file_exists to a PUT of an existing database: another writer won the race."""
+    if couch.real:
+        pytest.skip("makes the race happen with couchsim's fault injector")
+    name = unique("race")
+    write(tmp_path, "dbs.yaml", database(name))
+    couch.sim.faults.inject(path=f"^/{name}$", method="PUT", status=412, count=1)
+    run = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+    assert (run.code, run.stderr) == (1, f"database/{name}: someone created it since the plan was made; "
+                                         "run plan again\n")
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
