@@ -71,3 +71,18 @@ def test_verify_all_keeps_input_order():
     docs = [couch_user_doc(f"pw{i}") for i in range(5)]
     checks = [(user_hash(doc), f"pw{i if i % 2 else i + 1}") for i, doc in enumerate(docs)]
     assert verify_all(checks) == [False, True, False, True, False]
+
+
+def test_a_pair_verified_before_is_answered_without_deriving_again(monkeypatch):
+    """`reconcile watch` plans over and over: unchanged hashes and secrets must not cost 600k rounds each time."""
+    docs = [couch_user_doc(f"pw-{i}") for i in range(3)]
+    checks = [(user_hash(doc), f"pw-{i}") for i, doc in enumerate(docs)]
+    assert verify_all(checks) == [True, True, True]
+    derived = []
+    real = hashlib.pbkdf2_hmac
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", lambda *args: derived.append(args) or real(*args))
+
+    again = verify_all(checks + [(user_hash(docs[0]), "rotated")])
+
+    assert again == [True, True, True, False]
+    assert len(derived) == 1  # only the new secret was derived
