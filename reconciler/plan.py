@@ -160,10 +160,14 @@ def to_document(plan: Plan) -> dict[str, Any]:
 
 def save(plan: Plan, path: str) -> None:
     temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(to_document(plan), handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(temporary, path)  # a half-written plan file must never be applied
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(to_document(plan), handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(temporary, path)  # a half-written plan file must never be applied
+    except OSError as error:
+        raise ReconcileError(f"--out {path}: cannot write the plan file ({error.strerror}); "
+                             "give a path in an existing, writable folder") from None
 
 
 def load(path: str) -> Plan:

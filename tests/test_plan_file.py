@@ -116,3 +116,9 @@ def test_fields_of_a_document_round_trip_before_and_after(tmp_path, monkeypatch)
     assert document["changes"][1]["fields"] == [{"path": "members.roles", "sensitive": False,
                                                  "before": ["_admin"], "after": ["_admin", "app"]}]
     assert document["changes"][3]["destroys"] == "12 documents"
+
+
+def test_a_plan_file_that_cannot_be_written_is_one_line(tmp_path):
+    with pytest.raises(ReconcileError, match=r"--out .*/missing/plan.json: cannot write the plan file \(No such file "
+                                             r"or directory\); give a path in an existing, writable folder"):
+        save(Plan("http://x", []), str(tmp_path / "missing" / "plan.json"))
