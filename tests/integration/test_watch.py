@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 from unittest import mock
@@ -43,7 +44,8 @@ FAST = Settings(interval=60, debounce=0.1, feed_timeout=1.0, poll_interval=0.3, 
 SECRET = "watch-replication-secret"
 
 
-def manifests(couch, directory: Path, fan_in: str = "continuous", database: str | None = None) -> Path:
+def manifests(couch, directory: Path, fan_in: str = "continuous", database: str | None = None,
+              global_changes: bool = True) -> Path:
     """The watch manifests, and with `database` one more Database (prune: true) in its own file."""
     if database is not None:
         write(directory, "extra.yaml", f"""
@@ -65,7 +67,7 @@ def manifests(couch, directory: Path, fan_in: str = "continuous", database: str 
         ---
         apiVersion: reconciler/v1
         kind: Database
-        metadata: {{name: _global_changes}}
+        metadata: {{name: {"_global_changes" if global_changes else "other"}}}
         spec: {{}}
         ---
         apiVersion: reconciler/v1
@@ -282,3 +284,39 @@ def test_watch_deletes_nothing_without_allow_delete(couch, http, tmp_path):
     assert http.get(f"{couch.url}/leftover").status_code == 200
     assert any(r["action"] == "delete" and r["key"] == "leftover" and r["outcome"].startswith("skipped")
                for r in log.records())
+
+
+def test_a_full_reconcile_reads_security_only_where_update_seq_moved_and_still_repairs_drift(
+        couch, http, unique, tmp_path):
+    """A `_security` write bumps `update_seq` (couchdb-facts.md), so an unchanged seq proves an unchanged
+    object: the next full reconcile skips those reads, and a hand-made change is still seen and repaired."""
+    names = [unique("seq") for _ in range(3)]
+    for name in names:
+        sign_up(couch, http, name)
+    databases = [user_database("userdb-", name) for name in names]
+    sent: list = []
+    fulls = lambda log: [r for r in log.records() if r["kind"] == "full" and "applied" in r["outcome"]]
+    with watching(couch, manifests(couch, tmp_path), settings=replace(FAST, interval=1.0), sent=sent) as log:
+        wait_for(lambda: len(fulls(log)) >= 2, seconds=10)
+        mark = len(sent)
+        drifted = http.get(f"{couch.url}/{databases[0]}/_security").json()
+        assert http.put(f"{couch.url}/{databases[0]}/_security",
+                        json={**drifted, "members": {"roles": ["_admin"], "names": []}}).status_code == 200
+        count = len(fulls(log))
+        wait_for(lambda: len(fulls(log)) >= count + 1, seconds=10)
+        repaired = http.get(f"{couch.url}/{databases[0]}/_security").json()
+        read = [url for method, url, _ in sent[mark:] if method == "GET" and url.endswith("/_security")]
+    assert names[0] in repaired["members"]["names"]
+    assert any(databases[0] in url for url in read)
+    assert not any(database in url for url in read for database in databases[1:])
+
+
+def test_without_global_changes_watch_says_what_to_do_and_scans_dbs_info(couch, http, unique, tmp_path):
+    name = unique("poll")
+    sign_up(couch, http, name)
+    database = user_database("userdb-", name)
+    with watching(couch, manifests(couch, tmp_path, global_changes=False)) as log:
+        assert http.delete(f"{couch.url}/{database}").status_code == 200
+        wait_for(lambda: converged(couch, http, name))
+    warnings = [r for r in log.records() if r["key"] == "_db_updates" and r["level"] == "warning"]
+    assert len(warnings) == 1 and "PUT /_global_changes" in warnings[0]["outcome"]
