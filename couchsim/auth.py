@@ -100,7 +100,16 @@ class Authenticator:
         return UserCtx(name, roles)
 
     async def authenticate(self, headers, cookies) -> tuple[UserCtx, str | None]:
-        """The request's user, and a refreshed AuthSession cookie value when one is due."""
+        """The request's user, and a refreshed AuthSession cookie value when one is due.
+
+        Handlers run in 3.x's default order, `[chttpd] authentication_handlers` = cookie, then default
+        (basic): a valid cookie wins; otherwise basic credentials must be right (401) or absent."""
+        session = cookies.get("AuthSession")
+        if session:
+            found = self.from_cookie(session)
+            if found is not None:
+                ctx, refresh = found
+                return ctx, self.make_cookie(ctx.name) if refresh else None
         authorization = headers.get("Authorization", "")
         if authorization[:6].lower() == "basic ":
             try:
@@ -112,12 +121,6 @@ class Authenticator:
                 raise unauthorized("Name or password is incorrect.")
             ctx.handler = "default"
             return ctx, None
-        session = cookies.get("AuthSession")
-        if session:
-            found = self.from_cookie(session)
-            if found is not None:
-                ctx, refresh = found
-                return ctx, self.make_cookie(ctx.name) if refresh else None
         if self.cluster.config.get_bool("chttpd", "require_valid_user"):
             raise unauthorized("Authentication required.")
         return ANONYMOUS, None
