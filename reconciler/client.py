@@ -120,20 +120,30 @@ class CouchSession:
         return response
 
     def get(self, path: str, **kw: Any) -> Any:
-        return self.request("GET", path, **kw).json()
+        return decode(self.request("GET", path, **kw), kw.get("what"))
 
     def put(self, path: str, body: Any, **kw: Any) -> Any:
-        return self.request("PUT", path, body=body, **kw).json()
+        return decode(self.request("PUT", path, body=body, **kw), kw.get("what"))
 
     def post(self, path: str, body: Any, **kw: Any) -> Any:
-        return self.request("POST", path, body=body, **kw).json()
+        return decode(self.request("POST", path, body=body, **kw), kw.get("what"))
 
     def delete(self, path: str, **kw: Any) -> Any:
-        return self.request("DELETE", path, **kw).json()
+        return decode(self.request("DELETE", path, **kw), kw.get("what"))
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """fn over items on the bounded thread pool, results in input order; the first error propagates."""
         return self._pool.map(fn, items)
+
+
+def decode(response: requests.Response, what: str | None = None) -> Any:
+    """The JSON body; a proxy's HTML page or a truncated answer is one line, not a traceback."""
+    try:
+        return response.json()
+    except ValueError:
+        subject = what or f"{response.request.method} {response.request.path_url}"
+        raise ServerError(f"{subject}: the answer (HTTP {response.status_code}) is not JSON; check that --server "
+                          "points at CouchDB itself, not a proxy page") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -34,7 +34,7 @@ import hashlib
 import json
 from typing import Any, Mapping, Sequence
 
-from ..client import CouchSession, db_path
+from ..client import CouchSession, db_path, decode
 from ..diff import Change, Create, Update, field_changes
 from ..errors import ReconcileError
 from ..expand import Desired
@@ -50,7 +50,7 @@ ADMIN_ONLY = {"members": {"roles": ["_admin"]}, "admins": {"roles": ["_admin"]}}
 def read_security(session: CouchSession, database: str) -> dict | None:
     """The database's security object as stored, or None when the database does not exist."""
     response = session.request("GET", db_path(database, "_security"), ok=(404,), what=f"reading {database}/_security")
-    return None if response.status_code == 404 else response.json()
+    return None if response.status_code == 404 else decode(response, f"reading {database}/_security")
 
 
 def read_securities(session: CouchSession, databases: Sequence[str]) -> dict[str, dict]:

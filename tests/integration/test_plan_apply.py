@@ -239,3 +239,31 @@ def test_credentials_in_the_server_url_are_used_but_never_shown_or_saved(couch, 
     assert run.code == 0, run.stderr
     assert json.loads(planfile.read_text())["server"] == couch.url
     assert_no_secret([password], run.stdout, run.stderr, planfile.read_text())
+
+
+def test_a_server_that_is_not_couchdb_is_one_line(tmp_path):
+    """A proxy's HTML page where CouchDB's JSON was expected."""
+    import http.server
+    import threading
+    from types import SimpleNamespace
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>Sign in to continue</html>")
+
+        def log_message(self, *args):
+            pass
+
+    proxy = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        write(tmp_path, "dbs.yaml", databases(["orders"]))
+        page = SimpleNamespace(url=f"http://127.0.0.1:{proxy.server_port}", admin=("admin", "pw"))
+        run = reconcile(page, "plan", str(tmp_path))
+        assert (run.code, run.stderr) == (1, "reading _dbs_info: the answer (HTTP 200) is not JSON; check that "
+                                             "--server points at CouchDB itself, not a proxy page\n")
+    finally:
+        proxy.shutdown()
