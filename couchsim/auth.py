@@ -9,6 +9,7 @@ hash, not one per request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -54,6 +55,7 @@ class Authenticator:
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
         self.verified: OrderedDict[tuple, bool] = OrderedDict()
+        self.deriving: dict[tuple, asyncio.Future] = {}
 
     # ------------------------------------------------------------------ who is this
     def credentials(self, name: str) -> tuple[dict, list[str]] | None:
@@ -79,18 +81,10 @@ class Authenticator:
         if scheme == "pbkdf2":
             key = (name, password, creds.get("salt"), creds.get("derived_key"), creds.get("iterations"),
                    creds.get("pbkdf2_prf", "sha1"))
-            if key not in self.verified:
-                try:
-                    derived = await pbkdf2_hex_async(key[5], password, str(key[2]), int(key[4]))
-                except (TypeError, ValueError):
-                    return None
-                if not hmac.compare_digest(derived, str(key[3])):
-                    return None
-                self.verified[key] = True
-                if len(self.verified) > CACHE_SIZE:
-                    self.verified.popitem(last=False)
-            else:
+            if key in self.verified:
                 self.verified.move_to_end(key)
+            elif not await self._derived_key_matches(key):
+                return None
         elif scheme == "simple":
             digest = hashlib.sha1((password + str(creds.get("salt", ""))).encode("utf-8")).hexdigest()
             if not hmac.compare_digest(digest, str(creds.get("password_sha", ""))):
@@ -98,6 +92,28 @@ class Authenticator:
         else:
             return None
         return UserCtx(name, roles)
+
+    async def _derived_key_matches(self, key: tuple) -> bool:
+        """One PBKDF2 per credential even when many connections present it at once (a pool warming up)."""
+        task = self.deriving.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._derive(key))
+            self.deriving[key] = task
+            task.add_done_callback(lambda _: self.deriving.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _derive(self, key: tuple) -> bool:
+        name, password, salt, derived_key, iterations, prf = key
+        try:
+            derived = await pbkdf2_hex_async(prf, password, str(salt), int(iterations))
+        except (TypeError, ValueError):
+            return False
+        if not hmac.compare_digest(derived, str(derived_key)):
+            return False
+        self.verified[key] = True
+        if len(self.verified) > CACHE_SIZE:
+            self.verified.popitem(last=False)
+        return True
 
     async def authenticate(self, headers, cookies) -> tuple[UserCtx, str | None]:
         """The request's user, and a refreshed AuthSession cookie value when one is due.

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,22 @@ def test_db_updates_continuous_sends_each_event_once(couch):
     assert [(r["db_name"], r["type"]) for r in rows[:-1]] == [("one", "created"), ("one", "updated"),
                                                              ("two", "created")]
     assert rows[-1] == {"last_seq": rows[-2]["seq"]}
+
+
+def test_concurrent_first_requests_share_one_derivation(monkeypatch):
+    """couch_passwords_cache spares repeated PBKDF2s; couchsim also makes the connections of a pool that
+    present the same new credential at once wait for one derivation instead of each running their own."""
+    derivations = []
+    real = auth_module.pbkdf2_hex_async
+
+    async def counting(*args):
+        derivations.append(args[0])
+        return await real(*args)
+
+    monkeypatch.setattr(auth_module, "pbkdf2_hex_async", counting)
+    with SimServer(admin=("admin", "adminpw"), config={"chttpd_auth": {"iterations": "200000"}}) as sim:
+        def session_name(_):
+            return requests.get(sim.url + "/_session", auth=sim.admin).json()["userCtx"]["name"]
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(session_name, range(8))) == ["admin"] * 8
+    assert len(derivations) == 1
