@@ -150,3 +150,26 @@ def test_the_connected_admin_is_fixed_with_its_own_password_but_never_changed_mi
     values = admin_values(cluster, http, name)
     assert values != before and len(set(values.values())) == 1 and hash_verifies(values[cluster.nodes[0]], password)
     assert_no_secret(["new-admin-pw", password], changed.stdout, changed.stderr, same.stdout, same.stderr)
+
+
+def test_a_server_admin_on_the_server_under_test_including_a_real_one(couch, unique, request, tmp_path):
+    """The same behaviour on the `couch` fixture, so it also runs against COUCHDB_URL; the admin is removed."""
+    http = couch.session()
+    name = unique("ops")
+    nodes = http.get(f"{couch.url}/_membership").json()["cluster_nodes"]
+    request.addfinalizer(lambda: [http.delete(f"{couch.url}/_node/{node}/_config/admins/{name}") for node in nodes])
+    write(tmp_path, "admins.yaml", f"""
+        apiVersion: reconciler/v1
+        kind: ServerAdmin
+        metadata: {{name: {name}}}
+        spec:
+          password: env:OPS_PASSWORD
+        """)
+
+    applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path), env={"OPS_PASSWORD": "real-ops-pw"})
+
+    assert applied.code == 0, applied.stderr
+    values = {http.get(f"{couch.url}/_node/{node}/_config/admins/{name}").json() for node in nodes}
+    assert len(values) == 1 and hash_verifies(values.pop(), "real-ops-pw")
+    assert http.get(f"{couch.url}/_node/_local/_config/admins", auth=(name, "real-ops-pw")).status_code == 200
+    assert "No changes" in reconcile(couch, "plan", str(tmp_path), env={"OPS_PASSWORD": "real-ops-pw"}).stdout
