@@ -182,14 +182,14 @@ def test_bulk_get_returns_requested_revs_and_errors(server, db):
     assert (error["id"], error["error"], error["reason"]) == ("nope", "not_found", "missing")
 
 
-@pytest.mark.xfail(strict=True, reason="couchsim: _revs_diff lists docs with nothing missing; fabric leaves them out")
 def test_revs_diff_lists_missing_revs_only(server, db):
     """chttpd_db:db_req _revs_diff via fabric_doc_missing_revs: force_reply(_, {[], _}, Acc) -> Acc, so docs whose revs
     are all known are left out; missing ones listed, with possible_ancestors when the doc exists."""
     rev1 = put(server, db, "have", {})
+    known = put(server, db, "known", {})
     unknown = "2-" + "f" * 32
     response = server.admin.post(db_url(db, "_revs_diff"), json={"have": [rev1, unknown], "new": ["1-" + "e" * 32],
-                                                                  "known": [rev1]})
+                                                                  "known": [known]})
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"have", "new"}
