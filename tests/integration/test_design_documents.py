@@ -193,6 +193,10 @@ def test_a_staged_deploy_builds_the_new_index_before_the_swap(couch, http, deplo
 
     planned = reconcile(couch, "plan", str(tmp_path))
     assert "rebuilds it over 2 documents as _design/app-next first, then swaps" in planned.stdout
+    # Left by an apply interrupted while the index was building: overwritten, then removed.
+    leftover = http.put(f"{couch.url}/{deployed}/_design/app-next",
+                        json={"views": {"old": {"map": "function (doc) { emit(null, 1); }"}}})
+    assert leftover.status_code == 201
     applied = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
     assert applied.code == 0, applied.stderr
     staged = f"/{deployed}/_design/app-next"
