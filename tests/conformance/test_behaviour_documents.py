@@ -9,8 +9,6 @@ import base64
 import hashlib
 import re
 
-import pytest
-
 from behaviour_fixtures import answer, db_url
 
 REV = re.compile(r"(\d+)-[0-9a-f]{32}")
