@@ -141,11 +141,7 @@ def outcomes() -> dict[str, Outcome]:
         return replay(sim.url, sim.admin)
 
 
-def step_param(step: dict) -> Any:
-    return pytest.param(step, id=step["step"])
-
-
-@pytest.mark.parametrize("step", [step_param(s) for s in STEPS])
+@pytest.mark.parametrize("step", [pytest.param(s, id=s["step"]) for s in STEPS])
 def test_recorded_exchange(step: dict, outcomes: dict[str, Outcome]) -> None:
     """The server answers this step as CouchDB 3.4.3 did (status, then the body per `compare`)."""
     got = outcomes[step["step"]]
