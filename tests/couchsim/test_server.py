@@ -43,17 +43,23 @@ def test_command_line_serves_a_cluster_with_config_and_stops_on_sigterm():
         process.stdout.close()
 
 
-def test_a_verified_password_is_not_derived_again(monkeypatch):
-    """couch_passwords_cache (3.4): once a credential verified, basic auth on later requests costs no PBKDF2 —
-    what keeps 3,000 GETs/s possible at 600,000 iterations."""
-    derivations = []
+@pytest.fixture
+def derivations(monkeypatch) -> list[str]:
+    """Every PBKDF2 the server's authenticator runs, counted."""
+    seen: list[str] = []
     real = auth_module.pbkdf2_hex_async
 
     async def counting(*args):
-        derivations.append(args[0])
+        seen.append(args[0])
         return await real(*args)
 
     monkeypatch.setattr(auth_module, "pbkdf2_hex_async", counting)
+    return seen
+
+
+def test_a_verified_password_is_not_derived_again(derivations):
+    """couch_passwords_cache (3.4): once a credential verified, basic auth on later requests costs no PBKDF2 —
+    what keeps 3,000 GETs/s possible at 600,000 iterations."""
     with SimServer(admin=("admin", "adminpw"), config={"chttpd_auth": {"iterations": "1000"}}) as sim:
         with requests.Session() as http:
             http.auth = sim.admin
@@ -169,17 +175,9 @@ def test_db_updates_continuous_sends_each_event_once(couch):
     assert rows[-1] == {"last_seq": rows[-2]["seq"]}
 
 
-def test_concurrent_first_requests_share_one_derivation(monkeypatch):
+def test_concurrent_first_requests_share_one_derivation(derivations):
     """couch_passwords_cache spares repeated PBKDF2s; couchsim also makes the connections of a pool that
     present the same new credential at once wait for one derivation instead of each running their own."""
-    derivations = []
-    real = auth_module.pbkdf2_hex_async
-
-    async def counting(*args):
-        derivations.append(args[0])
-        return await real(*args)
-
-    monkeypatch.setattr(auth_module, "pbkdf2_hex_async", counting)
     with SimServer(admin=("admin", "adminpw"), config={"chttpd_auth": {"iterations": "200000"}}) as sim:
         def session_name(_):
             return requests.get(sim.url + "/_session", auth=sim.admin).json()["userCtx"]["name"]
