@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ import aiohttp
 from .replicator_db import replication_doc_error
 
 REP_ID_VERSION = 4
-FILTER_NAME = re.compile(r"^([^/]+)/([^/]+)$")
 # CouchDB's session plugin only treats a cookie failure as stale after this many seconds.
 MIN_SESSION_REFRESH_SECONDS = 5
 # A stopping job's last checkpoint must not hold up a shutdown when an endpoint is gone (requests retry).
@@ -123,6 +121,11 @@ class Rep:
     def rep_id(self) -> str | None:
         return None if self.id is None else self.id[0] + self.id[1]
 
+    @property
+    def is_builtin_filter(self) -> bool:
+        """`_view`, `_doc_ids`...: run by the source as named; only a ddoc filter's code is fetched."""
+        return self.filter is not None and self.filter.startswith("_")
+
 
 def parse_endpoint(value: str | dict) -> Endpoint:
     """couch_replicator_parse:parse_rep_db/3 with couch_replicator_utils:normalize_basic_auth/1, for an
@@ -181,8 +184,6 @@ def parse_rep_doc(body: dict, config_get: Callable[[str, str], str | None] = lam
     if doc_ids is not None and not isinstance(doc_ids, list):
         raise BadRepDoc("parameter `doc_ids` must be an array")
     filter_name = body.get("filter")
-    if filter_name is not None and filter_name != "_view" and not FILTER_NAME.match(str(filter_name)):
-        raise BadRepDoc(f"Invalid filter. Must match `ddocname/filtername` or `_view`. Got `{filter_name}`.")
     user_ctx = body.get("user_ctx")
     return Rep(
         source=parse_endpoint(body["source"]),
@@ -214,7 +215,7 @@ def replication_id(rep: Rep, server_uuid: str, filter_code: str | None = None) -
     server and change exactly when CouchDB's would, but are not byte-identical to a real server's.
     """
     parts: list = [server_uuid, rep.source.id_term(), rep.target.id_term()]
-    if rep.filter == "_view":
+    if rep.is_builtin_filter:
         parts += [rep.filter, rep.query_params]
     elif rep.filter is not None:
         parts += [filter_code, rep.query_params]

@@ -46,6 +46,10 @@ def replication_doc_error(doc: dict) -> str | None:
     exclusive = [k for k in ("doc_ids", "filter", "selector") if doc.get(k) is not None]
     if len(exclusive) > 1:
         return "`doc_ids`,`filter`,`selector` are mutually exclusive"
+    # couch_replicator_filters:parse/1: `_`-prefixed filters are the server's own, others name ddoc/filter.
+    name = doc.get("filter")
+    if name is not None and not (isinstance(name, str) and (name.startswith("_") or "/" in name)):
+        return "Invalid filter. Must match `ddocname/filtername`."
     return None
 
 

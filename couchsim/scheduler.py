@@ -451,7 +451,7 @@ class Replicator:
 
     async def _replication_id(self, rep: Rep) -> tuple[str, str]:
         filter_code = None
-        if rep.filter is not None and rep.filter != "_view":
+        if rep.filter is not None and not rep.is_builtin_filter:
             filter_code = await self._fetch_filter_code(rep)
         return replication_id(rep, self.host.uuid, filter_code)
 

@@ -329,3 +329,13 @@ def test_a_filter_the_source_lacks_leaves_the_doc_in_error_until_it_appears(serv
                    what="doc in error")
     assert "_design/app" in waiting["info"]["error"]
     assert waiting["error_count"] >= 1 and waiting["id"] is None
+
+
+def test_a_filter_that_names_no_design_doc_is_refused_at_write(server, new_db, url, rep_docs):
+    """couch_replicator_filters:parse/1 -> parse_user_filter/1: a filter not starting with `_` must be
+    `ddocname/filtername`; before_doc_update turns the parse error into 403 forbidden."""
+    source, target = new_db(), new_db()
+    doc = {"source": as_admin(server, url, source), "target": as_admin(server, url, target), "filter": "keep"}
+    response = server.admin.put(db_url("_replicator", rep_docs()), json=doc)
+    assert (response.status_code, response.json()) == (
+        403, {"error": "forbidden", "reason": "Invalid filter. Must match `ddocname/filtername`."})
