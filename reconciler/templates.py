@@ -154,9 +154,9 @@ def _databases(template: UserTemplate, users: Sequence[str]) -> tuple[dict[str, 
                         f"UTF-8 name> would pass CouchDB's {DATABASE_NAME_MAX_BYTES}-byte limit (a name of at "
                         f"most {(DATABASE_NAME_MAX_BYTES - len(template.prefix.encode())) // 2} bytes fits); "
                         "give them shorter names or a shorter `prefix`")
-    shared = sorted(user for names in owners.values() if len(names) > 1 for user in names)
-    if shared:
-        warnings.append(f"{where}: {_listing(shared)} get no database: couch_peruser's unpadded hex gives "
+    clashing = sorted(user for names in owners.values() if len(names) > 1 for user in names)
+    if clashing:
+        warnings.append(f"{where}: {_listing(clashing)} get no database: couch_peruser's unpadded hex gives "
                         "two of them the same database name; rename one of each pair")
     return {database: names[0] for database, names in owners.items() if len(names) == 1}, warnings
 
@@ -186,7 +186,12 @@ def _made_by_couch_peruser(session: "CouchSession", template: UserTemplate,
 
 
 def _listing(users: Sequence[str]) -> str:
-    shown = ", ".join(f"`{user[:40]}{'…' if len(user) > 40 else ''}`" for user in users[:SHOWN])
+    """`N users (`a`, `b`… and M more)`, each name cut at 40 characters, control characters escaped."""
+    def shown_name(user: str) -> str:
+        printable = user if user.isprintable() else user.encode("unicode_escape").decode("ascii")
+        return f"`{printable[:40]}{'…' if len(printable) > 40 else ''}`"
+
+    shown = ", ".join(shown_name(user) for user in users[:SHOWN])
     more = f" and {len(users) - SHOWN} more" if len(users) > SHOWN else ""
     return f"{len(users)} user{'s' if len(users) != 1 else ''} ({shown}{more})"
 
@@ -244,8 +249,8 @@ def _replicator_capacity(cluster: Any, state: DesiredState) -> list[str]:
     """CouchDB runs at most `[replicator] max_jobs` replications per node and rotates the rest
     (`max_churn` per `interval`), so beyond that a continuous fan-in goes stale (couchdb-facts.md: ~23
     minutes at 1,000 users)."""
-    capacity = sum(int(cluster.config[node].get("replicator", {}).get("max_jobs", DEFAULT_MAX_JOBS))
-                   for node in cluster.nodes)
+    settings = (str(cluster.value(node, "replicator", "max_jobs") or "") for node in cluster.nodes)
+    capacity = sum(int(value) if value.isdigit() else DEFAULT_MAX_JOBS for value in settings)
     continuous = sum(1 for (kind, _), desired in state.objects.items()
                      if kind == "replication" and desired.body.get("continuous") is True)
     if continuous <= capacity:

@@ -327,3 +327,40 @@ def test_with_couch_peruser_on_a_new_users_database_is_left_to_couch_peruser(cou
             http.put(f"{config}/enable", json=before.json())
         else:
             http.delete(f"{config}/enable")
+
+
+def test_a_saved_plan_of_the_template_applies_and_refuses_once_stale(couch, http, unique, tmp_path):
+    """The per-user objects travel in the plan file like any other; a user database created meanwhile makes
+    the saved plan stale rather than half-applied."""
+    first, second = unique("f"), unique("s")
+    sign_up(couch, http, first)
+    folder = tmp_path / "manifests"
+    write(folder, "userdbs.yaml", template())
+    saved, stale = str(tmp_path / "plan.json"), str(tmp_path / "stale.json")
+    assert reconcile(couch, "plan", "--out", saved, str(folder)).code == 0
+    sign_up(couch, http, second)
+    assert reconcile(couch, "plan", "--out", stale, str(folder)).code == 0
+    assert http.put(f"{couch.url}/{user_database('userdb-', second)}").status_code == 201
+
+    applied = reconcile(couch, "apply", saved)
+    refused = reconcile(couch, "apply", stale)
+
+    assert applied.code == 0, applied.stderr
+    assert security(couch, http, user_database("userdb-", first))["members"]["names"] == [first]
+    assert refused.code == 1 and f"database/{user_database('userdb-', second)} (created meanwhile)" in refused.stderr
+
+
+def test_names_that_give_the_same_unpadded_hex_get_no_database(couch, http, unique, tmp_path):
+    """couch_peruser writes byte 0x01 as `1`: "\\x01\\x02…" and "\\x12…" would share a database."""
+    tail = unique("c")
+    clashing = ["\x01\x02" + tail, "\x12" + tail]
+    for name in clashing:
+        sign_up(couch, http, name)
+    write(tmp_path, "userdbs.yaml", template())
+
+    plan = reconcile(couch, "plan", str(tmp_path))
+
+    assert plan.code == 0, plan.stderr
+    assert "2 users (`\\x01\\x02t-c-" in plan.stdout  # control characters shown escaped
+    assert "get no database: couch_peruser's unpadded hex" in plan.stdout
+    assert user_database("userdb-", clashing[0]) not in plan.stdout

@@ -1,0 +1,140 @@
+"""Benchmark: the UserDatabases template over N users who exist only on the server, on couchsim.
+
+    .venv/bin/python bench/userdb_bench.py [--sizes 1000 10000] [--pool 16] [--peruser off on]
+
+For each N (and couch_peruser off, then on) it starts `python -m couchsim`, lowers PBKDF2 rounds, signs
+N users up with `_bulk_docs` (as an app back end would), and runs against the reference-style template
+(database, security in merge mode, the `app-user` role, one continuous replication to `analytics` each):
+
+- plan: wall time and requests (one paged `_users` read, `_dbs_info` 100 names a request, `_security`
+  per existing user database, paged `_replicator`);
+- first apply: the plan's writes (databases and their security over the pool, roles and replication
+  documents with `_bulk_docs`), wall time and requests;
+- plan again (nothing to do);
+- beside each, the floor: the same number of bare `GET /` through the same pool.
+
+Figures are printed, never asserted. With couch_peruser on, the databases and their security exist
+before the plan (couch_peruser made them), so apply writes only roles and replication documents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plan_bench import ADMIN, ROOT, floor, start_couchsim  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+from reconciler.apply import execute  # noqa: E402
+from reconciler.client import Connection, CouchSession  # noqa: E402
+from reconciler.expand import expand  # noqa: E402
+from reconciler.kinds import RESOURCES  # noqa: E402
+from reconciler.plan import Policy, make_plan  # noqa: E402
+from reconciler.templates import user_database  # noqa: E402
+from reconciler.validate import load_and_validate  # noqa: E402
+
+SIGNUP_BATCH = 500
+
+
+def manifests(folder: Path, url: str) -> None:
+    (folder / "reference.yaml").write_text(f"""\
+apiVersion: reconciler/v1
+kind: UserDatabases
+metadata: {{name: per-user}}
+spec:
+  grantRoles: [app-user]
+  security: {{admins: {{roles: [_admin]}}}}
+  replicateTo:
+    - target: analytics
+      replicationBaseUrl: {url}
+      auth: {{username: {ADMIN[0]}, password: env:BENCH_ADMIN_PASSWORD}}
+---
+apiVersion: reconciler/v1
+kind: Role
+metadata: {{name: app-user}}
+spec: {{}}
+---
+apiVersion: reconciler/v1
+kind: Database
+metadata: {{name: analytics}}
+spec: {{}}
+""")
+
+
+def prepare(url: str, count: int, peruser: bool) -> None:
+    """Fast hashing, couch_peruser as asked, and N sign-ups written directly, as a back end would."""
+    with requests.Session() as http:
+        http.auth = ADMIN
+        config = f"{url}/_node/_local/_config"
+        http.put(f"{config}/chttpd_auth/iterations", json="1000").raise_for_status()
+        http.put(f"{config}/couch_peruser/enable", json="true" if peruser else "false").raise_for_status()
+        names = [f"user-{index:06d}" for index in range(count)]
+        for start in range(0, count, SIGNUP_BATCH):
+            docs = [{"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": [], "password": "pw"}
+                    for name in names[start:start + SIGNUP_BATCH]]
+            http.post(f"{url}/_users/_bulk_docs", json={"docs": docs}).raise_for_status()
+        if peruser:  # couch_peruser works after the write; the plan starts once it has caught up
+            last = user_database("userdb-", names[-1])
+            while http.get(f"{url}/{last}/_security").status_code != 200:
+                time.sleep(0.2)
+
+
+def timed(connection: Connection, state, apply: bool) -> tuple[int, int, float]:
+    with CouchSession(connection) as session:
+        began = time.perf_counter()
+        plan = make_plan(session, state, Policy(force=True), RESOURCES)
+        if apply:
+            execute(session, plan.changes, RESOURCES)
+        return len(plan.changes), session.requests_sent, time.perf_counter() - began
+
+
+def measure(url: str, pool: int, count: int, peruser: bool) -> None:
+    connection = Connection(url, *ADMIN, pool=pool)
+    with tempfile.TemporaryDirectory() as folder:
+        manifests(Path(folder), url)
+        found, diagnostics = load_and_validate(folder)
+        if any(d.is_error for d in diagnostics):
+            raise SystemExit(f"bench manifests invalid: {diagnostics[0]}")
+        state = expand(found)
+    for label, apply in (("plan", False), ("first apply", True), ("plan again", False)):
+        changes, sent, wall = timed(connection, state, apply)
+        with CouchSession(connection) as session:
+            bare = floor(session, sent)
+        print(f"  {label:11s}: {changes} changes, {sent} requests, wall {wall:.2f} s; "
+              f"floor ({sent} bare GETs, same pool) {bare:.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--pool", type=int, default=16)
+    parser.add_argument("--peruser", choices=("off", "on"), nargs="+", default=["off", "on"])
+    args = parser.parse_args()
+    os.environ["BENCH_ADMIN_PASSWORD"] = ADMIN[1]
+    print(f"userdb_bench: couchsim subprocess, pool {args.pool}, {os.cpu_count()} CPUs shared by client and server")
+    for count in args.sizes:
+        for peruser in args.peruser:
+            process, url = start_couchsim()
+            try:
+                prepare(url, count, peruser == "on")
+                print(f"N = {count} users only on the server, couch_peruser {peruser}:")
+                measure(url, args.pool, count, peruser == "on")
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:  # thousands of running replication jobs can outlast SIGTERM
+                    process.kill()
+                    process.wait()
+
+
+if __name__ == "__main__":
+    main()
