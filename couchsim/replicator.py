@@ -158,8 +158,8 @@ def parse_endpoint(value: str | dict) -> Endpoint:
 
 
 def parse_rep_doc(body: dict, config_get: Callable[[str, str], str | None] = lambda s, k: None) -> Rep:
-    """couch_replicator_parse:parse_rep_doc_without_id/1: the write-time checks of replicator_db plus
-    the option types only the running replicator cares about. Raises BadRepDoc with the reason."""
+    """couch_replicator_parse:parse_rep_doc_without_id/1: replicator_db's write-time checks, then the
+    options with their `[replicator]` defaults. Raises BadRepDoc with the reason."""
     error = replication_doc_error(body)
     if error:
         raise BadRepDoc(error)
@@ -176,14 +176,7 @@ def parse_rep_doc(body: dict, config_get: Callable[[str, str], str | None] = lam
         except (TypeError, ValueError):
             raise BadRepDoc(f"parameter `{key}` must be an integer") from None
 
-    for key, message in (("create_target_params", "a JSON object"), ("query_params", "an object"),
-                         ("selector", "a JSON object")):
-        if body.get(key) is not None and not isinstance(body[key], dict):
-            raise BadRepDoc(f"parameter `{key}` must be {message}")
     doc_ids = body.get("doc_ids")
-    if doc_ids is not None and not isinstance(doc_ids, list):
-        raise BadRepDoc("parameter `doc_ids` must be an array")
-    filter_name = body.get("filter")
     user_ctx = body.get("user_ctx")
     return Rep(
         source=parse_endpoint(body["source"]),
@@ -196,7 +189,7 @@ def parse_rep_doc(body: dict, config_get: Callable[[str, str], str | None] = lam
         # convert_options/1: percent-encoded ids are accepted, and the list is a set.
         doc_ids=None if doc_ids is None else sorted({unquote(str(i)) for i in doc_ids}),
         selector=body.get("selector"),
-        filter=filter_name,
+        filter=body.get("filter"),
         query_params=body.get("query_params") or {},
         since_seq=body.get("since_seq"),
         use_checkpoints=option("use_checkpoints", "use_checkpoints", True, bool),

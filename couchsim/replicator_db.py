@@ -43,6 +43,10 @@ def replication_doc_error(doc: dict) -> str | None:
         error = endpoint_error(doc.get(side))
         if error:
             return error
+    for key, kind, expected in (("create_target_params", dict, "a JSON object"), ("query_params", dict, "an object"),
+                                ("doc_ids", list, "an array"), ("selector", dict, "a JSON object")):
+        if doc.get(key) is not None and not isinstance(doc[key], kind):
+            return f"parameter `{key}` must be {expected}"
     exclusive = [k for k in ("doc_ids", "filter", "selector") if doc.get(k) is not None]
     if len(exclusive) > 1:
         return "`doc_ids`,`filter`,`selector` are mutually exclusive"

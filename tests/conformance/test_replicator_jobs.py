@@ -331,11 +331,17 @@ def test_a_filter_the_source_lacks_leaves_the_doc_in_error_until_it_appears(serv
     assert waiting["error_count"] >= 1 and waiting["id"] is None
 
 
-def test_a_filter_that_names_no_design_doc_is_refused_at_write(server, new_db, url, rep_docs):
-    """couch_replicator_filters:parse/1 -> parse_user_filter/1: a filter not starting with `_` must be
-    `ddocname/filtername`; before_doc_update turns the parse error into 403 forbidden."""
+@pytest.mark.parametrize("option, reason", [
+    ({"filter": "keep"}, "Invalid filter. Must match `ddocname/filtername`."),
+    ({"doc_ids": "keep-1"}, "parameter `doc_ids` must be an array"),
+    ({"selector": ["keep"]}, "parameter `selector` must be a JSON object"),
+])
+def test_options_the_replicator_cannot_run_are_refused_at_write(server, new_db, url, rep_docs, option, reason):
+    """couch_replicator_filters:parse_user_filter/1 (a filter not starting with `_` must be
+    `ddocname/filtername`) and couch_replicator_parse:convert_options/1 (option types); before_doc_update
+    turns the parse error into 403 forbidden with the parser's message."""
     source, target = new_db(), new_db()
-    doc = {"source": as_admin(server, url, source), "target": as_admin(server, url, target), "filter": "keep"}
+    doc = {"source": as_admin(server, url, source), "target": as_admin(server, url, target), **option}
     response = server.admin.put(db_url("_replicator", rep_docs()), json=doc)
-    assert (response.status_code, response.json()) == (
-        403, {"error": "forbidden", "reason": "Invalid filter. Must match `ddocname/filtername`."})
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden" and reason in response.json()["reason"]
