@@ -592,15 +592,20 @@ class Replication:
             queue.put_nowait(crash)
 
     async def _read_continuous(self, queue: asyncio.Queue) -> None:
-        """Follow the source's continuous feed, reconnecting from the last seen seq when it ends."""
+        """Follow the source's continuous feed, reconnecting from the last seen seq when it ends or breaks
+        (a broken feed is retried like any request, retries_per_request times in a row, then the job crashes)."""
         since = self.start_seq
+        failures = 0
         try:
             while True:
                 method, params, body = self._changes_request("continuous", since)
                 try:
                     async with self.source.stream(method, "_changes", params=params, body=body) as resp:
+                        if resp.status >= 500 and failures < self.rep.retries:
+                            raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
                         if resp.status != 200:
                             raise ReplicationCrash(f"changes_req_failed: {resp.status}")
+                        failures = 0
                         async for line in resp.content:
                             line = line.strip()
                             if not line:
@@ -614,6 +619,9 @@ class Replication:
                                 self.stats.source_seq = since
                                 queue.put_nowait(row)
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                    raise ReplicationCrash(f"changes_reader_died: {type(exc).__name__}") from None
+                    if failures >= self.rep.retries:
+                        raise ReplicationCrash(f"changes_reader_died: {type(exc).__name__}") from None
+                    await asyncio.sleep(min(0.25 * 2 ** failures, 5))
+                    failures += 1
         except ReplicationCrash as crash:
             queue.put_nowait(crash)
