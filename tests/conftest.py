@@ -1,6 +1,6 @@
 """The `couch` server every HTTP-level test talks to, and `unique` names.
 
-Without COUCHDB_URL each test gets a fresh couchsim (iterations lowered to 1000 so that creating users is
+Without COUCHDB_URL each test (`couch`, or each module: `module_couch`) gets a fresh couchsim (iterations lowered to 1000 so that creating users is
 cheap). With COUCHDB_URL (plus COUCHDB_USER / COUCHDB_PASSWORD) the same tests run against that real CouchDB:
 they must then use `unique(...)` names, which are deleted (databases, users, their peruser databases)
 when the test ends. `@pytest.mark.real_only(reason)` cases only run against a real server.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 from urllib.parse import quote
@@ -63,8 +64,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(f"real CouchDB only (set COUCHDB_URL): {reason}")
 
 
-@pytest.fixture
-def couch() -> Iterator[Couch]:
+@contextmanager
+def serve() -> Iterator[Couch]:
     real = real_server()
     if real is not None:
         server = Couch(real[0], real[1])
@@ -75,6 +76,19 @@ def couch() -> Iterator[Couch]:
             yield server
     for http in server.sessions:
         http.close()
+
+
+@pytest.fixture
+def couch() -> Iterator[Couch]:
+    with serve() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_couch() -> Iterator[Couch]:
+    """One server for a whole module whose tests share what they set up (a deployed architecture, say)."""
+    with serve() as server:
+        yield server
 
 
 @pytest.fixture

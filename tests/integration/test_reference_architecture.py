@@ -72,20 +72,10 @@ def path(*parts: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(module_couch, tmp_path_factory):
     """The deployed reference architecture and two sign-ups; shared by the module's tests, which only read
     or make writes the others do not count."""
-    from conftest import TEST_CONFIG, Couch, real_server
-    from couchsim.testing import SimServer
-
-    real = real_server()
-    sim = None if real else SimServer(admin=("admin", "adminpw"), config=TEST_CONFIG)
-    couch = Couch(real[0], real[1]) if real else Couch(sim.url, sim.admin, sim)
-    try:
-        yield _deploy(couch, tmp_path_factory.mktemp("reference"))
-    finally:
-        if sim is not None:
-            sim.stop()
+    return _deploy(module_couch, tmp_path_factory.mktemp("reference"))
 
 
 def _deploy(couch, tmp: Path) -> dict:
