@@ -340,7 +340,10 @@ def find(db, body: Any, read: Callable) -> dict:
         if entry.deleted or docid.startswith("_design/"):
             continue
         examined += 1
-        doc = read(entry)
+        try:
+            doc = read(entry)
+        except CouchError:  # a document this user may not read (another user's, in _users) is not a match
+            continue
         if not selector.matches(doc):
             continue
         if skip:

@@ -142,3 +142,21 @@ def test_bulk_get_latest_answers_the_newest_leaf_of_a_superseded_rev(couch, uniq
     doc = answer["results"][0]["docs"][0]["ok"]
     assert (doc["_rev"], doc["v"]) == (second, 2)
     assert doc["_revisions"] == {"start": 2, "ids": [second.split("-")[1], first.split("-")[1]]}
+
+
+def test_find_in_an_open_users_db_returns_only_the_readers_own_doc(couch, unique):
+    """couch_users_db:after_doc_read/2 hides other users' docs from non-admins even where `_users` is readable
+    by members: a `_find` over it by a user yields her own doc only."""
+    if couch.real:
+        pytest.skip("opening _users on a shared real server would expose its users")
+    http = couch.session()
+    http.put(f"{couch.url}/_node/_local/_config/couchdb/users_db_security_editable", json="true")
+    assert http.put(f"{couch.url}/_users/_security", json={}).status_code == 200
+    names = [unique("u"), unique("u")]
+    for name in names:
+        doc = {"name": name, "type": "user", "roles": [], "password": "pw"}
+        assert http.put(f"{couch.url}/_users/org.couchdb.user:{name}", json=doc).status_code == 201
+    found = requests.post(f"{couch.url}/_users/_find", auth=(names[0], "pw"),
+                          json={"selector": {"type": "user"}, "fields": ["name"]})
+    assert found.status_code == 200
+    assert found.json()["docs"] == [{"name": names[0]}]
