@@ -270,7 +270,10 @@ async def get_doc(req: Request, db: Database, docid: str) -> web.Response:
     options = doc_options(req)
     open_revs = req.query.get("open_revs")
     if open_revs is not None:
-        return json_response(open_revs_json(req, db, docid, open_revs, options))
+        answers = open_revs_json(req, db, docid, open_revs, options)
+        if "application/json" in req.http.headers.get("Accept", ""):
+            return json_response(answers)
+        return open_revs_multipart(answers)
     entry, node = db.open_doc(docid, req.query.get("rev"))
     etag = f'"{node.rev}"'
     if req.http.headers.get("If-None-Match") == etag:
@@ -302,6 +305,22 @@ def open_revs_json(req: Request, db: Database, docid: str, open_revs: str, optio
             continue
         answers.append({"ok": read_doc(req, db, entry, node, **options)})
     return answers
+
+
+def open_revs_multipart(answers: list[dict]) -> web.Response:
+    """chttpd_db:send_docs_multipart/3, the answer replicators get without `Accept: application/json`: one
+    JSON part per revision (attachments, when asked for, inline as base64), `error="true"` on a missing one."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for answer in answers:
+        if "ok" in answer:
+            parts.append(b"Content-Type: application/json\r\n\r\n" + json.dumps(answer["ok"]).encode())
+        else:
+            parts.append(b'Content-Type: application/json; error="true"\r\n\r\n' + json.dumps(answer).encode())
+    delimiter = f"--{boundary}".encode()
+    body = b"".join(delimiter + b"\r\n" + part + b"\r\n" for part in parts) + delimiter + b"--"
+    return web.Response(body=body, headers={"Content-Type": f'multipart/mixed; boundary="{boundary}"',
+                                            "Cache-Control": "must-revalidate", "Server": SERVER_HEADER})
 
 
 async def local_request(req: Request, db: Database, docid: str) -> web.Response:

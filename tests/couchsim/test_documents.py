@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import json
 import time
 
 import pytest
@@ -160,3 +162,24 @@ def test_find_in_an_open_users_db_returns_only_the_readers_own_doc(couch, unique
                           json={"selector": {"type": "user"}, "fields": ["name"]})
     assert found.status_code == 200
     assert found.json()["docs"] == [{"name": names[0]}]
+
+
+def test_open_revs_without_json_accept_answers_multipart(couch, unique):
+    """chttpd_db:db_doc_req GET with open_revs: JSON when the client accepts application/json, otherwise
+    multipart/mixed with one application/json part per revision and `error="true"` for a missing one
+    (what CouchDB's replicator reads)."""
+    http = couch.session()
+    db = f"{couch.url}/{unique('db')}"
+    http.put(db)
+    rev = http.put(f"{db}/d", json={"v": 1}).json()["rev"]
+    wanted = json.dumps([rev, "9-" + "a" * 32])
+    as_json = http.get(f"{db}/d", params={"open_revs": wanted}, headers={"Accept": "application/json"})
+    assert as_json.json() == [{"ok": {"_id": "d", "_rev": rev, "v": 1}}, {"missing": "9-" + "a" * 32}]
+    multipart = http.get(f"{db}/d", params={"open_revs": wanted}, headers={"Accept": "multipart/mixed"})
+    assert multipart.headers["Content-Type"].startswith("multipart/mixed; boundary=")
+    message = email.message_from_bytes(b"Content-Type: " + multipart.headers["Content-Type"].encode() + b"\r\n\r\n"
+                                       + multipart.content)
+    parts = [(part.get_content_type(), part.get_param("error"), json.loads(part.get_payload()))
+             for part in message.get_payload()]
+    assert parts == [("application/json", None, {"_id": "d", "_rev": rev, "v": 1}),
+                     ("application/json", "true", {"missing": "9-" + "a" * 32})]
