@@ -2,7 +2,7 @@
 database `<database_prefix><hex of the UTF-8 name>` whose security adds the user's name to `members` and
 `admins` (the user administers her own database). Deleting the user deletes the database when
 `delete_dbs = true`, otherwise removes her name from its security. Like CouchDB it works asynchronously,
-after the write that triggered it; turning it on covers the users that already exist."""
+after the write that triggered it; turning it on (or changing its settings) covers the users that exist."""
 
 from __future__ import annotations
 
@@ -23,11 +23,12 @@ def user_db_name(prefix: str, user: str) -> str:
 
 
 def with_user(security: dict, user: str) -> dict:
+    """couch_peruser:add_user/3: the name goes first in `admins.names` and `members.names`."""
     updated = copy.deepcopy(security)
-    for group in ("members", "admins"):
+    for group in ("admins", "members"):
         names = updated.setdefault(group, {}).setdefault("names", [])
         if user not in names:
-            names.append(user)
+            names.insert(0, user)
     return updated
 
 
@@ -51,7 +52,9 @@ class PerUser:
         return self.cluster.config.get_bool("couch_peruser", "enable")
 
     def on_config(self, config: Config, section: str, key: str, old: str | None, new: str | None) -> None:
-        if section == "couch_peruser" and key == "enable" and new == "true" and old != "true":
+        # couch_peruser restarts on any change of its section and replays the users' changes feed from the
+        # start: turning it on, or changing database_prefix or q, covers every existing user.
+        if section == "couch_peruser" and self.enabled:
             asyncio.get_running_loop().call_soon(self.sync_all)
 
     def on_doc(self, db: Database, entry: DocEntry) -> None:

@@ -184,3 +184,24 @@ def test_concurrent_first_requests_share_one_derivation(derivations):
         with ThreadPoolExecutor(8) as pool:
             assert list(pool.map(session_name, range(8))) == ["admin"] * 8
     assert len(derivations) == 1
+
+
+def test_peruser_replays_users_when_its_settings_change(couch, unique):
+    """couch_peruser:handle_info({config_change, "couch_peruser", ...}) restarts it and it follows `_users` from
+    the start again: after database_prefix changes, every existing user also gets a database with the new
+    prefix, whose security names her first in admins and members (add_user/3)."""
+    if couch.real:
+        pytest.skip("changing couch_peruser settings on a shared real server would create databases for all its users")
+    http = couch.session()
+    name = unique("u")
+    http.put(f"{couch.url}/_users/org.couchdb.user:{name}", json={"name": name, "type": "user", "roles": [],
+                                                                   "password": "pw"})
+    config = f"{couch.url}/_node/_local/_config/couch_peruser"
+    http.put(f"{config}/enable", json="true")
+    http.put(f"{config}/database_prefix", json="home-")
+    wanted = f"{couch.url}/home-{name.encode().hex()}"
+    deadline = time.monotonic() + 5
+    while http.get(wanted).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert http.get(f"{wanted}/_security").json() == {"members": {"roles": ["_admin"], "names": [name]},
+                                                      "admins": {"roles": ["_admin"], "names": [name]}}
