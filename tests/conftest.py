@@ -1,7 +1,7 @@
 """The `couch` server every HTTP-level test talks to, and `unique` names.
 
-Without COUCHDB_URL each test (`couch`, or each module: `module_couch`) gets a fresh couchsim (iterations lowered to 1000 so that creating users is
-cheap). With COUCHDB_URL (plus COUCHDB_USER / COUCHDB_PASSWORD) the same tests run against that real CouchDB:
+Without COUCHDB_URL each test (`couch`), or each module (`module_couch`), gets a fresh couchsim (iterations
+lowered to 1000 so that creating users is cheap). With COUCHDB_URL (plus COUCHDB_USER / COUCHDB_PASSWORD) the same tests run against that real CouchDB:
 they must then use `unique(...)` names, which are deleted (databases, users, their peruser databases)
 when the test ends. `@pytest.mark.real_only(reason)` cases only run against a real server.
 """
