@@ -220,8 +220,7 @@ async def node(req: Request) -> web.Response:
     config = req.cluster.node_config(parts[1])
     if parts[2] != "_config":
         if parts[2] in ("_stats", "_system", "_versions", "_prometheus"):
-            allow(req, "GET")
-            return json_response({})
+            raise CouchError(501, "not_implemented", f"couchsim keeps no {parts[2]}")
         raise not_found("missing")
     if len(parts) == 3:
         allow(req, "GET")
