@@ -9,13 +9,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future
-from typing import Any, Callable, TypeVar
 
 from .cluster import Cluster
 from .faults import FaultInjector
 from .server import start, stop
-
-T = TypeVar("T")
 
 
 class SimServer:
@@ -69,16 +66,6 @@ class SimServer:
         ready.set_result(None)
         await self._stopped.wait()
         await stop(self.cluster, runner)
-
-    def call(self, function: Callable[[Cluster], T]) -> T:
-        """Runs `function(cluster)` on the server's loop and returns its result: the way tests (and
-        benchmarks) inspect or prepare internal state without racing the server."""
-        async def run() -> Any:
-            result = function(self.cluster)
-            if asyncio.iscoroutine(result):
-                result = await result
-            return result
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=60)
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
