@@ -154,7 +154,8 @@ def connect(server: str | None, user: str | None, password_file: str | None, cac
         raise ReconcileError("no server given: set COUCHDB_URL or pass --server URL")
     parts = urlsplit(server)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ReconcileError(f"--server {parts.scheme or server}...: not an http(s) URL; "
+        # The URL itself is not repeated: it may carry a password.
+        raise ReconcileError("--server (or COUCHDB_URL) is not an http(s) URL with a host; "
                              "give e.g. http://127.0.0.1:5984")
     password = os.environ.get("COUCHDB_PASSWORD")
     if parts.username is not None:
