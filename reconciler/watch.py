@@ -119,6 +119,9 @@ class Watcher:
         self.saved: dict[str, Any] = {}
         self.last_checkpoint = 0.0
         self.fan_in = TriggeredFanIn(self, state.templates)
+        # A refused full plan (share thresholds, destruction) may mean broken manifests: targeted reconciles,
+        # which cannot see the whole kind and so run without the share thresholds, wait for a full one to pass.
+        self.refused = False
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -330,10 +333,12 @@ class Watcher:
         except PlanRefused as refused:  # the same plan would be refused again until someone acts: wait
             for line in refused.lines:
                 self.log("reconcile", "full", "", f"refused: {line}", level="error")
+            self.refused = True
             return True
         except ReconcileError as error:
             self.log("reconcile", "full", "", f"failed: {error}", level="error")
             return False
+        self.refused = False
         self.log("reconcile", "full", "", f"{done} change(s) applied in {time.monotonic() - started:.2f}s; "
                  f"{plan.summary()}")
         if self.polling is not None and (not self.feeds.get(DB_UPDATES) or not self.feeds[DB_UPDATES].alive()):
@@ -342,7 +347,7 @@ class Watcher:
 
     def _act_on_pending(self) -> None:
         pending, now = self.pending, time.monotonic()
-        if not pending or now - pending.since < self.settings.debounce or now < pending.not_before:
+        if not pending or now - pending.since < self.settings.debounce or now < pending.not_before or self.refused:
             return
         self.pending = Pending()
         handled = dict(self.received)
@@ -356,9 +361,13 @@ class Watcher:
             state = narrowed(self.state, set(users), pending.databases)
             with observation(self.session):
                 shared(self.session, USERS_DB, lambda: list(users.values()))  # resolve reads these, not all _users
-                plan = make_plan(self.session, state, replace(self.policy, allow_delete=False), self.kinds)
+                plan = make_plan(self.session, state, replace(self.policy, allow_delete=False, force=True), self.kinds)
                 self._learn(resolve(self.session, state)[0], replace_all=False)
             done = self._execute(plan, deletions=False)
+        except PlanRefused as refused:  # a replacement it may not make: the full reconcile reports it too
+            for line in refused.lines:
+                self.log("reconcile", "targeted", subject, f"refused: {line}", level="error")
+            return
         except ReconcileError as error:
             pending.failures += 1
             delay = backoff(pending.failures, self.settings.backoff_cap)

@@ -174,7 +174,7 @@ def replication_secret(monkeypatch, couch):
     monkeypatch.setenv("WATCH_REPLICATION_PASSWORD", couch.password)
 
 
-def test_a_sign_up_gets_database_security_role_and_replication_within_seconds(couch, http, unique, tmp_path):
+def test_sign_ups_get_database_security_role_and_replication_within_seconds(couch, http, unique, tmp_path):
     """Between full reconciles, the sign-up is handled by a targeted reconcile: no `_users` scan and no
     `_security` read of the other users' databases; every log line is a JSON object."""
     earlier = [unique("early") for _ in range(3)]
@@ -186,10 +186,13 @@ def test_a_sign_up_gets_database_security_role_and_replication_within_seconds(co
         # The full reconcile's own role grants come back through the `_users` feed, once.
         log.wait(lambda r: r["kind"] == "targeted" and earlier[0] in r["key"] and "applied" in r["outcome"])
         before = len(sent)
-        name = unique("new")
+        # A burst above the plan's share thresholds (10 existing objects): a targeted plan sees only the
+        # users concerned, so the thresholds are the full reconcile's.
+        burst = [unique("new") for _ in range(12)]
         started = time.monotonic()
-        sign_up(couch, http, name)
-        wait_for(lambda: converged(couch, http, name))
+        for name in burst:
+            sign_up(couch, http, name)
+        wait_for(lambda: all(converged(couch, http, name) for name in burst))
         took = time.monotonic() - started
         log.wait(lambda r: r["kind"] == "targeted" and "applied" in r["outcome"])
         after = [(method, url) for method, url, _ in sent[before:]]
@@ -199,7 +202,8 @@ def test_a_sign_up_gets_database_security_role_and_replication_within_seconds(co
                    for _, url in after for old in earlier)
     records = log.records()
     assert all(set(record) == {"ts", "level", "action", "kind", "key", "outcome"} for record in records)
-    assert any(r["action"] == "create" and r["key"] == user_database("userdb-", name) for r in records)
+    assert all(any(r["action"] == "create" and r["key"] == user_database("userdb-", name) for r in records)
+               for name in burst)
     assert not any(SECRET in line or couch.password in line for line in log.lines)
 
 

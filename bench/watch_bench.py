@@ -1,0 +1,266 @@
+"""Benchmark: the database-per-user reference layout under `reconcile watch`, on couchsim.
+
+    .venv/bin/python bench/watch_bench.py [--sizes 1000 10000] [--pool 16] [--replicator-interval 5000]
+
+For each N it starts `python -m couchsim --config chttpd_auth/iterations=1000` (user creation stays cheap:
+CouchDB's 600,000 PBKDF2 rounds would cost ~240 ms of server time per sign-up) with a shorter
+`[replicator] interval` than CouchDB's 60,000 ms (printed), signs N users up with `_bulk_docs` (as an app
+back end would), and measures:
+
+- `plan` and the first `apply` of the template (database, merge-mode security, the `app-user` role, a
+  continuous replication to `analytics` per user): wall time and requests;
+- watch converging after 100 sign-ups written at once: the time until every one has her database, her
+  name in its security, the role and her replication document, and the requests watch sent meanwhile;
+- the delay until a document written into one of the new users' databases is in `analytics`, with
+  `fanIn: continuous` (N + 100 continuous jobs against `max_jobs` 500) and with `fanIn: triggered`
+  (watch started with --allow-delete so the continuous documents go; the initial catch-up, one one-shot
+  per database, is timed separately);
+- beside each, the floor: the same number of bare `GET /` requests through the same pool.
+
+Figures are printed, never asserted. If a size takes too long on a shared machine, the step prints what
+it reached and the rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plan_bench import ADMIN, ROOT, floor, free_port  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+from reconciler.apply import execute  # noqa: E402
+from reconciler.client import Connection, CouchSession  # noqa: E402
+from reconciler.expand import expand  # noqa: E402
+from reconciler.kinds import RESOURCES  # noqa: E402
+from reconciler.plan import Policy, make_plan  # noqa: E402
+from reconciler.templates import user_database  # noqa: E402
+from reconciler.validate import load_and_validate  # noqa: E402
+from reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
+
+SIGNUP_BATCH = 500
+NEW_USERS = 100
+WAIT_CAP = 120.0  # seconds to wait for a document in analytics before printing "not yet"
+
+
+def start_couchsim(config: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "couchsim", "--port", str(port), "--admin", f"{ADMIN[0]}:{ADMIN[1]}"]
+    for item in config:
+        command += ["--config", item]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = process.stdout.readline()
+    if "listening" not in line:
+        process.kill()
+        raise SystemExit(f"couchsim did not start: {line.strip()}")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def desired(url: str, fan_in: str):
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "reference.yaml").write_text(f"""\
+apiVersion: reconciler/v1
+kind: UserDatabases
+metadata: {{name: per-user}}
+spec:
+  grantRoles: [app-user]
+  security: {{admins: {{roles: [_admin]}}}}
+  replicateTo:
+    - target: analytics
+      fanIn: {fan_in}
+      replicationBaseUrl: {url}
+      auth: {{username: {ADMIN[0]}, password: env:BENCH_ADMIN_PASSWORD}}
+---
+apiVersion: reconciler/v1
+kind: Role
+metadata: {{name: app-user}}
+spec: {{}}
+---
+apiVersion: reconciler/v1
+kind: Database
+metadata: {{name: analytics}}
+spec: {{}}
+---
+apiVersion: reconciler/v1
+kind: Database
+metadata: {{name: _global_changes}}
+spec: {{}}
+""")
+        found, diagnostics = load_and_validate(folder)
+        if any(d.is_error for d in diagnostics):
+            raise SystemExit(f"bench manifests invalid: {diagnostics[0]}")
+        return expand(found)
+
+
+def sign_up(session: CouchSession, names: list[str]) -> None:
+    batches = [names[start:start + SIGNUP_BATCH] for start in range(0, len(names), SIGNUP_BATCH)]
+    list(session.map(lambda batch: session.post("_users/_bulk_docs", {"docs": [
+        {"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": [], "password": "pw"}
+        for name in batch]}), batches))
+
+
+def beside_floor(connection: Connection, label: str, sent: int, wall: float, extra: str = "") -> None:
+    with CouchSession(connection) as session:
+        bare = floor(session, sent) if sent else 0.0
+    print(f"  {label}: {extra}{sent} requests, wall {wall:.2f} s; floor ({sent} bare GETs, same pool) {bare:.2f} s",
+          flush=True)
+
+
+def converged(session: CouchSession, names: list[str]) -> int:
+    """How many of `names` have their database with them in its security, the role and the replication doc."""
+    databases = [user_database("userdb-", name) for name in names]
+    users = session.post("_users/_all_docs", {"keys": [f"org.couchdb.user:{n}" for n in names]},
+                         params={"include_docs": "true"})["rows"]
+    granted = {row["doc"]["name"] for row in users if row.get("doc") and "app-user" in row["doc"].get("roles", [])}
+    docs = session.post("_replicator/_all_docs", {"keys": [f"per-user.{db}.to.analytics" for db in databases]})["rows"]
+    replicated = {row["id"] for row in docs if "value" in row and not row["value"].get("deleted")}
+    done = 0
+    for name, database in zip(names, databases):
+        if name not in granted or f"per-user.{database}.to.analytics" not in replicated:
+            continue
+        answer = session.request("GET", f"{database}/_security", ok=(404,))
+        if answer.status_code == 200 and name in answer.json().get("members", {}).get("names", []):
+            done += 1
+    return done
+
+
+class Running:
+    """A Watcher in a thread, its log kept in memory."""
+
+    def __init__(self, connection: Connection, state, policy: Policy, settings: Settings):
+        self.session = CouchSession(connection)
+        self.log = io.StringIO()
+        self.stopping = threading.Event()
+        self.watcher = Watcher(self.session, state, policy, settings, ActionLog("text", self.log), self.stopping)
+        self.thread = threading.Thread(target=self.watcher.run, daemon=True)
+        self.thread.start()
+
+    def full_reconciles(self) -> int:
+        return sum(1 for line in self.log.getvalue().splitlines() if " full: " in line and "applied" in line)
+
+    def wait_full(self, count: int = 1, cap: float = 3600) -> float:
+        began = time.perf_counter()
+        while self.full_reconciles() < count:
+            if time.perf_counter() - began > cap:
+                raise SystemExit("watch did not finish its full reconcile:\n" + self.log.getvalue()[-2000:])
+            time.sleep(0.1)
+        return time.perf_counter() - began
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=60)
+        self.session.close()
+
+
+def delay_to_analytics(session: CouchSession, database: str, doc_id: str) -> str:
+    session.put(f"{database}/{doc_id}", {"type": "bench"})
+    began = time.perf_counter()
+    while time.perf_counter() - began < WAIT_CAP:
+        if session.request("GET", f"analytics/{doc_id}", ok=(404,)).status_code == 200:
+            return f"{time.perf_counter() - began:.2f} s"
+        time.sleep(0.1)
+    return f"not there after {WAIT_CAP:.0f} s (still waiting for a replicator slot)"
+
+
+def measure(url: str, pool: int, count: int, settings: Settings) -> None:
+    connection = Connection(url, *ADMIN, pool=pool, timeout=120)
+    names = [f"user-{index:06d}" for index in range(count)]
+    with CouchSession(connection) as session:
+        began = time.perf_counter()
+        sign_up(session, names)
+        print(f"  setup: {count} sign-ups with _bulk_docs in {time.perf_counter() - began:.1f} s", flush=True)
+    continuous = desired(url, "continuous")
+    for label, apply in (("plan", False), ("first apply", True)):
+        with CouchSession(connection) as session:
+            began = time.perf_counter()
+            plan = make_plan(session, continuous, Policy(force=True), RESOURCES)
+            if apply:
+                execute(session, plan.changes, RESOURCES)
+            beside_floor(connection, f"{label:11s}", session.requests_sent, time.perf_counter() - began,
+                         f"{len(plan.changes)} changes, ")
+
+    watch = Running(connection, continuous, Policy(), settings)
+    try:
+        startup = watch.wait_full()
+        startup_sent = watch.session.requests_sent
+        print(f"  watch start (full reconcile, nothing to do, reads every _security once): {startup_sent} requests, "
+              f"{startup:.2f} s", flush=True)
+        time.sleep(2 * settings.debounce)
+        fresh = [f"late-{index:04d}" for index in range(NEW_USERS)]
+        with CouchSession(connection) as probe:
+            before = watch.session.requests_sent
+            began = time.perf_counter()
+            sign_up(probe, fresh)
+            done = 0
+            while done < NEW_USERS and time.perf_counter() - began < 600:
+                time.sleep(0.2)
+                done = converged(probe, fresh)
+            wall = time.perf_counter() - began
+            sent = watch.session.requests_sent - before
+        beside_floor(connection, f"watch converged on {done}/{NEW_USERS} sign-ups", sent, wall)
+        with CouchSession(connection) as probe:
+            delay = delay_to_analytics(probe, user_database("userdb-", fresh[-1]), "bench-continuous")
+        print(f"  delay to analytics, fanIn continuous ({count + NEW_USERS} continuous jobs, max_jobs 500): {delay}",
+              flush=True)
+    finally:
+        watch.stop()
+
+    triggered = desired(url, "triggered")
+    watch = Running(connection, triggered, Policy(allow_delete=True, force=True), settings)
+    try:
+        switch = watch.wait_full()
+        print(f"  switch to fanIn triggered (full reconcile deleting {count + NEW_USERS} continuous documents): "
+              f"{switch:.2f} s", flush=True)
+        fan_in = watch.watcher.fan_in
+        began = time.perf_counter()
+        total = count + NEW_USERS
+        while (fan_in.dirty or fan_in.running) and time.perf_counter() - began < 900:
+            time.sleep(0.5)
+        left = len(fan_in.dirty) + len(fan_in.running)
+        took = time.perf_counter() - began
+        print(f"  initial catch-up: {total - left}/{total} one-shot replications in {took:.1f} s "
+              f"({(total - left) / max(took, 0.001):.0f}/s, at most {settings.max_triggered} at once)", flush=True)
+        with CouchSession(connection) as probe:
+            delay = delay_to_analytics(probe, user_database("userdb-", f"late-{NEW_USERS - 1:04d}"), "bench-triggered")
+        print(f"  delay to analytics, fanIn triggered (debounce {settings.debounce:g} s): {delay}", flush=True)
+    finally:
+        watch.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--pool", type=int, default=16)
+    parser.add_argument("--replicator-interval", type=int, default=5000, metavar="MS")
+    args = parser.parse_args()
+    os.environ["BENCH_ADMIN_PASSWORD"] = ADMIN[1]
+    config = ["chttpd_auth/iterations=1000", f"replicator/interval={args.replicator_interval}"]
+    settings = Settings(interval=3600, debounce=0.5, max_triggered=20)
+    print(f"watch_bench: couchsim subprocess --config {' --config '.join(config)} (CouchDB defaults: 600000 rounds, "
+          f"interval 60000 ms; max_jobs 500, max_churn 20 left as they are); pool {args.pool}; watch debounce "
+          f"{settings.debounce} s, max_triggered {settings.max_triggered}; {os.cpu_count()} CPUs shared by client "
+          "and server", flush=True)
+    for count in args.sizes:
+        process, url = start_couchsim(config)
+        try:
+            print(f"N = {count} users signed up on the server:", flush=True)
+            measure(url, args.pool, count, settings)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # thousands of running replication jobs can outlast SIGTERM
+                process.kill()
+                process.wait()
+
+
+if __name__ == "__main__":
+    main()
