@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 
 def user_db_name(prefix: str, user: str) -> str:
-    return prefix + user.encode("utf-8").hex()
+    """couch_peruser.erl `user_db_name/1`: `string:to_lower(integer_to_list(X, 16))` per byte of the UTF-8
+    name, so a byte below 0x10 (a control character) is one digit, not two."""
+    return prefix + "".join(format(byte, "x") for byte in user.encode("utf-8"))
 
 
 def with_user(security: dict, user: str) -> dict:
