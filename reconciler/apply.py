@@ -13,13 +13,27 @@ from itertools import groupby
 from typing import Any, Callable, Mapping, Sequence
 
 from .diff import Change, Create, Delete
+from .observe import observation
 from .plan import Plan, StalePlan
 
 CHUNK = 100  # changes per call of a kind's apply: large enough to batch, small enough to show progress
 
 
 def check_fresh(session: Any, plan: Plan, kinds: Mapping[str, Any]) -> None:
-    """StalePlan, naming the objects, when any object the plan touches is not as the plan saw it."""
+    """StalePlan, naming the objects, when any object the plan touches is not as the plan saw it.
+
+    One observation scope for the whole check, as for a plan: kinds sharing a read (config and server
+    admins both read `/_membership` and every node's config) make it once. The writes that follow run
+    outside it, so a kind applied later reads what an earlier one wrote."""
+    with observation(session):
+        stale = _stale(session, plan, kinds)
+    if stale:
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        raise StalePlan(f"the server changed since the plan was made ({shown}); nothing was applied: "
+                        "run plan again")
+
+
+def _stale(session: Any, plan: Plan, kinds: Mapping[str, Any]) -> list[str]:
     stale = []
     for kind, group in groupby(sorted(plan.changes, key=lambda change: change.kind), key=lambda c: c.kind):
         changes = list(group)
@@ -39,10 +53,7 @@ def check_fresh(session: Any, plan: Plan, kinds: Mapping[str, Any]) -> None:
                 stale.append(f"{kind}/{change.key} (deleted meanwhile)")
             elif now.version != change.version:
                 stale.append(f"{kind}/{change.key}")
-    if stale:
-        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
-        raise StalePlan(f"the server changed since the plan was made ({shown}); nothing was applied: "
-                        "run plan again")
+    return stale
 
 
 def execute(session: Any, changes: Sequence[Change], kinds: Mapping[str, Any],

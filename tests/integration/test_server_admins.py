@@ -9,6 +9,7 @@ at once; config is per node; `/_membership` lists cluster_nodes).
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import unquote
 
 import pytest
 from reconcile_runner import assert_no_secret, reconcile, sim_cluster, write
@@ -173,3 +174,31 @@ def test_a_server_admin_on_the_server_under_test_including_a_real_one(couch, uni
     assert len(values) == 1 and hash_verifies(values.pop(), "real-ops-pw")
     assert http.get(f"{couch.url}/_node/_local/_config/admins", auth=(name, "real-ops-pw")).status_code == 200
     assert "No changes" in reconcile(couch, "plan", str(tmp_path), env={"OPS_PASSWORD": "real-ops-pw"}).stdout
+
+
+def test_a_saved_plan_is_checked_with_one_read_of_the_nodes_config(cluster, http, tmp_path):
+    """`apply PLANFILE` re-reads what the plan touches before writing; config keys and server admins both live
+    in `/_node/{node}/_config`, so that check reads `/_membership` and each node's config once, not per kind."""
+    write(tmp_path, "admins.yaml", OPS + """
+    ---
+    apiVersion: reconciler/v1
+    kind: NodeConfig
+    metadata: {name: peruser}
+    spec:
+      section: couch_peruser
+      values: {delete_dbs: false}
+    """)
+    for node in cluster.nodes:  # an update: writing it needs no read of the nodes, a creation would
+        http.put(f"{cluster.url}/_node/{node}/_config/couch_peruser/delete_dbs", json="true")
+    plan_file = tmp_path.parent / "admins-and-config.plan.json"
+    env = {"OPS_PASSWORD": "ops-secret-3"}
+    assert reconcile(cluster, "plan", "--out", str(plan_file), str(tmp_path), env=env).code == 0
+
+    applied = reconcile(cluster, "apply", "--auto-approve", str(plan_file), env=env)
+
+    assert applied.code == 0, applied.stderr
+    first_write = next(index for index, (method, _, _) in enumerate(applied.sent) if method != "GET")
+    checked = [unquote(url.removeprefix(cluster.url)) for _, url, _ in applied.sent[:first_write]]
+    assert sorted(checked) == sorted(["/_membership"] + [f"/_node/{node}/_config" for node in cluster.nodes])
+    for node in cluster.nodes:
+        http.delete(f"{cluster.url}/_node/{node}/_config/couch_peruser/delete_dbs")
