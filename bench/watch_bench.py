@@ -31,7 +31,9 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import unquote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plan_bench import ADMIN, ROOT, floor, free_port  # noqa: E402
@@ -48,6 +50,7 @@ from reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
 
 SIGNUP_BATCH = 500
 NEW_USERS = 100
+FULL_AGAIN = 20.0  # seconds: the continuous watch's --interval, to time a second full reconcile
 WAIT_CAP = 120.0  # seconds to wait for a document in analytics before printing "not yet"
 
 
@@ -61,6 +64,8 @@ def start_couchsim(config: list[str]) -> tuple[subprocess.Popen, str]:
     if "listening" not in line:
         process.kill()
         raise SystemExit(f"couchsim did not start: {line.strip()}")
+    # Keep reading what it logs (replication jobs log their crashes): a full pipe would block its event loop.
+    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -146,6 +151,10 @@ class Running:
     def full_reconciles(self) -> int:
         return sum(1 for line in self.log.getvalue().splitlines() if " full: " in line and "applied" in line)
 
+    def last_full_seconds(self) -> float:
+        line = [line for line in self.log.getvalue().splitlines() if " full: " in line and "applied" in line][-1]
+        return float(line.split(" applied in ", 1)[1].split("s", 1)[0])
+
     def wait_full(self, count: int = 1, cap: float = 3600) -> float:
         began = time.perf_counter()
         while self.full_reconciles() < count:
@@ -158,6 +167,14 @@ class Running:
         self.stopping.set()
         self.thread.join(timeout=60)
         self.session.close()
+
+
+def scheduler_states(session: CouchSession) -> str:
+    """What CouchDB's scheduler says of the replication documents: running, pending, crashing..."""
+    counts: dict[str, int] = {}
+    for doc in session.get("_scheduler/docs/_replicator", params={"limit": "100000"})["docs"]:
+        counts[doc.get("state")] = counts.get(doc.get("state"), 0) + 1
+    return ", ".join(f"{count} {state}" for state, count in sorted(counts.items(), key=lambda item: str(item[0])))
 
 
 def delay_to_analytics(session: CouchSession, database: str, doc_id: str) -> str:
@@ -187,7 +204,7 @@ def measure(url: str, pool: int, count: int, settings: Settings) -> None:
             beside_floor(connection, f"{label:11s}", session.requests_sent, time.perf_counter() - began,
                          f"{len(plan.changes)} changes, ")
 
-    watch = Running(connection, continuous, Policy(), settings)
+    watch = Running(connection, continuous, Policy(), replace(settings, interval=FULL_AGAIN))
     try:
         startup = watch.wait_full()
         startup_sent = watch.session.requests_sent
@@ -206,10 +223,21 @@ def measure(url: str, pool: int, count: int, settings: Settings) -> None:
             wall = time.perf_counter() - began
             sent = watch.session.requests_sent - before
         beside_floor(connection, f"watch converged on {done}/{NEW_USERS} sign-ups", sent, wall)
+        time.sleep(2)  # the sign-ups' own role grants come back through the feed once: let that pass
+        before = watch.session.requests_sent
+        watch.wait_full(2)
+        # Counted from just before it to just after it: the few feed long-polls meanwhile are included.
+        beside_floor(connection, "next full reconcile (skips _security of databases whose update_seq is unchanged)",
+                     watch.session.requests_sent - before, watch.last_full_seconds())
         with CouchSession(connection) as probe:
+            states = scheduler_states(probe)
             delay = delay_to_analytics(probe, user_database("userdb-", fresh[-1]), "bench-continuous")
-        print(f"  delay to analytics, fanIn continuous ({count + NEW_USERS} continuous jobs, max_jobs 500): {delay}",
-              flush=True)
+            waiting = probe.get("_scheduler/docs/_replicator", params={"states": "pending", "limit": "1"})["docs"]
+            stale = "no job is pending" if not waiting else delay_to_analytics(
+                probe, unquote(waiting[0]["source"].rstrip("/").rsplit("/", 1)[1]), "bench-continuous-pending")
+        print(f"  delay to analytics, fanIn continuous ({count + NEW_USERS} continuous jobs, max_jobs 500; "
+              f"scheduler: {states}): from a new user's database {delay}; from a database whose job is "
+              f"pending {stale}", flush=True)
     finally:
         watch.stop()
 
