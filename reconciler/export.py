@@ -24,6 +24,7 @@ from .load import API_VERSION
 from .validate import user_name_problem
 from .kinds.database import all_database_infos
 from .kinds.security import read_securities
+from .kinds.server_admin import MARKER_SECTION
 from .kinds.user import all_user_docs, user_body
 
 # CouchDB 3.x's defaults (rel/overlay/etc/default.ini and the defaults its code falls back to) for the
@@ -71,10 +72,10 @@ DEFAULTS: Mapping[str, Mapping[str, str]] = {
     "smoosh.ratio_views": {"min_priority": "2.0"},
 }
 
-# Server admins, secrets, what only a restart or a file may change (couch_util:check_config_blacklist),
+# Server admins and this tool's record of those it created, secrets, what only a restart or a file may change (couch_util:check_config_blacklist),
 # and what belongs to one installation rather than to the deployment's design.
 SKIPPED_SECTIONS = frozenset({
-    "admins", "vendor", "ssl", "jwt_keys", "daemons", "external", "httpd_design_handlers", "httpd_db_handlers",
+    "admins", MARKER_SECTION, "vendor", "ssl", "jwt_keys", "daemons", "external", "httpd_design_handlers", "httpd_db_handlers",
     "httpd_global_handlers", "native_query_servers", "os_daemons", "query_servers", "feature_flags",
 })
 SKIPPED_KEYS = frozenset({

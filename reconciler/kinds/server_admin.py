@@ -1,4 +1,5 @@
-"""ServerAdmin: a server admin in the [admins] config section of every node."""
+"""ServerAdmin: a server admin in the [admins] config section of every node, and its ownership marker in
+[couch_reconciler_admins] beside it."""
 
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ MANIFEST = ServerAdminManifest()
 
 
 SECTION = "admins"
+# Ownership: a server admin is a config key, with no document to carry a marker, so the marker is a key of its
+# own in the nodes' config (persisted by CouchDB like the admin, no local state file): `[couch_reconciler_admins]
+# NAME = couch-reconciler` on each node the tool wrote the admin to. Only admins marked on some node are pruned;
+# one key per admin (not one list) so that two applies never race on a read-modify-write.
+MARKER_SECTION = "couch_reconciler_admins"
+MARKER_VALUE = "couch-reconciler"
 LOCKOUT = ("reconcile is connected as this admin with another password: changing it mid-run would lock this "
            "run out (nodes change one by one, behind any load balancer)")
 PASSWORD = FieldChange("password", None, None, sensitive=True)
@@ -79,16 +86,17 @@ class ServerAdminResource:
                      "agree": len(set(values[name].values())) == 1,
                      "verifies": [node for node, value in values[name].items() if (name, value) in verified],
                      "locks_out": name in wanted_by_name and _locks_out(session, name, wanted_by_name[name])}
+            marked = any(cluster.value(node, MARKER_SECTION, name) == MARKER_VALUE for node in cluster.nodes)
             observed[name] = Observed(self.name, name, {"nodes": present}, nodes.digest(values[name]),
-                                      managed=name != session.connection.user, facts=facts)
+                                      managed=marked and name != session.connection.user, facts=facts)
         return observed
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
             if live is None or not live.managed:
-                return None  # never the admin this tool is connected as
+                return None  # made by hand (no marker), or the admin this tool is connected as
             return Delete(self.name, live.key, None, before=dict(live.body), version=live.version,
-                          notes=("no manifest lists this server admin",))
+                          notes=("no manifest lists this server admin; couch-reconciler created it",))
         if live is None:
             return Create(self.name, wanted.key, wanted.source, after={"nodes": wanted.options.get("nodes", "all")},
                           fields=(PASSWORD,))
@@ -109,13 +117,19 @@ class ServerAdminResource:
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
         cluster = nodes.cluster(session)
-        writes: list[tuple[str, str, str | None]] = []
+        writes: list[tuple[str, str, str, str | None]] = []
+        # Ordered so that an interrupted apply errs towards an unmarked admin (never pruned) rather than a
+        # marker without its admin (which would make a hand-made admin of that name prunable later):
+        # markers of deleted admins go first, markers of created ones last.
+        unmark: list[tuple[str, str, str, str | None]] = []
+        mark: list[tuple[str, str, str, str | None]] = []
         for change in changes:
             if isinstance(change, Delete):
                 if change.key == session.connection.user:
                     raise ReconcileError(f"server_admin/{change.key}: refusing to delete the admin this tool is "
                                          "connected as; connect as another admin to remove it")
-                writes += [(node, change.key, None) for node in change.before["nodes"]]
+                writes += [(node, SECTION, change.key, None) for node in change.before["nodes"]]
+                unmark += [(node, MARKER_SECTION, change.key, None) for node in cluster.nodes]
                 continue
             if change.desired is not None and _locks_out(session, change.key, change.desired):
                 raise ReconcileError(f"server_admin/{change.key}: {LOCKOUT}; run apply with another admin's "
@@ -125,8 +139,11 @@ class ServerAdminResource:
             value = hash_admin_password(secrets[change.key]["password"].resolve(),
                                         int(auth.get("iterations", DEFAULT_ITERATIONS)),
                                         auth.get("pbkdf2_prf", DEFAULT_PRF))
-            writes += [(node, change.key, value) for node in targets]
-        list(session.map(lambda write: _write(session, *write), writes))
+            writes += [(node, SECTION, change.key, value) for node in targets]
+            if isinstance(change, Create):
+                mark += [(node, MARKER_SECTION, change.key, MARKER_VALUE) for node in targets]
+        for phase in (unmark, writes, mark):
+            list(session.map(lambda write: _write(session, *write), phase))
 
 
 def _locks_out(session: CouchSession, name: str, desired: Desired) -> bool:
@@ -134,13 +151,13 @@ def _locks_out(session: CouchSession, name: str, desired: Desired) -> bool:
     return name == session.connection.user and desired.secrets["password"].resolve() != session.connection.password
 
 
-def _write(session: CouchSession, node: str, name: str, value: str | None) -> None:
-    path = nodes.config_path(node, SECTION, name)
-    what = f"server_admin/{name} on {node}"
+def _write(session: CouchSession, node: str, section: str, name: str, value: str | None) -> None:
+    path = nodes.config_path(node, section, name)
+    what = f"server_admin/{name} on {node}" + (": its ownership marker" if section == MARKER_SECTION else "")
     if value is None:
         session.request("DELETE", path, ok=(404,), what=what, retry=True)
     else:
-        # raw=true: stored as given, so CouchDB neither re-hashes it nor serves plaintext meanwhile.
+        # raw=true: stored as given, so CouchDB neither re-hashes the admin's hash nor serves plaintext meanwhile.
         session.request("PUT", path, params={"raw": "true"}, body=value, what=what, retry=True)
 
 

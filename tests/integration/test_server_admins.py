@@ -34,7 +34,9 @@ def http(cluster):
     session = cluster.session()
     yield session
     for node in cluster.nodes:  # each case starts with only the admin the server was started with
-        session.delete(f"{cluster.url}/_node/{node}/_config/admins/ops")
+        for name in ("ops", "by-hand"):
+            session.delete(f"{cluster.url}/_node/{node}/_config/admins/{name}")
+            session.delete(f"{cluster.url}/_node/{node}/_config/couch_reconciler_admins/{name}")
     session.close()
 
 
@@ -65,7 +67,7 @@ def test_one_hash_is_written_to_every_node_and_then_nothing_changes(cluster, htt
     value = values[cluster.nodes[0]]
     assert value.startswith("-pbkdf2:sha256-") and value.endswith(",1000")  # the cluster's iterations
     assert hash_verifies(value, "ops-secret-1")
-    writes = [params for method, _, params in applied.sent if method == "PUT"]
+    writes = [params for method, url, params in applied.sent if method == "PUT" and "/_config/admins/" in url]
     assert writes == [{"raw": "true"}] * 3
     assert http.get(f"{cluster.url}/_node/_local/_config/admins", auth=("ops", "ops-secret-1")).status_code == 200
     again = reconcile(cluster, "plan", "--detailed-exitcode", str(tmp_path), env=env)
@@ -130,6 +132,43 @@ def test_deleting_needs_opt_in_and_never_touches_the_connected_admin(cluster, ht
     assert None not in admin_values(cluster, http, cluster.admin[0]).values()
 
 
+def test_only_admins_this_tool_created_are_deleted_and_only_with_the_opt_in(cluster, http, tmp_path):
+    """Issue 5 / the CEO's rule: deletion only touches objects this tool manages. A server admin has no
+    document to mark, so the tool records the admins it creates in each node's config
+    (`[couch_reconciler_admins] NAME`); an admin added by hand, not recorded there, is never pruned."""
+    for node in cluster.nodes:
+        assert http.put(f"{cluster.url}/_node/{node}/_config/admins/by-hand", json="hand-pw").status_code == 200
+    write(tmp_path, "admins.yaml", OPS)
+    assert reconcile(cluster, "apply", "--auto-approve", str(tmp_path), env={"OPS_PASSWORD": "x2"}).code == 0
+    markers = {node: http.get(f"{cluster.url}/_node/{node}/_config/couch_reconciler_admins").json()
+               for node in cluster.nodes}
+    assert markers == {node: {"ops": "couch-reconciler"} for node in cluster.nodes}
+    (tmp_path / "admins.yaml").unlink()
+    write(tmp_path, "config.yaml", """
+        apiVersion: reconciler/v1
+        kind: NodeConfig
+        metadata: {name: peruser}
+        spec:
+          section: couch_peruser
+          values: {delete_dbs: false}
+        """)
+
+    without = reconcile(cluster, "apply", "--auto-approve", str(tmp_path))
+    kept = admin_values(cluster, http, "ops")
+    with_opt_in = reconcile(cluster, "apply", "--auto-approve", "--allow-delete", str(tmp_path))
+
+    assert without.code == 0 and "server_admin" not in without.stdout
+    assert None not in kept.values()
+    assert with_opt_in.code == 0, with_opt_in.stderr
+    assert "- server_admin/ops" in with_opt_in.stdout and "by-hand" not in with_opt_in.stdout
+    assert set(admin_values(cluster, http, "ops").values()) == {None}
+    assert None not in admin_values(cluster, http, "by-hand").values()
+    assert all(http.get(f"{cluster.url}/_node/{node}/_config/couch_reconciler_admins").json() == {}
+               for node in cluster.nodes)
+    for node in cluster.nodes:
+        http.delete(f"{cluster.url}/_node/{node}/_config/couch_peruser/delete_dbs")
+
+
 def test_the_connected_admin_is_fixed_with_its_own_password_but_never_changed_mid_run(cluster, http, tmp_path):
     name, password = cluster.admin
     write(tmp_path, "admins.yaml", f"""
@@ -158,7 +197,8 @@ def test_a_server_admin_on_the_server_under_test_including_a_real_one(couch, uni
     http = couch.session()
     name = unique("ops")
     nodes = http.get(f"{couch.url}/_membership").json()["cluster_nodes"]
-    request.addfinalizer(lambda: [http.delete(f"{couch.url}/_node/{node}/_config/admins/{name}") for node in nodes])
+    request.addfinalizer(lambda: [http.delete(f"{couch.url}/_node/{node}/_config/{section}/{name}")
+                                  for node in nodes for section in ("admins", "couch_reconciler_admins")])
     write(tmp_path, "admins.yaml", f"""
         apiVersion: reconciler/v1
         kind: ServerAdmin
