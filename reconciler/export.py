@@ -1,7 +1,7 @@
 """`reconcile export`: manifests describing a live server, so an existing deployment can adopt the tool.
 
 What it writes is chosen so that `reconcile plan` on the exported folder shows no change:
-databases with their `_security` exactly as held; users with their roles and extra
+databases with their `_security` exactly as held (`public: true` for those with no member); users with their roles and extra
 fields but no `password` (a User without one leaves the password unmanaged); a Role
 for every role named, since validate wants roles declared; node config keys whose
 value differs from CouchDB 3.x's defaults. Never exported: passwords and hashes,
@@ -139,13 +139,14 @@ def read(session: CouchSession) -> Export:
         principals = {part: {kind: list(security[part][kind]) for kind in ("names", "roles")
                              if security[part].get(kind)}
                       for part in ("members", "admins") if security.get(part)}
-        if principals.get("members"):
-            spec["security"] = principals
-            roles.update(role for part in principals.values() for role in part.get("roles", []))
-        else:
-            # No member makes a database public, which a manifest's security cannot say (it would mean
-            # admin-only, as on a new database): left unmanaged, and the README names it.
+        if not principals.get("members"):
+            # No member makes a database public; a manifest listing no member would mean admin-only (as on a
+            # new database), so a public one says so explicitly, and the README lists them for review.
+            principals = {"public": True, **principals}
+            principals.pop("members", None)
             result.public_databases.append(name)
+        spec["security"] = principals
+        roles.update(role for part in principals.values() if isinstance(part, dict) for role in part.get("roles", []))
         result.databases.append(_manifest("Database", name, spec))
     for doc in all_user_docs(session):
         if user_name_problem(doc["name"]):  # a manifest could not declare it: validate would refuse the folder
@@ -194,10 +195,10 @@ def readme(result: Export) -> str:
                   "`password` reference for each:", ""]
         lines += [f"- `{name}`" for name in result.server_admins]
     if result.public_databases:
-        lines += ["", "## Public databases (security not managed)", "",
-                  "Their `_security` names no member, so anyone may read and write them. A `security` in a",
-                  "manifest always has members (listing none means admin-only, as on a new database), so",
-                  "these were exported without one; add it when you want them private:", ""]
+        lines += ["", "## Public databases", "",
+                  "Their `_security` names no member, so anyone, even without logging in, may read and write",
+                  "them. They were exported with `security: {public: true}`; check that this is intended, and",
+                  "replace it with `members` to make one private:", ""]
         lines += [f"- `{name}`" for name in result.public_databases]
     if result.unexportable_users:
         lines += ["", "## Users not exported", "",

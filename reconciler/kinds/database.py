@@ -28,6 +28,15 @@ class DatabaseManifest:
             security = manifest.spec.get("security")
             if security is None:
                 continue
+            if security.get("public") and "members" in security:
+                yield Diagnostic.at(manifest, ("spec", "security", "members"),
+                                    "`public: true` with `members`: a public database has no members",
+                                    "remove `members`, or remove `public: true` to keep the database to its members")
+            if security.get("public") and security.get("mode") == "merge":
+                yield Diagnostic.at(manifest, ("spec", "security", "mode"),
+                                    "`public: true` with `mode: merge`: merge keeps the member names other "
+                                    "writers add, which would make the database private again",
+                                    "remove `mode: merge` (a public database's members are owned exactly)")
             for group in ("members", "admins"):
                 roles = security.get(group, {}).get("roles", [])
                 yield from role_diagnostics(manifest, ("spec", "security", group, "roles"), roles, every)
@@ -48,8 +57,9 @@ class DatabaseManifest:
             body = {group: {"names": list(security.get(group, {}).get("names", [])),
                             "roles": list(security.get(group, {}).get("roles", []))}
                     for group in ("members", "admins")}
+            options = {"mode": security.get("mode", "exact"), **({"public": True} if security.get("public") else {})}
             yield Desired("security", manifest.name, body=body, source=manifest.where("spec", "security"),
-                          options={"mode": security.get("mode", "exact")})
+                          options=options)
 
 
 def _users_security_editable(every: Sequence[Manifest]) -> bool:

@@ -22,6 +22,11 @@ database adds `app-user` beside it, and the next plan is empty), and a manifest
 listing no member at all means admin-only, as on a fresh database: a public
 (`{}`) object is drift, brought back to `members.roles: ["_admin"]`.
 
+A database public on purpose (a read-only catalog PouchDB clients sync from) says
+so with `public: true` (option `public`): members are then exactly empty, which
+validate refuses beside `members` or `mode: merge`, and the plan names it
+`members: "public"` with a note, so that no reviewer misses it.
+
 `_security` has no `_rev` and no bulk read: one GET per database over the
 session's pool, a digest of the object as its version, and a re-read just
 before each write (exact mode refuses when the object changed since the plan;
@@ -35,7 +40,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from ..client import CouchSession, db_path, decode
-from ..diff import Change, Create, Update, field_changes
+from ..diff import Change, Create, FieldChange, Update, field_changes
 from ..errors import ReconcileError
 from ..expand import Desired
 from ..observe import Observed
@@ -78,7 +83,9 @@ def compose(base: Mapping[str, Any], desired: Desired) -> dict[str, Any]:
     have, want = groups(base), groups(desired.body)
     result = dict(base)
     for group in GROUPS:
-        if merge:
+        if group == "members" and desired.options.get("public"):
+            names, roles = [], []  # no member at all is what makes CouchDB let anyone in
+        elif merge:
             names = have[group]["names"] + [n for n in want[group]["names"] if n not in have[group]["names"]]
             roles = have[group]["roles"] + [r for r in want[group]["roles"] if r not in have[group]["roles"]]
         else:
@@ -116,13 +123,15 @@ class SecurityResource:
             return None
         if live is None:  # the database is created by this plan: it starts admin-only
             after = groups(compose(ADMIN_ONLY, wanted))
-            return Create(self.name, wanted.key, wanted.source, after=after, fields=field_changes({}, after))
+            fields, notes = _public_shown(field_changes({}, after), None, after)
+            return Create(self.name, wanted.key, wanted.source, after=after, fields=fields, notes=notes)
         after = groups(compose(live.facts["raw"], wanted))
         fields = field_changes(live.body, after, sets=SET_PATHS)
         if not fields:
             return None
+        fields, notes = _public_shown(fields, live.body, after)
         return Update(self.name, wanted.key, wanted.source, before=dict(live.body), after=after, fields=fields,
-                      version=live.version)
+                      version=live.version, notes=notes)
 
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
@@ -142,6 +151,31 @@ class SecurityResource:
             return  # someone (or a previous, interrupted apply) already made it so
         # A PUT of the same whole object is idempotent, so the transport may repeat it after a failure.
         session.request("PUT", db_path(change.key, "_security"), body=wanted, retry=True, what=subject)
+
+
+PUBLIC = "public"
+PUBLIC_NOTE = ("members: public: anyone, even without logging in, may read and write its documents "
+               "(`public: true` in the manifest)")
+
+
+def is_public(security: Mapping[str, Any]) -> bool:
+    """No member name and no member role: CouchDB lets anyone read and write the documents."""
+    members = groups(security)["members"]
+    return not members["names"] and not members["roles"]
+
+
+def _public_shown(fields: tuple[FieldChange, ...], before: Mapping[str, Any] | None, after: Mapping[str, Any]
+                  ) -> tuple[tuple[FieldChange, ...], tuple[str, ...]]:
+    """A change that makes a database public, or private again, shows its members as one field
+    `members: ... -> "public"` (and a note), never as lists quietly becoming empty."""
+    was = before is not None and is_public(before)
+    if was == is_public(after):
+        return fields, ()
+    def shown(body):
+        return PUBLIC if is_public(body) else groups(body)["members"]
+    members = FieldChange("members", None if before is None else shown(before), shown(after))
+    others = tuple(item for item in fields if not item.path.startswith("members."))
+    return (members, *others), (PUBLIC_NOTE,) if is_public(after) else ()
 
 
 def _observed(name: str, security: Mapping[str, Any]) -> Observed:

@@ -11,6 +11,7 @@ import time
 from urllib.parse import quote
 
 import pytest
+import yaml
 from reconcile_runner import reconcile
 
 SECRETS = ("bob-password", "derived_key", "salt", "-pbkdf2")
@@ -58,6 +59,8 @@ def test_exported_folder_validates_and_plans_no_change(couch, deployment, tmp_pa
     assert sorted(path.name for path in out.iterdir()) == \
         ["README.md", "config.yaml", "databases.yaml", "roles.yaml", "users.yaml"]
     assert reconcile(couch, "validate", str(out)).code == 0
+    databases = {doc["metadata"]["name"]: doc["spec"] for doc in yaml.safe_load_all((out / "databases.yaml").read_text())}
+    assert databases[deployment["public"]] == {"security": {"public": True}}  # declared public, not left out
     planned = reconcile(couch, "plan", "--detailed-exitcode", str(out))
     assert planned.code == 0, planned.stdout + planned.stderr
     assert "No changes" in planned.stdout
@@ -75,7 +78,7 @@ def test_export_holds_no_secret_and_says_how_to_manage_passwords(couch, deployme
     assert "email: bob@example.com" in texts["users.yaml"]
     assert "password: env:" in texts["README.md"]
     assert f"`{couch.user}`" in texts["README.md"]  # server admins: listed, not exported
-    assert f"- `{deployment['public']}`" in texts["README.md"]  # public: its security is left unmanaged
+    assert f"- `{deployment['public']}`" in texts["README.md"]  # public: listed for a reviewer to confirm
 
 
 def test_export_never_overwrites_manifests(couch, deployment, tmp_path):

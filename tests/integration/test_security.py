@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 
 from reconcile_runner import reconcile, write
 
@@ -93,3 +94,42 @@ def test_a_saved_plan_is_refused_when_the_security_object_changed_since(couch, h
                               "run plan again\n")
     assert [sent[0] for sent in refused.sent if sent[0] == "PUT"] == []
     assert security(couch, http, name)["members"]["names"] == []
+
+
+def test_a_database_public_on_purpose_is_declared_explicitly_and_shown_as_public(couch, http, unique, tmp_path):
+    """A read-only catalog PouchDB clients sync from is public on purpose. couchdb-facts.md: a `_security`
+    whose members name no one and no role lets anonymous requests in (a new database is admin-only: 401)."""
+    name = unique("catalog")
+    write(tmp_path, "dbs.yaml", secured(name, "{members: {roles: [app-user]}}"))
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    assert requests.get(f"{couch.url}/{name}/_all_docs").status_code == 401
+    manifest = write(tmp_path, "dbs.yaml", secured(name, "{public: true, admins: {roles: [app-user]}}"))
+
+    plan = reconcile(couch, "plan", str(tmp_path))
+    applied = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+
+    assert plan.stdout.splitlines()[2:5] == [
+        f"  ~ security/{name}  ({manifest}:5)",
+        '      members: {"names": [], "roles": ["_admin", "app-user"]} -> "public"',
+        '      admins.roles: ["_admin"] -> ["_admin", "app-user"]']
+    assert "# members: public: anyone, even without logging in, may read and write its documents" in plan.stdout
+    assert applied.code == 0, applied.stderr
+    assert requests.get(f"{couch.url}/{name}/_all_docs").status_code == 200
+    assert security(couch, http, name)["members"] == {"names": [], "roles": []}
+    assert reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode").code == 0
+    write(tmp_path, "dbs.yaml", secured(name, "{admins: {roles: [app-user]}}"))  # `public` removed: private again
+    private = reconcile(couch, "plan", str(tmp_path))
+    assert '      members: "public" -> {"names": [], "roles": ["_admin"]}' in private.stdout
+
+
+def test_public_with_members_or_merge_is_refused_before_anything_is_sent(couch, unique, tmp_path):
+    name = unique("catalog")
+    manifest = write(tmp_path, "dbs.yaml", secured(name, "{public: true, mode: merge, members: {roles: [app-user]}}"))
+
+    refused = reconcile(couch, "plan", str(tmp_path))
+
+    assert refused.code == 1
+    assert f"{manifest}:5: Database/{name}: `public: true` with `members`: a public database has no members" \
+        in refused.stdout + refused.stderr
+    assert f"{manifest}:5: Database/{name}: `public: true` with `mode: merge`" in refused.stdout + refused.stderr
+    assert refused.sent == []
