@@ -40,6 +40,15 @@ How the engine drives a ResourceKind (reconciler/plan.py, reconciler/apply.py):
    security object of database `db` lives in ("database", "db")). When the
    parent is created or replaced, the engine diffs this object against
    `live=None`, since the replaced parent loses it.
+7. founding(change) (optional, with `parent`): for a change to an object whose
+   parent an earlier change of the same apply creates (or replaces), `(name,
+   body)` when the parent's creation can make this change itself, else None.
+   The engine puts `body` in the parent change's `after` under `name` (the
+   parent kind must know that name: the database kind writes `after["security"]`
+   as its new `_security`) and reports this change done without calling
+   `apply` for it. Return None whenever the object could differ from `body` by
+   the time this change would run (another writer at creation, a merge that
+   must see what is there).
 """
 
 from __future__ import annotations
@@ -90,4 +99,5 @@ class ResourceKind(Protocol):
     # def summary_warnings(self, changes: Sequence[Change], live: Mapping[str, Observed]) -> Iterable[str]
     # def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]
     # def parent(self, key: str) -> tuple[str, str] | None
+    # def founding(self, change: Change) -> tuple[str, Any] | None
 

@@ -205,9 +205,12 @@ class DatabaseResource:
             response = session.request("PUT", db_path(change.key), params=params, ok=(412,), what=subject)
             if response.status_code == 412:
                 raise ReconcileError(f"{subject}: someone created it since the plan was made; run plan again")
-            # CouchDB 3.x creates it admin-only; the marker beside that makes it this tool's to prune later.
-            session.request("PUT", db_path(change.key, "_security"), body={**ADMIN_ONLY, MARKER: MARKER_VALUE},
-                            retry=True, what=f"{subject}: marking it as created by couch-reconciler")
+            # CouchDB 3.x creates it admin-only; the marker beside that makes it this tool's to prune later. When
+            # the plan also sets its security, the engine hands that object over (the security kind's `founding`)
+            # and this one PUT writes both.
+            security = change.after.get("security", ADMIN_ONLY)
+            session.request("PUT", db_path(change.key, "_security"), body={**security, MARKER: MARKER_VALUE},
+                            retry=True, what=f"{subject}: writing its _security and ownership marker")
 
 
 def _observed(name: str, info: Mapping, managed: bool = False) -> Observed:

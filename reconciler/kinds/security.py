@@ -133,6 +133,16 @@ class SecurityResource:
         return Update(self.name, wanted.key, wanted.source, before=dict(live.body), after=after, fields=fields,
                       version=live.version, notes=notes)
 
+    def founding(self, change: Change) -> tuple[str, dict] | None:
+        """The object a database created by the same apply starts with, written by its creation: no re-read
+        and no second write. Safe in both modes: a new database holds only what its creation wrote (merging
+        into that gives the same object), and couch_peruser writes security only into the databases it creates
+        itself for its users, which a plan never creates (templates wait for it; a manifest's database of that
+        name would fail at creation with 412)."""
+        if not isinstance(change, Create) or change.desired is None:
+            return None
+        return ("security", compose(ADMIN_ONLY, change.desired))
+
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
         list(session.map(lambda change: self._write(session, change), changes))

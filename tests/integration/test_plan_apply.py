@@ -156,7 +156,7 @@ def test_a_failing_server_stops_apply_with_one_line_and_a_rerun_converges(couch,
     fault = couch.sim.faults.inject(path=f"^/{second}/_security", method="PUT", status=503)
     failed = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
     assert failed.code == 1
-    assert failed.stderr.startswith(f"database/{second}: marking it as created by couch-reconciler: HTTP 503")
+    assert failed.stderr.startswith(f"database/{second}: writing its _security and ownership marker: HTTP 503")
     assert failed.stderr.endswith("the server failed; rerun when it is healthy\n")
     assert len(failed.stderr.splitlines()) == 1
     fault.remove()

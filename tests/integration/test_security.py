@@ -133,3 +133,25 @@ def test_public_with_members_or_merge_is_refused_before_anything_is_sent(couch, 
         in refused.stdout + refused.stderr
     assert f"{manifest}:5: Database/{name}: `public: true` with `mode: merge`" in refused.stdout + refused.stderr
     assert refused.sent == []
+
+
+@pytest.mark.parametrize("mode", ["exact", "merge"])
+def test_a_new_database_gets_its_security_and_marker_in_one_write(couch, http, unique, tmp_path, mode):
+    """CouchDB sets `_security` only on an existing database, so creating one with its security takes two
+    requests (PUT db, PUT db/_security); the object written then is the wanted one with the ownership
+    marker, with no re-read and no second write, and the plan still lists the security object."""
+    name = unique("fresh")
+    write(tmp_path, "dbs.yaml", secured(name, f"{{mode: {mode}, members: {{roles: [app-user]}}, "
+                                              "admins: {names: [dana]}}"))
+
+    applied = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
+
+    assert applied.code == 0, applied.stderr
+    assert f"+ security/{name}: created" in applied.stdout
+    touched = [(method, url.removeprefix(couch.url)) for method, url, _ in applied.sent
+               if url.startswith(f"{couch.url}/{name}")]
+    assert touched == [("PUT", f"/{name}"), ("PUT", f"/{name}/_security")]
+    assert security(couch, http, name) == {"members": {"names": [], "roles": ["_admin", "app-user"]},
+                                           "admins": {"names": ["dana"], "roles": ["_admin"]},
+                                           "couch_reconciler": {"created_by": "couch-reconciler"}}
+    assert reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode").code == 0
