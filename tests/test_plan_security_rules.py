@@ -36,8 +36,9 @@ def test_exact_mode_adds_a_role_beside_the_fresh_databases_admin_role_and_is_sta
 
 def test_exact_mode_without_members_keeps_a_fresh_database_admin_only_and_fixes_a_public_one():
     assert RESOURCE.diff(want(), live(ADMIN_ONLY)) is None
-    change = RESOURCE.diff(want(), live({}))
-    assert [(f.path, f.after) for f in change.fields] == [("members.roles", ["_admin"])]
+    change = RESOURCE.diff(want(), live({}))  # a public database made private: its members shown whole
+    assert [(f.path, f.before, f.after) for f in change.fields] == \
+        [("members", "public", {"names": [], "roles": ["_admin"]})]
 
 
 def test_exact_mode_removes_names_others_added_but_merge_mode_keeps_them():
