@@ -13,6 +13,7 @@ from ..load import Manifest
 from ..observe import Observed
 from ..secrets import SecretRef
 from ..validate import Diagnostic
+from .server_admin import MARKER_SECTION
 
 # Manifest kinds whose expansion writes node config: a key may be set by only one of them.
 CONFIG_KINDS = ("NodeConfig", "Cors")
@@ -44,6 +45,10 @@ class NodeConfigManifest:
             if manifest.spec["section"] == "admins":
                 yield Diagnostic.at(manifest, ("spec", "section"), "server admins are not config values here",
                                     "declare them with `kind: ServerAdmin`, whose password comes from a secret reference")
+            if manifest.spec["section"] == MARKER_SECTION:  # a forged record would let --allow-delete prune an admin
+                yield Diagnostic.at(manifest, ("spec", "section"),
+                                    f"[{MARKER_SECTION}] is where reconcile records the server admins it created",
+                                    "leave it to reconcile; declare admins with `kind: ServerAdmin`")
         yield from _conflicts(every)
 
     def expand(self, manifest: Manifest) -> Iterable[Desired]:
