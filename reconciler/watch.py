@@ -328,7 +328,7 @@ class Watcher:
             with observation(self.session):
                 plan = make_plan(self.session, self.state, self.policy, self.kinds)
                 self._learn(resolve(self.session, self.state)[0], replace_all=True)  # the same reads: no request
-            done = self._execute(plan, deletions=self.policy.allow_delete)
+            done = self._execute(plan, deletions=self.policy.allow_delete, warnings=True)
             self.fan_in.catch_up()
         except PlanRefused as refused:  # the same plan would be refused again until someone acts: wait
             for line in refused.lines:
@@ -363,10 +363,11 @@ class Watcher:
                 shared(self.session, USERS_DB, lambda: list(users.values()))  # resolve reads these, not all _users
                 plan = make_plan(self.session, state, replace(self.policy, allow_delete=False, force=True), self.kinds)
                 self._learn(resolve(self.session, state)[0], replace_all=False)
-            done = self._execute(plan, deletions=False)
+            done = self._execute(plan, deletions=False, warnings=False)
         except PlanRefused as refused:  # a replacement it may not make: the full reconcile reports it too
             for line in refused.lines:
                 self.log("reconcile", "targeted", subject, f"refused: {line}", level="error")
+            self.positions.update({name: seq for name, seq in handled.items() if name in self.positions})
             return
         except ReconcileError as error:
             pending.failures += 1
@@ -391,9 +392,10 @@ class Watcher:
                                  params={"include_docs": "true"}, what="reading _users")["rows"]
         return {row["id"].removeprefix(ID_PREFIX): row["doc"] for row in rows if row.get("doc")}
 
-    def _execute(self, plan: Plan, deletions: bool) -> int:
-        """Apply the plan's changes as `reconcile apply` does, one log line each; deletions only when allowed."""
-        for warning in plan.warnings:
+    def _execute(self, plan: Plan, deletions: bool, warnings: bool) -> int:
+        """Apply the plan's changes as `reconcile apply` does, one log line each; deletions only when allowed.
+        The plan's warnings are logged by full reconciles only: a targeted one would repeat them per sign-up."""
+        for warning in plan.warnings if warnings else ():
             self.log("plan", "warning", "", warning, level="warning")
         changes = [change for change in plan.changes if deletions or not isinstance(change, (Delete, Replace))]
         kept = {id(change) for change in changes}
