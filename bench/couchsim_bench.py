@@ -21,34 +21,14 @@ import asyncio
 import base64
 import os
 import re
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[1]
-ADMIN = ("admin", "bench-password")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "couchsim", "--port", str(port), "--admin", f"{ADMIN[0]}:{ADMIN[1]}"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
-    if "listening" not in line:
-        process.kill()
-        raise SystemExit(f"couchsim did not start: {line!r}")
-    return process, f"http://127.0.0.1:{port}"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ADMIN, couchsim  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -146,14 +126,11 @@ def main() -> None:
     parser.add_argument("--dbs", default="10000,100000", help="database counts at which to read RSS")
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    process, base = start_server()
-    try:
-        print(f"couchsim (python -m couchsim, pid {process.pid}) at {base}; {os.cpu_count()} CPUs shared with the client")
-        asyncio.run(throughput(base, process.pid, args.seconds, args.concurrency))
-        asyncio.run(memory(base, process.pid, [int(n) for n in args.dbs.split(",")], args.concurrency))
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with couchsim() as server:
+        pid = server.process.pid
+        print(f"couchsim (python -m couchsim, pid {pid}) at {server.url}; {os.cpu_count()} CPUs shared with the client")
+        asyncio.run(throughput(server.url, pid, args.seconds, args.concurrency))
+        asyncio.run(memory(server.url, pid, [int(n) for n in args.dbs.split(",")], args.concurrency))
 
 
 if __name__ == "__main__":

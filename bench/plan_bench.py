@@ -18,43 +18,20 @@ Figures are printed, never asserted: timing belongs in benchmarks, not tests.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# watch_bench.py imports ADMIN, ROOT, floor and free_port from here.
+from harness import (ADMIN, ROOT, couchsim, desired_state, floor, free_port, print_beside_floor,  # noqa: E402,F401
+                     print_header)
 
 from reconciler.apply import execute  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402
-from reconciler.expand import expand  # noqa: E402
 from reconciler.kinds import RESOURCES  # noqa: E402
 from reconciler.plan import Policy, make_plan  # noqa: E402
-from reconciler.validate import load_and_validate  # noqa: E402
-
-ADMIN = ("admin", "bench-admin-pw")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_couchsim() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "couchsim", "--port", str(port),
-                                "--admin", f"{ADMIN[0]}:{ADMIN[1]}"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = process.stdout.readline()
-    if "listening" not in line:
-        process.kill()
-        raise SystemExit(f"couchsim did not start: {line.strip()}")
-    return process, f"http://127.0.0.1:{port}"
 
 
 def write_manifests(folder: Path, count: int) -> None:
@@ -71,20 +48,10 @@ def write_manifests(folder: Path, count: int) -> None:
         (folder / f"databases-{start // per_file:03d}.yaml").write_text("---\n".join(documents))
 
 
-def floor(session: CouchSession, requests: int) -> float:
-    began = time.perf_counter()
-    list(session.map(lambda _: session.request("GET", "/"), range(requests)))
-    return time.perf_counter() - began
-
-
 def measure(url: str, folder: Path, pool: int, count: int) -> None:
     connection = Connection(url, *ADMIN, pool=pool)
     began = time.perf_counter()
-    manifests, diagnostics = load_and_validate(str(folder))
-    errors = [d for d in diagnostics if d.is_error]
-    if errors:
-        raise SystemExit(f"bench manifests invalid: {errors[0]}")
-    state = expand(manifests)
+    state = desired_state(folder)
     offline = time.perf_counter() - began
 
     with CouchSession(connection) as session:
@@ -106,12 +73,10 @@ def measure(url: str, folder: Path, pool: int, count: int) -> None:
             execute(session, plan.changes, RESOURCES)  # nothing to do: a no-op apply writes nothing
             online = time.perf_counter() - began
             sent = session.requests_sent
-        with CouchSession(connection) as session:
-            bare = floor(session, sent)
         verdict = "within" if sent <= target else "OVER"
-        print(f"  {label:12s}: {len(plan.changes)} changes, {sent} requests ({verdict} target {target}); "
-              f"wall {offline + online:.2f} s = manifests {offline:.2f} s + server {online:.2f} s; "
-              f"floor ({sent} bare GETs, same pool) {bare:.2f} s")
+        print_beside_floor(connection, label, sent, offline + online,
+                           f"{len(plan.changes)} changes ({verdict} target {target}; "
+                           f"manifests {offline:.2f} s + server {online:.2f} s), ")
 
 
 def main() -> None:
@@ -119,17 +84,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--pool", type=int, default=16)
     args = parser.parse_args()
-    print(f"plan_bench: couchsim subprocess, pool {args.pool}, {os.cpu_count()} CPUs shared by client and server")
+    print_header("plan_bench", args.pool)
     for count in args.sizes:
-        process, url = start_couchsim()
-        try:
-            with tempfile.TemporaryDirectory() as folder:
-                write_manifests(Path(folder), count)
-                print(f"N = {count} databases with security objects:")
-                measure(url, Path(folder), args.pool, count)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        with couchsim() as server, tempfile.TemporaryDirectory() as folder:
+            write_manifests(Path(folder), count)
+            print(f"N = {count} databases with security objects:")
+            measure(server.url, Path(folder), args.pool, count)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -32,26 +30,8 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_couchsim(admin: tuple[str, str], *config: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    settings = [arg for item in config for arg in ("--config", item)]
-    process = subprocess.Popen([sys.executable, "-m", "couchsim", "--port", str(port),
-                                "--admin", f"{admin[0]}:{admin[1]}", *settings], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = process.stdout.readline()
-    if "listening" not in line:
-        process.kill()
-        raise SystemExit(f"couchsim did not start: {line.strip()}")
-    return process, f"http://127.0.0.1:{port}"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ADMIN, couchsim  # noqa: E402
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -155,21 +135,12 @@ def main() -> None:
         # The URL the server uses to reach itself can differ from ours (a container).
         measure(real.rstrip("/"), admin, os.environ.get("COUCHDB_REPLICATION_URL", real).rstrip("/"), args.writes)
         return
-    admin = ("admin", "bench-admin-pw")
-    process, url = start_couchsim(admin)
-    try:
-        print(f"couchsim at {url} (its own process)")
-        measure(url, admin, url, args.writes)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-    process, url = start_couchsim(admin, f"replicator/max_jobs={args.max_jobs}",
-                                  f"replicator/max_churn={args.max_churn}", f"replicator/interval={args.interval_ms}")
-    try:
-        measure_rotation(url, admin, args.jobs, args.max_jobs, args.max_churn, args.interval_ms)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with couchsim() as server:
+        print(f"couchsim at {server.url} (its own process)")
+        measure(server.url, ADMIN, server.url, args.writes)
+    with couchsim(f"replicator/max_jobs={args.max_jobs}", f"replicator/max_churn={args.max_churn}",
+                  f"replicator/interval={args.interval_ms}") as server:
+        measure_rotation(server.url, ADMIN, args.jobs, args.max_jobs, args.max_churn, args.interval_ms)
 
 
 if __name__ == "__main__":

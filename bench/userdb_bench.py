@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,16 +29,13 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plan_bench import ADMIN, ROOT, floor, start_couchsim  # noqa: E402
+from harness import ADMIN, couchsim, desired_state, print_beside_floor, print_header  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
 from reconciler.apply import execute  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402
-from reconciler.expand import expand  # noqa: E402
 from reconciler.kinds import RESOURCES  # noqa: E402
 from reconciler.plan import Policy, make_plan  # noqa: E402
 from reconciler.templates import user_database  # noqa: E402
-from reconciler.validate import load_and_validate  # noqa: E402
 
 SIGNUP_BATCH = 500
 
@@ -100,16 +96,10 @@ def measure(url: str, pool: int, count: int, peruser: bool) -> None:
     connection = Connection(url, *ADMIN, pool=pool)
     with tempfile.TemporaryDirectory() as folder:
         manifests(Path(folder), url)
-        found, diagnostics = load_and_validate(folder)
-        if any(d.is_error for d in diagnostics):
-            raise SystemExit(f"bench manifests invalid: {diagnostics[0]}")
-        state = expand(found)
+        state = desired_state(folder)
     for label, apply in (("plan", False), ("first apply", True), ("plan again", False)):
         changes, sent, wall = timed(connection, state, apply)
-        with CouchSession(connection) as session:
-            bare = floor(session, sent)
-        print(f"  {label:11s}: {changes} changes, {sent} requests, wall {wall:.2f} s; "
-              f"floor ({sent} bare GETs, same pool) {bare:.2f} s")
+        print_beside_floor(connection, label, sent, wall, f"{changes} changes, ")
 
 
 def main() -> None:
@@ -119,21 +109,13 @@ def main() -> None:
     parser.add_argument("--peruser", choices=("off", "on"), nargs="+", default=["off", "on"])
     args = parser.parse_args()
     os.environ["BENCH_ADMIN_PASSWORD"] = ADMIN[1]
-    print(f"userdb_bench: couchsim subprocess, pool {args.pool}, {os.cpu_count()} CPUs shared by client and server")
+    print_header("userdb_bench", args.pool)
     for count in args.sizes:
         for peruser in args.peruser:
-            process, url = start_couchsim()
-            try:
-                prepare(url, count, peruser == "on")
+            with couchsim() as server:
+                prepare(server.url, count, peruser == "on")
                 print(f"N = {count} users only on the server, couch_peruser {peruser}:")
-                measure(url, args.pool, count, peruser == "on")
-            finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:  # thousands of running replication jobs can outlast SIGTERM
-                    process.kill()
-                    process.wait()
+                measure(server.url, args.pool, count, peruser == "on")
 
 
 if __name__ == "__main__":

@@ -25,19 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-sys.path.insert(0, str(ROOT))
-
-from plan_bench import ADMIN, floor, start_couchsim  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ADMIN, couchsim, desired_state, print_beside_floor, print_header  # noqa: E402
 
 from reconciler.apply import execute  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402
-from reconciler.expand import expand  # noqa: E402
 from reconciler.kinds import RESOURCES  # noqa: E402
 from reconciler.kinds.user import user_hash, users_on_server  # noqa: E402
 from reconciler.plan import Policy, make_plan  # noqa: E402
-from reconciler.validate import load_and_validate  # noqa: E402
 
 PASSWORD = "bench-user-pw"
 
@@ -58,8 +53,7 @@ def write_manifests(folder: Path, managed: int) -> None:
 
 def measure(url: str, folder: Path, pool: int, count: int, managed: int) -> None:
     connection = Connection(url, *ADMIN, pool=pool)
-    manifests, _ = load_and_validate(str(folder))
-    state = expand(manifests)
+    state = desired_state(folder)
     with CouchSession(connection) as session:
         sign_up(session, count - managed)
         began = time.perf_counter()
@@ -79,11 +73,9 @@ def measure(url: str, folder: Path, pool: int, count: int, managed: int) -> None
     for doc in docs:
         user_hash(doc).verifies(PASSWORD)
     sequential = time.perf_counter() - began
-    with CouchSession(connection) as session:
-        bare = floor(session, sent)
-    print(f"  plan: {len(plan.changes)} changes, {sent} requests, wall {timings[0]:.2f} s, mostly verifying "
-          f"{len(docs)} secrets offline in parallel on {os.cpu_count()} CPUs (the same checks one after another: "
-          f"{sequential:.2f} s); floor ({sent} bare GETs, same pool) {bare:.2f} s")
+    print_beside_floor(connection, "plan", sent, timings[0],
+                       f"{len(plan.changes)} changes, mostly verifying {len(docs)} secrets offline in parallel on "
+                       f"{os.cpu_count()} CPUs (the same checks one after another: {sequential:.2f} s), ")
     print(f"  the same plan again in this process (watch): wall {timings[1]:.2f} s")
 
 
@@ -94,18 +86,12 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=16)
     args = parser.parse_args()
     os.environ["BENCH_USER_PASSWORD"] = PASSWORD
-    print(f"users_bench: couchsim subprocess (600,000 PBKDF2 rounds), pool {args.pool}, "
-          f"{os.cpu_count()} CPUs shared by client and server")
+    print_header("users_bench", args.pool, " (600,000 PBKDF2 rounds)")
     for count in args.sizes:
-        process, url = start_couchsim()
-        try:
-            with tempfile.TemporaryDirectory() as folder:
-                write_manifests(Path(folder), args.managed)
-                print(f"N = {count} users, {args.managed} with a managed password:")
-                measure(url, Path(folder), args.pool, count, args.managed)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        with couchsim() as server, tempfile.TemporaryDirectory() as folder:
+            write_manifests(Path(folder), args.managed)
+            print(f"N = {count} users, {args.managed} with a managed password:")
+            measure(server.url, Path(folder), args.pool, count, args.managed)
 
 
 if __name__ == "__main__":
