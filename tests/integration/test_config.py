@@ -9,7 +9,7 @@ apache/couchdb src/chttpd/src/chttpd_cors.erl via reconciler/kinds/cors.py (CORS
 from __future__ import annotations
 
 import pytest
-from reconcile_runner import reconcile, sim_cluster, write
+from reconcile_runner import reconcile, write
 
 PERUSER = """
     apiVersion: reconciler/v1
@@ -19,19 +19,6 @@ PERUSER = """
       section: couch_peruser
       values: {enable: true, delete_dbs: false}
     """
-
-
-@pytest.fixture
-def cluster():
-    with sim_cluster(nodes=3) as sim:
-        yield sim
-
-
-@pytest.fixture
-def http(cluster):
-    session = cluster.session()
-    yield session
-    session.close()
 
 
 def value(cluster, http, node: str, section: str, key: str) -> str | None:

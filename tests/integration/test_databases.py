@@ -26,13 +26,6 @@ def database(name: str, spec: str = "{}") -> str:
     """
 
 
-@pytest.fixture
-def http(couch):
-    session = couch.session()
-    yield session
-    session.close()
-
-
 def writes(run) -> list[tuple[str, str]]:
     """Requests that change something: every one but GETs and the POSTs that read `_dbs_info`."""
     return [(sent[0], sent[1]) for sent in run.sent

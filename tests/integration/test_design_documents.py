@@ -42,11 +42,6 @@ def manifests(database: str, extra: str = "") -> str:
 
 
 @pytest.fixture
-def http(couch):
-    return couch.session()
-
-
-@pytest.fixture
 def deployed(couch, http, unique, tmp_path):
     """The fixture folder copied (so a test may edit it) and applied to a new database."""
     database = unique("ddoc")

@@ -18,11 +18,6 @@ SECRETS = ("bob-password", "derived_key", "salt", "-pbkdf2")
 
 
 @pytest.fixture
-def http(couch):
-    return couch.session()
-
-
-@pytest.fixture
 def deployment(couch, http, unique):
     """A server set up by hand, the way a team adopting the tool finds it."""
     base = couch.url

@@ -21,11 +21,6 @@ PASSWORD = "repl-s3cret-pw"
 ENV = {"REPLICATOR_PASSWORD": PASSWORD, "REPLICATION_PASSWORD": PASSWORD}
 
 
-@pytest.fixture
-def http(couch):
-    return couch.session()
-
-
 def document(couch, http, database: str, doc_id: str) -> dict | None:
     answer = http.get(f"{couch.url}/{database}/{doc_id}")
     return answer.json() if answer.status_code == 200 else None

@@ -33,13 +33,6 @@ def secured(name: str, security: str) -> str:
     """
 
 
-@pytest.fixture
-def http(couch):
-    session = couch.session()
-    yield session
-    session.close()
-
-
 def security(couch, http, name: str) -> dict:
     return http.get(f"{couch.url}/{name}/_security").json()
 

@@ -12,7 +12,7 @@ import hashlib
 from urllib.parse import unquote
 
 import pytest
-from reconcile_runner import assert_no_secret, reconcile, sim_cluster, write
+from reconcile_runner import assert_no_secret, reconcile, write
 
 OPS = """
     apiVersion: reconciler/v1
@@ -23,21 +23,27 @@ OPS = """
     """
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with sim_cluster(nodes=3) as sim:
-        yield sim
-
-
-@pytest.fixture
-def http(cluster):
-    session = cluster.session()
-    yield session
-    for node in cluster.nodes:  # each case starts with only the admin the server was started with
+@pytest.fixture(autouse=True)
+def only_the_starting_admin(cluster, http):
+    """The module shares one cluster: each case starts with only the admin the server was started with."""
+    yield
+    for node in cluster.nodes:
         for name in ("ops", "by-hand"):
-            session.delete(f"{cluster.url}/_node/{node}/_config/admins/{name}")
-            session.delete(f"{cluster.url}/_node/{node}/_config/couch_reconciler_admins/{name}")
-    session.close()
+            http.delete(f"{cluster.url}/_node/{node}/_config/admins/{name}")
+            http.delete(f"{cluster.url}/_node/{node}/_config/couch_reconciler_admins/{name}")
+
+
+def stop_declaring_ops(folder) -> None:
+    """The manifests stop listing the ServerAdmin; an unrelated NodeConfig is what the folder still declares."""
+    (folder / "admins.yaml").unlink()
+    write(folder, "config.yaml", """
+        apiVersion: reconciler/v1
+        kind: NodeConfig
+        metadata: {name: peruser}
+        spec:
+          section: couch_peruser
+          values: {delete_dbs: false}
+        """)
 
 
 def admin_values(cluster, http, name: str) -> dict[str, str | None]:
@@ -112,15 +118,7 @@ def test_rotated_secret_changes_the_hash_on_every_node(cluster, http, tmp_path):
 def test_deleting_needs_opt_in_and_never_touches_the_connected_admin(cluster, http, tmp_path):
     write(tmp_path, "admins.yaml", OPS)
     assert reconcile(cluster, "apply", "--auto-approve", str(tmp_path), env={"OPS_PASSWORD": "x1"}).code == 0
-    (tmp_path / "admins.yaml").unlink()
-    write(tmp_path, "config.yaml", """
-        apiVersion: reconciler/v1
-        kind: NodeConfig
-        metadata: {name: peruser}
-        spec:
-          section: couch_peruser
-          values: {delete_dbs: false}
-        """)
+    stop_declaring_ops(tmp_path)
 
     without = reconcile(cluster, "plan", str(tmp_path))
     with_opt_in = reconcile(cluster, "apply", "--auto-approve", "--allow-delete", str(tmp_path))
@@ -143,15 +141,7 @@ def test_only_admins_this_tool_created_are_deleted_and_only_with_the_opt_in(clus
     markers = {node: http.get(f"{cluster.url}/_node/{node}/_config/couch_reconciler_admins").json()
                for node in cluster.nodes}
     assert markers == {node: {"ops": "couch-reconciler"} for node in cluster.nodes}
-    (tmp_path / "admins.yaml").unlink()
-    write(tmp_path, "config.yaml", """
-        apiVersion: reconciler/v1
-        kind: NodeConfig
-        metadata: {name: peruser}
-        spec:
-          section: couch_peruser
-          values: {delete_dbs: false}
-        """)
+    stop_declaring_ops(tmp_path)
 
     without = reconcile(cluster, "apply", "--auto-approve", str(tmp_path))
     kept = admin_values(cluster, http, "ops")

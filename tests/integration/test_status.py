@@ -22,11 +22,6 @@ PASSWORD = "status-s3cret-pw"
 WRONG = "not-the-password"
 
 
-@pytest.fixture
-def http(couch):
-    return couch.session()
-
-
 def writes(run) -> list:
     return [(method, url) for method, url, _ in run.sent if method != "GET"]
 

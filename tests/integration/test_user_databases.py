@@ -57,11 +57,6 @@ def wait_for(condition, seconds: float = 10.0):
     return result
 
 
-@pytest.fixture
-def http(couch):
-    return couch.session()
-
-
 def test_database_names_are_couch_perusers():
     """couch_peruser.erl user_db_name: lowercase hex of the UTF-8 bytes, each byte without zero padding
     (JavaScript's charCodeAt would give `e9` for é where CouchDB hashes its two UTF-8 bytes `c3a9`)."""

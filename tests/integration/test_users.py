@@ -46,11 +46,6 @@ def names(unique):
     return unique("alice"), unique("bob")
 
 
-@pytest.fixture
-def http(couch):
-    return couch.session()
-
-
 def user(couch, http, name: str) -> dict | None:
     answer = http.get(f"{couch.url}/_users/org.couchdb.user:{name}")
     return answer.json() if answer.status_code == 200 else None
