@@ -181,7 +181,7 @@ def _manifest(file: str, node: yaml.Node, loader: yaml.SafeLoader) -> Manifest:
     lines: dict[KeyPath, int] = {}
     document = _Builder(file, loader, lines).build(node, ())
     if not isinstance(document, dict):
-        raise ManifestError(start, f"a document must be a mapping, not {_describe(document)}",
+        raise ManifestError(start, f"a document must be a mapping, not {describe_value(document)}",
                             "write apiVersion, kind, metadata and spec as keys at the top level")
 
     def at(*path: str) -> Source:
@@ -206,7 +206,7 @@ def _manifest(file: str, node: yaml.Node, loader: yaml.SafeLoader) -> Manifest:
         document["spec"] = {}  # `spec:` with nothing under it: a kind whose fields all have defaults
     spec = document.get("spec")
     if not isinstance(spec, dict):
-        problem = "spec is missing" if spec is None else f"spec must be a mapping, not {_describe(spec)}"
+        problem = "spec is missing" if spec is None else f"spec must be a mapping, not {describe_value(spec)}"
         raise ManifestError(at("spec"), problem, "write `spec:` with the kind's fields indented below it",
                             subject=f"{kind}/{name}")
     return Manifest(kind=kind, name=name, spec=spec, source=start, base_dir=os.path.dirname(file) or ".",
@@ -281,15 +281,18 @@ class _Builder:
         return merged
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """What a YAML value is, in the words an error message uses (`must be a mapping, not a list`)."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
     if value is None:
         return "empty"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "text"
+    return type(value).__name__  # dates and times YAML recognised on its own

@@ -20,7 +20,7 @@ import jsonschema
 import referencing
 from referencing.jsonschema import DRAFT202012
 
-from .load import Manifest, ManifestError, Source, load
+from .load import Manifest, ManifestError, Source, describe_value, load
 from .secrets import SecretRef, SecretRefError
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -197,7 +197,7 @@ def _explain(manifest: Manifest, error: jsonschema.ValidationError) -> Iterator[
     elif kind == "type":
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         words = " or ".join(_TYPE_WORDS.get(t, t) for t in wanted)
-        yield Diagnostic.at(manifest, path, f"`{field}` must be {words}, not {_describe(instance)}",
+        yield Diagnostic.at(manifest, path, f"`{field}` must be {words}, not {describe_value(instance)}",
                             _described(rule, path))
     elif kind in ("enum", "const"):
         options = error.validator_value if kind == "enum" else [error.validator_value]
@@ -234,22 +234,6 @@ def _described(rule: dict[str, Any], path: Sequence[str | int] = ()) -> str:
         return "see `reconcile schema KIND` for the expected shape"
     key = next((part for part in reversed(path) if isinstance(part, str)), None)
     return f"`{key}` is {description}" if key and path and path[-1] == key else description
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    if value is None:
-        return "empty"
-    return type(value).__name__  # dates and times YAML recognised on its own
 
 
 def closest(word: str, choices: Iterable[str], listing: str) -> str:
