@@ -11,7 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -134,6 +134,19 @@ class CouchSession:
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """fn over items on the bounded thread pool, results in input order; the first error propagates."""
         return self._pool.map(fn, items)
+
+    def bulk_docs(self, database: str, batches: Iterable[Sequence[dict]], what: str) -> list[dict]:
+        """Each batch in one `_bulk_docs` over the pool; the rows CouchDB refused (a row with `error`).
+
+        `_bulk_docs` answers 201 even when some documents fail, so the caller must look at the rows.
+        """
+        answers = self.map(lambda batch: self.post(db_path(database, "_bulk_docs"), {"docs": list(batch)},
+                                                   what=what), batches)
+        return [row for rows in answers for row in rows if "error" in row]
+
+
+def batched(items: Sequence[T], size: int) -> list[list[T]]:
+    return [list(items[start:start + size]) for start in range(0, len(items), size)]
 
 
 def decode(response: requests.Response, what: str | None = None) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from ..client import CouchSession, db_path
+from ..client import CouchSession, batched, db_path
 from ..diff import Change, Create, Delete, Replace, field_changes
 from ..errors import ReconcileError
 from ..expand import Desired
@@ -84,7 +84,7 @@ INFO_PAGE = 1000  # `GET /_dbs_info` pages like `_all_dbs`, with no cap on `limi
 
 def database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
     """`_dbs_info` rows of the existing databases among `names`, 100 per request over the session's pool."""
-    batches = [list(names[start:start + INFO_KEYS_PER_REQUEST]) for start in range(0, len(names), INFO_KEYS_PER_REQUEST)]
+    batches = batched(names, INFO_KEYS_PER_REQUEST)
     pages = session.map(lambda keys: session.post("_dbs_info", {"keys": keys}, what="reading _dbs_info"), batches)
     return {row["key"]: row["info"] for page in pages for row in page if "info" in row}
 

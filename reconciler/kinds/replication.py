@@ -6,7 +6,7 @@ import json
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
-from ..client import CouchSession, db_path
+from ..client import CouchSession, batched, db_path
 from ..diff import Change, Create, Delete, FieldChange, Update, field_changes
 from ..errors import ReconcileError
 from ..expand import Desired
@@ -154,10 +154,7 @@ class ReplicationResource:
             else:
                 doc.update(_with_passwords(change.after or {}, secrets.get(change.key, {})))
             docs.append(doc)
-        batches = [docs[start:start + WRITE_BATCH] for start in range(0, len(docs), WRITE_BATCH)]
-        answers = session.map(lambda batch: session.post(db_path(REPLICATOR, "_bulk_docs"), {"docs": batch},
-                                                         what="writing _replicator"), batches)
-        failures = [row for rows in answers for row in rows if "error" in row]
+        failures = session.bulk_docs(REPLICATOR, batched(docs, WRITE_BATCH), what="writing _replicator")
         if failures:
             first = failures[0]
             more = f" ({len(failures) - 1} more failed too)" if len(failures) > 1 else ""

@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from ..client import CouchSession, db_path
+from ..client import CouchSession, batched, db_path
 from ..diff import Change, Create, Delete, FieldChange, Update, field_changes
 from ..errors import ReconcileError
 from ..expand import Desired
@@ -187,7 +187,7 @@ def _observed(doc: Mapping[str, Any], facts: Mapping[str, Any]) -> Observed:
 
 def _read_docs(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
     docs: dict[str, dict] = {}
-    for batch in _batches([ID_PREFIX + name for name in names], PLAIN_BATCH):
+    for batch in batched([ID_PREFIX + name for name in names], PLAIN_BATCH):
         rows = session.post(db_path(USERS_DB, "_all_docs"), {"keys": batch}, params={"include_docs": "true"},
                             what="reading _users")["rows"]
         docs.update({_name(row["doc"]): row["doc"] for row in rows if row.get("doc")})
@@ -195,11 +195,9 @@ def _read_docs(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
 
 
 def _bulk_write(session: CouchSession, docs: Sequence[dict]) -> None:
-    batches = _batches([doc for doc in docs if "password" in doc], PASSWORD_BATCH)
-    batches += _batches([doc for doc in docs if "password" not in doc], PLAIN_BATCH)
-    answers = session.map(lambda batch: session.post(db_path(USERS_DB, "_bulk_docs"), {"docs": batch},
-                                                     what="writing _users"), batches)
-    failures = [row for rows in answers for row in rows if "error" in row]
+    batches = batched([doc for doc in docs if "password" in doc], PASSWORD_BATCH)
+    batches += batched([doc for doc in docs if "password" not in doc], PLAIN_BATCH)
+    failures = session.bulk_docs(USERS_DB, batches, what="writing _users")
     if failures:
         first = failures[0]
         more = f" ({len(failures) - 1} more users failed too)" if len(failures) > 1 else ""
@@ -232,10 +230,6 @@ def _is_managed(doc: Mapping[str, Any]) -> bool:
 
 def _is_membership(desired: Desired) -> bool:
     return desired.options.get("mode") == "merge"
-
-
-def _batches(items: Sequence, size: int) -> list[list]:
-    return [list(items[start:start + size]) for start in range(0, len(items), size)]
 
 
 RESOURCE = UserResource()
