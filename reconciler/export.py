@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -189,31 +189,30 @@ def readme(result: Export) -> str:
         "Run `reconcile plan` afterwards: it shows `password: (sensitive, will change)` only for users whose",
         "stored hash does not match the secret.",
     ]
-    if result.server_admins:
-        lines += ["", "## Server admins (not exported)", "",
-                  "Their passwords exist only as hashes. To manage them, write a `ServerAdmin` manifest with a",
-                  "`password` reference for each:", ""]
-        lines += [f"- `{name}`" for name in result.server_admins]
-    if result.public_databases:
-        lines += ["", "## Public databases", "",
-                  "Their `_security` names no member, so anyone, even without logging in, may read and write",
-                  "them. They were exported with `security: {public: true}`; check that this is intended, and",
-                  "replace it with `members` to make one private:", ""]
-        lines += [f"- `{name}`" for name in result.public_databases]
-    if result.unexportable_users:
-        lines += ["", "## Users not exported", "",
-                  "Their names are ones a User manifest may not hold (`reconcile validate` says why); they are",
-                  "left as they are:", ""]
-        lines += [f"- `{name}`" for name in result.unexportable_users]
-    if result.unexportable_config:
-        lines += ["", "## Config not exported", "",
-                  "These keys (or their sections) hold `/`, which a NodeConfig cannot name; manage them by hand:", ""]
-        lines += [f"- `{entry}`" for entry in result.unexportable_config]
+    lines += _named_list("Server admins (not exported)", result.server_admins,
+                         "Their passwords exist only as hashes. To manage them, write a `ServerAdmin` manifest with a",
+                         "`password` reference for each:")
+    lines += _named_list("Public databases", result.public_databases,
+                         "Their `_security` names no member, so anyone, even without logging in, may read and write",
+                         "them. They were exported with `security: {public: true}`; check that this is intended, and",
+                         "replace it with `members` to make one private:")
+    lines += _named_list("Users not exported", result.unexportable_users,
+                         "Their names are ones a User manifest may not hold (`reconcile validate` says why); they are",
+                         "left as they are:")
+    lines += _named_list("Config not exported", result.unexportable_config,
+                         "These keys (or their sections) hold `/`, which a NodeConfig cannot name; manage them by hand:")
     if result.skipped_user_databases:
         lines += ["", "## Per-user databases (not exported)", "",
                   f"Left out: {result.skipped_user_databases} made by couch_peruser (one per user). Describe "
                   "them with a `UserDatabases` manifest."]
     return "\n".join(lines) + "\n"
+
+
+def _named_list(title: str, names: Sequence[str], *explanation: str) -> list[str]:
+    """A README section listing `names` under what the reader should do about them; nothing when none."""
+    if not names:
+        return []
+    return ["", f"## {title}", "", *explanation, "", *(f"- `{name}`" for name in names)]
 
 
 def _config_manifests(cluster: nodes.Cluster, unexportable: list[str]) -> Iterable[dict]:
