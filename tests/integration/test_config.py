@@ -8,7 +8,6 @@ apache/couchdb src/chttpd/src/chttpd_cors.erl via reconciler/kinds/cors.py (CORS
 
 from __future__ import annotations
 
-import pytest
 from reconcile_runner import reconcile, write
 
 PERUSER = """
