@@ -358,16 +358,9 @@ class Stats:
 
     def as_doc_stats(self, start_time: float) -> dict:
         # `_replication_stats` written on completion: start_time plus rep_stats/1 of the scheduler job.
-        return {
-            "start_time": iso8601(start_time),
-            "revisions_checked": self.revisions_checked,
-            "missing_revisions_found": self.missing_revisions_found,
-            "docs_read": self.docs_read,
-            "docs_written": self.docs_written,
-            "changes_pending": self.changes_pending,
-            "doc_write_failures": self.doc_write_failures,
-            "checkpointed_source_seq": self.checkpointed_source_seq,
-        }
+        stats = {"start_time": iso8601(start_time), **self.as_info()}
+        del stats["source_seq"], stats["through_seq"]  # positions of a running job: a finished one has none
+        return stats
 
 
 class Replication:
