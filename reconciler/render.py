@@ -12,6 +12,7 @@ from typing import Any
 from rich.text import Text
 
 from .diff import Change, Create, FieldChange, Replace
+from .kinds.database import MARKER
 from .plan import Plan, to_document
 
 STYLES = {"create": "green", "update": "yellow", "delete": "red", "replace": "magenta"}
@@ -43,12 +44,24 @@ def text(plan: Plan) -> Text:
 
 
 def change_lines(change: Change) -> list[str]:
-    """What a reviewer needs under one change: its fields, what it destroys, its notes."""
-    lines = [_field_line(change, item) for item in change.fields]
+    """What a reviewer needs under one change: its fields, what it destroys, its notes.
+
+    The ownership marker the tool writes into design and replication documents is bookkeeping, not a
+    reviewer's concern, on every create; an existing document that gets it is adopted, and says so, as
+    it makes the document one `--allow-delete` may later remove.
+    """
+    shown = [item for item in change.fields if not _is_ownership_marker(item)]
+    lines = [_field_line(change, item) for item in shown]
+    if len(shown) < len(change.fields) and not isinstance(change, Create):
+        lines.append("# adopts it: marks it as managed by couch-reconciler (--allow-delete may remove it later)")
     if change.destroys:
         lines.append(f"destroys: {change.destroys}")
     lines.extend(f"# {note}" for note in change.notes)
     return lines
+
+
+def _is_ownership_marker(item: FieldChange) -> bool:
+    return item.path == MARKER or item.path.startswith(MARKER + ".")
 
 
 def _field_line(change: Change, item: FieldChange) -> str:

@@ -230,3 +230,30 @@ def test_a_design_document_whose_manifest_is_gone_is_found_for_deletion(couch, h
         f"  - design_document/{deployed}/_design/app", "      # no manifest lists it; couch-reconciler wrote it"]
     assert reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve").code == 0
     assert design(couch, http, deployed) is None
+
+
+def test_the_ownership_marker_is_kept_out_of_the_reviewers_plan_but_not_the_plan_file(couch, http, unique,
+                                                                                        tmp_path):
+    """The marker is bookkeeping a reviewer need not read on a create; adopting a hand-made design
+    document is said in words, since it makes the document one `--allow-delete` may later remove.
+    The JSON plan (docs/plan-format.md) keeps every field apply writes, the marker among them."""
+    database = unique("ddoc")
+    write(tmp_path, "app.yaml", manifests(database).replace("path: ddoc", "views: {all: {map: 'function (d) {}'}}"))
+
+    text = reconcile(couch, "plan", str(tmp_path))
+    markdown = reconcile(couch, "plan", "--format", "markdown", str(tmp_path))
+    as_json = reconcile(couch, "plan", "--format", "json", str(tmp_path))
+
+    assert f"+ design_document/{database}/_design/app" in text.stdout
+    assert 'views.all.map: "function (d) {}"' in text.stdout
+    assert "couch_reconciler" not in text.stdout and "couch_reconciler" not in markdown.stdout
+    assert "adopts" not in text.stdout
+    assert "couch_reconciler.created_by" in as_json.stdout
+
+    http.put(f"{couch.url}/{database}").raise_for_status()
+    http.put(f"{couch.url}/{database}/_design/app", json={"views": {"all": {"map": "function (d) {}"}}})
+    adopting = reconcile(couch, "plan", str(tmp_path))
+
+    assert f"~ design_document/{database}/_design/app" in adopting.stdout
+    assert "couch_reconciler" not in adopting.stdout
+    assert "# adopts it: marks it as managed by couch-reconciler" in adopting.stdout
