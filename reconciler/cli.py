@@ -30,21 +30,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 MANIFEST_DIR = click.Path(exists=False, file_okay=True, dir_okay=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class InWorkflowOrder(click.Group):
+    """`--help` lists the commands as a pipeline uses them (validate, plan, apply...), not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=InWorkflowOrder, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reconcile")
 def main() -> None:
-    """CouchDB 3.x as code: validate, plan and apply YAML manifests against a live server.
-
-    \b
-    Commands:
-      validate DIR   check manifests offline (syntax, schema, meaning); exit 1 if invalid
-      schema [KIND]  print the JSON Schema of the manifests, for editors and other tools
-      plan DIR       show what apply would change on the server; change nothing
-      apply DIR|PLANFILE  make the server match the manifests, or apply a saved plan
-      export DIR     write manifests describing a live server, to adopt an existing deployment
-      status DIR     the health of the managed replications; exit 2 when one needs attention
-      watch DIR      keep the server converged: full reconciles, sign-ups within seconds
-    """
+    """CouchDB 3.x as code: validate, plan and apply YAML manifests against a live server."""
 
 
 def one_line_errors(command: F) -> F:
@@ -80,7 +76,7 @@ def valid_manifests(directory: str, *, strict: bool = False) -> list[Manifest]:
     return manifests
 
 
-@main.command()
+@main.command(short_help="Check manifests offline: syntax, schema and meaning.")
 @click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 when there is any warning).")
 @one_line_errors
@@ -94,7 +90,7 @@ def validate(directory: str, strict: bool) -> None:
     click.echo(f"{directory}: {len(manifests)} manifest{'s' if len(manifests) != 1 else ''} valid")
 
 
-@main.command()
+@main.command(short_help="Print the manifests' JSON Schemas, for editors and tools.")
 @click.argument("kind", required=False)
 @one_line_errors
 def schema(kind: str | None) -> None:
@@ -231,7 +227,7 @@ def _show(plan: "Plan", fmt: str = "text") -> None:
         click.echo(render.text(plan).plain, nl=False)
 
 
-@main.command()
+@main.command(short_help="Show what apply would change on the server; change nothing.")
 @click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
 @click.option("--out", type=click.Path(dir_okay=False), metavar="PLANFILE",
               help="Also save the plan (JSON, holding no secret) for `reconcile apply PLANFILE`.")
@@ -268,7 +264,7 @@ PAST = {"create": "created", "update": "updated", "delete": "deleted", "replace"
 PROGRESS_BAR_ABOVE = 50  # operations; fewer finish before a bar would help
 
 
-@main.command()
+@main.command(short_help="Make the server match DIR, or apply a saved PLANFILE.")
 @click.argument("target", metavar="DIR|PLANFILE", type=MANIFEST_DIR)
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed when stdin is not a terminal).")
 @safety_options
@@ -340,7 +336,7 @@ def _execute(session: "CouchSession", plan: "Plan") -> None:
     click.echo(f"Apply complete: {counts['add']} added, {counts['change']} changed, {counts['destroy']} destroyed.")
 
 
-@main.command()
+@main.command(short_help="Write manifests describing a live server, to adopt it.")
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 @connection_options
 @one_line_errors
@@ -361,7 +357,7 @@ def export(directory: str, **connection: Any) -> None:
                f"{len(result.roles)} roles and {len(result.config)} config sections; read {directory}/README.md")
 
 
-@main.command()
+@main.command(short_help="Show the health of the managed replications.")
 @click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text for people, json for tools.")
@@ -388,7 +384,7 @@ def status(directory: str, fmt: str, pending_threshold: float, **connection: Any
         sys.exit(2)
 
 
-@main.command()
+@main.command(short_help="Keep the server converged, sign-ups within seconds.")
 @click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
 @click.option("--interval", type=click.FloatRange(min=0.1), default=300.0, show_default=True, metavar="SECONDS",
               help="Seconds between full reconciles (one at start).")
