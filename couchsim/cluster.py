@@ -85,7 +85,7 @@ class Cluster:
         for name in ("_users", "_replicator"):
             self.create_db(name)
         self._install(self.dbs["_users"], AUTH_DDOC)
-        self.peruser = PerUser(self)
+        PerUser(self)  # lives on as the listener it registers for _users writes and config changes
 
     @property
     def config(self) -> Config:

@@ -62,7 +62,7 @@ class PerUser:
     def on_doc(self, db: Database, entry: DocEntry) -> None:
         if (self.enabled and db.name == self.cluster.config.get("chttpd_auth", "authentication_db")
                 and entry.id.startswith(USER_PREFIX)):
-            asyncio.get_running_loop().call_soon(self.sync_user, db, entry)
+            asyncio.get_running_loop().call_soon(self.sync_user, entry)
 
     def sync_all(self) -> None:
         db = self.cluster.dbs.get(self.cluster.config.get("chttpd_auth", "authentication_db"))
@@ -70,9 +70,9 @@ class PerUser:
             return
         for entry in list((db.docs or {}).values()):
             if not entry.id.startswith(DESIGN_PREFIX):
-                self.sync_user(db, entry)
+                self.sync_user(entry)
 
-    def sync_user(self, users_db: Database, entry: DocEntry) -> None:
+    def sync_user(self, entry: DocEntry) -> None:
         config = self.cluster.config
         name = entry.id[len(USER_PREFIX):]
         db_name = user_db_name(config.get("couch_peruser", "database_prefix"), name)

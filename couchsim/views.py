@@ -550,6 +550,3 @@ class DatabaseViews:
         elif index.ddoc.get("_rev") != ddoc.get("_rev"):
             index.ddoc = ddoc
         return index
-
-    def forget(self, ddoc_id: str) -> None:
-        self._indexes.pop(ddoc_id, None)

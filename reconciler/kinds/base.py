@@ -53,7 +53,7 @@ How the engine drives a ResourceKind (reconciler/plan.py, reconciler/apply.py):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
     from ..client import CouchSession

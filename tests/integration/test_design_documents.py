@@ -100,7 +100,7 @@ def test_an_edited_view_updates_with_the_index_warning(couch, http, deployed, tm
     assert planned.code == 0, planned.stderr
     assert f"  ~ design_document/{deployed}/_design/app" in planned.stdout
     assert "views.by_type.map: " in planned.stdout and "(7 lines" in planned.stdout
-    assert f"_design/app: the view index is rebuilt in 1 database holding 2 documents" in planned.stdout
+    assert "_design/app: the view index is rebuilt in 1 database holding 2 documents" in planned.stdout
     assert "Plan: 0 to add, 1 to change, 0 to destroy." in planned.stdout
 
     applied = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
