@@ -68,6 +68,21 @@ def assert_no_secret(secrets: list[str], *texts: str) -> None:
             assert secret not in text, "a secret value reached the output"
 
 
+@contextmanager
+def config_changed(http: requests.Session, url: str, value: str) -> Iterator[None]:
+    """The config key at `url` (`.../_node/NODE/_config/SECTION/KEY`) set to `value` for the block, then put
+    back as it was (or removed): the server may be a real CouchDB other tests share."""
+    before = http.get(url)
+    assert http.put(url, json=value).status_code == 200
+    try:
+        yield
+    finally:
+        if before.status_code == 200:
+            http.put(url, json=before.json())
+        else:
+            http.delete(url)
+
+
 @dataclass
 class SimCluster:
     """A multi-node couchsim with the same fields as the `couch` fixture."""

@@ -8,7 +8,7 @@ apache/couchdb src/chttpd/src/chttpd_cors.erl via reconciler/kinds/cors.py (CORS
 
 from __future__ import annotations
 
-from reconcile_runner import reconcile, write
+from reconcile_runner import config_changed, reconcile, write
 
 PERUSER = """
     apiVersion: reconciler/v1
@@ -133,27 +133,24 @@ def test_cors_reaches_every_node(cluster, http, tmp_path):
     assert "No changes" in reconcile(cluster, "plan", str(tmp_path)).stdout
 
 
-def test_config_on_the_server_under_test_including_a_real_one(couch, request, tmp_path):
+def test_config_on_the_server_under_test_including_a_real_one(couch, http, tmp_path):
     """The same behaviour on the `couch` fixture, so it also runs against COUCHDB_URL; the key is restored."""
-    http = couch.session()
     node = http.get(f"{couch.url}/_membership").json()["cluster_nodes"][0]
     url = f"{couch.url}/_node/{node}/_config/couch_peruser/delete_dbs"
-    before = http.get(url)
-    request.addfinalizer(lambda: http.put(url, json=before.json()) if before.status_code == 200 else http.delete(url))
-    assert http.put(url, json="false").status_code == 200
-    write(tmp_path, "config.yaml", """
-        apiVersion: reconciler/v1
-        kind: NodeConfig
-        metadata: {name: peruser}
-        spec:
-          section: couch_peruser
-          values: {delete_dbs: true}
-        """)
+    with config_changed(http, url, "false"):
+        write(tmp_path, "config.yaml", """
+            apiVersion: reconciler/v1
+            kind: NodeConfig
+            metadata: {name: peruser}
+            spec:
+              section: couch_peruser
+              values: {delete_dbs: true}
+            """)
 
-    planned = reconcile(couch, "plan", str(tmp_path))
-    applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
+        planned = reconcile(couch, "plan", str(tmp_path))
+        applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
 
-    assert f'{node}: "false" -> "true"' in planned.stdout
-    assert applied.code == 0, applied.stderr
-    assert http.get(url).json() == "true"
-    assert "No changes" in reconcile(couch, "plan", str(tmp_path)).stdout
+        assert f'{node}: "false" -> "true"' in planned.stdout
+        assert applied.code == 0, applied.stderr
+        assert http.get(url).json() == "true"
+        assert "No changes" in reconcile(couch, "plan", str(tmp_path)).stdout

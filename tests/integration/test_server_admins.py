@@ -21,6 +21,14 @@ OPS = """
     spec:
       password: env:OPS_PASSWORD
     """
+PERUSER = """
+    apiVersion: reconciler/v1
+    kind: NodeConfig
+    metadata: {name: peruser}
+    spec:
+      section: couch_peruser
+      values: {delete_dbs: false}
+    """
 
 
 @pytest.fixture(autouse=True)
@@ -36,14 +44,7 @@ def only_the_starting_admin(cluster, http):
 def stop_declaring_ops(folder) -> None:
     """The manifests stop listing the ServerAdmin; an unrelated NodeConfig is what the folder still declares."""
     (folder / "admins.yaml").unlink()
-    write(folder, "config.yaml", """
-        apiVersion: reconciler/v1
-        kind: NodeConfig
-        metadata: {name: peruser}
-        spec:
-          section: couch_peruser
-          values: {delete_dbs: false}
-        """)
+    write(folder, "config.yaml", PERUSER)
 
 
 def admin_values(cluster, http, name: str) -> dict[str, str | None]:
@@ -209,15 +210,7 @@ def test_a_server_admin_on_the_server_under_test_including_a_real_one(couch, uni
 def test_a_saved_plan_is_checked_with_one_read_of_the_nodes_config(cluster, http, tmp_path):
     """`apply PLANFILE` re-reads what the plan touches before writing; config keys and server admins both live
     in `/_node/{node}/_config`, so that check reads `/_membership` and each node's config once, not per kind."""
-    write(tmp_path, "admins.yaml", OPS + """
-    ---
-    apiVersion: reconciler/v1
-    kind: NodeConfig
-    metadata: {name: peruser}
-    spec:
-      section: couch_peruser
-      values: {delete_dbs: false}
-    """)
+    write(tmp_path, "admins.yaml", OPS + "---" + PERUSER)
     for node in cluster.nodes:  # an update: writing it needs no read of the nodes, a creation would
         http.put(f"{cluster.url}/_node/{node}/_config/couch_peruser/delete_dbs", json="true")
     plan_file = tmp_path.parent / "admins-and-config.plan.json"

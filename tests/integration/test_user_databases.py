@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from reconcile_runner import reconcile, write
+from reconcile_runner import config_changed, reconcile, write
 from reconciler.templates import user_database
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ,
@@ -91,10 +91,7 @@ def test_server_only_users_get_a_database_their_security_and_the_role(couch, htt
 def test_with_couch_peruser_on_the_tool_adds_only_what_the_template_says(couch, http, unique, tmp_path):
     """couch_peruser made the database and its security (the user as member and admin): merge mode leaves
     them as they are; the plan only grants the role."""
-    config = f"{couch.url}/_node/_local/_config/couch_peruser"
-    before = http.get(f"{config}/enable")
-    assert http.put(f"{config}/enable", json="true").status_code == 200
-    try:
+    with config_changed(http, f"{couch.url}/_node/_local/_config/couch_peruser/enable", "true"):
         name = "josé-" + unique("p")
         database = user_database("userdb-", name)
         sign_up(couch, http, name)
@@ -109,11 +106,6 @@ def test_with_couch_peruser_on_the_tool_adds_only_what_the_template_says(couch, 
         assert f"~ user/{name}" in plan.stdout
         assert reconcile(couch, "apply", "--auto-approve", str(tmp_path)).code == 0
         assert security(couch, http, database) == made
-    finally:
-        if before.status_code == 200:
-            http.put(f"{config}/enable", json=before.json())
-        else:
-            http.delete(f"{config}/enable")
 
 
 def test_a_name_too_long_for_a_database_is_named_in_the_plan_and_the_others_still_apply(
@@ -234,10 +226,7 @@ def test_delete_with_user_deletes_the_database_only_with_the_data_opt_in(couch, 
 
 def test_the_plan_warns_when_continuous_replications_exceed_the_replicator_capacity(couch, http, unique, tmp_path):
     """couchdb-facts.md: beyond `[replicator] max_jobs` running jobs (per node), the rest queue and rotate."""
-    setting = f"{couch.url}/_node/_local/_config/replicator/max_jobs"
-    before = http.get(setting)
-    assert http.put(setting, json="1").status_code == 200
-    try:
+    with config_changed(http, f"{couch.url}/_node/_local/_config/replicator/max_jobs", "1"):
         for prefix in ("r1", "r2"):
             sign_up(couch, http, unique(prefix))
         write(tmp_path, "userdbs.yaml", replicate_to_analytics(couch))
@@ -246,11 +235,6 @@ def test_the_plan_warns_when_continuous_replications_exceed_the_replicator_capac
 
         assert plan.code == 0, plan.stderr
         assert "continuous replications would run but the cluster runs at most 1 at once" in plan.stdout
-    finally:
-        if before.status_code == 200:
-            http.put(setting, json=before.json())
-        else:
-            http.delete(setting)
 
 
 def test_design_documents_of_the_template_reach_every_user_database_and_bind_its_user(couch, http, unique, tmp_path):
@@ -297,10 +281,7 @@ def test_templates_whose_prefixes_overlap_are_refused_before_any_request(couch, 
 def test_with_couch_peruser_on_a_new_users_database_is_left_to_couch_peruser(couch, http, unique, tmp_path):
     """A user the manifests create gets her database from couch_peruser after the write: the plan waits for it
     (never racing couch_peruser, never claiming its database), and the next apply completes it."""
-    config = f"{couch.url}/_node/_local/_config/couch_peruser"
-    before = http.get(f"{config}/enable")
-    assert http.put(f"{config}/enable", json="true").status_code == 200
-    try:
+    with config_changed(http, f"{couch.url}/_node/_local/_config/couch_peruser/enable", "true"):
         name = "日本-" + unique("new")
         database = user_database("userdb-", name)
         write(tmp_path, "userdbs.yaml", template("  security: {members: {roles: [app-user]}}\n")
@@ -317,11 +298,6 @@ def test_with_couch_peruser_on_a_new_users_database_is_left_to_couch_peruser(cou
         held = security(couch, http, database)
         assert held["members"]["roles"] == ["_admin", "app-user"] and held["admins"]["names"] == [name]
         assert "couch_reconciler" not in held  # couch_peruser's database, never the tool's to prune
-    finally:
-        if before.status_code == 200:
-            http.put(f"{config}/enable", json=before.json())
-        else:
-            http.delete(f"{config}/enable")
 
 
 def test_a_saved_plan_of_the_template_applies_and_refuses_once_stale(couch, http, unique, tmp_path):
