@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 from deepdiff import DeepDiff
 
@@ -59,6 +59,17 @@ class Delete(Change):
 class Replace(Change):
     action: ClassVar[str] = "replace"
     symbol: ClassVar[str] = "-/+"
+
+
+def prune(kind: str, live: Observed | None, destroys: Callable[[Observed], str | None] = lambda live: None
+          ) -> Delete | None:
+    """The change for a live object no manifest lists: a Delete only when this tool created it (its ownership
+    marker), never for one made by hand, by an application, by sign-up or by couch_peruser. `destroys`
+    says what data deleting it loses (such a Delete needs --allow-delete-data)."""
+    if live is None or not live.managed:
+        return None
+    return Delete(kind, live.key, None, before=dict(live.body), version=live.version, destroys=destroys(live),
+                  notes=("no manifest lists it; couch-reconciler created it",))
 
 
 def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,

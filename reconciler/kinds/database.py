@@ -6,7 +6,7 @@ import json
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, batched, db_path
-from ..diff import Change, Create, Delete, Replace, field_changes
+from ..diff import Change, Create, Delete, Replace, field_changes, prune
 from ..errors import ReconcileError
 from ..expand import Desired
 from ..load import Manifest
@@ -164,10 +164,7 @@ class DatabaseResource:
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
-            if live is None or not live.managed:
-                return None
-            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version,
-                          destroys=_documents(live), notes=("no manifest lists it; couch-reconciler created it",))
+            return prune(self.name, live, destroys=_documents)
         after = {"partitioned": bool(wanted.body.get("partitioned", False)),
                  **{key: wanted.options[key] for key in ("q", "n") if key in wanted.options}}
         if live is None:

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, db_path
 from ..ddoc_folder import ATTACHMENTS, BUILTIN_REDUCERS, DesignFolder, md5_digest, read_folder
-from ..diff import Change, Create, Delete, FieldChange, Update, field_changes
+from ..diff import Change, Create, Delete, FieldChange, Update, field_changes, prune
 from ..errors import ReconcileError
 from ..expand import Desired
 from ..javascript import check_function
@@ -233,10 +233,7 @@ class DesignDocumentResource:
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
-            if live is None or not live.managed:
-                return None  # written by hand or by an application: never this tool's to delete
-            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version,
-                          notes=("no manifest lists it; couch-reconciler wrote it",))
+            return prune(self.name, live)
         after = dict(wanted.body)
         if live is None:
             return Create(self.name, wanted.key, wanted.source, after=after, fields=_shown(field_changes({}, after)))

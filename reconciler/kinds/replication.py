@@ -7,7 +7,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 from ..client import CouchSession, batched, db_path
-from ..diff import Change, Create, Delete, FieldChange, Update, field_changes
+from ..diff import Change, Create, Delete, FieldChange, Update, field_changes, prune
 from ..errors import ReconcileError
 from ..expand import Desired
 from ..load import Manifest
@@ -115,10 +115,7 @@ class ReplicationResource:
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
-            if live is None or not live.managed:
-                return None  # made by hand or by an application: never this tool's to delete
-            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version,
-                          notes=("no manifest lists it; couch-reconciler created it",))
+            return prune(self.name, live)
         with_secret = [end for end in ENDPOINTS if end in wanted.secrets]
         if live is None:
             return Create(self.name, wanted.key, wanted.source, after=dict(wanted.body),

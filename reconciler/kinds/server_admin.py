@@ -7,7 +7,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from .. import nodes
 from ..client import CouchSession
-from ..diff import Change, Create, Delete, FieldChange, Update
+from ..diff import Change, Create, Delete, FieldChange, Update, prune
 from ..errors import ReconcileError
 from ..expand import Desired
 from ..load import Manifest
@@ -92,11 +92,8 @@ class ServerAdminResource:
         return observed
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
-        if wanted is None:
-            if live is None or not live.managed:
-                return None  # made by hand (no marker), or the admin this tool is connected as
-            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version,
-                          notes=("no manifest lists this server admin; couch-reconciler created it",))
+        if wanted is None:  # the admin this tool is connected as is never managed (observe), so never pruned
+            return prune(self.name, live)
         if live is None:
             return Create(self.name, wanted.key, wanted.source, after={"nodes": wanted.options.get("nodes", "all")},
                           fields=(PASSWORD,))

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, batched, db_path
-from ..diff import Change, Create, Delete, FieldChange, Update, field_changes
+from ..diff import Change, Create, Delete, FieldChange, Update, field_changes, prune
 from ..errors import ReconcileError
 from ..expand import Desired
 from ..load import Manifest
@@ -100,10 +100,7 @@ class UserResource:
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
-            if live is None or not live.managed:
-                return None  # made by hand or by sign-up: never this tool's to delete
-            return Delete(self.name, live.key, None, before=dict(live.body), version=live.version,
-                          notes=("no manifest lists it; couch-reconciler created it",))
+            return prune(self.name, live)
         password = (FieldChange("password", None, None, sensitive=True),) if "password" in wanted.secrets else ()
         if live is None:
             if _is_membership(wanted):

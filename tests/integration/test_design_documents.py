@@ -212,7 +212,7 @@ def test_a_design_document_is_deleted_only_with_allow_delete_and_only_when_the_t
     assert reconcile(couch, "plan", str(tmp_path)).stdout.count("design_document/") == 1  # only `other` to add
 
     pruning = reconcile(couch, "plan", str(tmp_path), "--allow-delete")
-    assert f"  - design_document/{deployed}/_design/app\n      # no manifest lists it; couch-reconciler wrote it" \
+    assert f"  - design_document/{deployed}/_design/app\n      # no manifest lists it; couch-reconciler created it" \
         in pruning.stdout
     assert "by-hand" not in pruning.stdout
     assert reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve").code == 0
@@ -227,7 +227,7 @@ def test_a_design_document_whose_manifest_is_gone_is_found_for_deletion(couch, h
     write(tmp_path, "app.yaml", manifests(deployed).split("---")[0])
     pruning = reconcile(couch, "plan", str(tmp_path), "--allow-delete")
     assert pruning.stdout.splitlines()[2:4] == [
-        f"  - design_document/{deployed}/_design/app", "      # no manifest lists it; couch-reconciler wrote it"]
+        f"  - design_document/{deployed}/_design/app", "      # no manifest lists it; couch-reconciler created it"]
     assert reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve").code == 0
     assert design(couch, http, deployed) is None
 
