@@ -14,12 +14,12 @@ Relied on:
 from __future__ import annotations
 
 import os
-import time
 from urllib.parse import quote
 
 import pytest
 
 from reconcile_runner import config_changed, reconcile, write
+from replication_setup import wait_for
 from reconciler.templates import user_database
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ,
@@ -47,14 +47,6 @@ def security(couch, http, database: str) -> dict | None:
 
 def roles(couch, http, name: str) -> list[str]:
     return http.get(f"{couch.url}/_users/{quote('org.couchdb.user:' + name, safe=':')}").json()["roles"]
-
-
-def wait_for(condition, seconds: float = 10.0):
-    deadline = time.monotonic() + seconds
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "the server did not get there in time"
-        time.sleep(0.05)
-    return result
 
 
 def test_database_names_are_couch_perusers():
@@ -95,7 +87,7 @@ def test_with_couch_peruser_on_the_tool_adds_only_what_the_template_says(couch, 
         name = "josé-" + unique("p")
         database = user_database("userdb-", name)
         sign_up(couch, http, name)
-        made = wait_for(lambda: security(couch, http, database))
+        made = wait_for(lambda: security(couch, http, database), "couch_peruser to make the database")
         assert made["admins"]["names"] == [name]
         write(tmp_path, "userdbs.yaml", template())
 
@@ -288,7 +280,7 @@ def test_with_couch_peruser_on_a_new_users_database_is_left_to_couch_peruser(cou
               + f"---\napiVersion: reconciler/v1\nkind: User\nmetadata: {{name: {name}}}\nspec: {{}}\n")
 
         first = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
-        wait_for(lambda: security(couch, http, database))
+        wait_for(lambda: security(couch, http, database), "couch_peruser to make the database")
         second = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
 
         assert first.code == 0 and second.code == 0, first.stderr + second.stderr
