@@ -326,3 +326,26 @@ def test_without_global_changes_watch_says_what_to_do_and_scans_dbs_info(couch, 
         wait_for(lambda: converged(couch, http, name))
     warnings = [r for r in log.records() if r["key"] == "_db_updates" and r["level"] == "warning"]
     assert len(warnings) == 1 and "PUT /_global_changes" in warnings[0]["outcome"]
+
+
+def test_triggered_fan_in_runs_at_most_max_triggered_one_shot_jobs_at_once(couch, http, unique, tmp_path):
+    """Every user database needs a first run (there is no document yet); with max_triggered 1 they go one
+    after another, and each document reaches analytics."""
+    names = [unique("bound") for _ in range(4)]
+    for name in names:
+        sign_up(couch, http, name)
+    databases = [user_database("userdb-", name) for name in names]
+    with watching(couch, manifests(couch, tmp_path, fan_in="triggered"),
+                  settings=replace(FAST, max_triggered=1)) as log:
+        for index, database in enumerate(databases):
+            assert http.put(f"{couch.url}/{database}/doc-{index}", json={}).status_code == 201
+        wait_for(lambda: all(http.get(f"{couch.url}/analytics/doc-{index}").status_code == 200
+                             for index in range(len(databases))), seconds=30)
+    running, most = 0, 0
+    for record in log.records():
+        if record["action"] == "trigger" and record["outcome"].startswith("one-shot"):
+            running += 1
+        elif record["action"] == "replicate":
+            running -= 1
+        most = max(most, running)
+    assert most == 1
