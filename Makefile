@@ -14,7 +14,8 @@ $(BIN)/reconcile: pyproject.toml
 
 install: $(BIN)/reconcile
 
-# Validates manifests/, then plans, applies and plans again on couchsim (or on $$COUCHDB_URL when set).
+# Validates manifests/, plans, applies and plans again on couchsim (or on $$COUCHDB_URL when set), then
+# runs `reconcile watch` while two users sign up and shows it converging them.
 demo: install
 	@scripts/demo.sh
 

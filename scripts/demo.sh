@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: validate the reference manifests, then plan, apply and plan again against a server.
+# `make demo`: validate the reference manifests, then plan, apply and plan again against a server; then
+# `reconcile watch` runs in the background while two users sign up, and converges them on its own.
 # The server is $COUCHDB_URL (with COUCHDB_USER / COUCHDB_PASSWORD) when set, else couchsim started here
 # in the background and stopped on exit. `make demo` installs everything first, so on a fresh clone it
 # fails only when a step fails.
@@ -9,6 +10,16 @@ BIN=.venv/bin
 MANIFESTS=manifests/
 
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+
+# Whatever this script started in the background (couchsim, watch) stops with it, however it ends.
+couchsim_pid='' watch_pid=''
+stop_background() {
+    for pid in $watch_pid $couchsim_pid; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap stop_background EXIT
 step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; "$@"; }
 
 step "$BIN/reconcile" validate "$MANIFESTS"
@@ -19,6 +30,7 @@ if [ -z "${COUCHDB_URL:-}" ]; then
     port=$("$BIN/python" -c '
 import socket
 s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as couchsim binds: a TIME_WAIT left by an earlier run is no owner
 try:
     s.bind(("127.0.0.1", 5984))
 except OSError:
@@ -34,7 +46,6 @@ print(s.getsockname()[1])')
     "$BIN/python" -m couchsim --port "$port" --admin "admin:$admin_password" --config chttpd_auth/iterations=1000 \
         >.demo/couchsim.log 2>&1 &
     couchsim_pid=$!
-    trap 'kill "$couchsim_pid" 2>/dev/null || true; wait "$couchsim_pid" 2>/dev/null || true' EXIT
     export COUCHDB_URL="http://127.0.0.1:$port" COUCHDB_USER=admin COUCHDB_PASSWORD="$admin_password"
     if ! "$BIN/python" - "$COUCHDB_URL/_up" <<'PY'
 import sys, time, urllib.request
@@ -75,9 +86,40 @@ case $status in
     *) exit "$status" ;;
 esac
 
+# `reconcile watch` keeps the server converged from here on: a full reconcile at start, then it follows
+# `_users/_changes` and `/_db_updates` and reconciles just the users who sign up.
+mkdir -p .demo
+watch_log=.demo/watch.log
+printf '\n%s$ %s%s\n' "$bold" "$BIN/reconcile watch --interval 60 --debounce 0.2 $MANIFESTS >$watch_log &" "$plain"
+"$BIN/reconcile" watch --interval 60 --debounce 0.2 "$MANIFESTS" >"$watch_log" 2>&1 &
+watch_pid=$!
+# Sign-ups made before watch read its feed positions would still converge (at its next full reconcile, a
+# minute away): wait for the first full reconcile so the demo shows the feeds at work.
+if ! "$BIN/python" scripts/demo_signups.py wait-for-log "$watch_log" "reconcile  full"; then
+    cat "$watch_log" >&2
+    exit 1
+fi
+
 # Two users sign up at run time through the app's back end (which may write _users; no role given).
 printf '\n%sTwo sign-ups arrive through the app back end: zoë and Mark.O+demo@example.com%s\n' "$bold" "$plain"
 "$BIN/python" scripts/demo_signups.py sign-up
-step "$BIN/reconcile" apply --auto-approve "$MANIFESTS"
+printf '\n%sreconcile watch converges them (role, security, replication to analytics) with no apply%s\n' "$bold" "$plain"
+if ! "$BIN/python" scripts/demo_signups.py converged; then
+    cat "$watch_log" >&2
+    exit 1
+fi
+printf '\n%sWhat watch logged (%s):%s\n' "$bold" "$watch_log" "$plain"
+cat "$watch_log"
+printf '\n%s$ kill -TERM %s%s\n' "$bold" "$watch_pid" "$plain"
+kill -TERM "$watch_pid"
+set +e
+wait "$watch_pid"
+status=$?
+set -e
+watch_pid=''
+tail -n 1 "$watch_log"
+echo "reconcile watch exited $status"
+[ "$status" = 0 ] || exit 1
+
 printf '\n%szoë writes to her database and to main-entities; both documents reach analytics%s\n' "$bold" "$plain"
 "$BIN/python" scripts/demo_signups.py flow

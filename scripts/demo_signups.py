@@ -1,8 +1,11 @@
 """The demo's run-time clients, speaking HTTP with their own credentials (scripts/demo.sh).
 
 `sign-up`: the app's back end creates two users (no role), and waits for couch_peruser to create their
-databases. `flow`: one of them writes to her database and to main-entities, and the admin dashboard in
-analytics counts both documents once the replications carried them.
+databases. `converged`: waits until `reconcile watch` gave each of them what the manifests' template
+wants (the role that opens main-entities, security, a replication to analytics) and shows it.
+`wait-for-log FILE TEXT`: waits until a line of FILE (watch's log) holds TEXT. `flow`: one of them writes
+to her database and to main-entities, and the admin dashboard in analytics counts both documents once the
+replications carried them.
 """
 
 from __future__ import annotations
@@ -43,6 +46,28 @@ def sign_up(admin: requests.Session) -> None:
         print(f"  couch_peruser created {database}")
 
 
+def converged(admin: requests.Session) -> None:
+    for name in USERS:
+        database = user_database(name)
+        user_doc = f"{URL}/_users/{quote('org.couchdb.user:' + name, safe=':')}"
+        replication = f".{database}.to.analytics"  # the template's id: <template>.<database>.to.<target>
+
+        def state() -> tuple[list, list, list]:
+            roles = admin.get(user_doc).json().get("roles", [])
+            members = admin.get(f"{URL}/{database}/_security").json().get("members", {}).get("names", [])
+            ids = [row["id"] for row in admin.get(f"{URL}/_replicator/_all_docs").json()["rows"]
+                   if row["id"].endswith(replication)]
+            return roles, members, ids
+
+        until(lambda: all(state()), f"reconcile watch to converge {name}")
+        roles, members, ids = state()
+        print(f"  {name}: roles {roles}; {database} members {members}; _replicator/{ids[0]}")
+
+
+def wait_for_log(path: str, text: str) -> None:
+    until(lambda: any(text in line for line in open(path, encoding="utf-8")), f"`{text}` in {path}")
+
+
 def flow(admin: requests.Session) -> None:
     name = USERS[0]
     user = requests.Session()
@@ -63,4 +88,7 @@ def flow(admin: requests.Session) -> None:
 if __name__ == "__main__":
     with requests.Session() as session:
         session.auth = ADMIN
-        {"sign-up": sign_up, "flow": flow}[sys.argv[1]](session)
+        if sys.argv[1] == "wait-for-log":
+            wait_for_log(*sys.argv[2:4])
+        else:
+            {"sign-up": sign_up, "converged": converged, "flow": flow}[sys.argv[1]](session)

@@ -1,0 +1,53 @@
+"""`make demo` as a newcomer runs it: the reference architecture deployed on couchsim, two sign-ups made on
+the server and converged by `reconcile watch` (not by another apply), watch stopped by SIGTERM with exit 0,
+and a document reaching analytics.
+
+The demo always starts its own couchsim (COUCHDB_URL removed from its environment); its replications reach
+the server at CouchDB's default http://127.0.0.1:5984, so the test needs that port free.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def port_5984_free() -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as couchsim binds it
+        try:
+            probe.bind(("127.0.0.1", 5984))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.skipif(not port_5984_free(), reason="the demo's replications reach the server on port 5984, taken here")
+def test_the_demo_shows_watch_converging_two_sign_ups_and_a_document_reaching_analytics():
+    env = {key: value for key, value in os.environ.items() if not key.startswith("COUCHDB_")}
+    demo = subprocess.run([str(ROOT / "scripts" / "demo.sh")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    out = demo.stdout
+    assert demo.returncode == 0, out + demo.stderr
+
+    # The sign-ups are converged by watch's targeted reconcile: one apply in the demo, before them.
+    assert out.count("reconcile apply") == 1
+    assert re.search(r"reconcile  targeted/Mark\.O\+demo@example\.com, zoë: \d+ change\(s\) applied", out)
+    for database in ("userdb-7a6fc3ab", "userdb-4d61726b2e4f2b64656d6f406578616d706c652e636f6d"):
+        assert f"create     replication/per-user.{database}.to.analytics: done" in out
+    assert "zoë: roles ['app-user']; userdb-7a6fc3ab members ['zoë']" in out
+
+    # SIGTERM stops watch cleanly, and no process of the demo outlives it.
+    assert "reconcile watch exited 0" in out
+    watch_pid = int(re.search(r"kill -TERM (\d+)", out).group(1))
+    with pytest.raises(ProcessLookupError):
+        os.kill(watch_pid, 0)
+
+    assert 'documents per type: {"journal-entry": 1, "shared-task": 1}' in out
