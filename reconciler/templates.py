@@ -12,7 +12,7 @@ user kinds. Those kinds never learn a template was involved: a user's database i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from .expand import Desired, DesiredState, add
@@ -218,18 +218,32 @@ def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[st
     for design in template.design_documents:
         yield from for_databases(design, sorted(databases))  # reads the folder once for every database
     for index, entry in enumerate(spec.get("replicateTo", [])):
-        if entry.get("fanIn", "continuous") != "continuous":
-            continue  # triggered fan-in: `reconcile watch` starts one-shot replications itself
-        source = manifest.where("spec", "replicateTo", index)
         for database in sorted(databases):
-            yield replication(replication_id(template, database, entry), _replication_spec(database, entry),
-                              manifest.base_dir, source)
+            if entry.get("fanIn", "continuous") == "continuous":
+                yield replication(replication_id(template, database, entry), _replication_spec(database, entry),
+                                  manifest.base_dir, manifest.where("spec", "replicateTo", index))
+            else:
+                yield triggered_replication(template, database, entry)
 
 
 def replication_id(template: UserTemplate, database: str, entry: Mapping[str, Any]) -> str:
     """The `_replicator` document id of one user's replication: the same on every run, so it is updated in
     place, and naming the template, so a reader knows who made it."""
     return f"{template.name}.{database}.to.{entry['target']}"
+
+
+def triggered_replication(template: UserTemplate, database: str, entry: Mapping[str, Any]) -> Desired:
+    """The one-shot document `reconcile watch` writes for a triggered fan-in entry. It carries the ownership
+    marker, so once its user is gone it is pruned as the continuous ones are; while she exists it is wanted
+    with the `triggered` option, which tells the replication kind that watch, not apply, writes it (each run
+    rewrites it, so its content is never drift)."""
+    from .kinds.replication import replication
+
+    index = list(template.manifest.spec.get("replicateTo", [])).index(entry)
+    desired = replication(replication_id(template, database, entry),
+                          {**_replication_spec(database, entry), "continuous": False},
+                          template.manifest.base_dir, template.manifest.where("spec", "replicateTo", index))
+    return replace(desired, options={**desired.options, "triggered": True})
 
 
 def _replication_spec(database: str, entry: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,14 +38,14 @@ from .feeds import Batch, Feed, FeedDown, backoff, current_position
 from .kinds.user import USERS_DB
 from .observe import forget_verified, observation, remembering, shared
 from .plan import Plan, PlanRefused, Policy, make_plan
-from .templates import UserTemplate, _replication_spec, replication_id, resolve, user_database
+from .templates import UserTemplate, replication_id, resolve, triggered_replication, user_database
 
 CHECKPOINT_DB = "_users"
 CHECKPOINT_ID = "_local/couch-reconciler-watch"
 CHECKPOINT_PATH = db_path(CHECKPOINT_DB, *CHECKPOINT_ID.split("/"))  # /_users/_local/NAME, as CouchDB documents it
 DB_UPDATES = "_db_updates"
 USERS_FEED = "_users"
-TRIGGER_FIELD = "couch_reconciler_trigger"  # marks watch's one-shot docs; not the kind's MARKER, so apply never prunes them
+TRIGGER_FIELD = "couch_reconciler_trigger"  # the update_seq a one-shot run started at
 REPLICATOR = "_replicator"
 KEYS_PER_READ = 100  # POST /_dbs_info takes at most 100 keys
 
@@ -534,7 +534,7 @@ class TriggeredFanIn:
                 log("replicate", "replication", doc_id, outcome, level="error" if state == "failed" else "info")
 
     def _trigger(self, databases: Sequence[str]) -> None:
-        from .kinds.replication import MARKER, RESOURCE, replication
+        from .kinds.replication import RESOURCE
 
         log = self.watcher.log
         try:
@@ -551,10 +551,8 @@ class TriggeredFanIn:
             doc = docs.get(route.doc_id)
             if seq is None or (doc and seq == self.started_at.get(route.doc_id)):
                 continue  # gone, or nothing new since the last run began (e.g. an event about its checkpoint)
-            desired = replication(route.doc_id, {**_replication_spec(route.database, route.entry), "continuous": False},
-                                  route.template.manifest.base_dir, route.template.manifest.where("spec", "replicateTo"))
-            body = {key: value for key, value in desired.body.items() if key != MARKER}
-            body[TRIGGER_FIELD] = {"update_seq": seq}
+            desired = triggered_replication(route.template, route.database, route.entry)
+            body = {**desired.body, TRIGGER_FIELD: {"update_seq": seq}}
             cls = Update if doc else Create
             changes.append(cls("replication", route.doc_id, desired.source, after=body,
                                version=doc.get("_rev") if doc else None))

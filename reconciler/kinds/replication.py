@@ -116,6 +116,8 @@ class ReplicationResource:
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
             return prune(self.name, live)
+        if wanted.options.get("triggered"):
+            return None  # `reconcile watch` writes it on each run (templates.triggered_replication)
         with_secret = [end for end in ENDPOINTS if end in wanted.secrets]
         if live is None:
             return Create(self.name, wanted.key, wanted.source, after=dict(wanted.body),
@@ -135,7 +137,7 @@ class ReplicationResource:
 
     def warnings(self, wanted: Desired | None, live: Observed | None) -> Iterator[str]:
         if wanted is not None and live is not None and live.facts.get("state") == "failed" \
-                and self.diff(wanted, live) is None:
+                and not wanted.options.get("triggered") and self.diff(wanted, live) is None:
             yield (f"{wanted.source}: replication/{wanted.key}: CouchDB marked it failed "
                    f"({live.facts.get('reason')}); fix the manifest, and apply writes it again")
 

@@ -275,7 +275,52 @@ def test_triggered_fan_in_moves_a_document_to_analytics_with_a_one_shot_replicat
         wait_for(lambda: http.get(f"{couch.url}/analytics/note-2").status_code == 200)
     replication = http.get(f"{couch.url}/_replicator/{doc_id}").json()
     assert replication["continuous"] is False
-    assert "couch_reconciler" not in replication  # not the kind's marker: apply never prunes it
+    assert replication["couch_reconciler"] == {"created_by": "couch-reconciler"}  # the tool's, to prune later
+
+
+def delete_user(couch, http, name: str) -> None:
+    user_doc = f"{couch.url}/_users/{quote('org.couchdb.user:' + name, safe=':')}"
+    assert http.delete(user_doc, params={"rev": http.get(user_doc).json()["_rev"]}).status_code == 200
+
+
+@SIM_ONLY
+def test_triggered_documents_stay_while_their_user_exists_and_go_with_her_under_the_continuous_rules(
+        couch, http, unique, tmp_path):
+    """Issue 7: "When a user is deleted, the replication docs the tool made for that user are removed".
+    A live user's one-shot document is no drift to `plan`/`apply` (watch rewrites it each run) and never
+    pruned; a deleted user's goes as a continuous one does: `apply` deletes it (the entry's `prune`
+    defaults to true), watch only with --allow-delete. SIM_ONLY: --allow-delete prunes server-wide."""
+    kept, gone_by_watch, gone_by_apply = (unique(prefix) for prefix in ("kept", "gonew", "gonea"))
+    ids = {name: f"per-user.{user_database('userdb-', name)}.to.analytics"
+           for name in (kept, gone_by_watch, gone_by_apply)}
+    for name in ids:
+        sign_up(couch, http, name)
+    directory = manifests(couch, tmp_path, fan_in="triggered")
+    with watching(couch, directory):  # every user database gets its first one-shot run
+        wait_for(lambda: all(http.get(f"{couch.url}/_replicator/{doc_id}").status_code == 200
+                             for doc_id in ids.values()))
+
+    plan = reconcile(couch, "plan", "--detailed-exitcode", str(directory))
+    assert plan.code == 0, plan.stdout  # no drift, nothing pruned while the users exist
+
+    delete_user(couch, http, gone_by_watch)
+    with watching(couch, directory) as log:
+        pass
+    assert http.get(f"{couch.url}/_replicator/{ids[gone_by_watch]}").status_code == 200
+    assert any(r["action"] == "delete" and r["key"] == ids[gone_by_watch] and r["outcome"].startswith("skipped")
+               for r in log.records())
+    with watching(couch, directory, policy=Policy(allow_delete=True)) as log:
+        pass
+    assert http.get(f"{couch.url}/_replicator/{ids[gone_by_watch]}").status_code == 404
+    assert any(r["action"] == "delete" and r["key"] == ids[gone_by_watch] and r["outcome"] == "done"
+               for r in log.records())
+
+    delete_user(couch, http, gone_by_apply)
+    applied = reconcile(couch, "apply", "--auto-approve", str(directory))
+    assert applied.code == 0, applied.stdout + applied.stderr
+    assert f"- replication/{ids[gone_by_apply]}: deleted" in applied.stdout
+    assert http.get(f"{couch.url}/_replicator/{ids[gone_by_apply]}").status_code == 404
+    assert http.get(f"{couch.url}/_replicator/{ids[kept]}").status_code == 200
 
 
 def test_watch_deletes_nothing_without_allow_delete(couch, http, tmp_path):
