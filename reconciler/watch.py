@@ -46,7 +46,6 @@ CHECKPOINT_PATH = db_path(CHECKPOINT_DB, *CHECKPOINT_ID.split("/"))  # /_users/_
 DB_UPDATES = "_db_updates"
 USERS_FEED = "_users"
 TRIGGER_FIELD = "couch_reconciler_trigger"  # the update_seq a one-shot run started at
-REPLICATOR = "_replicator"
 KEYS_PER_READ = 100  # POST /_dbs_info takes at most 100 keys
 
 
@@ -574,12 +573,9 @@ class TriggeredFanIn:
             log("trigger", "replication", route.doc_id, "one-shot replication started")
 
     def _docs(self, ids: Sequence[str]) -> dict[str, dict]:
-        docs: dict[str, dict] = {}
-        for start in range(0, len(ids), 500):
-            rows = self.watcher.session.post(db_path(REPLICATOR, "_all_docs"), {"keys": list(ids[start:start + 500])},
-                                             params={"include_docs": "true"}, what="reading _replicator")["rows"]
-            docs.update({row["id"]: row["doc"] for row in rows if row.get("doc")})
-        return docs
+        from .kinds.replication import replicator_docs_by_id
+
+        return replicator_docs_by_id(self.watcher.session, ids)
 
     def _seqs(self, databases: Sequence[str]) -> dict[str, str]:
         from .kinds.database import database_infos

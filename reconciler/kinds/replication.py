@@ -104,14 +104,15 @@ class ReplicationResource:
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:
+        """Pruning must see every document (the managed ones nothing wants): all of `_replicator`, a page at a
+        time. Otherwise only the wanted ones, by id: a targeted `watch` run wants a handful of the 10,000."""
         by_id = {desired.key: desired for desired in wanted}
-        return {doc["_id"]: _observed(doc, by_id.get(doc["_id"])) for doc in replicator_docs(session)
+        docs = replicator_docs(session) if prune else replicator_docs_by_id(session, list(by_id)).values()
+        return {doc["_id"]: _observed(doc, by_id.get(doc["_id"])) for doc in docs
                 if doc["_id"] in by_id or (prune and doc.get(MARKER) == MARKER_VALUE)}
 
     def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]:
-        rows = session.post(db_path(REPLICATOR, "_all_docs"), {"keys": list(keys)}, params={"include_docs": "true"},
-                            what="reading _replicator")["rows"]
-        return {row["doc"]["_id"]: _observed(row["doc"], None) for row in rows if row.get("doc")}
+        return {doc_id: _observed(doc, None) for doc_id, doc in replicator_docs_by_id(session, keys).items()}
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
@@ -175,6 +176,16 @@ def replicator_docs(session: CouchSession) -> Iterator[dict]:
         if len(rows) <= PAGE:
             return
         start = rows[PAGE]["key"]
+
+
+def replicator_docs_by_id(session: CouchSession, ids: Sequence[str]) -> dict[str, dict]:
+    """Id -> document for those of `ids` that exist, `PAGE` ids per `POST _all_docs?include_docs=true`."""
+    def read(chunk: list[str]) -> list[dict]:
+        return session.post(db_path(REPLICATOR, "_all_docs"), {"keys": chunk}, params={"include_docs": "true"},
+                            what="reading _replicator")["rows"]
+
+    return {row["id"]: row["doc"] for rows in session.map(read, batched(list(ids), PAGE))
+            for row in rows if row.get("doc")}
 
 
 def _observed(doc: Mapping[str, Any], wanted: Desired | None) -> Observed:

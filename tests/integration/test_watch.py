@@ -323,6 +323,25 @@ def test_triggered_documents_stay_while_their_user_exists_and_go_with_her_under_
     assert http.get(f"{couch.url}/_replicator/{ids[kept]}").status_code == 200
 
 
+def test_a_sign_up_reads_only_its_own_replication_documents_by_id(couch, http, unique, tmp_path):
+    """A targeted run prunes nothing, so it has no reason to read all of `_replicator` (11 pages of 1,000 at
+    10,000 users, for each burst of sign-ups): it asks for the documents it wants by id, one
+    `POST _replicator/_all_docs` with `keys` (CouchDB 3.x `_all_docs` API, "Sending multiple queries")."""
+    for _ in range(3):
+        sign_up(couch, http, unique("early"))
+    name = unique("late")
+    sent: list = []
+    with watching(couch, manifests(couch, tmp_path), sent=sent) as log:
+        mark = len(sent)
+        sign_up(couch, http, name)
+        wait_for(lambda: converged(couch, http, name))
+        log.wait(lambda r: r["kind"] == "targeted" and name in r["key"])
+        targeted_runs = sum(1 for r in log.records()[-20:] if r["kind"] == "targeted")
+        reads = [method for method, url, _ in sent[mark:] if url.endswith("/_replicator/_all_docs")]  # watch's
+    assert reads and all(method == "POST" for method in reads), reads  # never a GET page of every document
+    assert len(reads) <= targeted_runs  # one request per targeted run, whatever the number of users
+
+
 def test_watch_deletes_nothing_without_allow_delete(couch, http, tmp_path):
     """A database the tool made and no manifest lists any more stays; the skipped deletion is logged."""
     directory = manifests(couch, tmp_path, database="leftover")
