@@ -117,8 +117,10 @@ class ReplicationResource:
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
             return prune(self.name, live)
-        if wanted.options.get("triggered"):
-            return None  # `reconcile watch` writes it on each run (templates.triggered_replication)
+        if wanted.options.get("triggered") and (live is None or live.body.get("continuous") is not True):
+            # `reconcile watch` writes it on each run (templates.triggered_replication). A continuous one
+            # (the entry's fanIn was switched) is made one-shot here: it would never complete for watch.
+            return None
         with_secret = [end for end in ENDPOINTS if end in wanted.secrets]
         if live is None:
             return Create(self.name, wanted.key, wanted.source, after=dict(wanted.body),

@@ -278,6 +278,25 @@ def test_triggered_fan_in_moves_a_document_to_analytics_with_a_one_shot_replicat
     assert replication["couch_reconciler"] == {"created_by": "couch-reconciler"}  # the tool's, to prune later
 
 
+def test_switching_to_triggered_fan_in_makes_the_continuous_document_one_shot(couch, http, unique, tmp_path):
+    """The one-shot document has the continuous one's id: switching `fanIn` takes it over, and the plan shows
+    it (`continuous: true -> false`); watch then re-triggers it as it completes."""
+    name = unique("switch")
+    sign_up(couch, http, name)
+    database = user_database("userdb-", name)
+    doc_id = f"per-user.{database}.to.analytics"
+    assert reconcile(couch, "apply", "--auto-approve", str(manifests(couch, tmp_path))).code == 0
+    assert http.get(f"{couch.url}/_replicator/{doc_id}").json()["continuous"] is True
+
+    plan = reconcile(couch, "plan", str(manifests(couch, tmp_path, fan_in="triggered")))
+    assert f"~ replication/{doc_id}" in plan.stdout and "continuous: true -> false" in plan.stdout, plan.stdout
+    with watching(couch, tmp_path) as log:
+        assert http.put(f"{couch.url}/{database}/after-switch", json={}).status_code == 201
+        wait_for(lambda: http.get(f"{couch.url}/analytics/after-switch").status_code == 200)
+        log.wait(lambda r: r["action"] == "replicate" and r["key"] == doc_id and r["outcome"].startswith("completed"))
+    assert http.get(f"{couch.url}/_replicator/{doc_id}").json()["continuous"] is False
+
+
 def delete_user(couch, http, name: str) -> None:
     user_doc = f"{couch.url}/_users/{quote('org.couchdb.user:' + name, safe=':')}"
     assert http.delete(user_doc, params={"rev": http.get(user_doc).json()["_rev"]}).status_code == 200
