@@ -24,9 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# watch_bench.py imports ADMIN, ROOT, floor and free_port from here.
-from harness import (ADMIN, ROOT, couchsim, desired_state, floor, free_port, print_beside_floor,  # noqa: E402,F401
-                     print_header)
+from harness import ADMIN, couchsim, desired_state, print_beside_floor, print_header  # noqa: E402
 
 from reconciler.apply import execute  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402

@@ -13,7 +13,7 @@ back end would), and measures:
   name in its security, the role and her replication document, and the requests watch sent meanwhile;
 - the delay until a document written into one of the new users' databases is in `analytics`, with
   `fanIn: continuous` (N + 100 continuous jobs against `max_jobs` 500) and with `fanIn: triggered`
-  (watch started with --allow-delete so the continuous documents go; the initial catch-up, one one-shot
+  (watch's first full reconcile makes the continuous documents one-shot; the initial catch-up, one one-shot
   per database, is timed separately);
 - beside each, the floor: the same number of bare `GET /` requests through the same pool.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,37 +35,19 @@ from pathlib import Path
 from urllib.parse import unquote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plan_bench import ADMIN, ROOT, floor, free_port  # noqa: E402
+from harness import ADMIN, couchsim, desired_state, print_beside_floor, print_header  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
 from reconciler.apply import execute  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402
-from reconciler.expand import expand  # noqa: E402
 from reconciler.kinds import RESOURCES  # noqa: E402
 from reconciler.plan import Policy, make_plan  # noqa: E402
 from reconciler.templates import user_database  # noqa: E402
-from reconciler.validate import load_and_validate  # noqa: E402
 from reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
 
 SIGNUP_BATCH = 500
 NEW_USERS = 100
 FULL_AGAIN = 20.0  # seconds: the continuous watch's --interval, to time a second full reconcile
 WAIT_CAP = 120.0  # seconds to wait for a document in analytics before printing "not yet"
-
-
-def start_couchsim(config: list[str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [sys.executable, "-m", "couchsim", "--port", str(port), "--admin", f"{ADMIN[0]}:{ADMIN[1]}"]
-    for item in config:
-        command += ["--config", item]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = process.stdout.readline()
-    if "listening" not in line:
-        process.kill()
-        raise SystemExit(f"couchsim did not start: {line.strip()}")
-    # Keep reading what it logs (replication jobs log their crashes): a full pipe would block its event loop.
-    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
-    return process, f"http://127.0.0.1:{port}"
 
 
 def desired(url: str, fan_in: str):
@@ -99,10 +80,7 @@ kind: Database
 metadata: {{name: _global_changes}}
 spec: {{}}
 """)
-        found, diagnostics = load_and_validate(folder)
-        if any(d.is_error for d in diagnostics):
-            raise SystemExit(f"bench manifests invalid: {diagnostics[0]}")
-        return expand(found)
+        return desired_state(folder)
 
 
 def sign_up(session: CouchSession, names: list[str]) -> None:
@@ -110,13 +88,6 @@ def sign_up(session: CouchSession, names: list[str]) -> None:
     list(session.map(lambda batch: session.post("_users/_bulk_docs", {"docs": [
         {"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": [], "password": "pw"}
         for name in batch]}), batches))
-
-
-def beside_floor(connection: Connection, label: str, sent: int, wall: float, extra: str = "") -> None:
-    with CouchSession(connection) as session:
-        bare = floor(session, sent) if sent else 0.0
-    print(f"  {label}: {extra}{sent} requests, wall {wall:.2f} s; floor ({sent} bare GETs, same pool) {bare:.2f} s",
-          flush=True)
 
 
 def converged(session: CouchSession, names: list[str]) -> int:
@@ -201,8 +172,8 @@ def measure(url: str, pool: int, count: int, settings: Settings) -> None:
             plan = make_plan(session, continuous, Policy(force=True), RESOURCES)
             if apply:
                 execute(session, plan.changes, RESOURCES)
-            beside_floor(connection, f"{label:11s}", session.requests_sent, time.perf_counter() - began,
-                         f"{len(plan.changes)} changes, ")
+            print_beside_floor(connection, f"{label:11s}", session.requests_sent, time.perf_counter() - began,
+                               f"{len(plan.changes)} changes, ")
 
     watch = Running(connection, continuous, Policy(), replace(settings, interval=FULL_AGAIN))
     try:
@@ -222,13 +193,14 @@ def measure(url: str, pool: int, count: int, settings: Settings) -> None:
                 done = converged(probe, fresh)
             wall = time.perf_counter() - began
             sent = watch.session.requests_sent - before
-        beside_floor(connection, f"watch converged on {done}/{NEW_USERS} sign-ups", sent, wall)
+        print_beside_floor(connection, f"watch converged on {done}/{NEW_USERS} sign-ups", sent, wall)
         time.sleep(2)  # the sign-ups' own role grants come back through the feed once: let that pass
         before = watch.session.requests_sent
         watch.wait_full(2)
         # Counted from just before it to just after it: the few feed long-polls meanwhile are included.
-        beside_floor(connection, "next full reconcile (skips _security of databases whose update_seq is unchanged)",
-                     watch.session.requests_sent - before, watch.last_full_seconds())
+        print_beside_floor(connection,
+                           "next full reconcile (skips _security of databases whose update_seq is unchanged)",
+                           watch.session.requests_sent - before, watch.last_full_seconds())
         with CouchSession(connection) as probe:
             states = scheduler_states(probe)
             delay = delay_to_analytics(probe, user_database("userdb-", fresh[-1]), "bench-continuous")
@@ -242,10 +214,10 @@ def measure(url: str, pool: int, count: int, settings: Settings) -> None:
         watch.stop()
 
     triggered = desired(url, "triggered")
-    watch = Running(connection, triggered, Policy(allow_delete=True, force=True), settings)
+    watch = Running(connection, triggered, Policy(force=True), settings)
     try:
         switch = watch.wait_full()
-        print(f"  switch to fanIn triggered (full reconcile deleting {count + NEW_USERS} continuous documents): "
+        print(f"  switch to fanIn triggered (full reconcile making {count + NEW_USERS} continuous documents one-shot): "
               f"{switch:.2f} s", flush=True)
         fan_in = watch.watcher.fan_in
         began = time.perf_counter()
@@ -272,22 +244,13 @@ def main() -> None:
     os.environ["BENCH_ADMIN_PASSWORD"] = ADMIN[1]
     config = ["chttpd_auth/iterations=1000", f"replicator/interval={args.replicator_interval}"]
     settings = Settings(interval=3600, debounce=0.5, max_triggered=20)
-    print(f"watch_bench: couchsim subprocess --config {' --config '.join(config)} (CouchDB defaults: 600000 rounds, "
-          f"interval 60000 ms; max_jobs 500, max_churn 20 left as they are); pool {args.pool}; watch debounce "
-          f"{settings.debounce} s, max_triggered {settings.max_triggered}; {os.cpu_count()} CPUs shared by client "
-          "and server", flush=True)
+    print_header("watch_bench", args.pool, f" --config {' --config '.join(config)} (CouchDB defaults: 600000 rounds, "
+                 "interval 60000 ms; max_jobs 500, max_churn 20 left as they are); watch debounce "
+                 f"{settings.debounce} s, max_triggered {settings.max_triggered}")
     for count in args.sizes:
-        process, url = start_couchsim(config)
-        try:
+        with couchsim(*config) as server:
             print(f"N = {count} users signed up on the server:", flush=True)
-            measure(url, args.pool, count, settings)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # thousands of running replication jobs can outlast SIGTERM
-                process.kill()
-                process.wait()
+            measure(server.url, args.pool, count, settings)
 
 
 if __name__ == "__main__":

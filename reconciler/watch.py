@@ -46,7 +46,6 @@ CHECKPOINT_PATH = db_path(CHECKPOINT_DB, *CHECKPOINT_ID.split("/"))  # /_users/_
 DB_UPDATES = "_db_updates"
 USERS_FEED = "_users"
 TRIGGER_FIELD = "couch_reconciler_trigger"  # the update_seq a one-shot run started at
-KEYS_PER_READ = 100  # POST /_dbs_info takes at most 100 keys
 
 
 @dataclass(frozen=True)
