@@ -103,7 +103,7 @@ fi
 # Two users sign up at run time through the app's back end (which may write _users; no role given).
 printf '\n%sTwo sign-ups arrive through the app back end: zoë and Mark.O+demo@example.com%s\n' "$bold" "$plain"
 "$BIN/python" scripts/demo_signups.py sign-up
-printf '\n%sreconcile watch converges them (role, security, replication to analytics) with no apply%s\n' "$bold" "$plain"
+printf '\n%sreconcile watch converges them with no apply: the role that opens main-entities and the replication to analytics (couch_peruser made each database and its security)%s\n' "$bold" "$plain"
 if ! "$BIN/python" scripts/demo_signups.py converged; then
     cat "$watch_log" >&2
     exit 1
