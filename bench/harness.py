@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -90,3 +91,51 @@ def print_beside_floor(connection: Connection, label: str, sent: int, wall: floa
 
 def print_header(name: str, pool: int, detail: str = "") -> None:
     print(f"{name}: couchsim subprocess{detail}, pool {pool}, {os.cpu_count()} CPUs shared by client and server")
+
+
+SIGNUP_BATCH = 500  # users per `_users/_bulk_docs`, as an app back end importing a burst would send
+
+
+def sign_up(session: CouchSession, names: list[str], password: str | None = "pw") -> None:
+    """Create `names` directly in `_users` (no manifest knows them), batches spread over the pool."""
+    batches = [names[start:start + SIGNUP_BATCH] for start in range(0, len(names), SIGNUP_BATCH)]
+    secret = {} if password is None else {"password": password}
+    list(session.map(lambda batch: session.post("_users/_bulk_docs", {"docs": [
+        {"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": [], **secret}
+        for name in batch]}), batches))
+
+
+def user_template(url: str, fan_in: str = "continuous"):
+    """The reference layout's per-user part as desired state: every user gets `userdb-<hex>` with her name in
+    merge-mode security, the `app-user` role and a `fan_in` replication to `analytics` (which the
+    `_global_changes` database lets `reconcile watch` follow through `/_db_updates`)."""
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "reference.yaml").write_text(f"""\
+apiVersion: reconciler/v1
+kind: UserDatabases
+metadata: {{name: per-user}}
+spec:
+  grantRoles: [app-user]
+  security: {{admins: {{roles: [_admin]}}}}
+  replicateTo:
+    - target: analytics
+      fanIn: {fan_in}
+      replicationBaseUrl: {url}
+      auth: {{username: {ADMIN[0]}, password: env:BENCH_ADMIN_PASSWORD}}
+---
+apiVersion: reconciler/v1
+kind: Role
+metadata: {{name: app-user}}
+spec: {{}}
+---
+apiVersion: reconciler/v1
+kind: Database
+metadata: {{name: analytics}}
+spec: {{}}
+---
+apiVersion: reconciler/v1
+kind: Database
+metadata: {{name: _global_changes}}
+spec: {{}}
+""")
+        return desired_state(folder)

@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ADMIN, couchsim, desired_state, print_beside_floor, print_header  # noqa: E402
+from harness import ADMIN, couchsim, print_beside_floor, print_header, sign_up, user_template  # noqa: E402
 
 from reconciler.apply import execute  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402
@@ -37,49 +35,17 @@ from reconciler.kinds import RESOURCES  # noqa: E402
 from reconciler.plan import Policy, make_plan  # noqa: E402
 from reconciler.templates import user_database  # noqa: E402
 
-SIGNUP_BATCH = 500
-
-
-def manifests(folder: Path, url: str) -> None:
-    (folder / "reference.yaml").write_text(f"""\
-apiVersion: reconciler/v1
-kind: UserDatabases
-metadata: {{name: per-user}}
-spec:
-  grantRoles: [app-user]
-  security: {{admins: {{roles: [_admin]}}}}
-  replicateTo:
-    - target: analytics
-      replicationBaseUrl: {url}
-      auth: {{username: {ADMIN[0]}, password: env:BENCH_ADMIN_PASSWORD}}
----
-apiVersion: reconciler/v1
-kind: Role
-metadata: {{name: app-user}}
-spec: {{}}
----
-apiVersion: reconciler/v1
-kind: Database
-metadata: {{name: analytics}}
-spec: {{}}
-""")
-
-
 def prepare(url: str, count: int, peruser: bool) -> None:
     """Fast hashing, couch_peruser as asked, and N sign-ups written directly, as a back end would."""
-    with requests.Session() as http:
-        http.auth = ADMIN
-        config = f"{url}/_node/_local/_config"
-        http.put(f"{config}/chttpd_auth/iterations", json="1000").raise_for_status()
-        http.put(f"{config}/couch_peruser/enable", json="true" if peruser else "false").raise_for_status()
+    with CouchSession(Connection(url, *ADMIN)) as session:
+        config = "_node/_local/_config"
+        session.put(f"{config}/chttpd_auth/iterations", "1000")
+        session.put(f"{config}/couch_peruser/enable", "true" if peruser else "false")
         names = [f"user-{index:06d}" for index in range(count)]
-        for start in range(0, count, SIGNUP_BATCH):
-            docs = [{"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": [], "password": "pw"}
-                    for name in names[start:start + SIGNUP_BATCH]]
-            http.post(f"{url}/_users/_bulk_docs", json={"docs": docs}).raise_for_status()
+        sign_up(session, names)
         if peruser:  # couch_peruser works after the write; the plan starts once it has caught up
             last = user_database("userdb-", names[-1])
-            while http.get(f"{url}/{last}/_security").status_code != 200:
+            while session.request("GET", f"{last}/_security", ok=(404,)).status_code != 200:
                 time.sleep(0.2)
 
 
@@ -94,9 +60,7 @@ def timed(connection: Connection, state, apply: bool) -> tuple[int, int, float]:
 
 def measure(url: str, pool: int, count: int, peruser: bool) -> None:
     connection = Connection(url, *ADMIN, pool=pool)
-    with tempfile.TemporaryDirectory() as folder:
-        manifests(Path(folder), url)
-        state = desired_state(folder)
+    state = user_template(url)
     for label, apply in (("plan", False), ("first apply", True), ("plan again", False)):
         changes, sent, wall = timed(connection, state, apply)
         print_beside_floor(connection, label, sent, wall, f"{changes} changes, ")

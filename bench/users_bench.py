@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ADMIN, couchsim, desired_state, print_beside_floor, print_header  # noqa: E402
+from harness import ADMIN, couchsim, desired_state, print_beside_floor, print_header, sign_up  # noqa: E402
 
 from reconciler.apply import execute  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402
@@ -35,13 +35,6 @@ from reconciler.kinds.user import user_hash, users_on_server  # noqa: E402
 from reconciler.plan import Policy, make_plan  # noqa: E402
 
 PASSWORD = "bench-user-pw"
-
-
-def sign_up(session: CouchSession, count: int) -> None:
-    for start in range(0, count, 1000):
-        docs = [{"_id": f"org.couchdb.user:signup-{i:06d}", "name": f"signup-{i:06d}", "type": "user", "roles": []}
-                for i in range(start, min(start + 1000, count))]
-        session.post("_users/_bulk_docs", {"docs": docs})
 
 
 def write_manifests(folder: Path, managed: int) -> None:
@@ -55,7 +48,7 @@ def measure(url: str, folder: Path, pool: int, count: int, managed: int) -> None
     connection = Connection(url, *ADMIN, pool=pool)
     state = desired_state(folder)
     with CouchSession(connection) as session:
-        sign_up(session, count - managed)
+        sign_up(session, [f"signup-{i:06d}" for i in range(count - managed)], password=None)
         began = time.perf_counter()
         first = make_plan(session, state, Policy(), RESOURCES)
         execute(session, first.changes, RESOURCES)

@@ -27,7 +27,6 @@ import argparse
 import io
 import os
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -35,7 +34,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ADMIN, couchsim, desired_state, print_beside_floor, print_header  # noqa: E402
+from harness import ADMIN, couchsim, print_beside_floor, print_header, sign_up, user_template  # noqa: E402
 
 from reconciler.apply import execute  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402
@@ -44,50 +43,9 @@ from reconciler.plan import Policy, make_plan  # noqa: E402
 from reconciler.templates import user_database  # noqa: E402
 from reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
 
-SIGNUP_BATCH = 500
 NEW_USERS = 100
 FULL_AGAIN = 20.0  # seconds: the continuous watch's --interval, to time a second full reconcile
 WAIT_CAP = 120.0  # seconds to wait for a document in analytics before printing "not yet"
-
-
-def desired(url: str, fan_in: str):
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "reference.yaml").write_text(f"""\
-apiVersion: reconciler/v1
-kind: UserDatabases
-metadata: {{name: per-user}}
-spec:
-  grantRoles: [app-user]
-  security: {{admins: {{roles: [_admin]}}}}
-  replicateTo:
-    - target: analytics
-      fanIn: {fan_in}
-      replicationBaseUrl: {url}
-      auth: {{username: {ADMIN[0]}, password: env:BENCH_ADMIN_PASSWORD}}
----
-apiVersion: reconciler/v1
-kind: Role
-metadata: {{name: app-user}}
-spec: {{}}
----
-apiVersion: reconciler/v1
-kind: Database
-metadata: {{name: analytics}}
-spec: {{}}
----
-apiVersion: reconciler/v1
-kind: Database
-metadata: {{name: _global_changes}}
-spec: {{}}
-""")
-        return desired_state(folder)
-
-
-def sign_up(session: CouchSession, names: list[str]) -> None:
-    batches = [names[start:start + SIGNUP_BATCH] for start in range(0, len(names), SIGNUP_BATCH)]
-    list(session.map(lambda batch: session.post("_users/_bulk_docs", {"docs": [
-        {"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": [], "password": "pw"}
-        for name in batch]}), batches))
 
 
 def converged(session: CouchSession, names: list[str]) -> int:
@@ -165,7 +123,7 @@ def measure(url: str, pool: int, count: int, settings: Settings) -> None:
         began = time.perf_counter()
         sign_up(session, names)
         print(f"  setup: {count} sign-ups with _bulk_docs in {time.perf_counter() - began:.1f} s", flush=True)
-    continuous = desired(url, "continuous")
+    continuous = user_template(url, "continuous")
     for label, apply in (("plan", False), ("first apply", True)):
         with CouchSession(connection) as session:
             began = time.perf_counter()
@@ -213,7 +171,7 @@ def measure(url: str, pool: int, count: int, settings: Settings) -> None:
     finally:
         watch.stop()
 
-    triggered = desired(url, "triggered")
+    triggered = user_template(url, "triggered")
     watch = Running(connection, triggered, Policy(force=True), settings)
     try:
         switch = watch.wait_full()
