@@ -50,20 +50,33 @@ def observe(session: Any, wanted: Mapping[str, Mapping[str, Any]], kinds: Mappin
 # `remembering`) keeps what it read and skips the per-database read of unchanged databases; a one-shot
 # plan reads everything. docs/watch.md says why this stays correct.
 UNCHANGED_WITH_UPDATE_SEQ = ("security",)
-_verified: dict[int, dict[tuple[str, str], tuple[str, Observed]]] = {}  # id(session) -> (kind, key) -> (seq, read)
+
+
+@dataclass(eq=False)
+class SessionReads:
+    """What a session has read that its later reads may reuse. The session holds it (`CouchSession.reads`),
+    so it ends with the session; `observation` and `remembering` open and close its two scopes.
+
+    The lock guards both: `shared` runs on the session's pool threads and `forget_verified` on watch's
+    feed threads while the main thread plans."""
+
+    plan: dict[str, Any] | None = None  # `shared` name -> what it read, while an `observation` is open
+    verified: dict[tuple[str, str], tuple[str, Observed]] | None = None  # (kind, key) -> (update_seq, read)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 @contextmanager
 def remembering(session: Any) -> Iterator[None]:
     """Inside this block, objects of UNCHANGED_WITH_UPDATE_SEQ kinds are read again only when their
     database's `update_seq` moved since this session read them."""
-    with _scopes_lock:
-        _verified[id(session)] = {}
+    reads: SessionReads = session.reads
+    with reads.lock:
+        reads.verified = {}
     try:
         yield
     finally:
-        with _scopes_lock:
-            _verified.pop(id(session), None)
+        with reads.lock:
+            reads.verified = None
 
 
 def _observe_changed(session: Any, name: str, kind: Any, desired: list, prune: bool,
@@ -72,20 +85,22 @@ def _observe_changed(session: Any, name: str, kind: Any, desired: list, prune: b
 
     The database kind read each `update_seq` *before* this read, so a write landing in between leaves the
     recorded seq older than the object read: the next observation reads it again (never the other way)."""
-    with _scopes_lock:
-        verified = _verified.get(id(session))
+    reads: SessionReads = session.reads
+    with reads.lock:
+        verified = reads.verified
     if verified is None:
         return dict(kind.observe(session, desired, prune=prune))
     seqs = {key: live.version for key, live in databases.items() if live.version not in (None, "None")}
     hits, unread = {}, []
-    for item in desired:
-        entry = verified.get((name, item.key))
-        if entry is not None and entry[0] == seqs.get(item.key):
-            hits[item.key] = entry[1]
-        else:
-            unread.append(item)
+    with reads.lock:
+        for item in desired:
+            entry = verified.get((name, item.key))
+            if entry is not None and entry[0] == seqs.get(item.key):
+                hits[item.key] = entry[1]
+            else:
+                unread.append(item)
     read = dict(kind.observe(session, unread, prune=prune)) if unread or prune else {}
-    with _scopes_lock:
+    with reads.lock:
         for item in unread:
             if item.key in read and item.key in seqs:
                 verified[(name, item.key)] = (seqs[item.key], read[item.key])
@@ -97,45 +112,45 @@ def _observe_changed(session: Any, name: str, kind: Any, desired: list, prune: b
 def forget_verified(session: Any, databases: Iterable[str]) -> None:
     """Drop what was read of these databases (deleted, or created again: `reconcile watch` hears it from
     `/_db_updates`), so the next observation reads them whatever their `update_seq`."""
-    with _scopes_lock:
-        verified = _verified.get(id(session), {})
+    reads: SessionReads = session.reads
+    with reads.lock:
+        if reads.verified is None:
+            return
         for database in databases:
             for name in UNCHANGED_WITH_UPDATE_SEQ:
-                verified.pop((name, database), None)
+                reads.verified.pop((name, database), None)
 
 
 # One plan reads each live collection once, even when two stages need it: the template resolution
 # (reconciler/templates.py) and the user kind both need every `_users` document.
-_scopes: dict[int, dict[str, Any]] = {}  # id(session) -> reads; an entry lives as long as its `observation`
-_scopes_lock = threading.Lock()
-
-
 @contextmanager
 def observation(session: Any) -> Iterator[None]:
     """Reads made through `shared` inside this block happen once; the next plan reads afresh.
 
     An observation opened inside another one of the same session joins it: `reconcile watch` opens one
     around a targeted plan to hand it, through `shared`, only the `_users` documents that changed."""
-    with _scopes_lock:
-        outermost = id(session) not in _scopes
+    reads: SessionReads = session.reads
+    with reads.lock:
+        outermost = reads.plan is None
         if outermost:
-            _scopes[id(session)] = {}
+            reads.plan = {}
     try:
         yield
     finally:
         if outermost:
-            with _scopes_lock:
-                _scopes.pop(id(session), None)
+            with reads.lock:
+                reads.plan = None
 
 
 def shared(session: Any, name: str, read: Callable[[], T]) -> T:
     """`read()`, or what it returned earlier in this session's current `observation` (outside one: read)."""
-    with _scopes_lock:
-        scope = _scopes.get(id(session))
+    reads: SessionReads = session.reads
+    with reads.lock:
+        scope = reads.plan
         if scope is not None and name in scope:
             return scope[name]
-    value = read()
-    if scope is not None:
-        with _scopes_lock:
-            scope[name] = value
-    return value
+    value = read()  # outside the lock: the read itself may use the pool, whose threads call `shared` too
+    if scope is None:
+        return value
+    with reads.lock:  # two threads that read at once share the first answer, so updates to it are not lost
+        return scope.setdefault(name, value)

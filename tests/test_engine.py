@@ -15,7 +15,7 @@ from reconciler.diff import Create, Delete, Replace, Update, field_changes
 from reconciler.errors import ReconcileError
 from reconciler.expand import Desired, DesiredState
 from reconciler.load import Source
-from reconciler.observe import Observed
+from reconciler.observe import Observed, SessionReads
 from reconciler.plan import Plan, PlanRefused, Policy, StalePlan, make_plan, order
 
 
@@ -24,6 +24,7 @@ class FakeServer:
     base: str = "http://couch.test:5984"
     objects: dict = field(default_factory=dict)  # (kind, key) -> (body, version, managed)
     writes: list = field(default_factory=list)
+    reads: SessionReads = field(default_factory=SessionReads)  # make_plan's observation lives here
 
 
 class FakeKind:
