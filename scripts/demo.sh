@@ -47,19 +47,18 @@ print(s.getsockname()[1])')
         >.demo/couchsim.log 2>&1 &
     couchsim_pid=$!
     export COUCHDB_URL="http://127.0.0.1:$port" COUCHDB_USER=admin COUCHDB_PASSWORD="$admin_password"
-    if ! "$BIN/python" - "$COUCHDB_URL/_up" <<'PY'
-import sys, time, urllib.request
-deadline = time.monotonic() + 20
-while time.monotonic() < deadline:
-    try:
-        urllib.request.urlopen(sys.argv[1], timeout=1)
-        sys.exit(0)
-    except Exception:
-        time.sleep(0.1)
-sys.exit(1)
-PY
-    then
-        echo "couchsim did not answer on $COUCHDB_URL within 20 s; see .demo/couchsim.log" >&2
+    # Ready when *our* process says it listens: probing /_up could reach another server that took the
+    # port between the check above and couchsim's bind (a second demo, a test), with other credentials.
+    for _ in $(seq 200); do
+        grep -q "listening" .demo/couchsim.log 2>/dev/null && break
+        if ! kill -0 "$couchsim_pid" 2>/dev/null; then
+            echo "couchsim could not start on port $port (taken meanwhile?); see .demo/couchsim.log" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+    if ! grep -q "listening" .demo/couchsim.log; then
+        echo "couchsim did not start within 20 s; see .demo/couchsim.log" >&2
         exit 1
     fi
     echo "couchsim is running on $COUCHDB_URL (log: .demo/couchsim.log)"
