@@ -105,9 +105,10 @@ def test_a_design_document_expands_once_per_database_with_the_ownership_marker(t
     assert expand(tmp_path, "DesignDocument", "x", {"userDatabases": "per-user", "views": views}) == []
 
 
-def test_a_replication_resolves_names_against_the_server_url_and_keeps_passwords_as_references(tmp_path):
+def test_a_replication_resolves_names_against_the_server_url_and_keeps_passwords_as_references(tmp_path, monkeypatch):
     """couchdb-facts.md: _replicator needs full URLs (local names are 403) and takes credentials in
     `auth.basic`; the URL is the one the server reaches itself at."""
+    monkeypatch.delenv("COUCHDB_REPLICATION_URL", raising=False)
     [replication] = expand(tmp_path, "Replication", "a-to-b", {
         "source": "a", "target": "https://backup.example.com/b", "continuous": True,
         "targetAuth": {"username": "ops", "password": "env:BACKUP_PASSWORD"}})
@@ -117,6 +118,18 @@ def test_a_replication_resolves_names_against_the_server_url_and_keeps_passwords
         "target": {"url": "https://backup.example.com/b", "auth": {"basic": {"username": "ops"}}},
         "continuous": True, "couch_reconciler": {"created_by": "couch-reconciler"}}
     assert replication.secrets == {"target": SecretRef("env:BACKUP_PASSWORD", str(tmp_path))}
+
+
+def test_the_environment_names_the_server_url_a_manifest_leaves_out(tmp_path, monkeypatch):
+    """The URL the server reaches itself at belongs to the deployment (README, "The URL the server reaches
+    itself at"): $COUCHDB_REPLICATION_URL fills it in, and a manifest's replicationBaseUrl still wins."""
+    monkeypatch.setenv("COUCHDB_REPLICATION_URL", "http://couchdb.internal:5984/")
+    [from_env] = expand(tmp_path, "Replication", "a-to-b", {"source": "a", "target": "b"})
+    assert (from_env.body["source"], from_env.body["target"]) == (
+        {"url": "http://couchdb.internal:5984/a"}, {"url": "http://couchdb.internal:5984/b"})
+    [written] = expand(tmp_path, "Replication", "a-to-b", {
+        "source": "a", "target": "b", "replicationBaseUrl": "https://self.example.com"})
+    assert written.body["source"] == {"url": "https://self.example.com/a"}
 
 
 def test_user_databases_do_not_expand_without_the_server(tmp_path):

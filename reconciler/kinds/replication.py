@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
@@ -63,9 +64,13 @@ MANIFEST = ReplicationManifest()
 # databases and design documents. CouchDB 3.x needs full URLs (local names are refused with
 # `local_endpoints_not_supported`), so database names resolve against the URL the *server* reaches itself
 # at; credentials go in `auth.basic` (couchdb-facts.md), filled from their secret only when written.
+# That URL belongs to the deployment, not to the layout (staging and production differ, a container
+# reaches itself at another address than the CI runner does), so a manifest may leave it to the
+# environment, as it leaves passwords.
 RESOURCE_NAME = "replication"
 REPLICATOR = "_replicator"
-DEFAULT_BASE_URL = "http://127.0.0.1:5984"
+DEFAULT_BASE_URL = "http://127.0.0.1:5984"  # where a CouchDB with default settings reaches itself
+BASE_URL_VARIABLE = "COUCHDB_REPLICATION_URL"
 ENDPOINTS = ("source", "target")
 # Written by CouchDB (owner: the writer's name; _replication_*: the scheduler's verdict), never drift.
 SERVER_FIELDS = frozenset({"_id", "_rev", "_revisions", "_conflicts", "owner", "_replication_state",
@@ -83,7 +88,7 @@ WRITE_BATCH = 500
 
 def replication(doc_id: str, spec: Mapping[str, Any], base_dir: str, source: Any) -> Desired:
     """The `_replicator` document a Replication spec (or a template's per-user one) stands for."""
-    base = spec.get("replicationBaseUrl", DEFAULT_BASE_URL).rstrip("/")
+    base = (spec.get("replicationBaseUrl") or os.environ.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL).rstrip("/")
     body: dict[str, Any] = {}
     secrets: dict[str, SecretRef] = {}
     for end in ENDPOINTS:

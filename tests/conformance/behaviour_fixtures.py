@@ -116,7 +116,7 @@ def server(couch) -> Iterator[Server]:
     admin = Client(couch.url, (couch.user, couch.password))
     anon = Client(couch.url)
     yield Server(couch.url, couch.user, couch.password, admin, anon, couch.sim,
-                 os.environ.get("COUCHDB_URL_FROM_SERVER", couch.url).rstrip("/"))
+                 os.environ.get("COUCHDB_REPLICATION_URL", couch.url).rstrip("/"))
     admin.close()
     anon.close()
 

@@ -30,7 +30,7 @@ class RealCouch:
         """What the conformance suite reads to run against a real server instead of couchsim."""
         return {"COUCHDB_URL": self.url, "COUCHDB_USER": self.user, "COUCHDB_PASSWORD": self.password,
                 # replication endpoints are fetched by CouchDB inside the container, on its own port
-                "COUCHDB_URL_FROM_SERVER": "http://127.0.0.1:5984"}
+                "COUCHDB_REPLICATION_URL": "http://127.0.0.1:5984"}
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -18,8 +18,8 @@ T = TypeVar("T")
 
 def base_url(couch) -> str:
     """The URL the server reaches itself at: couchsim's own; for a real server (in Docker, say) it may
-    differ from the client's COUCHDB_URL, hence COUCHDB_REPLICATION_BASE_URL."""
-    return os.environ.get("COUCHDB_REPLICATION_BASE_URL", couch.url) if couch.real else couch.url
+    differ from the client's COUCHDB_URL, hence COUCHDB_REPLICATION_URL (the variable the tool reads too)."""
+    return os.environ.get("COUCHDB_REPLICATION_URL", couch.url) if couch.real else couch.url
 
 
 def members_and_databases(user: str, *databases: str) -> str:

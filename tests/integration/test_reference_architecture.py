@@ -1,7 +1,7 @@
 """The reference architecture (manifests/) proven by real clients over HTTP, each with its own credentials.
 
-The manifests are applied as `make demo` applies them (demo.env secrets), with `replicationBaseUrl` set to
-the URL this server is reached at. Two users then sign up directly on the server, as the app's back end
+The manifests are applied unchanged, as `make demo` applies them (demo.env secrets, and
+$COUCHDB_REPLICATION_URL naming the URL this server reaches itself at). Two users then sign up directly on the server, as the app's back end
 does, and a second apply brings them their database, security, role and replication. Then each client
 tries what it may and may not do.
 
@@ -20,45 +20,24 @@ Relied on:
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import requests
-import yaml
 
 from reconcile_runner import reconcile
+from replication_setup import base_url
 from reconciler.templates import user_database
 
 MANIFESTS = Path(__file__).parents[2] / "manifests"
-REPLICATING_KINDS = ("Replication", "UserDatabases")
 ANALYTICS_WAIT = 30.0  # seconds for a document to travel through a continuous replication
 
 
 def demo_env() -> dict[str, str]:
     lines = (MANIFESTS / "demo.env").read_text(encoding="utf-8").splitlines()
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-
-
-def deployable_copy(target: Path, server_url: str) -> Path:
-    """manifests/ with every replication reaching the databases at `server_url` (the server replicates to
-    itself: `replicationBaseUrl` is the URL the server is reached at, here the test's server)."""
-    copy = target / "manifests"
-    shutil.copytree(MANIFESTS, copy)
-    for path in copy.glob("*.yaml"):
-        documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-        if not any(doc and doc.get("kind") in REPLICATING_KINDS for doc in documents):
-            continue
-        for doc in documents:
-            if doc["kind"] == "Replication":
-                doc["spec"]["replicationBaseUrl"] = server_url
-            elif doc["kind"] == "UserDatabases":
-                for entry in doc["spec"].get("replicateTo", []):
-                    entry["replicationBaseUrl"] = server_url
-        path.write_text(yaml.safe_dump_all(documents, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return copy
 
 
 def client(auth: tuple[str | bytes, str | bytes] | None) -> requests.Session:
@@ -72,14 +51,16 @@ def path(*parts: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def world(module_couch, tmp_path_factory):
+def world(module_couch):
     """The deployed reference architecture and two sign-ups; shared by the module's tests, which only read
     or make writes the others do not count."""
-    return _deploy(module_couch, tmp_path_factory.mktemp("reference"))
+    return _deploy(module_couch)
 
 
-def _deploy(couch, tmp: Path) -> dict:
-    manifests, env = deployable_copy(tmp, couch.url), demo_env()
+def _deploy(couch) -> dict:
+    # The server replicates to itself at the URL it is reached at: the environment says which, as in
+    # the demo, so the manifests deploy unchanged.
+    manifests, env = MANIFESTS, {**demo_env(), "COUCHDB_REPLICATION_URL": base_url(couch)}
     first = reconcile(couch, "apply", "--auto-approve", str(manifests), env=env)
     assert first.code == 0, first.stdout + first.stderr
     admin = client(couch.admin)
