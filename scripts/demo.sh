@@ -25,21 +25,7 @@ step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; "$@"; }
 step "$BIN/reconcile" validate "$MANIFESTS"
 
 if [ -z "${COUCHDB_URL:-}" ]; then
-    # 5984 when free: the manifests' replications reach the server at its default replicationBaseUrl,
-    # http://127.0.0.1:5984 (the server replicates to itself over HTTP).
-    port=$("$BIN/python" -c '
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as couchsim binds: a TIME_WAIT left by an earlier run is no owner
-try:
-    s.bind(("127.0.0.1", 5984))
-except OSError:
-    s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])')
-    if [ "$port" != 5984 ]; then
-        echo "(port 5984 is taken: couchsim runs on $port, and the replications to analytics, which reach"
-        echo " the server at http://127.0.0.1:5984, will not move documents in this demo)"
-    fi
+    port=$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     admin_password=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(16))')
     mkdir -p .demo
     # Fewer PBKDF2 rounds than CouchDB's 600,000, so the demo's sign-ups are instant.
@@ -47,6 +33,8 @@ print(s.getsockname()[1])')
         >.demo/couchsim.log 2>&1 &
     couchsim_pid=$!
     export COUCHDB_URL="http://127.0.0.1:$port" COUCHDB_USER=admin COUCHDB_PASSWORD="$admin_password"
+    # couchsim replicates to itself at the URL we reach it at (a real CouchDB may need another one).
+    export COUCHDB_REPLICATION_URL="$COUCHDB_URL"
     # Ready when *our* process says it listens: probing /_up could reach another server that took the
     # port between the check above and couchsim's bind (a second demo, a test), with other credentials.
     for _ in $(seq 200); do
