@@ -73,7 +73,8 @@ class Running:
         self.session = CouchSession(connection)
         self.log = io.StringIO()
         self.stopping = threading.Event()
-        self.watcher = Watcher(self.session, state, policy, settings, ActionLog("text", self.log), self.stopping)
+        self.watcher = Watcher(self.session, lambda: state, policy, settings, ActionLog("text", self.log),
+                               self.stopping)
         self.thread = threading.Thread(target=self.watcher.run, daemon=True)
         self.thread.start()
 

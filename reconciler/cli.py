@@ -403,6 +403,9 @@ def watch(directory: str, interval: float, log_format: str, debounce: float, max
     and every --interval, and in between, from `_users/_changes` and `/_db_updates`, a reconcile of just
     the users and databases that changed, so a sign-up gets her database within seconds (docs/watch.md).
 
+    DIR is read again at every full reconcile, so a deployment that updates it (git pull) is followed, not
+    fought. While it is invalid, watch logs why and changes nothing until a full reconcile finds it valid.
+
     Feed positions are saved on the server (`_users/_local/couch-reconciler-watch`). SIGTERM or Ctrl-C
     finishes the current action, saves them and exits 0. Nothing is deleted without --allow-delete.
     """
@@ -411,10 +414,10 @@ def watch(directory: str, interval: float, log_format: str, debounce: float, max
     from .watch import ActionLog, Settings, run, stop_on_signals
 
     connection, policy = _split(options)
-    state = _desired_state(directory)
+    _desired_state(directory)  # invalid at start: exit 1 before any request, as plan and apply do
     stopping = threading.Event()
     stop_on_signals(stopping)
     settings = Settings(interval=interval, debounce=debounce, max_triggered=max_triggered)
     with connect(**connection) as session:
-        code = run(session, state, policy, settings, ActionLog(log_format), stopping)
+        code = run(session, directory, policy, settings, ActionLog(log_format), stopping)
     sys.exit(code)

@@ -1,8 +1,10 @@
 """`reconcile watch`: keep the server converged between deployments (docs/watch.md).
 
-- A **full reconcile** at start and every `interval`: `make_plan` + `apply.execute`, the engine `reconcile
-  apply --auto-approve` runs, inside `observe.remembering` so that `_security` is read again only for
-  databases whose `update_seq` moved.
+- A **full reconcile** at start and every `interval`: the manifests read again (load, validate, expand, as
+  `plan` does), then `make_plan` + `apply.execute`, the engine `reconcile apply --auto-approve` runs, inside
+  `observe.remembering` so that `_security` is read again only for databases whose `update_seq` moved.
+  Manifests found invalid change nothing: that full reconcile is skipped and targeted reconciles wait for
+  one that finds them valid (a deployment's `git pull` must not be fought with the previous desired state).
 - In between, two feeds (reconciler/feeds.py): `_users/_changes` (sign-ups) and `/_db_updates` (databases
   created, deleted, written). A burst of events becomes, after `debounce`, one **targeted reconcile**:
   the same engine on a desired state narrowed to the users and databases concerned, with the `_users`
@@ -27,18 +29,19 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence, TextIO
+from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
 
 from .apply import execute
 from .client import CouchSession, db_path
 from .diff import Change, Create, Delete, Replace, Update
 from .errors import ReconcileError, ServerError
-from .expand import DesiredState
+from .expand import DesiredState, expand
 from .feeds import Batch, Feed, FeedDown, backoff, current_position
 from .kinds.user import USERS_DB
 from .observe import forget_verified, observation, remembering, shared
 from .plan import Plan, PlanRefused, Policy, make_plan
 from .templates import UserTemplate, replication_id, resolve, triggered_replication, user_database
+from .validate import Diagnostic, load_and_validate
 
 CHECKPOINT_DB = "_users"
 CHECKPOINT_ID = "_local/couch-reconciler-watch"
@@ -96,12 +99,41 @@ class Pending:
         return bool(self.users or self.databases)
 
 
+class InvalidManifests(ReconcileError):
+    """The manifests as `reconcile validate` would refuse them: watch logs each diagnostic and waits."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]):
+        super().__init__(f"{sum(1 for d in diagnostics if d.is_error)} error(s) in the manifests")
+        self.diagnostics = list(diagnostics)
+
+
+def manifests_in(directory: str) -> Callable[[], DesiredState]:
+    """The desired state of the manifests in `directory`, read anew at each call by the stages `plan` and
+    `apply` run (load, validate, expand); InvalidManifests with every diagnostic when they would refuse it."""
+
+    def read() -> DesiredState:
+        manifests, diagnostics = load_and_validate(directory)
+        if not any(diagnostic.is_error for diagnostic in diagnostics):
+            state = expand(manifests)
+            if not state.diagnostics:
+                return state
+            diagnostics = diagnostics + state.diagnostics
+        raise InvalidManifests(diagnostics)
+
+    return read
+
+
 class Watcher:
-    def __init__(self, session: CouchSession, state: DesiredState, policy: Policy, settings: Settings,
-                 log: ActionLog, stopping: threading.Event, kinds: Mapping[str, Any] | None = None):
+    def __init__(self, session: CouchSession, desired: Callable[[], DesiredState], policy: Policy,
+                 settings: Settings, log: ActionLog, stopping: threading.Event,
+                 kinds: Mapping[str, Any] | None = None):
         from .kinds import RESOURCES
 
-        self.session, self.state, self.policy, self.settings = session, state, policy, settings
+        self.session, self.desired, self.policy, self.settings = session, desired, policy, settings
+        # Read at every full reconcile (the first at start). Until a read succeeds, and while the latest
+        # one found the manifests invalid, targeted reconciles and triggered replications are `held`.
+        self.state: DesiredState | None = None
+        self.held = True
         self.log, self.stopping = log, stopping
         self.kinds = kinds or RESOURCES
         self.events: "queue.Queue[Batch | FeedDown]" = queue.Queue()
@@ -110,13 +142,13 @@ class Watcher:
         self.received: dict[str, Any] = {}  # feed -> position of the latest batch received
         self.feeds: dict[str, Feed] = {}
         self.owners: dict[str, str] = {}  # user database -> user, from the latest resolution
-        self.static_databases = {key for kind, key in state.objects if kind == "database"}
+        self.static_databases: set[str] = set()
         self.polling: dict[str, str] | None = None  # database -> update_seq while `_db_updates` is unavailable
         self.next_poll = 0.0
         self.checkpoint_rev: str | None = None
         self.saved: dict[str, Any] = {}
         self.last_checkpoint = 0.0
-        self.fan_in = TriggeredFanIn(self, state.templates)
+        self.fan_in = TriggeredFanIn(self, [])
         # A refused full plan (share thresholds, destruction) may mean broken manifests: targeted reconciles,
         # which cannot see the whole kind and so run without the share thresholds, wait for a full one to pass.
         self.refused = False
@@ -149,7 +181,8 @@ class Watcher:
                 return 1
             self._poll_databases()
             self._act_on_pending()
-            self.fan_in.tick()
+            if not self.held:
+                self.fan_in.tick()
             self._checkpoint()
         self._checkpoint(force=True)
         self.log("stop", "watch", "", "stopped; feed positions saved in " + f"{CHECKPOINT_DB}/{CHECKPOINT_ID}")
@@ -319,9 +352,41 @@ class Watcher:
             self.pending.since = time.monotonic()
 
     # ------------------------------------------------------------------ reconciles
+    def _read_manifests(self) -> bool:
+        """The desired state as the manifests say now; False (logged, targeted reconciles held) when invalid."""
+        try:
+            state = self.desired()
+        except ReconcileError as error:
+            problems = error.diagnostics if isinstance(error, InvalidManifests) else [error]
+            for problem in problems:
+                level = "warning" if getattr(problem, "severity", "error") == "warning" else "error"
+                self.log("read", "manifests", "", str(problem), level=level)
+            self.log("reconcile", "full", "", "skipped: the manifests are invalid (above); nothing is changed "
+                     "until a full reconcile finds them valid", level="error")
+            if not self.held:
+                self.log("reconcile", "targeted", "", "held until a full reconcile finds the manifests valid",
+                         level="warning")
+            self.held = True
+            return False
+        if self.held and self.state is not None:
+            self.log("read", "manifests", "", "valid again; targeted reconciles resume")
+        changed = None if self.state is None else changed_objects(self.state, state)
+        if changed:
+            self.log("read", "manifests", "", f"changed since the last full reconcile: {changed} object(s) "
+                     "added, changed or removed")
+        if changed is None or changed:
+            self.state = state
+            self.static_databases = {key for kind, key in state.objects if kind == "database"}
+            # Routes are learnt again from the new templates below; catch_up finds the runs in flight.
+            self.fan_in = TriggeredFanIn(self, state.templates)
+        self.held = False
+        return True
+
     def _full_reconcile(self) -> bool:
         started = time.monotonic()
         self.log("reconcile", "full", "", "started")
+        if not self._read_manifests():
+            return True  # nothing to retry sooner: the folder changes with the next deployment
         try:
             with observation(self.session):
                 plan = make_plan(self.session, self.state, self.policy, self.kinds)
@@ -345,7 +410,8 @@ class Watcher:
 
     def _act_on_pending(self) -> None:
         pending, now = self.pending, time.monotonic()
-        if not pending or now - pending.since < self.settings.debounce or now < pending.not_before or self.refused:
+        if (not pending or now - pending.since < self.settings.debounce or now < pending.not_before or self.refused
+                or self.held):
             return
         self.pending = Pending()
         handled = dict(self.received)
@@ -423,6 +489,20 @@ class Watcher:
             self.owners = owners
         else:
             self.owners.update(owners)
+
+
+def changed_objects(before: DesiredState, after: DesiredState) -> int:
+    """How many wanted objects and user templates differ (added, removed, other content); where they are
+    written in the files does not count."""
+
+    def contents(state: DesiredState) -> dict[tuple[str, str], Any]:
+        objects = {key: (desired.body, desired.secrets, desired.options) for key, desired in state.objects.items()}
+        templates = {("template", t.manifest.name): (t.manifest.spec, [(d.name, d.spec) for d in t.design_documents])
+                     for t in state.templates}
+        return {**objects, **templates}
+
+    old, new = contents(before), contents(after)
+    return sum(1 for key in old.keys() | new.keys() if old.get(key) != new.get(key))
 
 
 def narrowed(state: DesiredState, users: set[str], databases: set[str]) -> DesiredState:
@@ -611,7 +691,8 @@ def stop_on_signals(stopping: threading.Event) -> None:
         signal.signal(number, lambda *_: stopping.set())
 
 
-def run(session: CouchSession, state: DesiredState, policy: Policy, settings: Settings, log: ActionLog,
+def run(session: CouchSession, directory: str, policy: Policy, settings: Settings, log: ActionLog,
         stopping: threading.Event | None = None) -> int:
-    """Watch until `stopping` is set; 0 after a clean stop, 1 when the server refuses the credentials."""
-    return Watcher(session, state, policy, settings, log, stopping or threading.Event()).run()
+    """Watch the manifests in `directory` until `stopping` is set; 0 after a clean stop, 1 when the server
+    refuses the credentials."""
+    return Watcher(session, manifests_in(directory), policy, settings, log, stopping or threading.Event()).run()

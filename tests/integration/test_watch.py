@@ -32,10 +32,8 @@ import requests
 
 from reconcile_runner import reconcile, write
 from reconciler.client import Connection, CouchSession
-from reconciler.expand import expand
 from reconciler.plan import Policy
 from reconciler.templates import user_database
-from reconciler.validate import load_and_validate
 from reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, run
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ, reason="drives couchsim's fault injector")
@@ -116,7 +114,6 @@ class Lines:
 def watching(couch, directory: Path, policy: Policy = Policy(), settings: Settings = FAST,
              sent: list | None = None) -> Iterator[Lines]:
     """`reconcile watch` in a thread (json log), stopped as SIGTERM would: the stop event, then the loop ends."""
-    state = expand(load_and_validate(str(directory))[0])
     lines, stopping, result = Lines(), threading.Event(), []
     session = CouchSession(Connection(couch.url, couch.user, couch.password, timeout=10))
     original = requests.Session.request
@@ -128,7 +125,7 @@ def watching(couch, directory: Path, policy: Policy = Policy(), settings: Settin
 
     with mock.patch.object(requests.Session, "request", record):
         thread = threading.Thread(target=lambda: result.append(
-            run(session, state, policy, settings, ActionLog("json", lines), stopping)), daemon=True)
+            run(session, str(directory), policy, settings, ActionLog("json", lines), stopping)), daemon=True)
         thread.start()
         try:
             lines.wait(lambda r: r["action"] == "reconcile" and r["kind"] == "full" and r["outcome"] != "started")
@@ -432,3 +429,76 @@ def test_triggered_fan_in_runs_at_most_max_triggered_one_shot_jobs_at_once(couch
             running -= 1
         most = max(most, running)
     assert most == 1
+
+
+def replicator_config(directory: Path, max_jobs: str) -> None:
+    write(directory, "config.yaml", f"""
+        apiVersion: reconciler/v1
+        kind: NodeConfig
+        metadata: {{name: replicator-limits}}
+        spec:
+          section: replicator
+          values: {{max_jobs: {max_jobs}}}
+        """)
+
+
+def max_jobs(couch, http) -> str:
+    return http.get(f"{couch.url}/_node/_local/_config/replicator/max_jobs").json()
+
+
+def full_reconciles(log: Lines) -> int:
+    return sum(1 for r in log.records() if r["kind"] == "full" and r["outcome"] != "started")
+
+
+def test_a_manifest_change_made_while_watch_runs_is_applied_and_not_reverted(couch, http, tmp_path):
+    """The GitOps case: the folder watch reads is updated by a deployment (git pull). The next full
+    reconcile reads it again and sets the new value; the ones after it keep it (watch reading the
+    manifests only at start would set the old value back)."""
+    directory = manifests(couch, tmp_path)
+    replicator_config(directory, "500")
+    with watching(couch, directory, settings=replace(FAST, interval=0.5)) as log:
+        assert max_jobs(couch, http) == "500"
+        assert not any(r["kind"] == "manifests" for r in log.records())  # unchanged: nothing said
+        replicator_config(directory, "1000")
+        log.wait(lambda r: r["kind"] == "manifests" and "changed since the last full reconcile" in r["outcome"])
+        wait_for(lambda: max_jobs(couch, http) == "1000")
+        count = full_reconciles(log)
+        wait_for(lambda: full_reconciles(log) >= count + 2)
+        assert max_jobs(couch, http) == "1000"
+    changed = [r for r in log.records() if r["kind"] == "manifests"]
+    assert len(changed) == 1 and changed[0]["outcome"].startswith("changed since the last full reconcile: 1 ")
+
+
+def test_invalid_manifests_change_nothing_until_they_are_valid_again(couch, http, unique, tmp_path):
+    """A folder made invalid while watch runs: every diagnostic is logged as `reconcile validate` prints
+    it, full reconciles are skipped (a value set by hand is not repaired), sign-ups wait (held, said
+    once), and once the folder is valid again the next full reconcile applies it and sign-ups resume."""
+    directory = manifests(couch, tmp_path)
+    replicator_config(directory, "500")
+    with watching(couch, directory, settings=replace(FAST, interval=0.5)) as log:
+        write(directory, "config.yaml", """
+            apiVersion: reconciler/v1
+            kind: NodeConfig
+            metadata: {name: replicator-limits}
+            spec:
+              section: replicator
+              vaules: {max_jobs: 1000}
+            """)
+        validate = reconcile(couch, "validate", str(directory))
+        expected = [line for line in validate.stderr.splitlines() if line.startswith(f"{directory}/")]
+        assert validate.code == 1 and expected and "config.yaml:" in expected[0]
+        log.wait(lambda r: r["kind"] == "full" and r["outcome"].startswith("skipped"))
+        assert http.put(f"{couch.url}/_node/_local/_config/replicator/max_jobs", json="42").status_code == 200
+        name = unique("held")
+        sign_up(couch, http, name)
+        count = full_reconciles(log)
+        wait_for(lambda: full_reconciles(log) >= count + 2)
+        assert max_jobs(couch, http) == "42"
+        assert http.get(f"{couch.url}/{user_database('userdb-', name)}").status_code == 404
+        logged = [r["outcome"] for r in log.records() if r["kind"] == "manifests" and r["level"] == "error"]
+        assert set(expected) <= set(logged)
+        replicator_config(directory, "600")
+        log.wait(lambda r: r["kind"] == "manifests" and r["outcome"].startswith("valid again"))
+        wait_for(lambda: max_jobs(couch, http) == "600" and converged(couch, http, name))
+    held = [r for r in log.records() if r["kind"] == "targeted" and r["outcome"].startswith("held")]
+    assert len(held) == 1
