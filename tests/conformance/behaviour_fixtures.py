@@ -8,13 +8,13 @@ Every fixture works the same against couchsim and against a real CouchDB (COUCHD
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 import pytest
 import requests
+from waiting import wait_for
 
 
 class Client:
@@ -205,13 +205,6 @@ def poll() -> Callable[..., Any]:
     """
 
     def until(fn: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = fn()
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"{what} not reached within {timeout:g}s; last result: {result!r}")
-            time.sleep(interval)
+        return wait_for(fn, what, timeout, interval)
 
     return until

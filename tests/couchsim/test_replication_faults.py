@@ -5,24 +5,14 @@ the job neither loses documents nor shows up as crashing.
 Sources: src/docs/src/config/replicator.rst (`retries_per_request`); couch_replicator_httpc.erl (retries on
 connection errors and 5xx); couch_replicator_changes_reader.erl (a broken feed restarts from the last seq).
 """
-import time
 
 import requests
 
 from couchsim.testing import SimServer
+from waiting import wait_for
 
 ADMIN = ("admin", "adminpw")
 AUTH = {"basic": {"username": ADMIN[0], "password": ADMIN[1]}}
-
-
-def wait_for(check, seconds: float = 15.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 def test_5xx_and_dropped_connections_are_retried_and_every_doc_arrives():

@@ -7,13 +7,10 @@ tried again and again could lock the account out (CouchDB 3.4 locks a user after
 from __future__ import annotations
 
 import os
-import time
-from typing import Callable, Iterator, TypeVar
+from typing import Iterator
 from urllib.parse import quote
 
 import pytest
-
-T = TypeVar("T")
 
 
 def base_url(couch) -> str:
@@ -57,17 +54,6 @@ def replication(couch, name: str, source: str, target: str, user: str, extra: st
 
 def replication_manifests(couch, source: str, target: str, user: str, name: str, extra: str = "") -> str:
     return members_and_databases(user, source, target) + "---" + replication(couch, name, source, target, user, extra)
-
-
-def wait_for(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g}s for {what}")
-        time.sleep(0.1)
 
 
 def scheduler_doc(couch, http, doc_id: str) -> dict:

@@ -29,6 +29,7 @@ import requests
 
 from reconcile_runner import reconcile
 from replication_setup import base_url
+from waiting import wait_for
 from reconciler.templates import user_database
 
 MANIFESTS = Path(__file__).parents[2] / "manifests"
@@ -70,22 +71,14 @@ def _deploy(couch) -> dict:
         doc = {"name": name, "type": "user", "roles": [], "password": f"{name}-pw"}
         assert admin.put(f"{couch.url}/{path('_users', 'org.couchdb.user:' + name)}", json=doc).status_code == 201
     for name in users.values():  # couch_peruser (enabled by the manifests) creates their databases
-        _until(lambda: admin.get(f"{couch.url}/{path(user_database('userdb-', name))}").status_code == 200,
-               "couch_peruser to create the user database")
+        wait_for(lambda: admin.get(f"{couch.url}/{path(user_database('userdb-', name))}").status_code == 200,
+                 "couch_peruser to create the user database")
     second = reconcile(couch, "apply", "--auto-approve", str(manifests), env=env)
     assert second.code == 0, second.stdout + second.stderr
     third = reconcile(couch, "plan", "--detailed-exitcode", str(manifests), env=env)
     assert third.code == 0, third.stdout + third.stderr
     return {"couch": couch, "admin": admin, "url": couch.url, "a": users["zoë"], "b": users["mark"],
             "second": second}
-
-
-def _until(condition, what: str, seconds: float = ANALYTICS_WAIT):
-    deadline = time.monotonic() + seconds
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"waited {seconds:g}s for {what}"
-        time.sleep(0.1)
-    return result
 
 
 def as_user(world, key: str) -> requests.Session:
@@ -158,7 +151,8 @@ def test_documents_from_her_database_and_main_entities_reach_analytics_and_the_d
     shared = a.post(f"{url}/main-entities", json={"type": "shared-task", "owner": name, "created_at": day}).json()["id"]
 
     for doc_id in (private, shared):
-        _until(lambda: admin.get(f"{url}/analytics/{doc_id}").status_code == 200, f"{doc_id} in analytics")
+        wait_for(lambda: admin.get(f"{url}/analytics/{doc_id}").status_code == 200, f"{doc_id} in analytics",
+                 ANALYTICS_WAIT)
 
     def count(view: str, key) -> int:
         rows = admin.get(f"{url}/analytics/_design/dashboard/_view/{view}",

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 import pytest
 from reconcile_runner import assert_no_secret, reconcile, write
-from replication_setup import wait_for
+from waiting import wait_for
 
 OPS = """
     apiVersion: reconciler/v1

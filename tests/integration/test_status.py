@@ -16,7 +16,8 @@ import pytest
 
 from reconcile_runner import assert_no_secret, reconcile, write
 from replication_setup import (members_and_databases, replication, replication_ids,  # noqa: F401 (fixture)
-                               replication_manifests, scheduler_doc, wait_for)
+                               replication_manifests, scheduler_doc)
+from waiting import wait_for
 
 PASSWORD = "status-s3cret-pw"
 WRONG = "not-the-password"

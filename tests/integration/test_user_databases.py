@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from reconcile_runner import config_changed, reconcile, write
-from replication_setup import wait_for
+from waiting import wait_for
 from reconciler.templates import user_database
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ,

@@ -35,6 +35,7 @@ from reconciler.client import Connection, CouchSession
 from reconciler.plan import Policy
 from reconciler.templates import user_database
 from reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, run
+from waiting import wait_for
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ, reason="drives couchsim's fault injector")
 FAST = Settings(interval=60, debounce=0.1, feed_timeout=1.0, poll_interval=0.3, backoff_cap=0.5,
@@ -142,14 +143,6 @@ def sign_up(couch, http, name: str) -> None:
     answer = http.put(f"{couch.url}/_users/{quote('org.couchdb.user:' + name, safe=':')}",
                       json={"name": name, "type": "user", "roles": [], "password": "pw"})
     assert answer.status_code == 201, answer.text
-
-
-def wait_for(condition, seconds: float = 15.0):
-    deadline = time.monotonic() + seconds
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "the server did not get there in time"
-        time.sleep(0.05)
-    return result
 
 
 def converged(couch, http, name: str) -> bool:
@@ -381,7 +374,7 @@ def test_a_full_reconcile_reads_security_only_where_update_seq_moved_and_still_r
     sent: list = []
     fulls = lambda log: [r for r in log.records() if r["kind"] == "full" and "applied" in r["outcome"]]
     with watching(couch, manifests(couch, tmp_path), settings=replace(FAST, interval=1.0), sent=sent) as log:
-        wait_for(lambda: len(fulls(log)) >= 2, seconds=20)
+        wait_for(lambda: len(fulls(log)) >= 2, timeout=20)
         # The first full reconcile's writes come back through the feeds once; after that, quiet.
         log.wait(lambda r: r["kind"] == "targeted" and all(name in r["key"] for name in names))
         mark = len(sent)
@@ -389,7 +382,7 @@ def test_a_full_reconcile_reads_security_only_where_update_seq_moved_and_still_r
         assert http.put(f"{couch.url}/{databases[0]}/_security",
                         json={**drifted, "members": {"roles": ["_admin"], "names": []}}).status_code == 200
         count = len(fulls(log))
-        wait_for(lambda: len(fulls(log)) >= count + 1, seconds=20)
+        wait_for(lambda: len(fulls(log)) >= count + 1, timeout=20)
         repaired = http.get(f"{couch.url}/{databases[0]}/_security").json()
         read = [url for method, url, _ in sent[mark:] if method == "GET" and url.endswith("/_security")]
     assert names[0] in repaired["members"]["names"]
@@ -420,7 +413,7 @@ def test_triggered_fan_in_runs_at_most_max_triggered_one_shot_jobs_at_once(couch
         for index, database in enumerate(databases):
             assert http.put(f"{couch.url}/{database}/doc-{index}", json={}).status_code == 201
         wait_for(lambda: all(http.get(f"{couch.url}/analytics/doc-{index}").status_code == 200
-                             for index in range(len(databases))), seconds=30)
+                             for index in range(len(databases))), timeout=30)
     running, most = 0, 0
     for record in log.records():
         if record["action"] == "trigger" and record["outcome"].startswith("one-shot"):
