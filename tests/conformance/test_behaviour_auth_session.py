@@ -4,8 +4,6 @@ Source: src/couch/src/couch_httpd_auth.erl (default_authentication_handler, cook
 handle_session_req); recorded exchanges "session as carl" and "session anon".
 """
 
-import pytest
-
 from behaviour_fixtures import Client, answer, db_url
 
 WRONG = {"error": "unauthorized", "reason": "Name or password is incorrect."}

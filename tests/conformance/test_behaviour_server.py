@@ -9,8 +9,6 @@ import json
 import re
 from urllib.parse import urlsplit
 
-import pytest
-
 from behaviour_fixtures import NOT_SERVER_ADMIN, answer, db_url
 
 

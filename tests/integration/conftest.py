@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Iterator
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -23,3 +24,16 @@ def http(request: pytest.FixtureRequest) -> Iterator[requests.Session]:
     session = server.session()
     yield session
     session.close()
+
+
+@pytest.fixture
+def replication_ids(couch) -> Iterator[list[str]]:
+    """Replication documents a test names; deleted afterwards so that no continuous job outlives it."""
+    ids: list[str] = []
+    yield ids
+    http = couch.session()
+    for doc_id in ids:
+        path = f"{couch.url}/_replicator/{quote(doc_id, safe='')}"
+        current = http.get(path)
+        if current.status_code == 200:
+            http.delete(path, params={"rev": current.json()["_rev"]})

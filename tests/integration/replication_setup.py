@@ -7,10 +7,7 @@ tried again and again could lock the account out (CouchDB 3.4 locks a user after
 from __future__ import annotations
 
 import os
-from typing import Iterator
 from urllib.parse import quote
-
-import pytest
 
 
 def base_url(couch) -> str:
@@ -59,16 +56,3 @@ def replication_manifests(couch, source: str, target: str, user: str, name: str,
 def scheduler_doc(couch, http, doc_id: str) -> dict:
     answer = http.get(f"{couch.url}/_scheduler/docs/_replicator/{quote(doc_id, safe='')}")
     return answer.json() if answer.status_code == 200 else {}
-
-
-@pytest.fixture
-def replication_ids(couch) -> Iterator[list[str]]:
-    """Replication documents a test names; deleted afterwards so that no continuous job outlives it."""
-    ids: list[str] = []
-    yield ids
-    http = couch.session()
-    for doc_id in ids:
-        path = f"{couch.url}/_replicator/{quote(doc_id, safe='')}"
-        current = http.get(path)
-        if current.status_code == 200:
-            http.delete(path, params={"rev": current.json()["_rev"]})

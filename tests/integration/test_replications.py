@@ -14,8 +14,7 @@ from __future__ import annotations
 import pytest
 
 from reconcile_runner import assert_no_secret, reconcile, write
-from replication_setup import (members_and_databases, replication, replication_ids,  # noqa: F401 (fixture)
-                               replication_manifests, scheduler_doc)
+from replication_setup import members_and_databases, replication, replication_manifests, scheduler_doc
 from waiting import wait_for
 
 PASSWORD = "repl-s3cret-pw"
