@@ -33,23 +33,16 @@ def observe(session: Any, wanted: Mapping[str, Mapping[str, Any]], kinds: Mappin
     nothing of theirs is wanted.
     """
     names = sorted(kinds) if prune else sorted({name for name in wanted if wanted[name]} | set(prune_kinds))
+    names.sort(key=lambda name: kinds[name].order)  # parents first: a child may reuse what they read
     live: dict[str, dict[str, Observed]] = {}
-    for name in names:  # "database" sorts before "security": its update_seqs are read first
-        desired = list(wanted.get(name, {}).values())
+    for name in names:
+        kind, desired = kinds[name], list(wanted.get(name, {}).values())
         pruned = prune or name in prune_kinds
-        if name in UNCHANGED_WITH_UPDATE_SEQ and "database" in live:
-            live[name] = _observe_changed(session, name, kinds[name], desired, pruned, live["database"])
+        if getattr(kind, "follows_parent_version", False):
+            live[name] = _observe_changed(session, name, kind, desired, pruned, live)
         else:
-            live[name] = dict(kinds[name].observe(session, desired, prune=pruned))
+            live[name] = dict(kind.observe(session, desired, prune=pruned))
     return live
-
-
-# Kinds whose live object is content of one database (key = database name): a `_security` write bumps the
-# database's `update_seq` (couchdb-facts.md, Bulk reads), so while `update_seq` is the same string the
-# object read at that seq is still the server's. A long-lived session (`reconcile watch`, inside
-# `remembering`) keeps what it read and skips the per-database read of unchanged databases; a one-shot
-# plan reads everything. docs/watch.md says why this stays correct.
-UNCHANGED_WITH_UPDATE_SEQ = ("security",)
 
 
 @dataclass(eq=False)
@@ -61,14 +54,17 @@ class SessionReads:
     feed threads while the main thread plans."""
 
     plan: dict[str, Any] | None = None  # `shared` name -> what it read, while an `observation` is open
-    verified: dict[tuple[str, str], tuple[str, Observed]] | None = None  # (kind, key) -> (update_seq, read)
+    # (kind, key) -> (its parent's version when read, the parent, the read), inside `remembering`
+    verified: dict[tuple[str, str], tuple[str, tuple[str, str], Observed]] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 @contextmanager
 def remembering(session: Any) -> Iterator[None]:
-    """Inside this block, objects of UNCHANGED_WITH_UPDATE_SEQ kinds are read again only when their
-    database's `update_seq` moved since this session read them."""
+    """Inside this block (a long-lived session: `reconcile watch`), objects of kinds that declare
+    `follows_parent_version` are read again only when their parent's version moved since this session
+    read them (a `_security` object while its database's `update_seq` stays the same string); a one-shot
+    plan reads everything. docs/watch.md says why this stays correct."""
     reads: SessionReads = session.reads
     with reads.lock:
         reads.verified = {}
@@ -80,45 +76,53 @@ def remembering(session: Any) -> Iterator[None]:
 
 
 def _observe_changed(session: Any, name: str, kind: Any, desired: list, prune: bool,
-                     databases: Mapping[str, Observed]) -> dict[str, Observed]:
-    """`kind.observe` for the objects whose database moved since they were last read; the others as read then.
+                     live: Mapping[str, Mapping[str, Observed]]) -> dict[str, Observed]:
+    """`kind.observe` for the objects whose parent moved since they were last read; the others as read then.
 
-    The database kind read each `update_seq` *before* this read, so a write landing in between leaves the
-    recorded seq older than the object read: the next observation reads it again (never the other way)."""
+    The parent kind was observed first (kinds run in `order`), so a write landing between the two reads
+    leaves the recorded parent version older than the object read: the next observation reads it again
+    (never the other way)."""
     reads: SessionReads = session.reads
     with reads.lock:
         verified = reads.verified
     if verified is None:
         return dict(kind.observe(session, desired, prune=prune))
-    seqs = {key: live.version for key, live in databases.items() if live.version not in (None, "None")}
+
+    def parent_version(key: str) -> tuple[tuple[str, str], str | None]:
+        parent = kind.parent(key)
+        seen = live.get(parent[0], {}).get(parent[1])
+        return parent, (seen.version if seen is not None and seen.version not in (None, "None") else None)
+
     hits, unread = {}, []
     with reads.lock:
         for item in desired:
             entry = verified.get((name, item.key))
-            if entry is not None and entry[0] == seqs.get(item.key):
-                hits[item.key] = entry[1]
+            if entry is not None and entry[0] is not None and entry[0] == parent_version(item.key)[1]:
+                hits[item.key] = entry[2]
             else:
                 unread.append(item)
     read = dict(kind.observe(session, unread, prune=prune)) if unread or prune else {}
     with reads.lock:
         for item in unread:
-            if item.key in read and item.key in seqs:
-                verified[(name, item.key)] = (seqs[item.key], read[item.key])
-            else:  # missing, or its seq unknown: nothing to vouch for
+            parent, version = parent_version(item.key)
+            if item.key in read and version is not None:
+                verified[(name, item.key)] = (version, parent, read[item.key])
+            else:  # missing, or its parent's version unknown: nothing to vouch for
                 verified.pop((name, item.key), None)
     return {**read, **hits}
 
 
-def forget_verified(session: Any, databases: Iterable[str]) -> None:
-    """Drop what was read of these databases (deleted, or created again: `reconcile watch` hears it from
-    `/_db_updates`), so the next observation reads them whatever their `update_seq`."""
+def forget_verified(session: Any, parents: Iterable[tuple[str, str]]) -> None:
+    """Drop what was read of objects living in these parents (a database deleted, or created again:
+    `reconcile watch` hears it from `/_db_updates`), so the next observation reads them whatever the
+    parent's version."""
     reads: SessionReads = session.reads
+    gone = set(parents)
     with reads.lock:
         if reads.verified is None:
             return
-        for database in databases:
-            for name in UNCHANGED_WITH_UPDATE_SEQ:
-                reads.verified.pop((name, database), None)
+        for key in [key for key, (_, parent, _) in reads.verified.items() if parent in gone]:
+            del reads.verified[key]
 
 
 # One plan reads each live collection once, even when two stages need it: the template resolution

@@ -321,7 +321,7 @@ class Watcher:
 
     def _database_event(self, database: str, kind: str) -> None:
         if kind in ("created", "deleted"):
-            forget_verified(self.session, [database])
+            forget_verified(self.session, [("database", database)])
             if database in self.static_databases or database in self.owners:
                 self.pending.databases.add(database)
         if kind in ("created", "updated"):

@@ -49,6 +49,11 @@ How the engine drives a ResourceKind (reconciler/plan.py, reconciler/apply.py):
    `apply` for it. Return None whenever the object could differ from `body` by
    the time this change would run (another writer at creation, a merge that
    must see what is there).
+8. follows_parent_version (optional attribute, with `parent`): True when the
+   object cannot change without its parent's Observed.version changing (a
+   `_security` write bumps its database's `update_seq`). Kinds are observed in
+   `order`, parents first; inside `observe.remembering` (`reconcile watch`) the
+   engine then skips re-reading objects whose parent's version is unchanged.
 """
 
 from __future__ import annotations
@@ -100,4 +105,5 @@ class ResourceKind(Protocol):
     # def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]
     # def parent(self, key: str) -> tuple[str, str] | None
     # def founding(self, change: Change) -> tuple[str, Any] | None
+    # follows_parent_version: bool
 

@@ -101,6 +101,9 @@ def compose(base: Mapping[str, Any], desired: Desired) -> dict[str, Any]:
 class SecurityResource:
     name = "security"
     order = 20  # after the database it lives in
+    # A `_security` write bumps the database's `update_seq` (couchdb-facts.md, Bulk reads): while that
+    # stays the same string, the object read at it is still the server's (see observe.remembering).
+    follows_parent_version = True
 
     def parent(self, key: str) -> tuple[str, str]:
         return ("database", key)
