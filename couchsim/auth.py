@@ -17,14 +17,20 @@ import hmac
 import time
 import uuid
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import Mapping, Protocol
 
+from .config import Config
+from .database import Database
 from .errors import CouchError, bad_request, unauthorized
 from .security import ANONYMOUS, UserCtx
 from .users import USER_PREFIX, pbkdf2_hex, pbkdf2_hex_async
 
-if TYPE_CHECKING:
-    from .cluster import Cluster
+
+class AuthHost(Protocol):
+    """What authentication reads of the cluster: the local node's config and the authentication database."""
+
+    config: Config
+    dbs: Mapping[str, Database]
 
 CACHE_SIZE = 10_000
 AUTH_HANDLERS = ["cookie", "default"]
@@ -52,7 +58,7 @@ def parse_admin_hash(value: str) -> dict | None:
 
 
 class Authenticator:
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: AuthHost):
         self.cluster = cluster
         self.verified: OrderedDict[tuple, bool] = OrderedDict()
         self.deriving: dict[tuple, asyncio.Future] = {}

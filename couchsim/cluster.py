@@ -14,11 +14,12 @@ from typing import Callable
 
 from .auth import Authenticator, hash_admin_password
 from .config import Config
-from .database import Database, DocEntry
-from .design_js import JavaScriptDesignFunctions
+from .database import Database
+from .revisions import DocEntry
+from .design import DesignFunctions
 from .errors import CouchError, db_not_found
 from .peruser import PerUser
-from .replicator_db import ReplicatorDbBehaviour
+from .replication.documents import ReplicatorDbBehaviour
 from .security import ADMIN_ONLY_SECURITY, UserCtx
 from .users import AUTH_DDOC, UsersDbBehaviour
 
@@ -32,15 +33,17 @@ DocListener = Callable[[Database, DocEntry], None]
 
 
 class ReplicatorHooks:
-    """`/_scheduler/*` answers. Part 2 (the replicator) replaces this object with one that runs jobs."""
+    """`/_scheduler/*` answers of a cluster whose replicator has not started: the server replaces this object
+    with couchsim/replication/cluster.py's ClusterReplicator when it starts serving."""
 
-    def scheduler_docs(self, db_name: str = "_replicator", query=None) -> dict:
+    def scheduler_docs(self, db_name: str = "_replicator", states: list[str] | None = None,
+                       limit: int | None = None, skip: int = 0) -> dict:
         return {"total_rows": 0, "offset": 0, "docs": []}
 
     def scheduler_doc(self, db_name: str, doc_id: str) -> dict:
         raise CouchError(404, "not_found", "unknown")
 
-    def scheduler_jobs(self, query=None) -> dict:
+    def scheduler_jobs(self, limit: int = 100, skip: int = 0) -> dict:
         return {"total_rows": 0, "offset": 0, "jobs": []}
 
     def scheduler_job(self, job_id: str) -> dict:
@@ -71,7 +74,7 @@ class Cluster:
         self.local_node = self.node_names[0]
         self.dbs: dict[str, Database] = {}
         self.doc_listeners: list[DocListener] = []
-        self.design = JavaScriptDesignFunctions()
+        self.design = DesignFunctions()
         self.replicator = ReplicatorHooks()
         self.auth = Authenticator(self)
         # /_db_updates rows, "type:dbname" -> seq, kept in seq order; recorded only while _global_changes exists

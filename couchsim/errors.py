@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class CouchError(Exception):
-    """Raised anywhere in couchsim; app.py turns it into CouchDB's JSON error response."""
+    """Raised anywhere in couchsim; http/app.py turns it into CouchDB's JSON error response."""
 
     def __init__(self, status: int, error: str, reason: str, headers: dict[str, str] | None = None):
         super().__init__(f"{status} {error}: {reason}")

@@ -32,6 +32,8 @@ from typing import Any
 
 import quickjs
 
+from .errors import CouchError
+
 LOG = logging.getLogger("couchsim.js")
 
 # couchjs: os_process_timeout (5 s) bounds one call into the query server.
@@ -224,15 +226,14 @@ var log = __couchsim.log, toJSON = JSON.stringify;
 """
 
 
-class QueryServerError(Exception):
-    """An error CouchDB reports as ``{"error": error, "reason": reason}``."""
+class QueryServerError(CouchError):
+    """An error of the query server, answered as CouchDB does: ``{"error": error, "reason": reason}`` with
+    the status of its class."""
 
     status = 500
 
     def __init__(self, error: str, reason: str):
-        super().__init__(f"{error}: {reason}")
-        self.error = error
-        self.reason = reason
+        super().__init__(self.status, error, reason)
 
 
 class CompilationError(QueryServerError):

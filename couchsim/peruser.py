@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from typing import TYPE_CHECKING
+from typing import Callable, Mapping, Protocol
 
-from .database import DESIGN_PREFIX, Database, DocEntry
+from .config import Config
+from .database import Database
+from .revisions import DESIGN_PREFIX, DocEntry
 from .users import USER_PREFIX
 
-if TYPE_CHECKING:
-    from .cluster import Cluster
-    from .config import Config
+
+class PerUserHost(Protocol):
+    """What couch_peruser uses of the cluster."""
+
+    config: Config
+    dbs: Mapping[str, Database]
+    doc_listeners: list[Callable[[Database, DocEntry], None]]
+
+    def create_db(self, name: str, q: int | None = None, n: int | None = None,
+                  partitioned: bool = False) -> Database: ...
+
+    def delete_db(self, name: str) -> None: ...
 
 
 def user_db_name(prefix: str, user: str) -> str:
@@ -44,7 +55,7 @@ def without_user(security: dict, user: str) -> dict:
 
 
 class PerUser:
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: PerUserHost):
         self.cluster = cluster
         cluster.doc_listeners.append(self.on_doc)
         cluster.config.listeners.append(self.on_config)

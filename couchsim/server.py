@@ -7,10 +7,10 @@ import socket
 
 from aiohttp import web
 
-from .app import make_app
+from .http import make_app
 from .cluster import Cluster
 from .faults import FaultInjector
-from .scheduler import ClusterReplicator
+from .replication.cluster import ClusterReplicator
 
 
 async def start(cluster: Cluster, host: str, port: int, faults: FaultInjector | None = None

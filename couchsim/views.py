@@ -11,15 +11,9 @@ but small callables, so the server wires it with whatever its storage is:
 - ``load_doc(doc_id)``: the winning revision's body for ``include_docs``, ``None`` if missing or deleted.
 
 Sources: ``src/couch_mrview/src/couch_mrview_util.erl`` (``validate_args``: parameter rules and
-their error messages; ``update_args``/``key_opts``: ranges), ``couch_mrview_http.erl``
-(parameter parsing), ``couch_query_servers.erl`` (built-in reducers), ``couch_ejson_compare``
-(collation: rows sort by key, then by doc id as raw bytes). A built-in reducer refusing a value
-answers 500 ``invalid_value`` (``throw_sum_error``/``throw_stat_error``, chttpd's default mapping).
-
-Collation approximates CouchDB's ICU (UCA, root locale, tertiary strength) for strings:
-compared first ignoring case and accents, with whitespace and punctuation before digits before
-letters; then accents; then case, lowercase first (``"a" < "A" < "aa" < "b"``). Non-Latin scripts
-and contractions are ordered by code point within that scheme.
+their error messages; ``update_args``/``key_opts``: ranges), ``couch_mrview_http.erl`` (parameter
+parsing, with couchsim/query.py). Rows sort by key (couchsim/collation.py), then by doc id as raw
+bytes; the built-in reducers are couchsim/reducers.py.
 """
 
 from __future__ import annotations
@@ -33,7 +27,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from couchsim.js import BUILTIN_REDUCERS, DesignSandbox, QueryServerError, view_definitions
+from .collation import collation_key
+from .js import BUILTIN_REDUCERS, DesignSandbox, QueryServerError, view_definitions
+from .query import parse_bool, parse_int, parse_json
+from .reducers import builtin_reduce
 
 ChangesSince = Callable[[Any], Iterable[tuple[str, dict | None, bool, Any]]]
 LoadDoc = Callable[[str], dict | None]
@@ -41,12 +38,6 @@ LoadDoc = Callable[[str], dict | None]
 # JavaScript reduce runs over chunks of rows and rereduces the partial results, as CouchDB's
 # B-tree nodes make it do; a reduce that ignores `rereduce` fails here as it would there.
 JS_REDUCE_CHUNK = 256
-
-SUM_ERROR = (
-    "The _sum function requires that map values be numbers, arrays of numbers, or objects. "
-    "Objects cannot be mixed with other data structures. Objects can be arbitrarily nested, "
-    "provided that the values for all fields are themselves numbers, arrays of numbers, or objects."
-)
 
 
 class QueryParseError(QueryServerError):
@@ -56,57 +47,12 @@ class QueryParseError(QueryServerError):
         super().__init__("query_parse_error", reason)
 
 
-class BadRequest(QueryServerError):
-    status = 400
-
-    def __init__(self, reason: str):
-        super().__init__("bad_request", reason)
-
-
 class NotFound(QueryServerError):
     status = 404
 
     def __init__(self, reason: str):
         super().__init__("not_found", reason)
 
-
-# ---------------------------------------------------------------------------------- collation
-
-_PUNCTUATION, _DIGIT, _LETTER = "\x01", "\x02", "\x03"
-
-
-@functools.lru_cache(maxsize=65536)
-def _string_key(text: str) -> tuple:
-    primary, accents, cases = [], [], []
-    for char in unicodedata.normalize("NFD", text):
-        if unicodedata.combining(char):
-            accents.append(char)
-            continue
-        lower = char.lower()
-        group = _LETTER if char.isalpha() else _DIGIT if char.isdigit() else _PUNCTUATION
-        primary.append(group + lower)
-        cases.append(char != lower)
-    return ("".join(primary), "".join(accents), tuple(cases), text)
-
-
-def collation_key(value: Any) -> tuple:
-    """A sort key ordering JSON values as CouchDB's view collation does:
-    null < false < true < numbers < strings < arrays < objects."""
-    # Dispatch on the exact type, most frequent first: view builds compute one key per emitted row.
-    kind = type(value)
-    if kind is str:
-        return (4, _string_key(value))
-    if kind is list:
-        return (5, tuple(map(collation_key, value)))
-    if kind is int or kind is float:
-        return (3, value)
-    if value is None:
-        return (0,)
-    if kind is bool:
-        return (2,) if value else (1,)
-    if kind is dict:
-        return (6, tuple((_string_key(k), collation_key(v)) for k, v in value.items()))
-    raise TypeError(f"not a JSON value: {value!r}")
 
 
 # -------------------------------------------------------------------------------- parameters
@@ -133,63 +79,39 @@ class ViewQuery:
     update_seq: bool = False
 
 
-def _boolean(name: str, raw: str) -> bool:
-    if raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
-    raise QueryParseError(f'Invalid boolean parameter: "{raw}"')
-
-
-def _integer(raw: str, positive: bool) -> int:
-    try:
-        number = int(raw)
-    except ValueError:
-        raise QueryParseError(f'Invalid value for integer: "{raw}"') from None
-    if positive and number < 0:
-        raise QueryParseError(f'Invalid value for positive integer: "{raw}"')
-    return number
-
-
-def _json(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        # chttpd answers a JSON parameter that does not parse like a body that does not
-        raise BadRequest("invalid UTF-8 JSON") from None
-
-
 def parse_view_query(params: Mapping[str, str], body: Mapping[str, Any] | None = None) -> ViewQuery:
     """Read a view request's query string (and a POST body's ``keys``) as ``couch_mrview_http`` does."""
     query = ViewQuery()
     for name, raw in params.items():
         if name == "reduce":
-            query.reduce = _boolean(name, raw)
+            query.reduce = parse_bool(raw)
         elif name == "group":
-            query.group = _boolean(name, raw)
+            query.group = parse_bool(raw)
         elif name == "group_level":
-            query.group_level = _integer(raw, positive=True)
+            query.group_level = parse_int(raw)
         elif name == "key":
-            query.start_key = query.end_key = _json(raw)
+            query.start_key = query.end_key = parse_json(raw)
             query.has_start_key = query.has_end_key = True
         elif name == "keys":
-            query.keys = _json(raw)
+            query.keys = parse_json(raw)
         elif name in ("startkey", "start_key"):
-            query.start_key, query.has_start_key = _json(raw), True
+            query.start_key, query.has_start_key = parse_json(raw), True
         elif name in ("endkey", "end_key"):
-            query.end_key, query.has_end_key = _json(raw), True
+            query.end_key, query.has_end_key = parse_json(raw), True
         elif name in ("startkey_docid", "start_key_doc_id"):
             query.start_key_docid = raw
         elif name in ("endkey_docid", "end_key_doc_id"):
             query.end_key_docid = raw
         elif name == "inclusive_end":
-            query.inclusive_end = _boolean(name, raw)
+            query.inclusive_end = parse_bool(raw)
         elif name == "include_docs":
-            query.include_docs = _boolean(name, raw)
+            query.include_docs = parse_bool(raw)
         elif name == "limit":
-            query.limit = _integer(raw, positive=True)
+            query.limit = parse_int(raw)
         elif name == "skip":
-            query.skip = _integer(raw, positive=True)
+            query.skip = parse_int(raw)
         elif name == "descending":
-            query.descending = _boolean(name, raw)
+            query.descending = parse_bool(raw)
         elif name == "update":
             if raw not in ("true", "false", "lazy"):
                 raise QueryParseError("Invalid value for `update`.")
@@ -199,7 +121,7 @@ def parse_view_query(params: Mapping[str, str], body: Mapping[str, Any] | None =
                 raise QueryParseError(f'Invalid value for `stale`: "{raw}"')
             query.update = "false" if raw == "ok" else "lazy"
         elif name == "update_seq":
-            query.update_seq = _boolean(name, raw)
+            query.update_seq = parse_bool(raw)
         # other parameters (conflicts, attachments, sorted, stable...) are accepted and ignored
     if body and "keys" in body:
         query.keys = body["keys"]
@@ -233,89 +155,6 @@ def _validate(query: ViewQuery, has_reduce: bool) -> tuple[bool, int | str]:
     return reduced, level
 
 
-# ----------------------------------------------------------------------------------- reducers
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _add(left: Any, right: Any) -> Any:
-    # couch_query_servers:sum_values: a number mixes with an array as its first element;
-    # objects sum field by field and mix with nothing else.
-    if _is_number(left) and _is_number(right):
-        return left + right
-    if _is_number(left) and isinstance(right, list):
-        left = [left]
-    elif isinstance(left, list) and _is_number(right):
-        right = [right]
-    if isinstance(left, list) and isinstance(right, list):
-        if not all(_is_number(v) for v in left + right):
-            raise QueryServerError("invalid_value", SUM_ERROR)
-        longer, shorter = (left, right) if len(left) >= len(right) else (right, left)
-        return [a + b for a, b in zip(shorter, longer)] + longer[len(shorter):]
-    if isinstance(left, dict) and isinstance(right, dict):
-        merged = dict(left)
-        for name, value in right.items():
-            merged[name] = _add(merged[name], value) if name in merged else _checked_sum_value(value)
-        return dict(sorted(merged.items()))  # sum_objects merges fields in sorted order
-    raise QueryServerError("invalid_value", SUM_ERROR)
-
-
-def _checked_sum_value(value: Any) -> Any:
-    if _is_number(value):
-        return value
-    if isinstance(value, list) and all(_is_number(v) for v in value):
-        return value
-    if isinstance(value, dict):
-        return {name: _checked_sum_value(v) for name, v in value.items()}
-    raise QueryServerError("invalid_value", SUM_ERROR)
-
-
-def _sum(values: list) -> Any:
-    if not values:
-        return 0
-    return functools.reduce(_add, values[1:], _checked_sum_value(values[0]))
-
-
-_STATS_FIELDS = ("sum", "count", "min", "max", "sumsqr")
-
-
-def _stats_of(value: Any) -> Any:
-    if _is_number(value):
-        return {"sum": value, "count": 1, "min": value, "max": value, "sumsqr": value * value}
-    if isinstance(value, list) and all(_is_number(v) for v in value):
-        return [_stats_of(v) for v in value]
-    if isinstance(value, dict) and all(name in value for name in ("sum", "count", "min", "max", "sumsqr")):
-        return {name: value[name] for name in _STATS_FIELDS}
-    raise QueryServerError(
-        "invalid_value",
-        f"The _stats function requires that map values be numbers or arrays of numbers, not '{json.dumps(value)}'",
-    )
-
-
-def _combine_stats(left: Any, right: Any) -> Any:
-    if isinstance(left, list):
-        return [_combine_stats(a, b) for a, b in zip(left, right)]
-    return {
-        "sum": left["sum"] + right["sum"],
-        "count": left["count"] + right["count"],
-        "min": min(left["min"], right["min"]),
-        "max": max(left["max"], right["max"]),
-        "sumsqr": left["sumsqr"] + right["sumsqr"],
-    }
-
-
-def builtin_reduce(name: str, keys: list, values: list) -> Any:
-    """Erlang-side reducers of ``couch_query_servers`` over one group's ``[key, doc_id]`` pairs and values."""
-    if name.startswith("_sum"):
-        return _sum(values)
-    if name.startswith("_count"):
-        return len(values)
-    if name.startswith("_stats"):
-        return functools.reduce(_combine_stats, (_stats_of(v) for v in values))
-    # Exact where CouchDB estimates with HyperLogLog: equal for the small sets tests use.
-    return len({collation_key(key) for key, _doc_id in keys})
 
 
 # -------------------------------------------------------------------------------------- index

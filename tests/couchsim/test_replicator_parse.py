@@ -9,7 +9,7 @@ import base64
 
 import pytest
 
-from couchsim.replicator import BadRepDoc, parse_rep_doc, replication_id
+from couchsim.replication.rep import BadRepDoc, parse_rep_doc, replication_id
 
 
 def rep(**overrides):

@@ -10,8 +10,9 @@ import asyncio
 
 import pytest
 
-from couchsim.replicator import ReplicationCrash, Stats, parse_rep_doc, replication_id
-from couchsim.scheduler import Event, Scheduler, consecutive_crashes
+from couchsim.replication.rep import ReplicationCrash, parse_rep_doc, replication_id
+from couchsim.replication.scheduler import Event, Scheduler, consecutive_crashes
+from couchsim.replication.worker import Stats
 
 
 def make_rep(n: int, continuous: bool = True):

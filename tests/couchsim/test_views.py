@@ -8,15 +8,10 @@ the rest: couch_mrview_util.erl (validate_args messages, key ranges, inclusive_e
 
 import pytest
 
-from couchsim.views import (
-    DatabaseViews,
-    DesignIndex,
-    NotFound,
-    QueryParseError,
-    QueryServerError,
-    collation_key,
-    parse_view_query,
-)
+from couchsim.collation import collation_key
+from couchsim.errors import CouchError
+from couchsim.js import QueryServerError
+from couchsim.views import DatabaseViews, DesignIndex, NotFound, QueryParseError, parse_view_query
 
 DASH = {
     "_id": "_design/dash",
@@ -187,7 +182,7 @@ def test_start_key_docid_narrows_equal_keys():
     ({"key": '"a"'}, {"keys": ["a"]}, "`keys` is incompatible with `key`, `start_key` and `end_key`"),
 ])
 def test_map_view_parameter_errors(letters, params, body, message):
-    with pytest.raises(QueryParseError) as error:
+    with pytest.raises(CouchError) as error:
         query(letters, "ids", params, body)
     assert (error.value.status, error.value.error, error.value.reason) == (400, "query_parse_error", message)
 
@@ -203,7 +198,7 @@ def test_reduce_view_parameter_errors(recorded, params, body, message):
 
 
 def test_key_that_is_not_json(letters):
-    with pytest.raises(QueryServerError) as error:
+    with pytest.raises(CouchError) as error:
         query(letters, "ids", {"key": "a"})
     assert (error.value.status, error.value.error, error.value.reason) == (400, "bad_request", "invalid UTF-8 JSON")
 

@@ -1,18 +1,25 @@
 """The `_replicator` database's document rules (couch_replicator_docs:before_doc_update/3 and
 after_doc_read/2, couch_replicator_parse): CouchDB 3.x adds an `owner`, refuses documents it could not
 run (403 with the parser's reason, e.g. `local_endpoints_not_supported` for a bare database name), and hides
-credentials from non-owners. The scheduler that runs the documents is couchsim part 2 (see Cluster.replicator)."""
+credentials from non-owners. The document processor that runs them is couchsim/replication/doc_processor.py."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .errors import forbidden
-from .security import UserCtx, is_db_admin
+from ..errors import forbidden
+from ..security import UserCtx, is_db_admin
 
 if TYPE_CHECKING:
-    from .database import Database
+    from ..database import Database
+
+REPLICATION_STATES = ("initializing", "error", "running", "pending", "crashing", "completed", "failed")
+
+
+def is_replicator_db(name: str) -> bool:
+    return name == "_replicator" or name.endswith("/_replicator")
+
 
 BOOLEAN_OPTIONS = ("cancel", "create_target", "winning_revs_only", "continuous", "use_bulk_get")
 

@@ -1,0 +1,115 @@
+"""`/{db}/_changes` (chttpd_db:handle_changes_req/2) with the built-in and design-document filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..database import Database, format_seq, parse_since
+from ..revisions import DESIGN_PREFIX, DocEntry
+from ..errors import bad_request, not_found
+from ..mango import Selector
+from ..query import ABSENT, boolean, integer, json_value
+from .base import Request, allow, json_response
+from .documents import read_doc
+from .feeds import stream_feed
+
+async def changes(req: Request, db: Database) -> web.StreamResponse:
+    """chttpd_db:handle_changes_req/2 with the built-in and design-document filters."""
+    allow(req, "GET", "HEAD", "POST")
+    body = await req.json_object() if req.method == "POST" else {}
+    feed = req.query.get("feed", "normal")
+    if feed not in ("normal", "longpoll", "continuous", "eventsource"):
+        raise bad_request("Supported `feed` types: normal, continuous, live, longpoll, eventsource")
+    descending = boolean(req.query, "descending")
+    since = parse_since(req.query.get("since", body.get("since")), db.seq)
+    if descending and "since" not in req.query:
+        since = 0
+    limit = integer(req.query, "limit")
+    include_docs = boolean(req.query, "include_docs")
+    conflicts = boolean(req.query, "conflicts")
+    all_leaves = req.query.get("style") == "all_docs"
+    timeout = integer(req.query, "timeout", 60000) / 1000
+    accept = change_filter(req, db, body)
+
+    def row(entry: DocEntry) -> dict:
+        leaves = sorted(entry.leaves, key=lambda n: (n.pos, n.digest), reverse=True) if all_leaves else [entry.winner]
+        out: dict[str, Any] = {"seq": format_seq(entry.seq), "id": entry.id,
+                               "changes": [{"rev": n.rev} for n in leaves]}
+        if entry.deleted:
+            out["deleted"] = True
+        if include_docs:
+            out["doc"] = read_doc(req, db, entry, entry.winner, conflicts=conflicts)
+        return out
+
+    position = {"since": since}
+
+    def rows_after() -> tuple[list[dict], int, int]:
+        """(rows, last seq looked at, changes left after it)."""
+        changed = db.changes_since(position["since"], descending)
+        rows, last = [], position["since"]
+        for index, entry in enumerate(changed):
+            if limit is not None and len(rows) >= limit:
+                return rows, last, len(changed) - index
+            last = entry.seq
+            if accept(entry):
+                rows.append(row(entry))
+        return rows, (db.seq if not descending else last), 0
+
+    if feed == "continuous":
+        def advance(last: int) -> None:
+            position["since"] = last
+        return await stream_feed(req, db, lambda: rows_after()[0], timeout, req.query.get("heartbeat"),
+                                 lambda last: {"last_seq": format_seq(max(last, position["since"])), "pending": 0},
+                                 advance)
+    rows, last, pending = rows_after()
+    if feed == "longpoll" and not rows:
+        while await db.wait_for_change(timeout):
+            rows, last, pending = rows_after()
+            if rows:
+                break
+    return json_response({"results": rows, "last_seq": format_seq(last), "pending": pending})
+
+
+def change_filter(req: Request, db: Database, body: dict):
+    name = req.query.get("filter")
+    if name is None:
+        return lambda entry: True
+    if name == "_doc_ids":
+        ids = json_value(req.query, "doc_ids")
+        if ids is ABSENT:
+            ids = body.get("doc_ids")
+        if not isinstance(ids, list):
+            raise bad_request("`doc_ids` filter parameter is not a list of doc ids.")
+        wanted = set(i for i in ids if isinstance(i, str))
+        return lambda entry: entry.id in wanted
+    if name == "_design":
+        return lambda entry: entry.id.startswith(DESIGN_PREFIX)
+    if name == "_selector":
+        if "selector" not in body:
+            raise bad_request("Selector must be specified in POST payload")
+        selector = Selector(body["selector"])
+        return lambda entry: not entry.deleted and selector.matches(db.doc_json(entry, entry.winner))
+    if name == "_view":
+        return req.cluster.design.view_filter(db, req.query.get("view", ""))
+    ddoc_name, _, filter_name = name.partition("/")
+    if not filter_name:
+        raise bad_request("`filter` parameter is not correct: it must be `_doc_ids`, `_selector`, `_design`, "
+                          "`_view` or `designname/filtername`")
+    ddoc = db.get_design_doc(DESIGN_PREFIX + ddoc_name)
+    if ddoc is None:
+        raise not_found("missing")
+    if filter_name not in (ddoc.get("filters") or {}):
+        raise not_found(f"missing json key: {filter_name}")
+    # couch_httpd_external:json_req_obj/2, the fields a filter reads
+    req_json = {
+        "method": req.method,
+        "path": list(req.parts),
+        "query": dict(req.query),
+        "headers": dict(req.http.headers),
+        "peer": req.http.remote,
+        "userCtx": {"db": db.name, **req.ctx.json()},
+        "secObj": db.security,
+    }
+    return req.cluster.design.change_filter(db, ddoc, filter_name, req_json)
