@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import jsonschema
+import jsonschema_rs
 import referencing
 from referencing.jsonschema import DRAFT202012
 
@@ -138,6 +139,22 @@ def _validator(file: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema(file), registry=_registry(), format_checker=_FORMATS)
 
 
+def _holds_secret_ref(value: str) -> bool:
+    try:
+        return _is_secret_ref(value)
+    except SecretRefError:
+        return False
+
+
+@cache
+def _fast_validator(file: str) -> jsonschema_rs.Validator:
+    """The same schema compiled by jsonschema-rs, which says "valid" about 50x sooner than jsonschema; only
+    a document it refuses is walked by jsonschema, whose errors `_explain` puts in words."""
+    registry = jsonschema_rs.Registry([(schema(f)["$id"], schema(f)) for f in schema_files()])
+    return jsonschema_rs.validator_for(schema(file), registry=registry, validate_formats=True,
+                                       formats={"secret-ref": _holds_secret_ref})
+
+
 def bundle(file: str) -> dict[str, Any]:
     """`file`'s schema with every schema it refers to embedded under `$defs` (a JSON Schema 2020-12 compound
     document): one self-contained JSON document to hand to an editor or another validator."""
@@ -167,6 +184,11 @@ def _file_refs(node: Any) -> Iterator[str]:
 
 
 def schema_diagnostics(manifest: Manifest, file: str) -> Iterator[Diagnostic]:
+    try:
+        if _fast_validator(file).is_valid(manifest.document):
+            return
+    except ValueError:
+        pass  # a YAML value JSON has no type for (a date, bytes): jsonschema says what is wrong with it
     for error in _validator(file).iter_errors(manifest.document):
         yield from _explain(manifest, error)
 

@@ -194,3 +194,16 @@ def test_a_server_admin_named_like_a_user_is_a_warning(tmp_path):
                     {"kind": "ServerAdmin", "metadata": {"name": "ops"}, "spec": {"password": "env:B"}}) == [
         f"m.yaml:11: warning: ServerAdmin/ops: also declared as a User (at {tmp_path}/m.yaml:4); "
         "the server admin shadows the user at login; use different names for users and server admins"]
+
+
+def test_values_json_has_no_type_for_are_reported_at_their_line(tmp_path):
+    """YAML's own types (a timestamp, !!binary) are no JSON type: the schema check names them, not crashes."""
+    (tmp_path / "m.yaml").write_text("apiVersion: reconciler/v1\nkind: Database\nmetadata: {name: orders}\n"
+                                     "spec:\n  q: 2001-01-01\n  security: {members: {names: [!!binary aGk=]}}\n")
+    _, diagnostics = load_and_validate(str(tmp_path))
+    assert [(d.source.line, d.message, d.hint) for d in diagnostics] == [
+        (5, "`spec.q` must be a whole number, not date", "`q` is the number of shards, only used when the database is "
+                                                         "created"),
+        (6, "`spec.security.members.names[0]` must be text, not bytes",
+         "see `reconcile schema KIND` for the expected shape")]
+
