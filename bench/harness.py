@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from reconciler.client import Connection, CouchSession  # noqa: E402
 from reconciler.expand import expand  # noqa: E402
-from reconciler.validate import load_and_validate  # noqa: E402
+from reconciler.pipeline import load_and_validate  # noqa: E402
 
 ADMIN = ("admin", "bench-admin-pw")
 

@@ -29,7 +29,8 @@ from harness import ADMIN, couchsim, desired_state, print_beside_floor, print_he
 from reconciler.apply import execute  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402
 from reconciler.kinds import RESOURCES  # noqa: E402
-from reconciler.plan import Policy, make_plan  # noqa: E402
+from reconciler.pipeline import make_plan  # noqa: E402
+from reconciler.plan import Policy  # noqa: E402
 
 
 def write_manifests(folder: Path, count: int) -> None:

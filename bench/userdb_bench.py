@@ -32,8 +32,9 @@ from harness import ADMIN, couchsim, print_beside_floor, print_header, sign_up, 
 from reconciler.apply import execute  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402
 from reconciler.kinds import RESOURCES  # noqa: E402
-from reconciler.plan import Policy, make_plan  # noqa: E402
-from reconciler.templates import user_database  # noqa: E402
+from reconciler.pipeline import make_plan  # noqa: E402
+from reconciler.plan import Policy  # noqa: E402
+from reconciler.kinds.user_databases import user_database  # noqa: E402
 
 def prepare(url: str, count: int, peruser: bool) -> None:
     """Fast hashing, couch_peruser as asked, and N sign-ups written directly, as a back end would."""

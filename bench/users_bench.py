@@ -32,7 +32,8 @@ from reconciler.apply import execute  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402
 from reconciler.kinds import RESOURCES  # noqa: E402
 from reconciler.kinds.user import user_hash, users_on_server  # noqa: E402
-from reconciler.plan import Policy, make_plan  # noqa: E402
+from reconciler.pipeline import make_plan  # noqa: E402
+from reconciler.plan import Policy  # noqa: E402
 
 PASSWORD = "bench-user-pw"
 

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 from itertools import groupby
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
-from .diff import Change, Create, Delete, Replace
-from .observe import observation
-from .plan import Plan, StalePlan
+from .client import CouchSession
+from .errors import ReconcileError
+from .kinds.base import ResourceKind
+from .model import Change, Create, Plan, Replace
+from .reads import observation
 
 CHUNK = 100  # changes per call of a kind's apply: large enough to batch, small enough to show progress
 
 
-def check_fresh(session: Any, plan: Plan, kinds: Mapping[str, Any]) -> None:
+class StalePlan(ReconcileError):
+    """A saved plan no longer matches the server."""
+
+
+def check_fresh(session: CouchSession, plan: Plan, kinds: Mapping[str, ResourceKind]) -> None:
     """StalePlan, naming the objects, when any object the plan touches is not as the plan saw it.
 
     One observation scope for the whole check, as for a plan: kinds sharing a read (config and server
@@ -34,17 +40,11 @@ def check_fresh(session: Any, plan: Plan, kinds: Mapping[str, Any]) -> None:
                         "run plan again")
 
 
-def _stale(session: Any, plan: Plan, kinds: Mapping[str, Any]) -> list[str]:
+def _stale(session: CouchSession, plan: Plan, kinds: Mapping[str, ResourceKind]) -> list[str]:
     stale = []
     for kind, group in groupby(sorted(plan.changes, key=lambda change: change.kind), key=lambda c: c.kind):
         changes = list(group)
-        resource = kinds[kind]
-        reread = getattr(resource, "reread", None)
-        if reread is not None:
-            current = reread(session, [change.key for change in changes])
-        else:
-            current = resource.observe(session, [change.desired for change in changes if change.desired],
-                                       prune=any(isinstance(change, Delete) for change in changes))
+        current = kinds[kind].reread(session, changes)
         for change in changes:
             now = current.get(change.key)
             if isinstance(change, Create) and change.version is None:
@@ -57,14 +57,14 @@ def _stale(session: Any, plan: Plan, kinds: Mapping[str, Any]) -> list[str]:
     return stale
 
 
-def execute(session: Any, changes: Sequence[Change], kinds: Mapping[str, Any],
+def execute(session: CouchSession, changes: Sequence[Change], kinds: Mapping[str, ResourceKind],
             done: Callable[[Sequence[Change]], None] = lambda chunk: None) -> None:
     """Apply `changes` (already in plan order); `done` hears of each chunk once it is written.
 
     A change its parent's creation makes (kinds/base.py `founding`) is reported done without being sent."""
     changes, founded = _fold_into_parents(changes, kinds)
-    for kind, run in groupby(changes, key=lambda change: change.kind):
-        run = list(run)
+    for kind, group in groupby(changes, key=lambda change: change.kind):
+        run = list(group)
         for start in range(0, len(run), CHUNK):
             chunk = run[start:start + CHUNK]
             sent = [change for change in chunk if id(change) not in founded]
@@ -74,7 +74,8 @@ def execute(session: Any, changes: Sequence[Change], kinds: Mapping[str, Any],
             done(chunk)
 
 
-def _fold_into_parents(changes: Sequence[Change], kinds: Mapping[str, Any]) -> tuple[list[Change], set[int]]:
+def _fold_into_parents(changes: Sequence[Change], kinds: Mapping[str, ResourceKind]
+                       ) -> tuple[list[Change], set[int]]:
     """The changes with each created (or replaced) parent carrying, in its `after`, the parts its creation
     writes for children created with it, and the ids of those children: the parent kind writes them in
     the same request (a database created with its `_security`), so they cost no read and no second write.
@@ -84,11 +85,9 @@ def _fold_into_parents(changes: Sequence[Change], kinds: Mapping[str, Any]) -> t
     result, founded = list(changes), set()
     for at, change in enumerate(changes):
         kind = kinds[change.kind]
-        parent, founding = getattr(kind, "parent", None), getattr(kind, "founding", None)
-        if parent is None or founding is None:
-            continue
-        parent_at = created.get(parent(change.key))
-        part = founding(change) if parent_at is not None and parent_at < at else None
+        parent = kind.parent(change.key)
+        parent_at = created.get(parent) if parent is not None else None
+        part = kind.founding(change) if parent_at is not None and parent_at < at else None
         if part is None:
             continue
         name, body = part

@@ -22,8 +22,8 @@ from .load import Manifest
 
 if TYPE_CHECKING:
     from .client import CouchSession
-    from .expand import DesiredState
-    from .plan import Plan, Policy
+    from .model import DesiredState, Plan
+    from .plan import Policy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +65,7 @@ def fail(message: str, status: int = 1) -> None:
 
 def valid_manifests(directory: str, *, strict: bool = False) -> list[Manifest]:
     """Load and validate; print every diagnostic on stderr; exit 1 on errors (on warnings too when `strict`)."""
-    from .validate import load_and_validate
+    from .pipeline import load_and_validate
 
     manifests, diagnostics = load_and_validate(directory)
     for diagnostic in diagnostics:
@@ -100,7 +100,8 @@ def schema(kind: str | None) -> None:
     `yaml-language-server: $schema=` line or any JSON Schema validator.
     """
     from .kinds import MANIFESTS
-    from .validate import ENVELOPE_SCHEMA, bundle, closest
+    from .kinds.checks import closest
+    from .validate import ENVELOPE_SCHEMA, bundle
 
     if kind is None:
         file = ENVELOPE_SCHEMA
@@ -113,7 +114,7 @@ def schema(kind: str | None) -> None:
     click.echo(json.dumps(bundle(file), indent=2))
 
 
-# --- Server commands (issue 5): connection options shared by every command that talks to CouchDB. ---
+# --- Server commands: connection options shared by every command that talks to CouchDB. ---
 
 def connection_options(command: F) -> F:
     """--server/--user/--password-file/--cacert/--pool/--timeout, each with its environment variable."""
@@ -247,7 +248,8 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, **o
     updates or deletions than the share thresholds allow).
     """
     from .kinds import RESOURCES
-    from .plan import make_plan, save
+    from .pipeline import make_plan
+    from .planfile import save
 
     connection, policy = _split(options)
     state = _desired_state(directory)
@@ -260,7 +262,6 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, **o
         sys.exit(2)
 
 
-PAST = {"create": "created", "update": "updated", "delete": "deleted", "replace": "replaced"}
 PROGRESS_BAR_ABOVE = 50  # operations; fewer finish before a bar would help
 
 
@@ -281,7 +282,8 @@ def apply(target: str, auto_approve: bool, **options: Any) -> None:
     """
     from .apply import check_fresh
     from .kinds import RESOURCES
-    from .plan import is_plan_file, load, make_plan
+    from .pipeline import make_plan
+    from .planfile import is_plan_file, load
 
     connection, policy = _split(options)
     if is_plan_file(target):
@@ -322,7 +324,7 @@ def _execute(session: "CouchSession", plan: "Plan") -> None:
 
     def lines(chunk: Any) -> None:
         for change in chunk:
-            click.echo(f"{change.symbol} {change.kind}/{change.key}: {PAST[change.action]}")
+            click.echo(f"{change.symbol} {change.kind}/{change.key}: {change.action.past}")
 
     if terminal(sys.stdout) and len(plan.changes) > PROGRESS_BAR_ABOVE:
         from rich.progress import Progress
@@ -372,11 +374,11 @@ def status(directory: str, fmt: str, pending_threshold: float, **connection: Any
     Exit status: 0 when all are running or completed; 2 when one is crashing, failed, missing, or
     pending longer than --pending-threshold; 1 on errors.
     """
-    from .kinds.replication import RESOURCE_NAME
+    from .model import REPLICATION
     from .status import render_json, render_text, replication_status
 
     declared = {desired.key: desired.source for (kind, _), desired in _desired_state(directory).objects.items()
-                if kind == RESOURCE_NAME}
+                if kind == REPLICATION}
     with connect(**connection) as session:
         statuses = replication_status(session, declared, pending_threshold)
     click.echo(render_json(statuses) if fmt == "json" else render_text(statuses), nl=False)

@@ -19,7 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .errors import ServerError
-from .observe import SessionReads
+from .reads import SessionReads
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -60,7 +60,7 @@ class CouchSession:
         self._http.mount("http://", adapter)
         self._http.mount("https://", adapter)
         self._pool = ThreadPoolExecutor(max_workers=connection.pool, thread_name_prefix="couch")
-        self.reads = SessionReads()  # what stages may reuse of this session's reads (observe.observation...)
+        self.reads = SessionReads()  # what stages may reuse of this session's reads (reads.observation...)
 
     @property
     def requests_sent(self) -> int:

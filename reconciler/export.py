@@ -19,13 +19,14 @@ import yaml
 
 from . import nodes
 from .client import CouchSession
+from .databases import all_database_infos
 from .errors import ReconcileError
-from .load import API_VERSION
-from .validate import user_name_problem
-from .kinds.database import all_database_infos
+from .kinds.checks import user_name_problem
 from .kinds.security import read_securities
-from .kinds.server_admin import MARKER_SECTION
 from .kinds.user import all_user_docs, user_body
+from .load import API_VERSION
+from .model import DATABASE_MANIFEST, NODE_CONFIG_MANIFEST, ROLE_MANIFEST, USER_MANIFEST
+from .ownership import MARKER_SECTION
 
 # CouchDB 3.x's defaults (rel/overlay/etc/default.ini and the defaults its code falls back to) for the
 # keys a server commonly reports. A key set to its default says nothing about the deployment; a key
@@ -147,7 +148,7 @@ def read(session: CouchSession) -> Export:
             result.public_databases.append(name)
         spec["security"] = principals
         roles.update(role for part in principals.values() if isinstance(part, dict) for role in part.get("roles", []))
-        result.databases.append(_manifest("Database", name, spec))
+        result.databases.append(_manifest(DATABASE_MANIFEST, name, spec))
     for doc in all_user_docs(session):
         if user_name_problem(doc["name"]):  # a manifest could not declare it: validate would refuse the folder
             result.unexportable_users.append(doc["name"])
@@ -157,8 +158,8 @@ def read(session: CouchSession) -> Export:
         if body:
             spec["fields"] = body
         roles.update(spec["roles"])
-        result.users.append(_manifest("User", doc["name"], spec))
-    result.roles = [_manifest("Role", role, {"description": "exported from the live server"})
+        result.users.append(_manifest(USER_MANIFEST, doc["name"], spec))
+    result.roles = [_manifest(ROLE_MANIFEST, role, {"description": "exported from the live server"})
                     for role in sorted(roles) if not role.startswith("_")]
     result.config = list(_config_manifests(cluster, result.unexportable_config))
     result.server_admins = sorted({name for node in cluster.nodes
@@ -240,9 +241,9 @@ def _config_manifests(cluster: nodes.Cluster, unexportable: list[str]) -> Iterab
                     if value is not None and value != default:
                         per_node.setdefault(node, {})[key] = value
         if shared:
-            yield _manifest("NodeConfig", section, {"section": section, "values": shared})
+            yield _manifest(NODE_CONFIG_MANIFEST, section, {"section": section, "values": shared})
         for node, values in per_node.items():
-            yield _manifest("NodeConfig", f"{section}@{node}", {"section": section, "values": values,
+            yield _manifest(NODE_CONFIG_MANIFEST, f"{section}@{node}", {"section": section, "values": values,
                                                                   "nodes": [node]})
 
 

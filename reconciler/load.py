@@ -13,12 +13,13 @@ all of them at once.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
 from .errors import ReconcileError
+from .model import KeyPath, Manifest, Source, describe_value
 
 API_VERSION = "reconciler/v1"
 SUFFIXES = (".yaml", ".yml")
@@ -27,50 +28,11 @@ MAX_FILE_BYTES = 10 * 1024 * 1024
 # Values one document may expand to through aliases; far above any real manifest, far below an alias bomb.
 MAX_VALUES_PER_DOCUMENT = 100_000
 
-# A path into a document: ("spec", "security", "members", "names", 0)
-KeyPath = tuple[str | int, ...]
-
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
 # libyaml (PyYAML's C extension, in its wheels) composes the node graph about 15x faster than PyYAML's
 # pure-Python scanner, with the same line marks and the same Python resolver for tags.
 _FAST_LOADER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
-
-
-@dataclass(frozen=True, order=True)
-class Source:
-    """Where a manifest value was written, for `file:line:` messages."""
-
-    file: str
-    line: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """One YAML document: apiVersion, kind, metadata.name, spec."""
-
-    kind: str
-    name: str
-    spec: Mapping[str, Any]
-    source: Source
-    base_dir: str  # the folder of the YAML file, against which `file:` references and `path:` folders resolve
-    lines: Mapping[KeyPath, int] = field(default_factory=dict, compare=False, repr=False)
-    document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # as written, for the schema
-
-    @property
-    def subject(self) -> str:
-        return f"{self.kind}/{self.name}"
-
-    def where(self, *path: str | int) -> Source:
-        """The line of the deepest key along `path` that the document has (the document start at worst)."""
-        for end in range(len(path), 0, -1):
-            line = self.lines.get(tuple(path[:end]))
-            if line is not None:
-                return Source(self.source.file, line)
-        return self.source
 
 
 class ManifestError(ReconcileError):
@@ -293,20 +255,3 @@ class _Builder:
                                     "point `<<:` at an alias of a mapping")
             merged.update(value)
         return merged
-
-
-def describe_value(value: Any) -> str:
-    """What a YAML value is, in the words an error message uses (`must be a mapping, not a list`)."""
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    if value is None:
-        return "empty"
-    return type(value).__name__  # dates and times YAML recognised on its own

@@ -2,7 +2,7 @@
 
 The config and server_admin kinds both live in `/_node/{node}/_config`; reading
 `/_membership` and then each node's config once per observation serves both
-(issue 5: "once per node"). Outside an observation (apply) it is read afresh.
+(once per node). Outside an observation (apply) it is read afresh.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any, Mapping, Sequence
 
 from .client import CouchSession, db_path
 from .errors import ReconcileError
-from .observe import shared
+from .model import CONFIG, Desired, Manifest
+from .reads import shared
 
 NodeConfig = Mapping[str, Mapping[str, str]]  # section -> key -> value, as CouchDB stores it (strings)
 
@@ -56,3 +57,20 @@ def _read(session: CouchSession) -> Cluster:
 def digest(values: Mapping[str, str | None]) -> str:
     """A version of per-node values that proves them unchanged without putting a value (or a hash) in a plan file."""
     return hashlib.sha256(repr(sorted(values.items(), key=lambda item: item[0])).encode()).hexdigest()[:16]
+
+
+def config_value(value: Any) -> str | None:
+    """As CouchDB stores it: /_config takes only JSON strings, so `true` is "true" and 3600 is "3600".
+
+    `null` stays None: the key is to be unset (deleted on the nodes that hold it).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def config_desired(manifest: Manifest, section: str, key: str, value: Any, *path: str | int) -> Desired:
+    return Desired(CONFIG, f"{section}/{key}", body={"value": config_value(value)}, source=manifest.where(*path),
+                   options={"nodes": manifest.spec.get("nodes", "all")})

@@ -11,11 +11,10 @@ from typing import Any
 
 from rich.text import Text
 
-from .diff import Change, Create, FieldChange, Replace
-from .kinds.database import MARKER
-from .plan import Plan, to_document
+from .model import Change, Create, FieldChange, Plan, Replace
+from .ownership import is_marker_path
+from .planfile import to_document
 
-STYLES = {"create": "green", "update": "yellow", "delete": "red", "replace": "magenta"}
 SENSITIVE = "(sensitive, will change)"
 
 
@@ -32,7 +31,7 @@ def text(plan: Plan) -> Text:
         return out
     out.append(f"couch-reconciler will make these changes on {plan.server}:\n\n")
     for change in plan.changes:
-        style = STYLES[change.action]
+        style = change.action.style
         out.append(f"{change.symbol:>3} ", style=f"bold {style}")
         out.append(f"{change.kind}/{change.key}", style="bold")
         out.append(f"  ({change.source})\n" if change.source else "\n", style="dim")
@@ -50,7 +49,7 @@ def change_lines(change: Change) -> list[str]:
     reviewer's concern, on every create; an existing document that gets it is adopted, and says so, as
     it makes the document one `--allow-delete` may later remove.
     """
-    shown = [item for item in change.fields if not _is_ownership_marker(item)]
+    shown = [item for item in change.fields if not is_marker_path(item.path)]
     lines = [_field_line(change, item) for item in shown]
     if len(shown) < len(change.fields) and not isinstance(change, Create):
         lines.append("# adopts it: marks it as managed by couch-reconciler (--allow-delete may remove it later)")
@@ -58,10 +57,6 @@ def change_lines(change: Change) -> list[str]:
         lines.append(f"destroys: {change.destroys}")
     lines.extend(f"# {note}" for note in change.notes)
     return lines
-
-
-def _is_ownership_marker(item: FieldChange) -> bool:
-    return item.path == MARKER or item.path.startswith(MARKER + ".")
 
 
 def _field_line(change: Change, item: FieldChange) -> str:

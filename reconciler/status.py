@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping
 
 from .client import CouchSession, db_path
-from .kinds.database import MARKER, MARKER_VALUE
-from .kinds.replication import REPLICATOR, replicator_docs
-from .load import Source
+from .model import Source
+from .ownership import is_marked
+from .replicator import REPLICATOR, replicator_docs
 
 PAGE = 1000
 HEALTHY = frozenset({"running", "completed"})
@@ -45,7 +45,7 @@ def replication_status(session: CouchSession, declared: Mapping[str, Source], pe
                        now: datetime | None = None) -> list[ReplicationStatus]:
     now = now or datetime.now(timezone.utc)
     documents = {doc["_id"]: doc for doc in replicator_docs(session)
-                 if doc["_id"] in declared or doc.get(MARKER) == MARKER_VALUE}
+                 if doc["_id"] in declared or is_marked(doc)}
     scheduled = {row["doc_id"]: row for row in scheduler_docs(session) if row.get("doc_id") in documents}
     found = []
     for doc_id in sorted(set(declared) | set(documents)):

@@ -3,7 +3,7 @@
 A UserDatabases manifest wants a database for every user in `_users`, and most of those users signed up
 at run time: what it wants is known only once the server has been read. So `expand` (offline) keeps it
 as a UserTemplate, and `resolve`, the first step of `make_plan` inside its observation, reads every
-`_users` document (through `observe.shared`: the user kind then observes from the same read, so `_users`
+`_users` document (through `reads.shared`: the user kind then observes from the same read, so `_users`
 is read once per plan) and each node's config (the cache the config kinds share), selects the users,
 and adds for each of them ordinary objects of the database, security, design_document, replication and
 user kinds. Those kinds never learn a template was involved: a user's database is a database.
@@ -11,69 +11,31 @@ user kinds. Those kinds never learn a template was involved: a user's database i
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from .expand import Desired, DesiredState, add
-from .load import Manifest
-from .observe import shared
-from .validate import DATABASE_NAME_MAX_BYTES
+from . import nodes
+from .client import CouchSession
+from .databases import all_database_infos, planned_database_infos
+from .kinds import RESOURCES
+from .kinds.checks import DATABASE_NAME_MAX_BYTES
+from .kinds.design_document import for_databases
+from .kinds.replication import replication
+from .kinds.user import ID_PREFIX, users_on_server
+from .kinds.user_databases import DEFAULT_PREFIX, UserTemplate, user_database
+from .model import DATABASE, REPLICATION, SECURITY, USER, Desired, DesiredState
+from .reads import shared
 
-if TYPE_CHECKING:
-    from .client import CouchSession
-
-KIND = "UserDatabases"
-DEFAULT_PREFIX = "userdb-"  # [couch_peruser] database_prefix's default
 DEFAULT_MAX_JOBS = 500  # [replicator] max_jobs when a node does not set it
 SHOWN = 10  # users named in a warning before "and N more"
 
 
-def user_database(prefix: str, user: str) -> str:
-    """The database couch_peruser gives `user`: couch_peruser.erl `user_db_name` writes each byte of the
-    UTF-8 name as `string:to_lower(integer_to_list(Byte, 16))`, lowercase hex with no zero padding (a
-    byte below 0x10, only in control characters, is one digit)."""
-    return prefix + "".join(format(byte, "x") for byte in user.encode("utf-8"))
-
-
-@dataclass(frozen=True)
-class UserTemplate:
-    """A UserDatabases manifest and the DesignDocument manifests that name it as their `userDatabases`."""
-
-    manifest: Manifest
-    design_documents: tuple[Manifest, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def prefix(self) -> str:
-        return self.manifest.spec.get("prefix", DEFAULT_PREFIX)
-
-    def selects(self, name: str, roles: Iterable[str]) -> bool:
-        select = self.manifest.spec.get("select", {})
-        if "roles" in select and not set(select["roles"]) & set(roles):
-            return False
-        pattern = select.get("namePattern")
-        return pattern is None or re.fullmatch(pattern, name) is not None
-
-
-def user_templates(manifests: Sequence[Manifest]) -> list[UserTemplate]:
-    designs = [m for m in manifests if m.kind == "DesignDocument" and "userDatabases" in m.spec]
-    return [UserTemplate(m, tuple(d for d in designs if d.spec["userDatabases"] == m.name))
-            for m in manifests if m.kind == KIND]
-
-
-def resolve(session: "CouchSession", state: DesiredState, prune: bool = False) -> tuple[DesiredState, list[str]]:
+def resolve(session: CouchSession, state: DesiredState, prune: bool = False) -> tuple[DesiredState, list[str]]:
     """`state` plus every object the templates want for the users on the server (and those the manifests
     create), and the plan warnings: users who cannot get a database, and more continuous replications
     than the cluster runs at once. A state without templates comes back as it is, with no request sent."""
     if not state.templates:
         return state, []
-    from . import nodes
-    from .kinds.user import users_on_server
-
     cluster = nodes.cluster(session)
     admins = {name for node in cluster.nodes for name in cluster.config[node].get("admins", {})}
     candidates = _candidates(users_on_server(session), state)
@@ -82,7 +44,7 @@ def resolve(session: "CouchSession", state: DesiredState, prune: bool = False) -
     for template in state.templates:
         if any(entry.get("prune", True) for entry in template.manifest.spec.get("replicateTo", [])):
             # Also when no user is left: the last deleted user's replication goes too.
-            resolved.prune_kinds.add("replication")
+            resolved.prune_kinds.add(REPLICATION)
         users = sorted(name for name, roles in candidates.items() if name not in admins and template.selects(name, roles))
         databases, refused = _databases(template, users)
         warnings += refused
@@ -90,7 +52,7 @@ def resolve(session: "CouchSession", state: DesiredState, prune: bool = False) -
             databases, waiting = _made_by_couch_peruser(session, template, databases)
             warnings += waiting
         for desired in _objects(template, users, databases):
-            add(resolved, desired, template.manifest.subject)
+            resolved.add(desired, template.manifest.subject, RESOURCES)
         if any(entry.get("fanIn") == "triggered" for entry in template.manifest.spec.get("replicateTo", [])):
             warnings.append(f"{template.manifest.where('spec', 'replicateTo')}: {template.manifest.subject}: "
                             "`fanIn: triggered` replications are started by `reconcile watch`, not by apply")
@@ -104,7 +66,7 @@ def resolve(session: "CouchSession", state: DesiredState, prune: bool = False) -
     return resolved, warnings
 
 
-def _keep_databases_of_gone_users(session: "CouchSession", templates: Sequence[UserTemplate],
+def _keep_databases_of_gone_users(session: CouchSession, templates: Sequence[UserTemplate],
                                   state: DesiredState) -> None:
     """With deletions allowed, a database this tool created for a user who is gone would be pruned like
     any managed database nothing wants: unless its template says `deleteWithUser: true`, it is wanted
@@ -112,25 +74,21 @@ def _keep_databases_of_gone_users(session: "CouchSession", templates: Sequence[U
     keeping = [template for template in templates if not template.manifest.spec.get("deleteWithUser", False)]
     if not keeping:
         return
-    from .kinds.database import all_database_infos
-
     for name, info in shared(session, "_dbs_info", lambda: all_database_infos(session)).items():
         template = next((t for t in keeping if name.startswith(t.prefix)), None)
-        if template is not None and ("database", name) not in state.objects:
+        if template is not None and (DATABASE, name) not in state.objects:
             partitioned = bool((info.get("props") or {}).get("partitioned", False))
-            state.objects[("database", name)] = Desired("database", name, body={"partitioned": partitioned},
+            state.objects[(DATABASE, name)] = Desired(DATABASE, name, body={"partitioned": partitioned},
                                                         source=template.manifest.where("spec", "deleteWithUser"))
 
 
 def _candidates(docs: Iterable[Mapping[str, Any]], state: DesiredState) -> dict[str, list[str]]:
     """User name -> roles, for every user on the server and every user the manifests create, with the roles
     this plan gives them (so a role-based selection sees a role granted in the same apply)."""
-    from .kinds.user import ID_PREFIX
-
     users = {doc.get("name") or doc["_id"].removeprefix(ID_PREFIX): list(doc.get("roles") or [])
              for doc in docs if doc.get("type", "user") == "user"}
     for (kind, name), desired in state.objects.items():
-        if kind != "user" or (name not in users and desired.options.get("mode") == "merge"):
+        if kind != USER or (name not in users and desired.options.get("mode") == "merge"):
             continue  # a Role naming a user that exists nowhere creates no user, hence no database
         users[name] = users.get(name, []) + list(desired.body.get("roles", []))
     return users
@@ -168,13 +126,11 @@ def _peruser_creates(cluster: Any, prefix: str) -> bool:
                for node in cluster.nodes)
 
 
-def _made_by_couch_peruser(session: "CouchSession", template: UserTemplate,
+def _made_by_couch_peruser(session: CouchSession, template: UserTemplate,
                            databases: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """With couch_peruser on, CouchDB creates each user's database (and its security) within a second of the
     sign-up: the template completes the databases that exist and waits for the others rather than race
     couch_peruser to create them (a database the tool created would also become the tool's to prune)."""
-    from .kinds.database import planned_database_infos  # the database kind then observes from these rows
-
     existing = planned_database_infos(session, sorted(databases))
     waiting = sorted(user for database, user in databases.items() if database not in existing)
     if not waiting:
@@ -199,9 +155,6 @@ def _listing(users: Sequence[str]) -> str:
 def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[str, str]) -> Iterator[Desired]:
     """What the template wants: its roles for every selected user (a user without a database still uses
     the shared ones), then each database with its security, design documents and replications."""
-    from .kinds.design_document import for_databases
-    from .kinds.replication import replication
-
     manifest, spec = template.manifest, template.manifest.spec
     security = spec.get("security", {})
     mode = security.get("mode", "merge")
@@ -209,11 +162,11 @@ def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[st
     if grant:
         # A merge into the user's roles, as a Role membership: roles given by others stay.
         for user in users:
-            yield Desired("user", user, body={"roles": grant}, source=manifest.where("spec", "grantRoles"),
+            yield Desired(USER, user, body={"roles": grant}, source=manifest.where("spec", "grantRoles"),
                           options={"mode": "merge"})
     for database, user in sorted(databases.items()):
-        yield Desired("database", database, body={"partitioned": False}, source=manifest.where("metadata", "name"))
-        yield Desired("security", database, body=_security(security, user), source=manifest.where("spec", "security"),
+        yield Desired(DATABASE, database, body={"partitioned": False}, source=manifest.where("metadata", "name"))
+        yield Desired(SECURITY, database, body=_security(security, user), source=manifest.where("spec", "security"),
                       options={"mode": mode})
     for design in template.design_documents:
         yield from for_databases(design, sorted(databases))  # reads the folder once for every database
@@ -237,8 +190,6 @@ def triggered_replication(template: UserTemplate, database: str, entry: Mapping[
     marker, so once its user is gone it is pruned as the continuous ones are; while she exists it is wanted
     with the `triggered` option, which tells the replication kind that watch, not apply, writes it (each run
     rewrites it, so its content is never drift)."""
-    from .kinds.replication import replication
-
     index = list(template.manifest.spec.get("replicateTo", [])).index(entry)
     desired = replication(replication_id(template, database, entry),
                           {**_replication_spec(database, entry), "continuous": False},
@@ -266,7 +217,7 @@ def _replicator_capacity(cluster: Any, state: DesiredState) -> list[str]:
     settings = (str(cluster.value(node, "replicator", "max_jobs") or "") for node in cluster.nodes)
     capacity = sum(int(value) if value.isdigit() else DEFAULT_MAX_JOBS for value in settings)
     continuous = sum(1 for (kind, _), desired in state.objects.items()
-                     if kind == "replication" and desired.body.get("continuous") is True)
+                     if kind == REPLICATION and desired.body.get("continuous") is True)
     if continuous <= capacity:
         return []
     return [f"{continuous} continuous replications would run but the cluster runs at most {capacity} at once "

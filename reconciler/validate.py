@@ -8,67 +8,29 @@ valid, so it may rely on the schema.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import jsonschema
 import jsonschema_rs
 import referencing
 from referencing.jsonschema import DRAFT202012
 
-from .load import Manifest, ManifestError, Source, describe_value, load
+from .kinds import MANIFESTS
+from .kinds.base import ManifestKind
+from .kinds.checks import closest
+from .model import Diagnostic, Manifest, describe_value
 from .secrets import SecretRef, SecretRefError
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 ENVELOPE_SCHEMA = "manifest.schema.json"  # dispatches on `kind`; what editors use for multi-kind files
 
-# CouchDB's rule for database names (couch_db.erl DBNAME_REGEX); `_` names are the system databases.
-DATABASE_NAME = re.compile(r"[a-z][a-z0-9_$()+/-]*")
-SYSTEM_DATABASES = ("_users", "_replicator", "_global_changes")
-# CouchDB 3.x stores a shard as `shards/RANGE/NAME.TIMESTAMP.couch`: NAME + 17 bytes must fit a 255-byte
-# file name (apache/couchdb#2174 made the same 238-byte limit explicit for later versions).
-DATABASE_NAME_MAX_BYTES = 238
-
-
-@dataclass(frozen=True)
-class Diagnostic:
-    source: Source
-    subject: str | None  # "Database/orders"; None when the file itself is broken
-    message: str  # what is wrong
-    hint: str  # how to fix it
-    severity: str = "error"  # "error" or "warning": warnings never fail a command
-
-    def __str__(self) -> str:
-        level = "warning: " if self.severity == "warning" else ""
-        subject = f"{self.subject}: " if self.subject else ""
-        return f"{self.source}: {level}{subject}{self.message}; {self.hint}"
-
-    @property
-    def is_error(self) -> bool:
-        return self.severity == "error"
-
-    @classmethod
-    def at(cls, manifest: Manifest, path: Sequence[str | int], message: str, hint: str,
-           severity: str = "error") -> "Diagnostic":
-        return cls(manifest.where(*path), manifest.subject, message, hint, severity)
-
-
-def load_and_validate(path: str) -> tuple[list[Manifest], list[Diagnostic]]:
-    """Everything `reconcile validate` checks; plan and apply use it too, so they refuse what validate refuses."""
-    loaded = load(path)
-    diagnostics = [_from_load_error(error) for error in loaded.errors] + validate(loaded.manifests)
-    return loaded.manifests, sorted(diagnostics, key=_position)
 
 
 def validate(manifests: Sequence[Manifest]) -> list[Diagnostic]:
-    # Imported here because kind modules import this one for Diagnostic and the helpers below.
-    from .kinds import MANIFESTS
-
     diagnostics: list[Diagnostic] = []
     shaped: list[Manifest] = []
     for manifest in manifests:
@@ -83,22 +45,14 @@ def validate(manifests: Sequence[Manifest]) -> list[Diagnostic]:
     diagnostics.extend(_duplicate_names(manifests, MANIFESTS))
     for kind, plugin in sorted(MANIFESTS.items()):
         diagnostics.extend(plugin.check([m for m in shaped if m.kind == kind], shaped))
-    return sorted(diagnostics, key=_position)
+    return sorted(diagnostics, key=lambda diagnostic: diagnostic.position)
 
 
-def _position(diagnostic: Diagnostic) -> tuple[str, int, str]:
-    return diagnostic.source.file, diagnostic.source.line, diagnostic.message
-
-
-def _from_load_error(error: ManifestError) -> Diagnostic:
-    return Diagnostic(error.source, error.subject, error.message, error.hint)
-
-
-def _duplicate_names(manifests: Sequence[Manifest], kinds: dict[str, Any]) -> Iterator[Diagnostic]:
+def _duplicate_names(manifests: Sequence[Manifest], kinds: Mapping[str, ManifestKind]) -> Iterator[Diagnostic]:
     first: dict[tuple[str, str], Manifest] = {}
     for manifest in manifests:
         plugin = kinds.get(manifest.kind)
-        if plugin is None or not getattr(plugin, "unique_names", True):
+        if plugin is None or not plugin.unique_names:
             continue
         earlier = first.setdefault((manifest.kind, manifest.name), manifest)
         if earlier is not manifest:
@@ -256,83 +210,3 @@ def _described(rule: dict[str, Any], path: Sequence[str | int] = ()) -> str:
         return "see `reconcile schema KIND` for the expected shape"
     key = next((part for part in reversed(path) if isinstance(part, str)), None)
     return f"`{key}` is {description}" if key and path and path[-1] == key else description
-
-
-def closest(word: str, choices: Iterable[str], listing: str) -> str:
-    """A hint naming the nearest of `choices` to a misspelt `word`, or listing them all."""
-    choices = sorted(choices)
-    match = difflib.get_close_matches(word, choices, n=1)
-    return f"did you mean `{match[0]}`?" if match else f"{listing}: {', '.join(choices)}"
-
-
-# ---------------------------------------------------------------- helpers for the kinds' checks
-
-def database_name_problem(name: str) -> str | None:
-    """Why CouchDB would refuse `name` as a database name, or None."""
-    if name in SYSTEM_DATABASES:
-        return None
-    if name.startswith("_"):
-        return (f"`{name}` is not a system database; names starting with `_` are reserved "
-                f"({', '.join(SYSTEM_DATABASES)})")
-    if not DATABASE_NAME.fullmatch(name):
-        return (f"`{name}` is not a valid CouchDB database name: it must start with a lowercase letter and hold "
-                "only a-z, 0-9 and _ $ ( ) + - /")
-    if len(name.encode()) > DATABASE_NAME_MAX_BYTES:
-        return f"the database name is {len(name.encode())} bytes long, above CouchDB's {DATABASE_NAME_MAX_BYTES}"
-    return None
-
-
-def user_name_problem(name: str) -> str | None:
-    """Why `_users` (its _auth validation function) would refuse `name`, or None."""
-    if name.startswith("_"):
-        return f"user name `{name}` starts with `_`, which `_users` refuses (reserved for system names)"
-    if ":" in name:
-        return f"user name `{name}` holds `:`, which `_users` refuses (and HTTP basic auth could not carry)"
-    if name != name.strip():
-        return f"user name `{name}` starts or ends with spaces, which no login form sends"
-    return None
-
-
-# Each manifest with roles asks for the declared roles; computed once per `every` (the one list a validation
-# passes to every check), so 10,000 databases cost one pass over the manifests, not 10,000.
-_declared: tuple[Sequence[Manifest], frozenset[str]] = ((), frozenset())
-
-
-def declared_roles(every: Sequence[Manifest]) -> frozenset[str]:
-    global _declared
-    seen, roles = _declared
-    if seen is not every:
-        roles = frozenset(m.name for m in every if m.kind == "Role")
-        _declared = (every, roles)
-    return roles
-
-
-def role_diagnostics(manifest: Manifest, path: tuple[str | int, ...], roles: Sequence[str],
-                     every: Sequence[Manifest]) -> Iterator[Diagnostic]:
-    """Roles in a security object must be declared by a Role manifest (system roles such as `_admin` excepted)."""
-    declared = declared_roles(every)
-    for index, role in enumerate(roles):
-        if not role.startswith("_") and role not in declared:
-            yield Diagnostic.at(manifest, path + (index,), f"role `{role}` is not declared by any Role manifest",
-                                closest(role, declared, "declare it with `kind: Role`; declared roles are")
-                                if declared else "declare it with `kind: Role`")
-
-
-def database_is_declared(name: str, every: Sequence[Manifest]) -> bool:
-    """A Database manifest declares it, a UserDatabases template produces it, or CouchDB itself owns it."""
-    return (name in SYSTEM_DATABASES
-            or any(m.kind == "Database" and m.name == name for m in every)
-            or any(m.kind == "UserDatabases" and name.startswith(m.spec.get("prefix", "userdb-")) for m in every))
-
-
-def undeclared_database(manifest: Manifest, path: tuple[str | int, ...], name: str,
-                        every: Sequence[Manifest]) -> Iterator[Diagnostic]:
-    problem = database_name_problem(name)
-    if problem:
-        yield Diagnostic.at(manifest, path, problem, "fix the name")
-    elif not database_is_declared(name, every):
-        declared = [m.name for m in every if m.kind == "Database"]
-        yield Diagnostic.at(manifest, path, f"database `{name}` is not declared by any manifest",
-                            closest(name, declared, "declare it with `kind: Database` (unless it exists already); "
-                                                    "declared databases are") if declared
-                            else "declare it with `kind: Database` unless it already exists", severity="warning")

@@ -2,7 +2,7 @@
 
 - A **full reconcile** at start and every `interval`: the manifests read again (load, validate, expand, as
   `plan` does), then `make_plan` + `apply.execute`, the engine `reconcile apply --auto-approve` runs, inside
-  `observe.remembering` so that `_security` is read again only for databases whose `update_seq` moved.
+  `reads.remembering` so that `_security` is read again only for databases whose `update_seq` moved.
   Manifests found invalid change nothing: that full reconcile is skipped and targeted reconciles wait for
   one that finds them valid (a deployment's `git pull` must not be fought with the previous desired state).
 - In between, two feeds (reconciler/feeds.py): `_users/_changes` (sign-ups) and `/_db_updates` (databases
@@ -33,15 +33,36 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
 
 from .apply import execute
 from .client import CouchSession, db_path
-from .diff import Change, Create, Delete, Replace, Update
+from .databases import all_database_infos, database_infos
 from .errors import ReconcileError, ServerError
-from .expand import DesiredState, expand
+from .expand import expand
 from .feeds import Batch, Feed, FeedDown, backoff, current_position
-from .kinds.user import USERS_DB
-from .observe import forget_verified, observation, remembering, shared
-from .plan import Plan, PlanRefused, Policy, make_plan
-from .templates import UserTemplate, replication_id, resolve, triggered_replication, user_database
-from .validate import Diagnostic, load_and_validate
+from .kinds import RESOURCES
+from .kinds.base import ResourceKind
+from .kinds.design_document import split_key
+from .kinds.replication import RESOURCE as REPLICATION_KIND
+from .kinds.user import ID_PREFIX, USERS_DB
+from .kinds.user_databases import UserTemplate, user_database
+from .model import (
+    DATABASE,
+    DESIGN_DOCUMENT,
+    REPLICATION,
+    SECURITY,
+    USER,
+    Change,
+    Create,
+    Delete,
+    DesiredState,
+    Diagnostic,
+    Plan,
+    Replace,
+    Update,
+)
+from .pipeline import load_and_validate, make_plan
+from .plan import PlanRefused, Policy
+from .reads import forget_verified, observation, remembering, shared
+from .replicator import replicator_docs_by_id
+from .templates import replication_id, resolve, triggered_replication
 
 CHECKPOINT_DB = "_users"
 CHECKPOINT_ID = "_local/couch-reconciler-watch"
@@ -126,9 +147,7 @@ def manifests_in(directory: str) -> Callable[[], DesiredState]:
 class Watcher:
     def __init__(self, session: CouchSession, desired: Callable[[], DesiredState], policy: Policy,
                  settings: Settings, log: ActionLog, stopping: threading.Event,
-                 kinds: Mapping[str, Any] | None = None):
-        from .kinds import RESOURCES
-
+                 kinds: Mapping[str, ResourceKind] | None = None):
         self.session, self.desired, self.policy, self.settings = session, desired, policy, settings
         # Read at every full reconcile (the first at start). Until a read succeeds, and while the latest
         # one found the manifests invalid, targeted reconciles and triggered replications are `held`.
@@ -307,8 +326,6 @@ class Watcher:
             self.pending.since = time.monotonic()
 
     def _user_changed(self, row: Mapping[str, Any]) -> None:
-        from .kinds.user import ID_PREFIX
-
         if not row.get("id", "").startswith(ID_PREFIX):
             return  # _design/_auth and other non-user documents
         name = row["id"].removeprefix(ID_PREFIX)
@@ -321,7 +338,7 @@ class Watcher:
 
     def _database_event(self, database: str, kind: str) -> None:
         if kind in ("created", "deleted"):
-            forget_verified(self.session, [("database", database)])
+            forget_verified(self.session, [(DATABASE, database)])
             if database in self.static_databases or database in self.owners:
                 self.pending.databases.add(database)
         if kind in ("created", "updated"):
@@ -331,8 +348,6 @@ class Watcher:
         """Without `_db_updates`: one `GET /_dbs_info` scan every poll_interval, compared with the previous."""
         if self.polling is None or time.monotonic() < self.next_poll:
             return
-        from .kinds.database import all_database_infos
-
         self.next_poll = time.monotonic() + self.settings.poll_interval
         try:
             now = {name: str(info.get("update_seq")) for name, info in all_database_infos(self.session).items()}
@@ -376,7 +391,7 @@ class Watcher:
                      "added, changed or removed")
         if changed is None or changed:
             self.state = state
-            self.static_databases = {key for kind, key in state.objects if kind == "database"}
+            self.static_databases = {key for kind, key in state.objects if kind == DATABASE}
             # Routes are learnt again from the new templates below; catch_up finds the runs in flight.
             self.fan_in = TriggeredFanIn(self, state.templates)
         self.held = False
@@ -450,8 +465,6 @@ class Watcher:
         self.pending = pending
 
     def _user_docs(self, names: Sequence[str]) -> dict[str, dict]:
-        from .kinds.user import ID_PREFIX
-
         rows = self.session.post(db_path(USERS_DB, "_all_docs"), {"keys": [ID_PREFIX + name for name in names]},
                                  params={"include_docs": "true"}, what="reading _users")["rows"]
         return {row["id"].removeprefix(ID_PREFIX): row["doc"] for row in rows if row.get("doc")}
@@ -481,7 +494,7 @@ class Watcher:
         for template in self.state.templates:
             origin = template.manifest.where("metadata", "name")
             databases = {key for (kind, key), desired in resolved.objects.items()
-                         if kind == "database" and desired.source == origin}
+                         if kind == DATABASE and desired.source == origin}
             owners.update({database: user for database in databases
                            if (user := _owner(template.prefix, database)) is not None})
             self.fan_in.learn(template, databases, replace_all)
@@ -508,8 +521,6 @@ def changed_objects(before: DesiredState, after: DesiredState) -> int:
 def narrowed(state: DesiredState, users: set[str], databases: set[str]) -> DesiredState:
     """The desired state of just these users (what their templates want) and these databases: manifests'
     objects that live in them, nothing pruned (a narrowed plan does not see what it would prune)."""
-    from .kinds.design_document import split_key
-
     templates = [UserTemplate(replace(t.manifest, spec={
         **t.manifest.spec,
         "replicateTo": [{**entry, "prune": False} for entry in t.manifest.spec.get("replicateTo", [])]}),
@@ -517,11 +528,11 @@ def narrowed(state: DesiredState, users: set[str], databases: set[str]) -> Desir
     touched = databases | {user_database(t.prefix, user) for t in templates for user in users}
 
     def related(kind: str, key: str) -> bool:
-        if kind == "user":
+        if kind == USER:
             return key in users
-        if kind == "design_document":
+        if kind == DESIGN_DOCUMENT:
             return split_key(key)[0] in touched
-        return kind in ("database", "security") and key in touched
+        return kind in (DATABASE, SECURITY) and key in touched
 
     objects = {(kind, key): replace(desired, options={k: v for k, v in desired.options.items() if k != "prune"})
                for (kind, key), desired in state.objects.items() if related(kind, key)}
@@ -612,8 +623,6 @@ class TriggeredFanIn:
                 log("replicate", "replication", doc_id, outcome, level="error" if state == "failed" else "info")
 
     def _trigger(self, databases: Sequence[str]) -> None:
-        from .kinds.replication import RESOURCE
-
         log = self.watcher.log
         try:
             seqs = self._seqs(databases)
@@ -632,14 +641,14 @@ class TriggeredFanIn:
             desired = triggered_replication(route.template, route.database, route.entry)
             body = {**desired.body, TRIGGER_FIELD: {"update_seq": seq}}
             cls = Update if doc else Create
-            changes.append(cls("replication", route.doc_id, desired.source, after=body,
+            changes.append(cls(REPLICATION, route.doc_id, desired.source, after=body,
                                version=doc.get("_rev") if doc else None))
             secrets[route.doc_id] = dict(desired.secrets)
             started.append((route, seq))
         if not changes:
             return
         try:
-            RESOURCE.apply(self.watcher.session, changes, secrets)
+            REPLICATION_KIND.apply(self.watcher.session, changes, secrets)
         except ReconcileError as error:  # a conflict: someone wrote it meanwhile; the next event retries
             log("trigger", "replication", "", f"{error}", level="warning")
             for route, _ in started:
@@ -652,13 +661,9 @@ class TriggeredFanIn:
             log("trigger", "replication", route.doc_id, "one-shot replication started")
 
     def _docs(self, ids: Sequence[str]) -> dict[str, dict]:
-        from .kinds.replication import replicator_docs_by_id
-
         return replicator_docs_by_id(self.watcher.session, ids)
 
     def _seqs(self, databases: Sequence[str]) -> dict[str, str]:
-        from .kinds.database import database_infos
-
         return {name: str(info.get("update_seq")) for name, info in database_infos(self.watcher.session,
                                                                                    list(databases)).items()}
 

@@ -1,7 +1,7 @@
 """The plan/apply engine on in-memory kinds: ordering, safety rules, stale saved plans, merges.
 
 The kinds here keep their "server" in a dict, so these tests pin the engine's
-rules (issue 5) without a server; tests/integration/ runs the real kinds.
+rules without a server; tests/integration/ runs the real kinds.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from reconciler.apply import check_fresh, execute
-from reconciler.diff import Create, Delete, Replace, Update, field_changes
+from reconciler.apply import StalePlan, check_fresh, execute
 from reconciler.errors import ReconcileError
-from reconciler.expand import Desired, DesiredState
-from reconciler.load import Source
-from reconciler.observe import Observed, SessionReads
-from reconciler.plan import Plan, PlanRefused, Policy, StalePlan, make_plan, order
+from reconciler.kinds.base import ResourceKind
+from reconciler.kinds.fields import field_changes
+from reconciler.model import Create, Delete, Desired, DesiredState, Observed, Plan, Replace, Source, Update
+from reconciler.pipeline import make_plan
+from reconciler.plan import PlanRefused, Policy, check_safety, order
+from reconciler.reads import SessionReads
 
 
 @dataclass
@@ -27,13 +28,14 @@ class FakeServer:
     reads: SessionReads = field(default_factory=SessionReads)  # make_plan's observation lives here
 
 
-class FakeKind:
+class FakeKind(ResourceKind):
     """A kind whose live objects live in FakeServer.objects; `fixed` fields force a Replace."""
 
     def __init__(self, name: str, order: int, fixed: tuple[str, ...] = (), parent: str | None = None):
-        self.name, self.order, self.fixed = name, order, fixed
-        if parent:
-            self.parent = lambda key: (parent, key)
+        self.name, self.order, self.fixed, self.parent_kind = name, order, fixed, parent
+
+    def parent(self, key):
+        return (self.parent_kind, key) if self.parent_kind else None
 
     def observe(self, server, wanted, prune=False):
         keys = {d.key for d in wanted}
@@ -41,7 +43,8 @@ class FakeKind:
                 for (kind, key), (body, version, managed) in server.objects.items()
                 if kind == self.name and (key in keys or (prune and managed))}
 
-    def reread(self, server, keys):
+    def reread(self, server, changes):
+        keys = {change.key for change in changes}
         return {key: Observed(self.name, key, body, version, managed)
                 for (kind, key), (body, version, managed) in server.objects.items()
                 if kind == self.name and key in keys}
@@ -127,8 +130,6 @@ def test_replace_without_allow_delete_is_refused_with_the_manifest_line():
 
 def test_destroying_documents_needs_allow_delete_data():
     plan = Plan("http://x", [Delete("database", "old", None, version="1", destroys="3 documents")])
-    from reconciler.plan import check_safety
-
     with pytest.raises(PlanRefused, match=r"database/old: deleting it destroys 3 documents; rerun with "
                                           r"--allow-delete-data"):
         check_safety(plan, Policy(allow_delete=True))

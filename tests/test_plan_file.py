@@ -7,11 +7,9 @@ import json
 import pytest
 
 from reconciler import render
-from reconciler.diff import Create, Delete, FieldChange, Replace, Update
 from reconciler.errors import ReconcileError
-from reconciler.expand import Desired
-from reconciler.load import Source
-from reconciler.plan import Plan, is_plan_file, load, save, to_document
+from reconciler.model import Create, Delete, Desired, FieldChange, Plan, Replace, Source, Update
+from reconciler.planfile import is_plan_file, load, save, to_document
 from reconciler.secrets import SecretRef
 
 SECRET = "s3cret-value-never-shown"

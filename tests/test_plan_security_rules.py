@@ -9,10 +9,8 @@ stores the whole object, so other top-level keys (our ownership marker) survive.
 
 from __future__ import annotations
 
-from reconciler.expand import Desired
 from reconciler.kinds.security import ADMIN_ONLY, RESOURCE, compose, digest, groups
-from reconciler.load import Source
-from reconciler.observe import Observed
+from reconciler.model import Desired, Observed, Source
 
 PERUSER = {"members": {"names": ["alice"], "roles": ["_admin"]}, "admins": {"names": ["alice"], "roles": ["_admin"]}}
 

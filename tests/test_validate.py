@@ -7,11 +7,11 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.expand import Desired
 from reconciler.kinds import MANIFESTS
-from reconciler.load import Source, load_file
+from reconciler.load import load_file
+from reconciler.model import Desired, Diagnostic, Source
+from reconciler.pipeline import load_and_validate
 from reconciler.secrets import SecretRef
-from reconciler.validate import Diagnostic, load_and_validate
 
 
 def manifests(tmp_path: Path, *documents: dict) -> list:

@@ -10,18 +10,17 @@ from __future__ import annotations
 import re
 from typing import Iterable, Iterator, Sequence
 
-from ..expand import Desired
-from ..load import Manifest
-from ..validate import Diagnostic
-from .node_config import config_desired
+from ..model import CORS_MANIFEST, Desired, Diagnostic, Manifest
+from ..nodes import config_desired
+from .base import ManifestKind
 
 ENABLE_SECTION = "chttpd"
 # What a browser sends in the Origin header: scheme://host[:port], never a path (chttpd_cors compares exactly).
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+")
 
 
-class CorsManifest:
-    kind = "Cors"
+class CorsManifest(ManifestKind):
+    kind = CORS_MANIFEST
     schema = "cors.schema.json"
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:

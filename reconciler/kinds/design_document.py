@@ -8,30 +8,45 @@ import time
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, db_path
+from ..databases import planned_database_infos
 from ..ddoc_folder import ATTACHMENTS, BUILTIN_REDUCERS, DesignFolder, md5_digest, read_folder
-from ..diff import Change, Create, Delete, FieldChange, Update, field_changes, prune
 from ..errors import ReconcileError
-from ..expand import Desired
 from ..javascript import check_function
-from ..load import Manifest, Source
-from ..observe import Observed
+from ..model import (
+    DATABASE,
+    DESIGN_DOCUMENT,
+    DESIGN_DOCUMENT_MANIFEST,
+    USER_DATABASES_MANIFEST,
+    Change,
+    Create,
+    Delete,
+    Desired,
+    Diagnostic,
+    FieldChange,
+    Manifest,
+    Observed,
+    Source,
+    Update,
+)
+from ..ownership import MARKER, MARKER_VALUE, is_marked
 from ..secrets import SecretRef
-from ..validate import Diagnostic, closest, undeclared_database
-from .database import MARKER, MARKER_VALUE, planned_database_infos
+from .base import ManifestKind, ResourceKind
+from .checks import closest, undeclared_database
+from .fields import field_changes
 
 INLINE_FIELDS = ("views", "validate_doc_update", "filters", "updates", "lib")
 # Written beside the folder's content (and winning over it): plain values of the manifest.
 SPEC_FIELDS = ("language", "options")
 
 
-class DesignDocumentManifest:
-    kind = "DesignDocument"
+class DesignDocumentManifest(ManifestKind):
+    kind = DESIGN_DOCUMENT_MANIFEST
     schema = "design_document.schema.json"
     # The same design document name may live in different databases: duplicates are checked per database below.
     unique_names = False
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:
-        templates = sorted(m.name for m in every if m.kind == "UserDatabases")
+        templates = sorted(m.name for m in every if m.kind == USER_DATABASES_MANIFEST)
         first: dict[tuple[str, str], Manifest] = {}
         for manifest in manifests:
             spec = manifest.spec
@@ -70,7 +85,7 @@ def for_databases(manifest: Manifest, databases: Iterable[str]) -> Iterator[Desi
     body, options = design_document(manifest)
     source = manifest.where("metadata", "name")
     for database in databases:
-        yield Desired(RESOURCE_NAME, design_key(database, manifest.name), body=body, source=source, options=options)
+        yield Desired(DESIGN_DOCUMENT, design_key(database, manifest.name), body=body, source=source, options=options)
 
 
 def design_document(manifest: Manifest) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -185,7 +200,6 @@ MANIFEST = DesignDocumentManifest()
 # Ownership: documents this tool writes carry MARKER (as databases do in their security object); only those
 # are ever deleted, and only with --allow-delete. The marker is not part of a view's signature
 # (couch_mrview_util:ddoc_to_mrst hashes views, language, options and views.lib), so it never rebuilds an index.
-RESOURCE_NAME = "design_document"
 # couch_mrview_util:ddoc_to_mrst: the view index is keyed by a hash of these fields; changing any rebuilds it.
 INDEX_FIELDS = ("views", "language", "options")
 # Fields CouchDB keeps about a document, not content a manifest could own.
@@ -197,12 +211,12 @@ STAGED_POLL = 1.0
 SHOWN_CHARACTERS = 60
 
 
-class DesignDocumentResource:
-    name = RESOURCE_NAME
+class DesignDocumentResource(ResourceKind):
+    name = DESIGN_DOCUMENT
     order = 30  # after the database and its security object
 
     def parent(self, key: str) -> tuple[str, str]:
-        return ("database", split_key(key)[0])
+        return (DATABASE, split_key(key)[0])
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:
@@ -218,22 +232,22 @@ class DesignDocumentResource:
             documents = max(infos[database].get("doc_count", 0) - len(docs), 0)
             for doc in docs:
                 key = f"{database}/{doc['_id']}"
-                managed = doc.get(MARKER) == MARKER_VALUE
+                managed = is_marked(doc)
                 if key in keys or (prune and managed):
                     live[key] = _observed(key, doc, managed, documents)
         return live
 
-    def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]:
-        databases = sorted({split_key(key)[0] for key in keys})
-        wanted = set(keys)
+    def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:
+        wanted = {change.key for change in changes}
+        databases = sorted({split_key(key)[0] for key in wanted})
         docs = session.map(lambda db: design_docs(session, db), databases)
-        return {key: _observed(key, doc, doc.get(MARKER) == MARKER_VALUE, 0)
+        return {key: _observed(key, doc, is_marked(doc), 0)
                 for database, found in zip(databases, docs) for doc in found
                 if (key := f"{database}/{doc['_id']}") in wanted}
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
-            return prune(self.name, live)
+            return self.prune(live)
         after = dict(wanted.body)
         if live is None:
             return Create(self.name, wanted.key, wanted.source, after=after, fields=_shown(field_changes({}, after)))
@@ -389,7 +403,7 @@ def _stored_content(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _observed(key: str, doc: Mapping[str, Any], managed: bool, doc_count: int) -> Observed:
-    return Observed(RESOURCE_NAME, key, _stored_content(doc), doc.get("_rev"), managed=managed,
+    return Observed(DESIGN_DOCUMENT, key, _stored_content(doc), doc.get("_rev"), managed=managed,
                     facts={"doc_count": doc_count})
 
 

@@ -2,42 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from .. import nodes
 from ..client import CouchSession
-from ..diff import Change, Create, FieldChange, Update
 from ..errors import ReconcileError
-from ..expand import Desired
-from ..load import Manifest
-from ..observe import Observed
+from ..model import (
+    CONFIG,
+    NODE_CONFIG_MANIFEST,
+    Change,
+    Create,
+    Desired,
+    Diagnostic,
+    FieldChange,
+    Manifest,
+    Observed,
+    Update,
+)
+from ..nodes import config_desired
+from ..ownership import MARKER_SECTION
 from ..secrets import SecretRef
-from ..validate import Diagnostic
-from .server_admin import MARKER_SECTION
-
-# Manifest kinds whose expansion writes node config: a key may be set by only one of them.
-CONFIG_KINDS = ("NodeConfig", "Cors")
+from .base import ManifestKind, ResourceKind
+from .cors import MANIFEST as CORS
 
 
-def config_value(value: Any) -> str | None:
-    """As CouchDB stores it: /_config takes only JSON strings, so `true` is "true" and 3600 is "3600".
-
-    `null` stays None: the key is to be unset (deleted on the nodes that hold it).
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def config_desired(manifest: Manifest, section: str, key: str, value: Any, *path: str | int) -> Desired:
-    return Desired("config", f"{section}/{key}", body={"value": config_value(value)}, source=manifest.where(*path),
-                   options={"nodes": manifest.spec.get("nodes", "all")})
-
-
-class NodeConfigManifest:
-    kind = "NodeConfig"
+class NodeConfigManifest(ManifestKind):
+    kind = NODE_CONFIG_MANIFEST
     schema = "node_config.schema.json"
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:
@@ -49,7 +39,7 @@ class NodeConfigManifest:
                 yield Diagnostic.at(manifest, ("spec", "section"),
                                     f"[{MARKER_SECTION}] is where reconcile records the server admins it created",
                                     "leave it to reconcile; declare admins with `kind: ServerAdmin`")
-        yield from _conflicts(every)
+        yield from _conflicts(self, every)
 
     def expand(self, manifest: Manifest) -> Iterable[Desired]:
         section = manifest.spec["section"]
@@ -57,15 +47,15 @@ class NodeConfigManifest:
             yield config_desired(manifest, section, key, value, "spec", "values", key)
 
 
-def _conflicts(every: Sequence[Manifest]) -> Iterator[Diagnostic]:
-    """The same config key set by two manifests on overlapping nodes: whichever applied last would win."""
-    from . import MANIFESTS  # the registry imports this module
-
+def _conflicts(node_config: ManifestKind, every: Sequence[Manifest]) -> Iterator[Diagnostic]:
+    """The same config key set by two manifests on overlapping nodes, by the manifest kinds whose expansion
+    writes node config: whichever applied last would win."""
+    config_kinds = {kind.kind: kind for kind in (node_config, CORS)}
     seen: dict[str, list[tuple[Manifest, Desired]]] = {}
     for manifest in every:
-        if manifest.kind not in CONFIG_KINDS:
+        if manifest.kind not in config_kinds:
             continue
-        for desired in MANIFESTS[manifest.kind].expand(manifest):
+        for desired in config_kinds[manifest.kind].expand(manifest):
             earlier = next((d for _, d in seen.get(desired.key, []) if _overlap(d, desired)), None)
             if earlier is not None:
                 yield Diagnostic(desired.source, manifest.subject,
@@ -82,11 +72,11 @@ def _overlap(a: Desired, b: Desired) -> bool:
 MANIFEST = NodeConfigManifest()
 
 
-class ConfigResource:
+class ConfigResource(ResourceKind):
     """One `section/key` of the node config on every node it targets; keys no manifest names are never read
     into the plan, so they are left alone. A wanted value of None unsets the key."""
 
-    name = "config"
+    name = CONFIG
     order = 3  # node settings (couch_peruser, default_security) shape what later objects get
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
-from ..client import CouchSession, batched, db_path
-from ..diff import Change, Create, Delete, FieldChange, Update, field_changes, prune
+from ..client import CouchSession, batched
 from ..errors import ReconcileError
-from ..expand import Desired
-from ..load import Manifest
-from ..observe import Observed
+from ..model import (
+    REPLICATION,
+    REPLICATION_MANIFEST,
+    Change,
+    Create,
+    Delete,
+    Desired,
+    Diagnostic,
+    FieldChange,
+    Manifest,
+    Observed,
+    Source,
+    Update,
+)
+from ..ownership import MARKER, MARKER_VALUE, is_marked
+from ..replicator import REPLICATOR, replicator_docs, replicator_docs_by_id
 from ..secrets import SecretRef
-from ..validate import Diagnostic, undeclared_database
-from .database import MARKER, MARKER_VALUE
+from .base import ManifestKind, ResourceKind
+from .checks import undeclared_database
+from .fields import field_changes
 
 # CouchDB refuses a replication that combines these (couch_replicator_docs / the 3.x replicator API).
 EXCLUSIVE_FILTERS = ("doc_ids", "filter", "selector")
@@ -25,8 +37,8 @@ def is_url(endpoint: str) -> bool:
     return "://" in endpoint
 
 
-class ReplicationManifest:
-    kind = "Replication"
+class ReplicationManifest(ManifestKind):
+    kind = REPLICATION_MANIFEST
     schema = "replication.schema.json"
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:
@@ -67,8 +79,6 @@ MANIFEST = ReplicationManifest()
 # That URL belongs to the deployment, not to the layout (staging and production differ, a container
 # reaches itself at another address than the CI runner does), so a manifest may leave it to the
 # environment, as it leaves passwords.
-RESOURCE_NAME = "replication"
-REPLICATOR = "_replicator"
 DEFAULT_BASE_URL = "http://127.0.0.1:5984"  # where a CouchDB with default settings reaches itself
 BASE_URL_VARIABLE = "COUCHDB_REPLICATION_URL"
 ENDPOINTS = ("source", "target")
@@ -82,11 +92,10 @@ OPTIONS = ("continuous", "create_target", "create_target_params", "selector", "d
            "http_connections", "connection_timeout", "retries_per_request", "winning_revs_only", "use_bulk_get",
            "owner")
 HIDDEN = "(sensitive)"
-PAGE = 1000
 WRITE_BATCH = 500
 
 
-def replication(doc_id: str, spec: Mapping[str, Any], base_dir: str, source: Any) -> Desired:
+def replication(doc_id: str, spec: Mapping[str, Any], base_dir: str, source: Source) -> Desired:
     """The `_replicator` document a Replication spec (or a template's per-user one) stands for."""
     base = (spec.get("replicationBaseUrl") or os.environ.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL).rstrip("/")
     body: dict[str, Any] = {}
@@ -100,11 +109,11 @@ def replication(doc_id: str, spec: Mapping[str, Any], base_dir: str, source: Any
             secrets[end] = SecretRef.parse(auth["password"], base_dir)
     body.update({key: spec[key] for key in OPTIONS if key in spec})
     body[MARKER] = MARKER_VALUE
-    return Desired(RESOURCE_NAME, doc_id, body=body, source=source, secrets=secrets)
+    return Desired(REPLICATION, doc_id, body=body, source=source, secrets=secrets)
 
 
-class ReplicationResource:
-    name = RESOURCE_NAME
+class ReplicationResource(ResourceKind):
+    name = REPLICATION
     order = 50  # after the databases it connects and the users it may run as
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
@@ -114,14 +123,15 @@ class ReplicationResource:
         by_id = {desired.key: desired for desired in wanted}
         docs = replicator_docs(session) if prune else replicator_docs_by_id(session, list(by_id)).values()
         return {doc["_id"]: _observed(doc, by_id.get(doc["_id"])) for doc in docs
-                if doc["_id"] in by_id or (prune and doc.get(MARKER) == MARKER_VALUE)}
+                if doc["_id"] in by_id or (prune and is_marked(doc))}
 
-    def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]:
+    def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:
+        keys = [change.key for change in changes]
         return {doc_id: _observed(doc, None) for doc_id, doc in replicator_docs_by_id(session, keys).items()}
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
-            return prune(self.name, live)
+            return self.prune(live)
         if wanted.options.get("triggered") and (live is None or live.body.get("continuous") is not True):
             # `reconcile watch` writes it on each run (templates.triggered_replication). A continuous one
             # (the entry's fanIn was switched) is made one-shot here: it would never complete for watch.
@@ -171,30 +181,6 @@ class ReplicationResource:
                                  f"{more}; {advice}")
 
 
-def replicator_docs(session: CouchSession) -> Iterator[dict]:
-    """Every replication document, a page of `_all_docs?include_docs=true` at a time (never one GET each)."""
-    start: str | None = None
-    while True:
-        params = {"include_docs": "true", "limit": str(PAGE + 1)}
-        if start is not None:
-            params["start_key"] = json.dumps(start)
-        rows = session.get(db_path(REPLICATOR, "_all_docs"), params=params, what="reading _replicator")["rows"]
-        yield from (row["doc"] for row in rows[:PAGE] if row.get("doc") and not row["id"].startswith("_design/"))
-        if len(rows) <= PAGE:
-            return
-        start = rows[PAGE]["key"]
-
-
-def replicator_docs_by_id(session: CouchSession, ids: Sequence[str]) -> dict[str, dict]:
-    """Id -> document for those of `ids` that exist, `PAGE` ids per `POST _all_docs?include_docs=true`."""
-    def read(chunk: list[str]) -> list[dict]:
-        return session.post(db_path(REPLICATOR, "_all_docs"), {"keys": chunk}, params={"include_docs": "true"},
-                            what="reading _replicator")["rows"]
-
-    return {row["id"]: row["doc"] for rows in session.map(read, batched(list(ids), PAGE))
-            for row in rows if row.get("doc")}
-
-
 def _observed(doc: Mapping[str, Any], wanted: Desired | None) -> Observed:
     """The document without what CouchDB adds and without any credential (an admin reads the stored
     passwords in clear: they are compared here, with the wanted secrets, and dropped)."""
@@ -207,7 +193,7 @@ def _observed(doc: Mapping[str, Any], wanted: Desired | None) -> Observed:
         if wanted is not None and end in wanted.secrets:
             matches[end] = stored is not None and stored == wanted.secrets[end].resolve()
         body[end] = _without_credentials(body[end])
-    return Observed(RESOURCE_NAME, doc["_id"], body, doc.get("_rev"), managed=doc.get(MARKER) == MARKER_VALUE,
+    return Observed(REPLICATION, doc["_id"], body, doc.get("_rev"), managed=is_marked(doc),
                     facts={"owner": doc.get("owner"), "state": doc.get("_replication_state"),
                            "reason": doc.get("_replication_state_reason"), "password_matches": matches})
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, Sequence
 
-from ..expand import Desired
-from ..load import Manifest
-from ..validate import Diagnostic, user_name_problem
+from ..model import ROLE_MANIFEST, USER, Desired, Diagnostic, Manifest
+from .base import ManifestKind
+from .checks import user_name_problem
 
 
-class RoleManifest:
-    kind = "Role"
+class RoleManifest(ManifestKind):
+    kind = ROLE_MANIFEST
     schema = "role.schema.json"
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:
@@ -27,7 +27,7 @@ class RoleManifest:
     def expand(self, manifest: Manifest) -> Iterable[Desired]:
         """A membership is a merge into the user's roles: users signed up at run time keep their other roles."""
         for index, member in enumerate(manifest.spec.get("members", [])):
-            yield Desired("user", member, body={"roles": [manifest.name]},
+            yield Desired(USER, member, body={"roles": [manifest.name]},
                           source=manifest.where("spec", "members", index), options={"mode": "merge"})
 
 

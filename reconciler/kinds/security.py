@@ -40,11 +40,12 @@ import json
 from typing import Any, Mapping, Sequence
 
 from ..client import CouchSession, db_path, decode
-from ..diff import Change, Create, FieldChange, Update, field_changes
+from ..databases import planned_database_infos
 from ..errors import ReconcileError
-from ..expand import Desired
-from ..observe import Observed
+from ..model import DATABASE, SECURITY, Change, Create, Desired, FieldChange, Observed, Update
 from ..secrets import SecretRef
+from .base import ResourceKind
+from .fields import field_changes
 
 GROUPS = ("members", "admins")
 SET_PATHS = tuple(f"{group}.{part}" for group in GROUPS for part in ("names", "roles"))
@@ -98,27 +99,26 @@ def compose(base: Mapping[str, Any], desired: Desired) -> dict[str, Any]:
     return result
 
 
-class SecurityResource:
-    name = "security"
+class SecurityResource(ResourceKind):
+    name = SECURITY
     order = 20  # after the database it lives in
     # A `_security` write bumps the database's `update_seq` (couchdb-facts.md, Bulk reads): while that
-    # stays the same string, the object read at it is still the server's (see observe.remembering).
+    # stays the same string, the object read at it is still the server's (see reads.remembering).
     follows_parent_version = True
 
     def parent(self, key: str) -> tuple[str, str]:
-        return ("database", key)
+        return (DATABASE, key)
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:
         # Never pruned on its own: a security object goes with its database. Read only where the database
         # exists (the database kind has just listed them), so a first apply of N databases skips N 404s.
-        from .database import planned_database_infos  # here: the database module imports this one
-
         existing = planned_database_infos(session, [desired.key for desired in wanted])
         objects = read_securities(session, [desired.key for desired in wanted if desired.key in existing])
         return {name: _observed(name, security) for name, security in objects.items()}
 
-    def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]:
+    def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:
+        keys = [change.key for change in changes]
         return {name: _observed(name, security) for name, security in read_securities(session, keys).items()}
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
@@ -192,7 +192,7 @@ def _public_shown(fields: tuple[FieldChange, ...], before: Mapping[str, Any] | N
 
 
 def _observed(name: str, security: Mapping[str, Any]) -> Observed:
-    return Observed("security", name, groups(security), digest(security), facts={"raw": dict(security)})
+    return Observed(SECURITY, name, groups(security), digest(security), facts={"raw": dict(security)})
 
 
 RESOURCE = SecurityResource()

@@ -7,22 +7,33 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from .. import nodes
 from ..client import CouchSession
-from ..diff import Change, Create, Delete, FieldChange, Update, prune
 from ..errors import ReconcileError
-from ..expand import Desired
-from ..load import Manifest
-from ..observe import Observed
+from ..model import (
+    SERVER_ADMIN,
+    SERVER_ADMIN_MANIFEST,
+    USER_MANIFEST,
+    Change,
+    Create,
+    Delete,
+    Desired,
+    Diagnostic,
+    FieldChange,
+    Manifest,
+    Observed,
+    Update,
+)
+from ..ownership import ADMIN_MARKER_VALUE, MARKER_SECTION
 from ..passwords import DEFAULT_ITERATIONS, DEFAULT_PRF, admin_hash, hash_admin_password, verify_all
 from ..secrets import SecretRef
-from ..validate import Diagnostic
+from .base import ManifestKind, ResourceKind
 
 
-class ServerAdminManifest:
-    kind = "ServerAdmin"
+class ServerAdminManifest(ManifestKind):
+    kind = SERVER_ADMIN_MANIFEST
     schema = "server_admin.schema.json"
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:
-        users = {m.name: m for m in every if m.kind == "User"}
+        users = {m.name: m for m in every if m.kind == USER_MANIFEST}
         for manifest in manifests:
             if ":" in manifest.name:
                 yield Diagnostic.at(manifest, ("metadata", "name"), "an admin name cannot hold `:`",
@@ -34,7 +45,7 @@ class ServerAdminManifest:
                                     "use different names for users and server admins", severity="warning")
 
     def expand(self, manifest: Manifest) -> Iterable[Desired]:
-        yield Desired("server_admin", manifest.name, body={}, source=manifest.where("metadata", "name"),
+        yield Desired(SERVER_ADMIN, manifest.name, body={}, source=manifest.where("metadata", "name"),
                       secrets={"password": SecretRef.parse(manifest.spec["password"], manifest.base_dir)},
                       options={"nodes": manifest.spec.get("nodes", "all")})
 
@@ -43,22 +54,18 @@ MANIFEST = ServerAdminManifest()
 
 
 SECTION = "admins"
-# Ownership: a server admin is a config key, with no document to carry a marker, so the marker is a key of its
-# own in the nodes' config (persisted by CouchDB like the admin, no local state file): `[couch_reconciler_admins]
-# NAME = couch-reconciler` on each node the tool wrote the admin to. Only admins marked on some node are pruned;
-# one key per admin (not one list) so that two applies never race on a read-modify-write.
-MARKER_SECTION = "couch_reconciler_admins"
-MARKER_VALUE = "couch-reconciler"
+# Ownership (reconciler/ownership.py): `[couch_reconciler_admins] NAME = couch-reconciler` on each node the tool
+# wrote the admin to. Only admins marked on some node are pruned.
 LOCKOUT = ("reconcile is connected as this admin with another password: changing it mid-run would lock this "
            "run out (nodes change one by one, behind any load balancer)")
 PASSWORD = FieldChange("password", None, None, sensitive=True)
 
 
-class ServerAdminResource:
+class ServerAdminResource(ResourceKind):
     """`[admins]` on every target node, all holding ONE hash the tool computed: nodes agree, and an
     unchanged secret is recognised by verifying it against that hash (never by logging in)."""
 
-    name = "server_admin"
+    name = SERVER_ADMIN
     order = 4
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
@@ -86,14 +93,14 @@ class ServerAdminResource:
                      "agree": len(set(values[name].values())) == 1,
                      "verifies": [node for node, value in values[name].items() if (name, value) in verified],
                      "locks_out": name in wanted_by_name and _locks_out(session, name, wanted_by_name[name])}
-            marked = any(cluster.value(node, MARKER_SECTION, name) == MARKER_VALUE for node in cluster.nodes)
+            marked = any(cluster.value(node, MARKER_SECTION, name) == ADMIN_MARKER_VALUE for node in cluster.nodes)
             observed[name] = Observed(self.name, name, {"nodes": present}, nodes.digest(values[name]),
                                       managed=marked and name != session.connection.user, facts=facts)
         return observed
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:  # the admin this tool is connected as is never managed (observe), so never pruned
-            return prune(self.name, live)
+            return self.prune(live)
         if live is None:
             return Create(self.name, wanted.key, wanted.source, after={"nodes": wanted.options.get("nodes", "all")},
                           fields=(PASSWORD,))
@@ -138,7 +145,7 @@ class ServerAdminResource:
                                         auth.get("pbkdf2_prf", DEFAULT_PRF))
             writes += [(node, SECTION, change.key, value) for node in targets]
             if isinstance(change, Create):
-                mark += [(node, MARKER_SECTION, change.key, MARKER_VALUE) for node in targets]
+                mark += [(node, MARKER_SECTION, change.key, ADMIN_MARKER_VALUE) for node in targets]
         for phase in (unmark, writes, mark):
             list(session.map(lambda write: _write(session, *write), phase))
 

@@ -8,21 +8,34 @@ from dataclasses import replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, batched, db_path
-from ..diff import Change, Create, Delete, FieldChange, Update, field_changes, prune
 from ..errors import ReconcileError
-from ..expand import Desired
-from ..load import Manifest
-from ..observe import Observed, shared
+from ..model import (
+    USER,
+    USER_MANIFEST,
+    Change,
+    Create,
+    Delete,
+    Desired,
+    Diagnostic,
+    FieldChange,
+    Manifest,
+    Observed,
+    Update,
+)
+from ..ownership import OWNER, OWNER_FIELD
 from ..passwords import user_hash, verify_all
+from ..reads import shared
 from ..secrets import SecretRef
-from ..validate import Diagnostic, user_name_problem
+from .base import ManifestKind, ResourceKind
+from .checks import user_name_problem
+from .fields import field_changes
 
 # `_users` refuses roles starting with `_`, except this one (its _auth validate_doc_update).
 _ALLOWED_SYSTEM_ROLES = ("_metrics",)
 
 
-class UserManifest:
-    kind = "User"
+class UserManifest(ManifestKind):
+    kind = USER_MANIFEST
     schema = "user.schema.json"
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:
@@ -40,7 +53,7 @@ class UserManifest:
         spec = manifest.spec
         secrets = {"password": SecretRef.parse(spec["password"], manifest.base_dir)} if "password" in spec else {}
         options = {"prune": spec["prune"]} if "prune" in spec else {}
-        yield Desired("user", manifest.name, body={"roles": sorted(spec.get("roles", [])), **spec.get("fields", {})},
+        yield Desired(USER, manifest.name, body={"roles": sorted(spec.get("roles", [])), **spec.get("fields", {})},
                       source=manifest.where("metadata", "name"), secrets=secrets, options=options)
 
 
@@ -49,9 +62,6 @@ MANIFEST = UserManifest()
 
 USERS_DB = "_users"
 ID_PREFIX = "org.couchdb.user:"
-# Lives in the user document itself, so ownership survives without a local state file.
-OWNER_FIELD = "created_by"
-OWNER = "couch-reconciler"
 # CouchDB writes these (or they identify the doc), as it does every `_`-field (_rev, _attachments...):
 # never drift, and kept as they are on every write.
 SERVER_FIELDS = frozenset({"name", "type", "password", "derived_key", "salt", "iterations", "password_scheme",
@@ -65,8 +75,8 @@ PLAIN_BATCH = 500
 AUTH_DDOC_WAIT = 30.0
 
 
-class UserResource:
-    name = "user"
+class UserResource(ResourceKind):
+    name = USER
     order = 40
 
     def merge(self, first: Desired, second: Desired) -> Desired:
@@ -95,12 +105,13 @@ class UserResource:
         verifies = dict(zip(checks, results))
         return {name: _observed(doc, {"password_verifies": verifies.get(name, False)}) for name, doc in live.items()}
 
-    def reread(self, session: CouchSession, keys: Sequence[str]) -> Mapping[str, Observed]:
+    def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:
+        keys = [change.key for change in changes]
         return {name: _observed(doc, {}) for name, doc in _read_docs(session, keys).items()}
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
-            return prune(self.name, live)
+            return self.prune(live)
         password = (FieldChange("password", None, None, sensitive=True),) if "password" in wanted.secrets else ()
         if live is None:
             if _is_membership(wanted):
@@ -179,7 +190,7 @@ def wait_for_auth_ddoc(session: CouchSession, timeout: float = AUTH_DDOC_WAIT) -
 
 
 def _observed(doc: Mapping[str, Any], facts: Mapping[str, Any]) -> Observed:
-    return Observed("user", _name(doc), user_body(doc), doc.get("_rev"), managed=_is_managed(doc), facts=facts)
+    return Observed(USER, _name(doc), user_body(doc), doc.get("_rev"), managed=_is_managed(doc), facts=facts)
 
 
 def _read_docs(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:

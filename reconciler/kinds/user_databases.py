@@ -1,7 +1,7 @@
 """UserDatabases: the database-per-user template (a database, security, design documents and replications per user).
 
-Which users it covers is known only from the server, so it expands to no object here: `expand` keeps it as
-a template and reconciler/templates.py resolves it once `_users` has been read (docs/architecture.md).
+Which users it covers is known only from the server, so it expands to no object here: it is a template
+(`UserTemplate`), which reconciler/templates.py resolves once `_users` has been read (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -9,14 +9,39 @@ from __future__ import annotations
 import re
 from typing import Iterable, Iterator, Sequence
 
-from ..expand import Desired
-from ..load import Manifest
-from ..templates import DEFAULT_PREFIX
-from ..validate import Diagnostic, role_diagnostics, undeclared_database
+from ..model import DESIGN_DOCUMENT_MANIFEST, USER_DATABASES_MANIFEST, Desired, Diagnostic, Manifest, Template
+from .base import ManifestKind
+from .checks import USER_DATABASE_PREFIX as DEFAULT_PREFIX
+from .checks import role_diagnostics, undeclared_database
 
 
-class UserDatabasesManifest:
-    kind = "UserDatabases"
+def user_database(prefix: str, user: str) -> str:
+    """The database couch_peruser gives `user`: couch_peruser.erl `user_db_name` writes each byte of the
+    UTF-8 name as `string:to_lower(integer_to_list(Byte, 16))`, lowercase hex with no zero padding (a
+    byte below 0x10, only in control characters, is one digit)."""
+    return prefix + "".join(format(byte, "x") for byte in user.encode("utf-8"))
+
+
+class UserTemplate(Template):
+    """A UserDatabases manifest and the DesignDocument manifests that name it as their `userDatabases`."""
+
+    @property
+    def design_documents(self) -> tuple[Manifest, ...]:
+        return self.parts
+
+    @property
+    def prefix(self) -> str:
+        prefix: str = self.manifest.spec.get("prefix", DEFAULT_PREFIX)
+        return prefix
+
+    def selects(self, name: str, roles: Iterable[str]) -> bool:
+        select = self.manifest.spec.get("select", {})
+        if "roles" in select and not set(select["roles"]) & set(roles):
+            return False
+        pattern = select.get("namePattern")
+        return pattern is None or re.fullmatch(pattern, name) is not None
+class UserDatabasesManifest(ManifestKind):
+    kind = USER_DATABASES_MANIFEST
     schema = "user_databases.schema.json"
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:
@@ -57,6 +82,10 @@ class UserDatabasesManifest:
     def expand(self, manifest: Manifest) -> Iterable[Desired]:
         """No object of its own: reconciler/templates.py turns the template into per-user objects."""
         return ()
+
+    def template(self, manifest: Manifest, every: Sequence[Manifest]) -> UserTemplate:
+        return UserTemplate(manifest, tuple(m for m in every if m.kind == DESIGN_DOCUMENT_MANIFEST
+                                            and m.spec.get("userDatabases") == manifest.name))
 
 
 MANIFEST = UserDatabasesManifest()

@@ -30,7 +30,7 @@ import requests
 from reconcile_runner import reconcile
 from replication_setup import base_url
 from waiting import wait_for
-from reconciler.templates import user_database
+from reconciler.kinds.user_databases import user_database
 
 MANIFESTS = Path(__file__).parents[2] / "manifests"
 ANALYTICS_WAIT = 30.0  # seconds for a document to travel through a continuous replication

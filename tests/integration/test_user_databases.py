@@ -20,7 +20,7 @@ import pytest
 
 from reconcile_runner import config_changed, reconcile, write
 from waiting import wait_for
-from reconciler.templates import user_database
+from reconciler.kinds.user_databases import user_database
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ,
                               reason="--allow-delete prunes every managed object on the server: couchsim only")

@@ -33,7 +33,7 @@ import requests
 from reconcile_runner import reconcile, write
 from reconciler.client import Connection, CouchSession
 from reconciler.plan import Policy
-from reconciler.templates import user_database
+from reconciler.kinds.user_databases import user_database
 from reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, run
 from waiting import wait_for
 

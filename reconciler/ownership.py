@@ -1,0 +1,31 @@
+"""What marks an object as made by this tool. The tool keeps no local state: the mark lives on the server,
+beside the object, and only marked objects are ever deleted (docs/architecture.md, Ownership).
+
+- databases: MARKER in their `_security` object (CouchDB keeps top-level keys beside `members`/`admins`:
+  couch_db.erl `validate_security_object` checks only those two);
+- design documents and `_replicator` documents: MARKER in the document;
+- users: OWNER_FIELD in the `_users` document;
+- server admins, which are config keys with no document: a key of their own in MARKER_SECTION of each node
+  the admin was written to, one key per admin so that two applies never race on a shared list.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+OWNER = "couch-reconciler"
+MARKER = "couch_reconciler"
+MARKER_VALUE = {"created_by": OWNER}
+OWNER_FIELD = "created_by"
+MARKER_SECTION = "couch_reconciler_admins"
+ADMIN_MARKER_VALUE = OWNER
+
+
+def is_marked(doc: Mapping[str, Any]) -> bool:
+    """A `_security` object, design document or `_replicator` document this tool created."""
+    return doc.get(MARKER) == MARKER_VALUE
+
+
+def is_marker_path(path: str) -> bool:
+    """A plan field that is the marker itself, or inside it."""
+    return path == MARKER or path.startswith(MARKER + ".")

@@ -1,0 +1,49 @@
+"""The stages composed, as the commands run them (docs/architecture.md): each stage module knows only the
+core, and this module is where one stage's output becomes the next one's input.
+
+- `load_and_validate`: load -> validate, offline (`reconcile validate`, and before anything is sent);
+- `make_plan`: resolve -> observe -> diff -> plan, inside one observation scope.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from .client import CouchSession
+from .diff import diff_all
+from .kinds.base import ResourceKind
+from .load import ManifestError, load
+from .model import DesiredState, Diagnostic, Manifest, Plan
+from .observe import observe
+from .plan import Policy, checked_plan
+from .reads import observation
+from .templates import resolve
+from .validate import validate
+
+
+def load_and_validate(path: str) -> tuple[list[Manifest], list[Diagnostic]]:
+    """Everything `reconcile validate` checks; plan and apply use it too, so they refuse what validate refuses."""
+    loaded = load(path)
+    diagnostics = [_from_load_error(error) for error in loaded.errors] + validate(loaded.manifests)
+    return loaded.manifests, sorted(diagnostics, key=lambda diagnostic: diagnostic.position)
+
+
+def _from_load_error(error: ManifestError) -> Diagnostic:
+    return Diagnostic(error.source, error.subject, error.message, error.hint)
+
+
+def make_plan(session: CouchSession, state: DesiredState, policy: Policy, kinds: Mapping[str, ResourceKind]) -> Plan:
+    """Observe the server, diff, order and check a plan; PlanRefused when a safety rule says no.
+
+    Templates (UserDatabases) are resolved first, from the same reads the kinds observe with."""
+    with observation(session):
+        state, template_warnings = resolve(session, state, prune=policy.allow_delete)
+        wanted = {name: objects for name, objects in state.by_kind().items() if name in kinds}
+        warnings = [f"{len(objects)} {name} object(s) in the manifests are not planned: this version cannot "
+                    f"apply that kind yet" for name, objects in sorted(state.by_kind().items()) if name not in kinds]
+        warnings += template_warnings
+        live = observe(session, wanted, kinds, prune=policy.allow_delete,
+                       prune_kinds={name for name in state.prune_kinds if name in kinds})
+    changes, kind_warnings = diff_all(wanted, live, kinds)
+    existing = {name: len(objects) for name, objects in live.items()}
+    return checked_plan(session.base, changes, warnings + kind_warnings, existing, policy, kinds)
