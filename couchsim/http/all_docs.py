@@ -13,6 +13,7 @@ from ..query import ABSENT, boolean, integer, json_value
 from .base import Request, allow, json_response
 from .documents import read_doc
 
+
 def explicit_keys(req: Request, body: dict | None) -> list | None:
     """`keys` from the query string or a POST body; rows then come in the order of the keys."""
     keys = json_value(req.query, "keys")

@@ -14,6 +14,7 @@ from ..query import boolean
 from .base import Request, allow, json_response
 from .documents import doc_options, parse_doc_body, read_doc
 
+
 async def bulk_docs(req: Request, db: Database) -> web.Response:
     allow(req, "POST")
     body = await req.json_object(require_ctype=True)

@@ -15,6 +15,7 @@ from .base import Request, allow, json_response
 from .documents import read_doc
 from .feeds import stream_feed
 
+
 async def changes(req: Request, db: Database) -> web.StreamResponse:
     """chttpd_db:handle_changes_req/2 with the built-in and design-document filters."""
     allow(req, "GET", "HEAD", "POST")

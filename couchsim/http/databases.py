@@ -12,6 +12,7 @@ from ..errors import CouchError, bad_request, forbidden
 from ..security import check_db_admin, is_db_admin, validate_security_object
 from .base import Request, allow, json_response
 
+
 async def create_db(req: Request, name: str) -> web.Response:
     """chttpd_db:create_db_req/2."""
     q = shard_param(req, "q")

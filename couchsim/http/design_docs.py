@@ -9,6 +9,7 @@ from ..database import Database
 from ..errors import CouchError, not_found
 from .base import Request, allow, json_response
 
+
 async def view_request(req: Request, db: Database, ddoc_id: str) -> web.Response:
     if len(req.parts) != 5:
         raise not_found("missing")

@@ -11,6 +11,7 @@ from ..mango import SPECIAL_INDEX, find, index_view, json_indexes, new_index
 from .base import Request, allow, json_response
 from .documents import read_doc
 
+
 async def find_handler(req: Request, db: Database) -> web.Response:
     allow(req, "POST")
     body = await req.json(require_ctype=True)
