@@ -24,6 +24,8 @@ DEFAULTS: dict[tuple[str, str], str] = {
     ("couch_peruser", "delete_dbs"): "false",
     ("couch_peruser", "database_prefix"): "userdb-",
     ("uuids", "max_count"): "1000",
+    ("attachments", "compressible_types"): "text/*, application/javascript, application/json, application/xml",
+    ("attachments", "compression_level"): "8",
     ("replicator", "max_jobs"): "500",
     ("replicator", "interval"): "60000",
     ("replicator", "max_churn"): "20",

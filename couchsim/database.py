@@ -12,8 +12,10 @@ import base64
 import bisect
 from typing import Any, Callable, Iterator, Protocol
 
+from .config import Config
 from .errors import CouchError, bad_request, conflict, not_found
-from .revisions import DESIGN_PREFIX, LOCAL_PREFIX, META_MEMBERS, Attachment, DocEntry, RevNode, new_rev_digest, parse_rev
+from .revisions import (DESIGN_PREFIX, LOCAL_PREFIX, META_MEMBERS, Attachment, DocEntry, RevNode, compressible_type,
+                        new_rev_digest, parse_rev)
 from .security import UserCtx, check_db_admin
 
 
@@ -30,6 +32,7 @@ class DatabaseHost(Protocol):
     """What a database needs from the cluster that holds it."""
 
     design: DesignHooks
+    config: Config
 
     def doc_updated(self, db: Database, entry: DocEntry) -> None: ...
 
@@ -132,14 +135,15 @@ class Database:
 
     def doc_json(self, entry: DocEntry, node: RevNode, *, revs: bool = False, attachments: bool = False,
                  atts_since: list[str] | None = None, conflicts: bool = False, deleted_conflicts: bool = False,
-                 revs_info: bool = False, local_seq: bool = False) -> dict:
+                 revs_info: bool = False, local_seq: bool = False, att_encoding_info: bool = False) -> dict:
         doc: dict[str, Any] = {"_id": entry.id, "_rev": node.rev}
         doc.update(node.body or {})
         if node.atts:
             since_pos = min((parse_rev(r)[0] for r in atts_since), default=None) if atts_since else None
             doc["_attachments"] = {
-                name: (att.inline() if attachments or (since_pos is not None and att.revpos > since_pos)
-                       else att.stub())
+                name: (att.inline(att_encoding_info)
+                       if attachments or (since_pos is not None and att.revpos > since_pos)
+                       else att.stub(att_encoding_info))
                 for name, att in node.atts.items()}
         if node.deleted:
             doc["_deleted"] = True
@@ -341,8 +345,7 @@ class Database:
         atts = {}
         for name, spec in given.items():
             if isinstance(spec, Attachment):  # a standalone attachment upload
-                spec.revpos = pos
-                atts[name] = spec
+                atts[name] = self.attachment(spec.content_type, spec.data, pos)
                 continue
             if not isinstance(spec, dict):
                 raise bad_request("Attachment must be a JSON object")
@@ -359,9 +362,18 @@ class Database:
                 raw = base64.b64decode(data, validate=True)
             except ValueError:
                 raise bad_request("Invalid attachment data for " + name)
-            atts[name] = Attachment(spec.get("content_type", "application/octet-stream"), raw,
-                                    spec.get("revpos", pos))
+            atts[name] = self.attachment(spec.get("content_type", "application/octet-stream"), raw,
+                                         spec.get("revpos", pos))
         return atts
+
+    def attachment(self, content_type: str, data: bytes, revpos: int) -> Attachment:
+        """New attachment data as couch_db:with_stream/3 stores it: gzip-encoded when its type is in
+        `[attachments] compressible_types`, at `compression_level` (0 stores it as is)."""
+        config = self.cluster.config
+        level = 0
+        if compressible_type(content_type, config.get("attachments", "compressible_types")):
+            level = config.get_int("attachments", "compression_level")
+        return Attachment(content_type, data, revpos, level)
 
     def _new_entry(self, docid: str) -> DocEntry:
         if self.docs is None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+import zlib
 from typing import Any, Iterator
 
 from .errors import CouchError, bad_request
@@ -47,22 +49,58 @@ def parse_rev(rev: Any) -> tuple[int, str]:
     raise bad_request("Invalid rev format")
 
 
+def md5_digest(data: bytes) -> str:
+    return "md5-" + base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
+
+
+def compressible_type(content_type: str, compressible_types: str) -> bool:
+    """couch_db:compressible_att_type/1: `[attachments] compressible_types` is a comma-separated list of
+    MIME types where `*` matches anything, compared without case and ignoring parameters (`; charset=...`)."""
+    for pattern in re.split(r"\s*,\s*", compressible_types.strip()):
+        if pattern:
+            regexp = "^\\s*" + ".*".join(re.escape(part) for part in pattern.split("*")) + r"(?:\s*;.*?)?\s*$"
+            if re.match(regexp, content_type, re.IGNORECASE):
+                return True
+    return False
+
+
 class Attachment:
-    __slots__ = ("content_type", "data", "digest", "revpos")
+    """An attachment as couch_att keeps it. couch_db:with_stream/3 gzips a compressible type on its way to
+    disk (couch_stream: `zlib:deflateInit(Z, Level, deflated, 16 + 15, 8, default)`, nothing at level 0), and
+    the `md5` it records is of the bytes written: the stub's `digest` is the MD5 of the gzip stream, while
+    `length` stays the identity length and `encoded_length` the stored one (couch_att:to_json/4)."""
+    __slots__ = ("content_type", "data", "digest", "revpos", "encoded")
 
-    def __init__(self, content_type: str, data: bytes, revpos: int, digest: str | None = None):
+    def __init__(self, content_type: str, data: bytes, revpos: int, compression_level: int = 0):
         self.content_type = content_type
-        self.data = data
+        self.data = data  # the identity bytes
         self.revpos = revpos
-        self.digest = digest or "md5-" + base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
+        self.encoded: bytes | None = None  # the gzip stream when stored gzip-encoded
+        if 1 <= compression_level <= 9:
+            deflate = zlib.compressobj(compression_level, zlib.DEFLATED, 16 + 15, 8, zlib.Z_DEFAULT_STRATEGY)
+            self.encoded = deflate.compress(data) + deflate.flush()
+        self.digest = md5_digest(self.stored)
 
-    def stub(self) -> dict:
-        return {"content_type": self.content_type, "revpos": self.revpos, "digest": self.digest,
-                "length": len(self.data), "stub": True}
+    @property
+    def stored(self) -> bytes:
+        return self.data if self.encoded is None else self.encoded
 
-    def inline(self) -> dict:
+    @property
+    def encoding(self) -> str:
+        return "identity" if self.encoded is None else "gzip"
+
+    def _encoding_info(self) -> dict:
+        return {} if self.encoded is None else {"encoding": "gzip", "encoded_length": len(self.encoded)}
+
+    def stub(self, encoding_info: bool = False) -> dict:
         return {"content_type": self.content_type, "revpos": self.revpos, "digest": self.digest,
-                "data": base64.b64encode(self.data).decode("ascii")}
+                "length": len(self.data), "stub": True, **(self._encoding_info() if encoding_info else {})}
+
+    def inline(self, encoding_info: bool = False) -> dict:
+        """`attachments=true`: the identity bytes, gunzipped when stored encoded (couch_att:to_json/4)."""
+        return {"content_type": self.content_type, "revpos": self.revpos, "digest": self.digest,
+                "data": base64.b64encode(self.data).decode("ascii"),
+                **(self._encoding_info() if encoding_info else {})}
 
 
 class RevNode:

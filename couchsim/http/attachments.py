@@ -8,10 +8,30 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ..database import Database
-from ..revisions import Attachment, validate_docid
 from ..errors import conflict, not_found
+from ..revisions import Attachment, validate_docid
 from .base import SERVER_HEADER, Request, allow, json_response, not_modified
 from .documents import doc_location, read_doc, rev_from_request, validate_attachment_name
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """mochiweb_request:accepted_encodings/1 as couch_httpd:accepted_encodings/1 asks it: `gzip`, or `*`
+    not excluding it, with a q-value above 0. No header accepts only identity."""
+    if not accept_encoding:
+        return False
+    qualities = {}
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        quality = 1.0
+        name, _, value = params.strip().partition("=")
+        if name.strip() == "q":
+            try:
+                quality = float(value)
+            except ValueError:
+                quality = 0.0
+        qualities[coding.strip().lower()] = quality
+    return qualities.get("gzip", qualities.get("*", 0.0)) > 0
+
 
 async def attachment_request(req: Request, db: Database, docid: str, name: str) -> web.StreamResponse:
     allow(req, "GET", "HEAD", "PUT", "DELETE")
@@ -24,9 +44,13 @@ async def attachment_request(req: Request, db: Database, docid: str, name: str) 
         etag = '"' + att.digest.partition("-")[2] + '"'
         if req.http.headers.get("If-None-Match") == etag:
             return not_modified(etag)
-        return web.Response(body=att.data, headers={"Content-Type": att.content_type, "ETag": etag,
-                                                    "Accept-Ranges": "none", "Cache-Control": "must-revalidate",
-                                                    "Server": SERVER_HEADER})
+        headers = {"Content-Type": att.content_type, "ETag": etag, "Cache-Control": "must-revalidate",
+                   "Server": SERVER_HEADER, "Accept-Ranges": "bytes" if att.encoded is None else "none"}
+        body = att.data
+        if att.encoded is not None and accepts_gzip(req.http.headers.get("Accept-Encoding")):
+            # Served as stored, the client decodes (chttpd_db:db_attachment_req/4, ReqAcceptsAttEnc).
+            body, headers["Content-Encoding"] = att.encoded, "gzip"
+        return web.Response(body=body, headers=headers)
     validate_docid(docid)
     validate_attachment_name(name)
     rev = rev_from_request(req, None)

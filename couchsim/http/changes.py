@@ -30,6 +30,7 @@ async def changes(req: Request, db: Database) -> web.StreamResponse:
     limit = integer(req.query, "limit")
     include_docs = boolean(req.query, "include_docs")
     conflicts = boolean(req.query, "conflicts")
+    att_encoding_info = boolean(req.query, "att_encoding_info")
     all_leaves = req.query.get("style") == "all_docs"
     timeout = integer(req.query, "timeout", 60000) / 1000
     accept = change_filter(req, db, body)
@@ -41,7 +42,8 @@ async def changes(req: Request, db: Database) -> web.StreamResponse:
         if entry.deleted:
             out["deleted"] = True
         if include_docs:
-            out["doc"] = read_doc(req, db, entry, entry.winner, conflicts=conflicts)
+            out["doc"] = read_doc(req, db, entry, entry.winner, conflicts=conflicts,
+                                  att_encoding_info=att_encoding_info)
         return out
 
     position = {"since": since}

@@ -15,6 +15,7 @@ from ..errors import CouchError, bad_request, conflict, not_found
 from ..query import ABSENT, boolean, json_value
 from .base import SERVER_HEADER, Request, allow, json_response, not_modified
 
+
 def parse_doc_body(req: Request, db: Database, body: Any, docid: str | None = None) -> dict:
     """couch_doc:from_json_obj_validate/1: an object within `[couchdb] max_document_size` whose `_` members
     are known, with a valid id (`partition:id` in a partitioned database, couch_partition:validate_docid/1)."""
@@ -145,6 +146,7 @@ def doc_options(req: Request) -> dict:
         "deleted_conflicts": boolean(req.query, "deleted_conflicts"),
         "revs_info": boolean(req.query, "revs_info"),
         "local_seq": boolean(req.query, "local_seq"),
+        "att_encoding_info": boolean(req.query, "att_encoding_info"),
     }
     if boolean(req.query, "meta"):
         options.update(conflicts=True, deleted_conflicts=True, revs_info=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import time
+import zlib
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, db_path
@@ -209,6 +211,10 @@ STAGED_SUFFIX = "-next"
 STAGED_WAIT = 3600.0  # seconds an index build may take before apply stops waiting (a rerun resumes)
 STAGED_POLL = 1.0
 SHOWN_CHARACTERS = 60
+# How CouchDB gzips compressible attachments by default: `[attachments] compression_level = 8`, a gzip stream
+# (couch_stream:gzip_init/1: zlib:deflateInit(Z, Level, deflated, 16 + 15, 8, default)).
+GZIP_LEVEL = 8
+GZIP_WBITS = 16 + 15
 
 
 class DesignDocumentResource(ResourceKind):
@@ -223,7 +229,8 @@ class DesignDocumentResource(ResourceKind):
         """Every design document of each database that should hold one: one `_all_docs` range read per
         database, attachments as stubs. `prune` finds managed documents no manifest lists, in every
         database when the database kind listed them all (it does when pruning), else in those read."""
-        keys = {desired.key for desired in wanted}
+        by_key = {desired.key: desired for desired in wanted}
+        keys = set(by_key)
         infos = planned_database_infos(session, sorted({split_key(key)[0] for key in keys}), every=prune)
         existing = sorted(infos)
         live: dict[str, Observed] = {}
@@ -234,6 +241,8 @@ class DesignDocumentResource(ResourceKind):
                 key = f"{database}/{doc['_id']}"
                 managed = is_marked(doc)
                 if key in keys or (prune and managed):
+                    if key in by_key:
+                        doc = _attachments_as_wanted(session, key, doc, by_key[key])
                     live[key] = _observed(key, doc, managed, documents)
         return live
 
@@ -390,6 +399,54 @@ def _upload_body(desired: Desired, before: Mapping[str, Any] | None, subject: st
         attachments[name] = {"content_type": stub["content_type"], "data": base64.b64encode(data).decode("ascii")}
     body[ATTACHMENTS] = attachments
     return body
+
+
+def _attachments_as_wanted(session: CouchSession, key: str, doc: Mapping[str, Any], wanted: Desired
+                           ) -> Mapping[str, Any]:
+    """The document with the digest of each attachment that holds the wanted file replaced by the file's own.
+
+    CouchDB stores attachments whose type is in `[attachments] compressible_types` (text, JavaScript, JSON,
+    XML by default) gzip-encoded, and reports the MD5 of the gzip stream as their `digest`, with `length`
+    still the file's (couch_db:with_stream/3, couch_att:to_json/4): the file's MD5 never equals it. A stub
+    that differs in digest only holds the file when its digest is that of the file gzipped as CouchDB does
+    by default (zlib, level 8: couch_stream:gzip_init/1), or, on a server that compresses otherwise, when
+    the attachment read back (decoded) has the file's MD5."""
+    live, want = doc.get(ATTACHMENTS), wanted.body.get(ATTACHMENTS)
+    if not live or not want:
+        return doc
+    database, name = split_key(key)
+    same: dict[str, Any] = {}
+    for attachment, stub in live.items():
+        file = want.get(attachment)
+        if (file is not None and stub.get("digest") != file["digest"]
+                and (stub.get("length"), stub.get("content_type")) == (file["length"], file["content_type"])
+                and (stub.get("digest") == _gzip_digest(wanted.options["attachments"], attachment, file["digest"])
+                     or _read_digest(session, database, name, attachment) == file["digest"])):
+            stub = {**stub, "digest": file["digest"]}
+        same[attachment] = stub
+    return {**doc, ATTACHMENTS: same}
+
+
+@functools.lru_cache(maxsize=1024)
+def _gzip_digest(folder: str, attachment: str, digest: str) -> str | None:
+    """The digest CouchDB reports for the file stored gzip-encoded at the default level; None when the file
+    changed since it was read for the plan (its MD5 is no longer `digest`)."""
+    try:
+        with open(os.path.join(folder, *attachment.split("/")), "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    if md5_digest(data) != digest:
+        return None
+    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
+    return md5_digest(deflate.compress(data) + deflate.flush())
+
+
+def _read_digest(session: CouchSession, database: str, name: str, attachment: str) -> str | None:
+    """The MD5 of an attachment's content as CouchDB serves it (decoded); None when it is gone."""
+    response = session.request("GET", db_path(database, "_design", name, *attachment.split("/")), ok=(404,),
+                               what=f"reading attachment {attachment} of {database}/_design/{name}")
+    return None if response.status_code == 404 else md5_digest(response.content)
 
 
 def _stored_content(doc: Mapping[str, Any]) -> dict[str, Any]:

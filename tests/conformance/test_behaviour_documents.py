@@ -6,8 +6,12 @@ couch_doc.erl, couch_key_tree.erl; mango; CouchDB docs API -> Documents; recorde
 """
 
 import base64
+import gzip
 import hashlib
 import re
+
+import pytest
+import requests
 
 from behaviour_fixtures import answer, db_url
 
@@ -204,16 +208,70 @@ def test_missing_revs_endpoint(server, db):
     assert body == {"missing_revs": {"have": [unknown]}}
 
 
+def md5_digest(data: bytes) -> str:
+    return "md5-" + base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
 def test_inline_attachment_stub_and_digest(server, db):
     """couch_att: inline base64 data stored; GET shows a stub with content_type, length, revpos and digest
-    "md5-<base64 md5>"; ?attachments=true inlines the data again (recorded exchanges "inline attachment", "attachment stub")."""
-    data = b"hello world"
-    put(server, db, "a", {"_attachments": {"t.txt": {"content_type": "text/plain", "data": base64.b64encode(data).decode()}}})
-    stub = server.admin.get(db_url(db, "a")).json()["_attachments"]["t.txt"]
-    digest = "md5-" + base64.b64encode(hashlib.md5(data).digest()).decode()
-    assert stub == {"content_type": "text/plain", "revpos": 1, "digest": digest, "length": len(data), "stub": True}
-    full = server.admin.get(db_url(db, "a"), params={"attachments": "true"}).json()["_attachments"]["t.txt"]
+    "md5-<base64 md5>"; ?attachments=true inlines the data again (recorded exchanges "inline attachment", "attachment
+    stub"). A binary type is stored as given, so the digest is the MD5 of its bytes."""
+    data = b"\x89PNG\r\n\x1a\n not really an image"
+    put(server, db, "a", {"_attachments": {"i.png": {"content_type": "image/png", "data": base64.b64encode(data).decode()}}})
+    stub = server.admin.get(db_url(db, "a")).json()["_attachments"]["i.png"]
+    assert stub == {"content_type": "image/png", "revpos": 1, "digest": md5_digest(data), "length": len(data),
+                    "stub": True}
+    info = server.admin.get(db_url(db, "a"), params={"att_encoding_info": "true"}).json()["_attachments"]["i.png"]
+    assert "encoding" not in info and "encoded_length" not in info
+    full = server.admin.get(db_url(db, "a"), params={"attachments": "true"}).json()["_attachments"]["i.png"]
     assert base64.b64decode(full["data"]) == data
+
+
+def gzip_stored(server, path: str) -> tuple[requests.Response, bytes]:
+    """The attachment as a client that accepts gzip gets it, and the bytes on the wire (not decoded)."""
+    response = server.admin.get(path, headers={"Accept-Encoding": "gzip"}, stream=True)
+    return response, response.raw.read(decode_content=False)
+
+
+@pytest.mark.parametrize("content_type", ["text/html", "text/plain; charset=utf-8", "application/json",
+                                          "application/javascript", "application/xml"])
+def test_text_like_attachments_are_stored_gzip_encoded(server, db, content_type):
+    """couch_db:with_stream/3 gzips an attachment whose type matches `[attachments] compressible_types` (default
+    `text/*, application/javascript, application/json, application/xml`, rel/overlay/etc/default.ini) and
+    records the MD5 of the bytes written (couch_stream): the stub's `digest` is the MD5 of the gzip stream, not
+    of the file, and `length` stays the identity length; `?att_encoding_info=true` adds `encoding: gzip` and
+    `encoded_length` (couch_att:to_json/4). GET decodes for a client that does not accept gzip and sends the
+    stored stream with `Content-Encoding: gzip` to one that does (chttpd_db:db_attachment_req/4)."""
+    data = b"<h1>hello</h1>\n" * 20
+    put(server, db, "page", {"_attachments": {"f": {"content_type": content_type,
+                                                    "data": base64.b64encode(data).decode()}}})
+    stub = server.admin.get(db_url(db, "page")).json()["_attachments"]["f"]
+    assert (stub["length"], stub["stub"]) == (len(data), True)
+    assert stub["digest"] != md5_digest(data)
+    info = server.admin.get(db_url(db, "page"), params={"att_encoding_info": "true"}).json()["_attachments"]["f"]
+    assert info["encoding"] == "gzip"
+    response, stored = gzip_stored(server, db_url(db, "page", "f"))
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert (len(stored), md5_digest(stored)) == (info["encoded_length"], stub["digest"])
+    assert gzip.decompress(stored) == data
+    plain = server.admin.get(db_url(db, "page", "f"), headers={"Accept-Encoding": "identity"})
+    assert plain.content == data and "Content-Encoding" not in plain.headers
+    assert plain.headers["ETag"] == '"' + stub["digest"].removeprefix("md5-") + '"'
+    full = server.admin.get(db_url(db, "page"), params={"attachments": "true"}).json()["_attachments"]["f"]
+    assert base64.b64decode(full["data"]) == data
+
+
+def test_compression_level_zero_stores_text_as_given(server, db, set_config):
+    """`[attachments] compression_level = 0` disables compression (docs: config/misc.rst; couch_stream:gzip_init/1
+    keeps identity below level 1), so a text attachment's digest is the MD5 of its bytes again. Attachments
+    stored before keep their encoding."""
+    set_config("attachments", "compression_level", "0")
+    data = b"plain text, not compressed"
+    put(server, db, "t", {"_attachments": {"t.txt": {"content_type": "text/plain",
+                                                     "data": base64.b64encode(data).decode()}}})
+    stub = server.admin.get(db_url(db, "t"), params={"att_encoding_info": "true"}).json()["_attachments"]["t.txt"]
+    assert stub == {"content_type": "text/plain", "revpos": 1, "digest": md5_digest(data), "length": len(data),
+                    "stub": True}
 
 
 def test_standalone_attachment_put_get_delete(server, db):
