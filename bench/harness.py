@@ -1,11 +1,13 @@
-"""What every benchmark here shares: couchsim in its own process, the manifests turned into desired state,
-and the floor each figure is printed beside (the same number of bare requests through the same pool).
+"""What every benchmark here shares: couchsim in its own process (or any server given with --url), the
+manifests turned into desired state, and the floor each figure is printed beside (the same number of bare
+requests through the same pool), with the client's and the server's CPU time.
 
 A benchmark runs couchsim as a subprocess, not in-process, so the server's CPU is not the client's.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import socket
@@ -14,13 +16,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from reconciler.cli import connect  # noqa: E402
 from reconciler.client import Connection, CouchSession  # noqa: E402
 from reconciler.expand import expand  # noqa: E402
 from reconciler.pipeline import load_and_validate  # noqa: E402
@@ -32,6 +35,101 @@ ADMIN = ("admin", "bench-admin-pw")
 class Couchsim:
     url: str
     process: subprocess.Popen
+
+
+COUCHSIM_MODELS = ("couchsim keeps every database in memory: what a database costs to open, to read and to write "
+                   "on a real CouchDB is not modelled, so ratios on couchsim rank client-side designs only")
+
+
+@dataclass(frozen=True)
+class Server:
+    """The server a benchmark measures: the couchsim it started, or one named by --url."""
+
+    connection: Connection
+    pid: int | None  # a process on this machine whose CPU time /proc tells; None: unknown
+    name: str  # "couchsim subprocess" or the URL without credentials
+    models: str = ""  # what a simulated server models of a real one's costs, and what not
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="measure this CouchDB instead of a couchsim the benchmark starts; "
+                                      "credentials as `reconcile` takes them: $COUCHDB_USER, $COUCHDB_PASSWORD "
+                                      "or user:password@ in the URL")
+    parser.add_argument("--cacert", help="CA bundle for an https --url")
+    parser.add_argument("--server-pid", type=int,
+                        help="the --url server's process on this machine (e.g. CouchDB's beam.smp), for its CPU time")
+    parser.add_argument("--pool", type=int, default=16)
+
+
+@contextlib.contextmanager
+def bench_server(args: argparse.Namespace, *config: str) -> Iterator[Server]:
+    """A fresh couchsim (with `config`), or the server --url names, as `reconcile` would connect to it."""
+    if args.url is None:
+        with couchsim(*config) as sim:
+            yield Server(Connection(sim.url, *ADMIN, pool=args.pool), sim.process.pid, "couchsim subprocess",
+                         COUCHSIM_MODELS)
+        return
+    with connect(args.url, os.environ.get("COUCHDB_USER"), None, args.cacert, args.pool, 60.0) as probe:
+        connection = probe.connection
+    yield Server(connection, args.server_pid, connection.url)
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process on this machine (/proc/PID/stat), None when unknown."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (proc(5) 14, 15)
+
+
+@dataclass
+class Measured:
+    wall: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu: float | None = None
+    requests: int = 0
+    changes: int = 0
+
+    def cpu(self) -> str:
+        server = "unknown" if self.server_cpu is None else f"{self.server_cpu:.2f} s"
+        return f"client CPU {self.client_cpu:.2f} s, server CPU {server}"
+
+
+@contextlib.contextmanager
+def measured(server: Server) -> Iterator[Measured]:
+    """Wall time, this process's CPU time and the server's over the block."""
+    result = Measured()
+    server_began, cpu_began, began = process_cpu(server.pid), time.process_time(), time.perf_counter()
+    yield result
+    result.wall = time.perf_counter() - began
+    result.client_cpu = time.process_time() - cpu_began
+    server_ended = process_cpu(server.pid)
+    if server_began is not None and server_ended is not None:
+        result.server_cpu = server_ended - server_began
+
+
+def print_ratio(label: str, tool: Measured, floors: dict[str, Measured], detail: str = "") -> None:
+    """The tool's figures on one line, then each floor's with the ratio of the tool's wall time to it."""
+    print(f"  {label}: {tool.wall:.2f} s, {tool.requests} requests{detail}; {tool.cpu()}", flush=True)
+    for name, floor in floors.items():
+        print(f"    floor {name}: {floor.wall:.2f} s, {floor.requests} requests; {floor.cpu()}"
+              f"  -> ratio {tool.wall / floor.wall:.2f}x", flush=True)
+
+
+def quickest(runs: int, measures: dict[str, Callable[[], Measured]]) -> dict[str, Measured]:
+    """Each measurement `runs` times, in turns (so a burst of other work on the machine hits all of them
+    alike), and the quickest of each: the least disturbed one."""
+    best: dict[str, Measured] = {}
+    for _ in range(runs):
+        for name, measure in measures.items():
+            result = measure()
+            if name not in best or result.wall < best[name].wall:
+                best[name] = result
+    return best
 
 
 def free_port() -> int:

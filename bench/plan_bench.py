@@ -1,16 +1,22 @@
-"""Benchmark: `plan` and a no-op `apply` over N databases with security objects, on couchsim.
+"""Benchmark: first apply, `plan` and a no-op `apply` over N databases with security objects, each beside
+its floor measured in the same run through the same pool, on couchsim or on any CouchDB.
 
-    .venv/bin/python bench/plan_bench.py [--sizes 1000 10000] [--pool 16]
+    .venv/bin/python bench/plan_bench.py [--sizes 1000 10000] [--pool 16] [--runs 3]
+    COUCHDB_USER=admin COUCHDB_PASSWORD=... .venv/bin/python bench/plan_bench.py --url http://127.0.0.1:5984 \\
+        [--server-pid $(pgrep -f beam.smp)]
 
-For each N it starts `python -m couchsim` as a subprocess, writes N Database
-manifests (each with a security object), brings the server to them with one
-apply (its requests per database beside the floor of 2, and its time), then measures:
+Without --url it starts `python -m couchsim` as a subprocess for each N. With --url it works on databases
+named `reconciler-bench-*` only, deletes them before and after, and touches nothing else.
 
-- plan: wall time (load + validate + expand + observe + diff) and the HTTP
-  requests it sent, against the target N + 2*N/100 + 20 (issue 5);
-- a no-op apply (the same plan, finding nothing to write);
-- beside each, the floor: the same number of bare `GET /` requests through
-  the same CouchSession pool against the same server.
+For each N it writes N Database manifests (each with a security object) and prints:
+
+- the manifests' load + validate + expand time (part of every figure below, as in `reconcile plan`);
+- first apply (load, plan and apply on an empty server) beside the floor of PUT db + PUT db/_security x N;
+- plan, and a no-op apply (the same plan, finding nothing to write), each beside the floor of a bare
+  GET db/_security x N; the no-op apply also beside a naive script that GETs each `_security` one after
+  the other on one connection and compares it with the manifest;
+- the ratio to each floor, the client's CPU time and the server's (the couchsim process's, or --server-pid's,
+  from /proc; "unknown" otherwise).
 
 Figures are printed, never asserted: timing belongs in benchmarks, not tests.
 """
@@ -18,77 +24,159 @@ Figures are printed, never asserted: timing belongs in benchmarks, not tests.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Mapping
+
+import requests
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ADMIN, couchsim, desired_state, print_beside_floor, print_header  # noqa: E402
+from harness import (Measured, Server, add_server_options, bench_server, quickest, desired_state,  # noqa: E402
+                     measured, print_ratio)
 
 from reconciler.apply import execute  # noqa: E402
-from reconciler.client import Connection, CouchSession  # noqa: E402
+from reconciler.client import CouchSession, db_path  # noqa: E402
 from reconciler.kinds import RESOURCES  # noqa: E402
+from reconciler.kinds.security import groups  # noqa: E402
 from reconciler.pipeline import make_plan  # noqa: E402
 from reconciler.plan import Policy  # noqa: E402
 
+PREFIX = "reconciler-bench-"
+FLOOR_PREFIX = f"{PREFIX}floor-"  # the first apply's floor creates its own databases beside the tool's
+
 
 def write_manifests(folder: Path, count: int) -> None:
-    """N databases with security, in files of 500 documents (a realistic split, and YAML stays quick)."""
+    """N databases with security, in files of 500 documents (a realistic split)."""
     roles = "apiVersion: reconciler/v1\nkind: Role\nmetadata: {name: app-user}\nspec: {}\n"
     (folder / "roles.yaml").write_text(roles)
     per_file = 500
     for start in range(0, count, per_file):
         documents = [
-            f"apiVersion: reconciler/v1\nkind: Database\nmetadata: {{name: bench-{i:06d}}}\n"
+            f"apiVersion: reconciler/v1\nkind: Database\nmetadata: {{name: {PREFIX}{i:06d}}}\n"
             f"spec:\n  security:\n    members: {{roles: [app-user], names: [user-{i}]}}\n"
             f"    admins: {{names: [owner-{i}]}}\n"
             for i in range(start, min(start + per_file, count))]
         (folder / f"databases-{start // per_file:03d}.yaml").write_text("---\n".join(documents))
 
 
-def measure(url: str, folder: Path, pool: int, count: int) -> None:
-    connection = Connection(url, *ADMIN, pool=pool)
-    began = time.perf_counter()
-    state = desired_state(folder)
-    offline = time.perf_counter() - began
+def bench_databases(session: CouchSession) -> list[str]:
+    """Every database of this benchmark on the server (left over by an interrupted run, too)."""
+    return session.get("_all_dbs", params={"start_key": json.dumps(PREFIX), "end_key": json.dumps(PREFIX + "\ufff0")})
 
-    with CouchSession(connection) as session:
-        began = time.perf_counter()
-        first = make_plan(session, state, Policy(), RESOURCES)
-        planned = session.requests_sent
-        execute(session, first.changes, RESOURCES)
-        setup = time.perf_counter() - began
-        written = session.requests_sent - planned
-    # The floor of a first apply: CouchDB sets `_security` only on an existing database, so 2 writes each.
-    print(f"  first apply: {len(first.changes)} changes, {planned} requests to plan + {written} to apply "
-          f"({written / count:.2f} per database; floor 2: PUT db + PUT db/_security), {setup:.1f} s")
 
-    target = count + 2 * count // 100 + 20
-    for label in ("plan", "no-op apply"):
-        with CouchSession(connection) as session:
-            began = time.perf_counter()
-            plan = make_plan(session, state, Policy(), RESOURCES)
-            execute(session, plan.changes, RESOURCES)  # nothing to do: a no-op apply writes nothing
-            online = time.perf_counter() - began
-            sent = session.requests_sent
-        verdict = "within" if sent <= target else "OVER"
-        print_beside_floor(connection, label, sent, offline + online,
-                           f"{len(plan.changes)} changes ({verdict} target {target}; "
-                           f"manifests {offline:.2f} s + server {online:.2f} s), ")
+def drop_bench_databases(server: Server) -> None:
+    with CouchSession(server.connection) as session:
+        names = bench_databases(session)
+        list(session.map(lambda name: session.request("DELETE", db_path(name), ok=(404,)), names))
+
+
+def tool(server: Server, loading: Measured, state, write: bool) -> Measured:
+    """One `reconcile plan` (or `apply` when `write`): its online part measured, the manifests' load added."""
+    with CouchSession(server.connection) as session, measured(server) as run:
+        plan = make_plan(session, state, Policy(), RESOURCES)
+        if write:
+            execute(session, plan.changes, RESOURCES)
+    run.requests = session.requests_sent
+    run.changes = len(plan.changes)
+    run.wall += loading.wall
+    run.client_cpu += loading.client_cpu
+    return run
+
+
+def floor_reads(server: Server, names: list[str]) -> Measured:
+    """GET db/_security x N through the tool's pool: what neither plan nor a no-op apply can beat."""
+    with CouchSession(server.connection) as session, measured(server) as floor:
+        list(session.map(lambda name: session.request("GET", db_path(name, "_security")), names))
+    floor.requests = session.requests_sent
+    return floor
+
+
+def floor_writes(server: Server, wanted: Mapping[str, dict]) -> Measured:
+    """PUT db + PUT db/_security x N through the tool's pool (CouchDB sets `_security` only on an existing
+    database): what a first apply cannot beat. It makes databases of its own, deleted afterwards."""
+    def create(name: str) -> None:
+        floor_name = FLOOR_PREFIX + name.removeprefix(PREFIX)
+        session.request("PUT", db_path(floor_name))
+        session.request("PUT", db_path(floor_name, "_security"), body=wanted[name])
+
+    with CouchSession(server.connection) as session, measured(server) as floor:
+        list(session.map(create, wanted))
+    floor.requests = session.requests_sent
+    return floor
+
+
+def naive_script(server: Server, wanted: Mapping[str, dict]) -> Measured:
+    """What someone would write instead of the tool: GET each `_security` in turn, compare, count drift."""
+    connection = server.connection
+    http = requests.Session()
+    http.auth = (connection.user, connection.password or "") if connection.user else None
+    http.verify = connection.verify
+    drift = 0
+    with measured(server) as script:
+        for name, want in wanted.items():
+            have = groups(http.get(f"{connection.url}/{db_path(name, '_security')}", timeout=60).json())
+            drift += any(set(have[group][part]) - {"_admin"} != set(want[group][part]) - {"_admin"}
+                         for group in want for part in ("names", "roles"))
+    http.close()
+    script.requests = len(wanted)
+    if drift:
+        raise SystemExit(f"the naive script found {drift} databases with drift after a no-op apply")
+    return script
+
+
+def measure(server: Server, folder: Path, count: int, runs: int) -> None:
+    drop_bench_databases(server)
+    with measured(server) as loading:
+        state = desired_state(folder)
+    wanted = {key: dict(desired.body) for (kind, key), desired in sorted(state.objects.items()) if kind == "security"}
+    print(f"  manifests: {count + 1} documents loaded, validated and expanded in {loading.wall:.2f} s "
+          f"(client CPU {loading.client_cpu:.2f} s; libyaml {'yes' if yaml.__with_libyaml__ else 'NO'})")
+
+    def floor_first_apply() -> Measured:
+        drop_bench_databases(server)
+        return floor_writes(server, wanted)
+
+    def first_apply() -> Measured:
+        drop_bench_databases(server)
+        return tool(server, loading, state, write=True)
+
+    # The tool's first apply goes last in each turn: the databases it made stay for the plans below.
+    floors = quickest(runs, {"PUT db + PUT db/_security x N": floor_first_apply, "tool": first_apply})
+    first = floors.pop("tool")
+    print_ratio("first apply", first, floors,
+                f" ({first.changes} changes, {first.requests / count:.2f} requests per database)")
+    for label, write in (("plan", False), ("no-op apply", True)):
+        measures = {"tool": lambda: tool(server, loading, state, write),
+                    "GET db/_security x N": lambda: floor_reads(server, list(wanted))}
+        if write:
+            measures["naive sequential GET-compare script"] = lambda: naive_script(server, wanted)
+        floors = quickest(runs, measures)
+        run = floors.pop("tool")
+        if run.changes:
+            raise SystemExit(f"{label}: {run.changes} changes right after the first apply")
+        print_ratio(label, run, floors)
+    drop_bench_databases(server)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--pool", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=1, help="measure each figure and floor this many times and "
+                                                             "print the quickest (for a busy machine)")
+    add_server_options(parser)
     args = parser.parse_args()
-    print_header("plan_bench", args.pool)
     for count in args.sizes:
-        with couchsim() as server, tempfile.TemporaryDirectory() as folder:
+        with bench_server(args) as server, tempfile.TemporaryDirectory() as folder:
+            if count == args.sizes[0]:
+                print(f"plan_bench: {server.name}, pool {args.pool}, {os.cpu_count()} CPUs shared by "
+                      "client and server" + (f"\n{server.models}" if server.models else ""))
             write_manifests(Path(folder), count)
             print(f"N = {count} databases with security objects:")
-            measure(server.url, Path(folder), args.pool, count)
+            measure(server, Path(folder), count, args.runs)
 
 
 if __name__ == "__main__":
