@@ -17,7 +17,7 @@ from .model import DesiredState, Diagnostic, Manifest, Plan
 from .observe import observe
 from .plan import Policy, checked_plan
 from .reads import observation
-from .templates import resolve
+from .resolve import resolve
 from .validate import validate
 
 
@@ -37,7 +37,7 @@ def make_plan(session: CouchSession, state: DesiredState, policy: Policy, kinds:
 
     Templates (UserDatabases) are resolved first, from the same reads the kinds observe with."""
     with observation(session):
-        state, template_warnings = resolve(session, state, prune=policy.allow_delete)
+        state, template_warnings = resolve(session, state, prune=policy.allow_delete, kinds=kinds)
         wanted = {name: objects for name, objects in state.by_kind().items() if name in kinds}
         warnings = [f"{len(objects)} {name} object(s) in the manifests are not planned: this version cannot "
                     f"apply that kind yet" for name, objects in sorted(state.by_kind().items()) if name not in kinds]

@@ -42,7 +42,7 @@ from .kinds.base import ResourceKind
 from .kinds.design_document import split_key
 from .kinds.replication import RESOURCE as REPLICATION_KIND
 from .kinds.user import ID_PREFIX, USERS_DB
-from .kinds.user_databases import UserTemplate, user_database
+from .kinds.user_databases import UserTemplate, replication_id, triggered_replication, user_database
 from .model import (
     DATABASE,
     DESIGN_DOCUMENT,
@@ -62,7 +62,7 @@ from .pipeline import load_and_validate, make_plan
 from .plan import PlanRefused, Policy
 from .reads import forget_verified, observation, remembering, shared
 from .replicator import replicator_docs_by_id
-from .templates import replication_id, resolve, triggered_replication
+from .resolve import resolve
 
 CHECKPOINT_DB = "_users"
 CHECKPOINT_ID = "_local/couch-reconciler-watch"

@@ -57,7 +57,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from ..client import CouchSession
 from ..errors import ReconcileError
-from ..model import Change, Delete, Desired, Diagnostic, Manifest, Observed, Template
+from ..model import Change, Delete, Desired, DesiredState, Diagnostic, Manifest, Observed, Template
 from ..secrets import SecretRef
 
 
@@ -80,6 +80,13 @@ class ManifestKind(ABC):
         """A Template when what the manifest wants depends on live state (the resolve stage expands it once
         the server has been read), with the manifests of `every` that name it; None for most kinds."""
         return None
+
+    def resolve(self, session: CouchSession, templates: Sequence[Template], state: DesiredState,
+                kinds: Mapping[str, ResourceKind], prune: bool) -> list[str]:
+        """Add to `state` (with `state.add(desired, subject, kinds)`) the objects this kind's templates want,
+        reading the server as needed, inside the plan's observation scope; return plan warnings. `prune`: the
+        plan may delete managed objects nothing wants (--allow-delete)."""
+        return []
 
 
 class ResourceKind(ABC):

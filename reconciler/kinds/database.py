@@ -95,7 +95,7 @@ class DatabaseResource(ResourceKind):
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:
         names = {desired.key for desired in wanted}
-        # The template resolution may have read these rows already in this plan (reconciler/templates.py).
+        # The template resolution may have read these rows already in this plan (kinds/user_databases.py).
         infos = (every_database_info(session) if prune
                  else planned_database_infos(session, sorted(names)))
         # None records a database seen missing, so that nobody asks for it again.

@@ -1,18 +1,46 @@
 """UserDatabases: the database-per-user template (a database, security, design documents and replications per user).
 
-Which users it covers is known only from the server, so it expands to no object here: it is a template
-(`UserTemplate`), which reconciler/templates.py resolves once `_users` has been read (docs/architecture.md).
+A UserDatabases manifest wants a database for every user in `_users`, and most of those users signed up
+at run time: what it wants is known only once the server has been read. So it expands to no object: it
+is a template (`UserTemplate`, with the DesignDocument manifests that name it), and its `resolve`, called
+by the resolve stage inside the plan's observation, reads every `_users` document (through
+`reads.shared`: the user kind then observes from the same read, so `_users` is read once per plan) and
+each node's config (the cache the config kinds share), selects the users, and adds for each of them
+ordinary objects of the database, security, design_document, replication and user kinds. Those kinds
+never learn a template was involved: a user's database is a database.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from ..model import DESIGN_DOCUMENT_MANIFEST, USER_DATABASES_MANIFEST, Desired, Diagnostic, Manifest, Template
-from .base import ManifestKind
+from .. import nodes
+from ..client import CouchSession
+from ..databases import every_database_info, planned_database_infos
+from ..model import (
+    DATABASE,
+    DESIGN_DOCUMENT_MANIFEST,
+    REPLICATION,
+    SECURITY,
+    USER,
+    USER_DATABASES_MANIFEST,
+    Desired,
+    DesiredState,
+    Diagnostic,
+    Manifest,
+    Template,
+)
+from .base import ManifestKind, ResourceKind
+from .checks import DATABASE_NAME_MAX_BYTES, role_diagnostics, undeclared_database
 from .checks import USER_DATABASE_PREFIX as DEFAULT_PREFIX
-from .checks import role_diagnostics, undeclared_database
+from .design_document import for_databases
+from .replication import replication
+from .user import ID_PREFIX, users_on_server
+
+DEFAULT_MAX_JOBS = 500  # [replicator] max_jobs when a node does not set it
+SHOWN = 10  # users named in a warning before "and N more"
 
 
 def user_database(prefix: str, user: str) -> str:
@@ -80,12 +108,207 @@ class UserDatabasesManifest(ManifestKind):
                                                replication["target"], every)
 
     def expand(self, manifest: Manifest) -> Iterable[Desired]:
-        """No object of its own: reconciler/templates.py turns the template into per-user objects."""
+        """No object of its own: `resolve` turns the template into per-user objects."""
         return ()
 
     def template(self, manifest: Manifest, every: Sequence[Manifest]) -> UserTemplate:
         return UserTemplate(manifest, tuple(m for m in every if m.kind == DESIGN_DOCUMENT_MANIFEST
                                             and m.spec.get("userDatabases") == manifest.name))
 
+    def resolve(self, session: CouchSession, templates: Sequence[Template], state: DesiredState,
+                kinds: Mapping[str, ResourceKind], prune: bool) -> list[str]:
+        """Add to `state` every object the templates want for the users on the server (and those the manifests
+        create); the plan warnings: users who cannot get a database, and more continuous replications than
+        the cluster runs at once."""
+        user_templates = [template for template in templates if isinstance(template, UserTemplate)]
+        cluster = nodes.cluster(session)
+        admins = {name for node in cluster.nodes for name in cluster.config[node].get("admins", {})}
+        candidates = _candidates(users_on_server(session), state)
+        conflicts_before = len(state.diagnostics)
+        warnings: list[str] = []
+        for template in user_templates:
+            if any(entry.get("prune", True) for entry in template.manifest.spec.get("replicateTo", [])):
+                # Also when no user is left: the last deleted user's replication goes too.
+                state.prune_kinds.add(REPLICATION)
+            users = sorted(name for name, roles in candidates.items()
+                           if name not in admins and template.selects(name, roles))
+            databases, refused = _databases(template, users)
+            warnings += refused
+            if _peruser_creates(cluster, template.prefix):
+                databases, waiting = _made_by_couch_peruser(session, template, databases)
+                warnings += waiting
+            for desired in _objects(template, users, databases):
+                state.add(desired, template.manifest.subject, kinds)
+            if any(entry.get("fanIn") == "triggered" for entry in template.manifest.spec.get("replicateTo", [])):
+                warnings.append(f"{template.manifest.where('spec', 'replicateTo')}: {template.manifest.subject}: "
+                                "`fanIn: triggered` replications are started by `reconcile watch`, not by apply")
+        # A conflict with a manifest (a Database manifest naming a user's database with its own security): the
+        # manifest's object stays, and the plan says so rather than failing for one user.
+        warnings += [str(diagnostic) for diagnostic in state.diagnostics[conflicts_before:]]
+        del state.diagnostics[conflicts_before:]
+        warnings += _replicator_capacity(cluster, state)
+        if prune:
+            _keep_databases_of_gone_users(session, user_templates, state)
+        return warnings
+
 
 MANIFEST = UserDatabasesManifest()
+
+
+def _keep_databases_of_gone_users(session: CouchSession, templates: Sequence[UserTemplate],
+                                  state: DesiredState) -> None:
+    """With deletions allowed, a database this tool created for a user who is gone would be pruned like
+    any managed database nothing wants: unless its template says `deleteWithUser: true`, it is wanted
+    as it is."""
+    keeping = [template for template in templates if not template.manifest.spec.get("deleteWithUser", False)]
+    if not keeping:
+        return
+    for name, info in every_database_info(session).items():
+        template = next((t for t in keeping if name.startswith(t.prefix)), None)
+        if template is not None and (DATABASE, name) not in state.objects:
+            partitioned = bool((info.get("props") or {}).get("partitioned", False))
+            state.objects[(DATABASE, name)] = Desired(DATABASE, name, body={"partitioned": partitioned},
+                                                        source=template.manifest.where("spec", "deleteWithUser"))
+
+
+def _candidates(docs: Iterable[Mapping[str, Any]], state: DesiredState) -> dict[str, list[str]]:
+    """User name -> roles, for every user on the server and every user the manifests create, with the roles
+    this plan gives them (so a role-based selection sees a role granted in the same apply)."""
+    users = {doc.get("name") or doc["_id"].removeprefix(ID_PREFIX): list(doc.get("roles") or [])
+             for doc in docs if doc.get("type", "user") == "user"}
+    for (kind, name), desired in state.objects.items():
+        if kind != USER or (name not in users and desired.options.get("mode") == "merge"):
+            continue  # a Role naming a user that exists nowhere creates no user, hence no database
+        users[name] = users.get(name, []) + list(desired.body.get("roles", []))
+    return users
+
+
+def _databases(template: UserTemplate, users: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Database -> user for the users who can have one, and a warning for those who cannot (one user's
+    name never fails the whole plan)."""
+    too_long: list[str] = []
+    owners: dict[str, list[str]] = {}
+    for user in users:
+        database = user_database(template.prefix, user)
+        if len(database.encode()) > DATABASE_NAME_MAX_BYTES:
+            too_long.append(user)
+        else:
+            owners.setdefault(database, []).append(user)
+    where = f"{template.manifest.where('metadata', 'name')}: {template.manifest.subject}"
+    warnings = []
+    if too_long:
+        warnings.append(f"{where}: {_listing(too_long)} get no database: the name {template.prefix}<hex of the "
+                        f"UTF-8 name> would pass CouchDB's {DATABASE_NAME_MAX_BYTES}-byte limit (a name of at "
+                        f"most {(DATABASE_NAME_MAX_BYTES - len(template.prefix.encode())) // 2} bytes fits); "
+                        "give them shorter names or a shorter `prefix`")
+    clashing = sorted(user for names in owners.values() if len(names) > 1 for user in names)
+    if clashing:
+        warnings.append(f"{where}: {_listing(clashing)} get no database: couch_peruser's unpadded hex gives "
+                        "two of them the same database name; rename one of each pair")
+    return {database: names[0] for database, names in owners.items() if len(names) == 1}, warnings
+
+
+def _peruser_creates(cluster: Any, prefix: str) -> bool:
+    """couch_peruser is on, on every node, and names databases as this template does."""
+    return all(cluster.value(node, "couch_peruser", "enable") == "true"
+               and (cluster.value(node, "couch_peruser", "database_prefix") or DEFAULT_PREFIX) == prefix
+               for node in cluster.nodes)
+
+
+def _made_by_couch_peruser(session: CouchSession, template: UserTemplate,
+                           databases: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """With couch_peruser on, CouchDB creates each user's database (and its security) within a second of the
+    sign-up: the template completes the databases that exist and waits for the others rather than race
+    couch_peruser to create them (a database the tool created would also become the tool's to prune)."""
+    existing = planned_database_infos(session, sorted(databases))
+    waiting = sorted(user for database, user in databases.items() if database not in existing)
+    if not waiting:
+        return dict(databases), []
+    return ({database: user for database, user in databases.items() if database in existing},
+            [f"{template.manifest.where('metadata', 'name')}: {template.manifest.subject}: {_listing(waiting)} "
+             "have no database yet: couch_peruser creates it after the sign-up; the next apply (or watch cycle) "
+             "completes it"])
+
+
+def _listing(users: Sequence[str]) -> str:
+    """`N users (`a`, `b`… and M more)`, each name cut at 40 characters, control characters escaped."""
+    def shown_name(user: str) -> str:
+        printable = user if user.isprintable() else user.encode("unicode_escape").decode("ascii")
+        return f"`{printable[:40]}{'…' if len(printable) > 40 else ''}`"
+
+    shown = ", ".join(shown_name(user) for user in users[:SHOWN])
+    more = f" and {len(users) - SHOWN} more" if len(users) > SHOWN else ""
+    return f"{len(users)} user{'s' if len(users) != 1 else ''} ({shown}{more})"
+
+
+def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[str, str]) -> Iterator[Desired]:
+    """What the template wants: its roles for every selected user (a user without a database still uses
+    the shared ones), then each database with its security, design documents and replications."""
+    manifest, spec = template.manifest, template.manifest.spec
+    security = spec.get("security", {})
+    mode = security.get("mode", "merge")
+    grant = list(spec.get("grantRoles", []))
+    if grant:
+        # A merge into the user's roles, as a Role membership: roles given by others stay.
+        for user in users:
+            yield Desired(USER, user, body={"roles": grant}, source=manifest.where("spec", "grantRoles"),
+                          options={"mode": "merge"})
+    for database, user in sorted(databases.items()):
+        yield Desired(DATABASE, database, body={"partitioned": False}, source=manifest.where("metadata", "name"))
+        yield Desired(SECURITY, database, body=_security(security, user), source=manifest.where("spec", "security"),
+                      options={"mode": mode})
+    for design in template.design_documents:
+        yield from for_databases(design, sorted(databases))  # reads the folder once for every database
+    for index, entry in enumerate(spec.get("replicateTo", [])):
+        for database in sorted(databases):
+            if entry.get("fanIn", "continuous") == "continuous":
+                yield replication(replication_id(template, database, entry), _replication_spec(database, entry),
+                                  manifest.base_dir, manifest.where("spec", "replicateTo", index))
+            else:
+                yield triggered_replication(template, database, entry)
+
+
+def replication_id(template: UserTemplate, database: str, entry: Mapping[str, Any]) -> str:
+    """The `_replicator` document id of one user's replication: the same on every run, so it is updated in
+    place, and naming the template, so a reader knows who made it."""
+    return f"{template.name}.{database}.to.{entry['target']}"
+
+
+def triggered_replication(template: UserTemplate, database: str, entry: Mapping[str, Any]) -> Desired:
+    """The one-shot document `reconcile watch` writes for a triggered fan-in entry. It carries the ownership
+    marker, so once its user is gone it is pruned as the continuous ones are; while she exists it is wanted
+    with the `triggered` option, which tells the replication kind that watch, not apply, writes it (each run
+    rewrites it, so its content is never drift)."""
+    index = list(template.manifest.spec.get("replicateTo", [])).index(entry)
+    desired = replication(replication_id(template, database, entry),
+                          {**_replication_spec(database, entry), "continuous": False},
+                          template.manifest.base_dir, template.manifest.where("spec", "replicateTo", index))
+    return replace(desired, options={**desired.options, "triggered": True})
+
+
+def _replication_spec(database: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"source": database, "target": entry["target"], "continuous": True}
+    spec.update({key: entry[key] for key in ("auth", "replicationBaseUrl") if key in entry})
+    return spec
+
+
+def _security(security: Mapping[str, Any], user: str) -> dict[str, dict[str, list[str]]]:
+    members, admins = security.get("members", {}), security.get("admins", {})
+    return {"members": {"names": [user] + [n for n in members.get("names", []) if n != user],
+                        "roles": list(members.get("roles", []))},
+            "admins": {"names": list(admins.get("names", [])), "roles": list(admins.get("roles", []))}}
+
+
+def _replicator_capacity(cluster: Any, state: DesiredState) -> list[str]:
+    """CouchDB runs at most `[replicator] max_jobs` replications per node and rotates the rest
+    (`max_churn` per `interval`), so beyond that a continuous fan-in goes stale (couchdb-facts.md: ~23
+    minutes at 1,000 users)."""
+    settings = (str(cluster.value(node, "replicator", "max_jobs") or "") for node in cluster.nodes)
+    capacity = sum(int(value) if value.isdigit() else DEFAULT_MAX_JOBS for value in settings)
+    continuous = sum(1 for (kind, _), desired in state.objects.items()
+                     if kind == REPLICATION and desired.body.get("continuous") is True)
+    if continuous <= capacity:
+        return []
+    return [f"{continuous} continuous replications would run but the cluster runs at most {capacity} at once "
+            f"([replicator] max_jobs x {len(cluster.nodes)} node(s)): the rest wait and rotate, and documents "
+            "reach their targets late; use `fanIn: triggered` with `reconcile watch`, or raise max_jobs"]
