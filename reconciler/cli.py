@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 
 import click
 
@@ -58,7 +58,7 @@ def one_line_errors(command: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def fail(message: str, status: int = 1) -> None:
+def fail(message: str, status: int = 1) -> NoReturn:
     click.echo(message, err=True)
     sys.exit(status)
 
@@ -101,7 +101,7 @@ def schema(kind: str | None) -> None:
     """
     from .kinds import MANIFESTS
     from .kinds.checks import closest
-    from .validate import ENVELOPE_SCHEMA, bundle
+    from .schemas import ENVELOPE_SCHEMA, bundle
 
     if kind is None:
         file = ENVELOPE_SCHEMA
@@ -140,34 +140,9 @@ def connection_options(command: F) -> F:
 
 def connect(server: str | None, user: str | None, password_file: str | None, cacert: str | None,
             pool: int, timeout: float) -> "CouchSession":
-    """A session for the connection options; credentials written in the URL are moved out of it, so the
-    URL can be shown and saved in plan files."""
-    import os
-    from urllib.parse import urlsplit, urlunsplit
+    from .client import CouchSession, connection
 
-    from .client import Connection, CouchSession
-
-    if not server:
-        raise ReconcileError("no server given: set COUCHDB_URL or pass --server URL")
-    parts = urlsplit(server)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        # The URL itself is not repeated: it may carry a password.
-        raise ReconcileError("--server (or COUCHDB_URL) is not an http(s) URL with a host; "
-                             "give e.g. http://127.0.0.1:5984")
-    password = os.environ.get("COUCHDB_PASSWORD")
-    if parts.username is not None:
-        user = user or parts.username
-        password = parts.password if parts.password is not None else password
-    if password_file:
-        try:
-            with open(password_file, encoding="utf-8") as handle:
-                password = handle.read().removesuffix("\n").removesuffix("\r")
-        except OSError as error:
-            raise ReconcileError(f"--password-file {password_file}: {error.strerror}; give a readable file") \
-                from None
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-    url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return CouchSession(Connection(url, user, password, pool=pool, timeout=timeout, verify=cacert or True))
+    return CouchSession(connection(server, user, password_file, cacert, pool, timeout))
 
 
 def safety_options(command: F) -> F:
@@ -198,13 +173,16 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], "Policy"]:
 
 def _desired_state(directory: str) -> "DesiredState":
     """Valid manifests expanded; every problem printed and exit 1 before any request otherwise."""
-    from .expand import expand
+    from .pipeline import InvalidManifests, desired_state
 
-    state = expand(valid_manifests(directory))
-    for diagnostic in state.diagnostics:
-        click.echo(str(diagnostic), err=True)
-    if state.diagnostics:
-        fail(f"{directory}: {len(state.diagnostics)} conflicting manifest(s), nothing was sent to any server")
+    try:
+        state, warnings = desired_state(directory)
+    except InvalidManifests as invalid:
+        for diagnostic in invalid.diagnostics:
+            click.echo(str(diagnostic), err=True)
+        fail(f"{directory}: {invalid}, nothing was sent to any server")
+    for warning in warnings:
+        click.echo(str(warning), err=True)
     return state
 
 

@@ -7,18 +7,19 @@ TLS settings, timeouts, retries of safe requests and error wording live here onc
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .errors import ServerError
+from .errors import ReconcileError, ServerError
 from .reads import SessionReads
 
 T = TypeVar("T")
@@ -36,6 +37,34 @@ class Connection:
     pool: int = DEFAULT_POOL
     timeout: float = 30.0
     verify: bool | str = True  # False, True or a CA bundle path (--cacert)
+
+
+def connection(server: str | None, user: str | None, password_file: str | None, cacert: str | None,
+               pool: int = DEFAULT_POOL, timeout: float = 30.0) -> Connection:
+    """The connection the command-line options (and their environment variables) name. Credentials written
+    in the URL are moved out of it, so the URL can be shown and saved in plan files; the password comes from
+    --password-file, else the URL, else $COUCHDB_PASSWORD."""
+    if not server:
+        raise ReconcileError("no server given: set COUCHDB_URL or pass --server URL")
+    parts = urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The URL itself is not repeated: it may carry a password.
+        raise ReconcileError("--server (or COUCHDB_URL) is not an http(s) URL with a host; "
+                             "give e.g. http://127.0.0.1:5984")
+    password = os.environ.get("COUCHDB_PASSWORD")
+    if parts.username is not None:
+        user = user or parts.username
+        password = parts.password if parts.password is not None else password
+    if password_file:
+        try:
+            with open(password_file, encoding="utf-8") as handle:
+                password = handle.read().removesuffix("\n").removesuffix("\r")
+        except OSError as error:
+            raise ReconcileError(f"--password-file {password_file}: {error.strerror}; give a readable file") \
+                from None
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return Connection(url, user, password, pool=pool, timeout=timeout, verify=cacert or True)
 
 
 def db_path(name: str, *rest: str) -> str:

@@ -1,16 +1,20 @@
 """The stages composed, as the commands run them (docs/architecture.md): each stage module knows only the
 core, and this module is where one stage's output becomes the next one's input.
 
-- `load_and_validate`: load -> validate, offline (`reconcile validate`, and before anything is sent);
+- `load_and_validate`: load -> validate, offline (`reconcile validate`);
+- `desired_state`: load -> validate -> expand, offline, refusing what validate refuses (`plan`, `apply`,
+  `status`, `watch` at every full reconcile);
 - `make_plan`: resolve -> observe -> diff -> plan, inside one observation scope.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from .client import CouchSession
 from .diff import diff_all
+from .errors import ReconcileError
+from .expand import expand
 from .kinds.base import ResourceKind
 from .load import ManifestError, load
 from .model import DesiredState, Diagnostic, Manifest, Plan
@@ -30,6 +34,27 @@ def load_and_validate(path: str) -> tuple[list[Manifest], list[Diagnostic]]:
 
 def _from_load_error(error: ManifestError) -> Diagnostic:
     return Diagnostic(error.source, error.subject, error.message, error.hint)
+
+
+class InvalidManifests(ReconcileError):
+    """Manifests `reconcile validate` refuses, or that want one object twice: nothing may be sent about them."""
+
+    def __init__(self, message: str, diagnostics: Sequence[Diagnostic]):
+        super().__init__(message)
+        self.diagnostics = list(diagnostics)
+
+
+def desired_state(path: str) -> tuple[DesiredState, list[Diagnostic]]:
+    """What the manifests at `path` want, and validate's warnings; InvalidManifests, holding every diagnostic
+    (warnings too, in reading order), when one is an error or two manifests conflict."""
+    manifests, diagnostics = load_and_validate(path)
+    errors = sum(1 for diagnostic in diagnostics if diagnostic.is_error)
+    if errors:
+        raise InvalidManifests(f"{errors} error{'s' if errors != 1 else ''}", diagnostics)
+    state = expand(manifests)
+    if state.diagnostics:
+        raise InvalidManifests(f"{len(state.diagnostics)} conflicting manifest(s)", diagnostics + state.diagnostics)
+    return state, diagnostics
 
 
 def make_plan(session: CouchSession, state: DesiredState, policy: Policy, kinds: Mapping[str, ResourceKind]) -> Plan:

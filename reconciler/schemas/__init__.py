@@ -1,0 +1,104 @@
+"""The manifests' JSON Schemas (draft 2020-12, one file per kind sharing `common.schema.json`): reading them,
+checking a document against one, and bundling one with what it refers to for editors and other tools.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import jsonschema
+import jsonschema_rs
+import referencing
+from referencing.jsonschema import DRAFT202012
+
+from ..secrets import SecretRef, SecretRefError
+
+SCHEMA_DIR = Path(__file__).parent
+ENVELOPE_SCHEMA = "manifest.schema.json"  # dispatches on `kind`; what editors use for multi-kind files
+
+
+@cache
+def schema(file: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / file).read_text(encoding="utf-8"))
+
+
+def schema_files() -> list[str]:
+    return sorted(path.name for path in SCHEMA_DIR.glob("*.schema.json"))
+
+
+@cache
+def _registry() -> referencing.Registry:
+    resources = [(schema(f)["$id"], DRAFT202012.create_resource(schema(f))) for f in schema_files()]
+    return referencing.Registry().with_resources(resources)
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+@_FORMATS.checks("secret-ref", raises=SecretRefError)
+def _is_secret_ref(value: object) -> bool:
+    if isinstance(value, str):
+        SecretRef.parse(value, ".")
+    return True
+
+
+@cache
+def _validator(file: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema(file), registry=_registry(), format_checker=_FORMATS)
+
+
+def _holds_secret_ref(value: str) -> bool:
+    try:
+        return _is_secret_ref(value)
+    except SecretRefError:
+        return False
+
+
+@cache
+def _fast_validator(file: str) -> jsonschema_rs.Validator:
+    """The same schema compiled by jsonschema-rs, which says "valid" about 50x sooner than jsonschema; only
+    a document it refuses is walked by jsonschema, whose errors `_explain` puts in words."""
+    registry = jsonschema_rs.Registry([(schema(f)["$id"], schema(f)) for f in schema_files()])
+    return jsonschema_rs.validator_for(schema(file), registry=registry, validate_formats=True,
+                                       formats={"secret-ref": _holds_secret_ref})
+
+
+def bundle(file: str) -> dict[str, Any]:
+    """`file`'s schema with every schema it refers to embedded under `$defs` (a JSON Schema 2020-12 compound
+    document): one self-contained JSON document to hand to an editor or another validator."""
+    root = dict(schema(file))
+    embedded: dict[str, Any] = {}
+    pending = [file]
+    while pending:
+        for ref in _file_refs(schema(pending.pop())):
+            if ref != file and ref not in embedded:
+                embedded[ref] = schema(ref)
+                pending.append(ref)
+    if embedded:
+        root["$defs"] = {**root.get("$defs", {}), **dict(sorted(embedded.items()))}
+    return root
+
+
+def _file_refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            yield ref.partition("#")[0]
+        for value in node.values():
+            yield from _file_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _file_refs(value)
+
+
+def schema_errors(document: Mapping[str, Any], file: str) -> Iterator[jsonschema.ValidationError]:
+    """What is wrong with `document` by the schema in `file` (nothing when it is valid)."""
+    try:
+        if _fast_validator(file).is_valid(document):
+            return
+    except ValueError:
+        pass  # a YAML value JSON has no type for (a date, bytes): jsonschema says what is wrong with it
+    yield from _validator(file).iter_errors(document)
