@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install
+.PHONY: demo test lint install
 
 # Reinstalled when pyproject.toml changes (new dependency, new console script).
 $(BIN)/reconcile: pyproject.toml
@@ -18,6 +18,11 @@ install: $(BIN)/reconcile
 # runs `reconcile watch` while two users sign up and shows it converging them.
 demo: install
 	@scripts/demo.sh
+
+# The types (mypy) and the import contracts of docs/architecture.md (import-linter); configured in pyproject.toml.
+lint: install
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected no test: for this repository that is a failure, as any other.
 test: install

@@ -87,7 +87,9 @@ def _fold_into_parents(changes: Sequence[Change], kinds: Mapping[str, ResourceKi
         kind = kinds[change.kind]
         parent = kind.parent(change.key)
         parent_at = created.get(parent) if parent is not None else None
-        part = kind.founding(change) if parent_at is not None and parent_at < at else None
+        if parent_at is None or parent_at > at:
+            continue
+        part = kind.founding(change)
         if part is None:
             continue
         name, body = part

@@ -91,9 +91,10 @@ def _read_object(folder: str, path: tuple[str, ...], result: DesignFolder) -> di
         if os.path.isdir(full):
             key, item = entry, _read_object(full, path + (entry,), result)
         else:
-            key, item = _read_file(full, path, result)
-            if key is None:
+            name, item = _read_file(full, path, result)
+            if name is None:
                 continue
+            key = name
         if not path and key.startswith("_"):
             result.problems.append(FolderProblem(full, 1, f"`{entry}` would be the field `{key}`, which CouchDB "
                                                  "reserves", "rename or remove it (the name comes from metadata.name)"))

@@ -43,4 +43,4 @@ def _reset_children(changes: dict[tuple[str, str], Change], wanted: Mapping[str,
                 change = kind.diff(desired, None)
                 if change is not None:
                     old = observed.get(name, {}).get(key)
-                    changes[(name, key)] = replace(change, desired=desired, version=old and old.version)
+                    changes[(name, key)] = replace(change, desired=desired, version=old.version if old else None)

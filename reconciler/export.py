@@ -137,7 +137,7 @@ def read(session: CouchSession) -> Export:
     roles: set[str] = set()
     for name, security in sorted(read_securities(session, sorted(infos)).items()):
         spec: dict[str, Any] = {"partitioned": True} if infos[name].get("props", {}).get("partitioned") else {}
-        principals = {part: {kind: list(security[part][kind]) for kind in ("names", "roles")
+        principals: dict[str, Any] = {part: {kind: list(security[part][kind]) for kind in ("names", "roles")
                              if security[part].get(kind)}
                       for part in ("members", "admins") if security.get(part)}
         if not principals.get("members"):
@@ -221,7 +221,7 @@ def _config_manifests(cluster: nodes.Cluster, unexportable: list[str]) -> Iterab
     for section in sorted({section for node in cluster.nodes for section in cluster.config[node]}):
         if section in SKIPPED_SECTIONS:
             continue
-        shared: dict[str, str] = {}
+        shared: dict[str, str | None] = {}
         per_node: dict[str, dict[str, str]] = {}
         keys = sorted({key for node in cluster.nodes for key in cluster.config[node].get(section, {})})
         for key in keys:
@@ -242,8 +242,8 @@ def _config_manifests(cluster: nodes.Cluster, unexportable: list[str]) -> Iterab
                         per_node.setdefault(node, {})[key] = value
         if shared:
             yield _manifest(NODE_CONFIG_MANIFEST, section, {"section": section, "values": shared})
-        for node, values in per_node.items():
-            yield _manifest(NODE_CONFIG_MANIFEST, f"{section}@{node}", {"section": section, "values": values,
+        for node, own in per_node.items():
+            yield _manifest(NODE_CONFIG_MANIFEST, f"{section}@{node}", {"section": section, "values": own,
                                                                   "nodes": [node]})
 
 

@@ -50,7 +50,7 @@ class Feed:
     session: CouchSession
     path: str
     since: Any
-    events: "queue.Queue[Batch | FeedDown | str]"
+    events: "queue.Queue[Batch | FeedDown]"
     stopping: threading.Event
     log: Callable[..., None]
     timeout: float = 20.0  # seconds the server may hold a longpoll open

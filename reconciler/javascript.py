@@ -39,7 +39,7 @@ class JavaScriptProblem:
 
 def check_function(source: str) -> JavaScriptProblem | None:
     """None when CouchDB would compile ``source`` as a function, else where and why it would not."""
-    trivia = _LEADING_TRIVIA.match(source).end()
+    trivia = len(_LEADING_TRIVIA.match(source)[0])  # type: ignore[index]  # the pattern matches "" too
     if _ANONYMOUS_FUNCTION.match(source, trivia):
         source = f"{source[:trivia]}0,{source[trivia:]}"
     context = quickjs.Context()

@@ -68,7 +68,7 @@ def load(path: str) -> Loaded:
 def manifest_files(path: str) -> list[str]:
     if os.path.isfile(path):
         return [path]
-    found = []
+    found: list[str] = []
     for folder, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git, editor folders
         found.extend(os.path.normpath(os.path.join(folder, f)) for f in sorted(files) if f.endswith(SUFFIXES))
@@ -101,7 +101,7 @@ def _documents(file: str, loader: yaml.SafeLoader | yaml.CSafeLoader) -> list[Ma
     try:
         while loader.check_node():
             node = loader.get_node()
-            if not _is_empty(node):  # a stray `---` (often at the end of a file) is harmless
+            if node is not None and not _is_empty(node):  # a stray `---` (often at the end of a file) is harmless
                 manifests.append(_manifest(file, node, loader))
     finally:
         loader.dispose()
@@ -218,6 +218,7 @@ class _Builder:
                     self.lines.setdefault(path + (index,), item.start_mark.line + 1)
                     items.append(self.build(item, path + (index,)))
                 return items
+            assert isinstance(node, yaml.MappingNode)  # PyYAML composes no other kind of node
             return self._mapping(node, path)
         finally:
             self.open.discard(id(node))

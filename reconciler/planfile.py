@@ -101,8 +101,8 @@ def _change_document(change: Change) -> dict[str, Any]:
 
 def _change_from(item: Mapping[str, Any]) -> Change:
     desired = item["desired"]
-    return Change.of(Action(item["action"]))(
-        kind=item["kind"], key=item["key"], source=_source(item["source"]),
+    return Change.of(Action[item["action"].upper()])(
+        kind=item["kind"], key=item["key"], source=None if item["source"] is None else _source(item["source"]),
         before=item["before"], after=item["after"],
         fields=tuple(FieldChange(field["path"], field.get("before"), field.get("after"), field["sensitive"])
                      for field in item["fields"]),
@@ -114,8 +114,6 @@ def _change_from(item: Mapping[str, Any]) -> Change:
     )
 
 
-def _source(text: str | None) -> Source | None:
-    if text is None:
-        return None
+def _source(text: str) -> Source:
     file, _, line = text.rpartition(":")
     return Source(file, int(line))

@@ -82,7 +82,7 @@ def _explain(manifest: Manifest, error: jsonschema.ValidationError) -> Iterator[
                                 closest(key, allowed, "the fields are"))
     elif kind == "type":
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        words = " or ".join(_TYPE_WORDS.get(t, t) for t in wanted)
+        words = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in wanted)
         yield Diagnostic.at(manifest, path, f"`{field}` must be {words}, not {describe_value(instance)}",
                             _described(rule, path))
     elif kind in ("enum", "const"):

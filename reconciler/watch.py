@@ -393,7 +393,7 @@ class Watcher:
             self.state = state
             self.static_databases = {key for kind, key in state.objects if kind == DATABASE}
             # Routes are learnt again from the new templates below; catch_up finds the runs in flight.
-            self.fan_in = TriggeredFanIn(self, state.templates)
+            self.fan_in = TriggeredFanIn(self, user_templates(state))
         self.held = False
         return True
 
@@ -402,6 +402,7 @@ class Watcher:
         self.log("reconcile", "full", "", "started")
         if not self._read_manifests():
             return True  # nothing to retry sooner: the folder changes with the next deployment
+        assert self.state is not None  # read by _read_manifests
         try:
             with observation(self.session):
                 plan = make_plan(self.session, self.state, self.policy, self.kinds)
@@ -428,6 +429,7 @@ class Watcher:
         if (not pending or now - pending.since < self.settings.debounce or now < pending.not_before or self.refused
                 or self.held):
             return
+        assert self.state is not None  # not held: a full reconcile read it
         self.pending = Pending()
         handled = dict(self.received)
         users = dict(pending.users)
@@ -491,7 +493,8 @@ class Watcher:
     def _learn(self, resolved: DesiredState, replace_all: bool) -> None:
         """Which databases belong to which user (for `_db_updates` events) and to the triggered fan-in."""
         owners: dict[str, str] = {}
-        for template in self.state.templates:
+        assert self.state is not None  # a reconcile read it
+        for template in user_templates(self.state):
             origin = template.manifest.where("metadata", "name")
             databases = {key for (kind, key), desired in resolved.objects.items()
                          if kind == DATABASE and desired.source == origin}
@@ -510,12 +513,16 @@ def changed_objects(before: DesiredState, after: DesiredState) -> int:
 
     def contents(state: DesiredState) -> dict[tuple[str, str], Any]:
         objects = {key: (desired.body, desired.secrets, desired.options) for key, desired in state.objects.items()}
-        templates = {("template", t.manifest.name): (t.manifest.spec, [(d.name, d.spec) for d in t.design_documents])
+        templates = {("template", t.manifest.name): (t.manifest.spec, [(d.name, d.spec) for d in t.parts])
                      for t in state.templates}
         return {**objects, **templates}
 
     old, new = contents(before), contents(after)
     return sum(1 for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+
+
+def user_templates(state: DesiredState) -> list[UserTemplate]:
+    return [template for template in state.templates if isinstance(template, UserTemplate)]
 
 
 def narrowed(state: DesiredState, users: set[str], databases: set[str]) -> DesiredState:
@@ -524,7 +531,7 @@ def narrowed(state: DesiredState, users: set[str], databases: set[str]) -> Desir
     templates = [UserTemplate(replace(t.manifest, spec={
         **t.manifest.spec,
         "replicateTo": [{**entry, "prune": False} for entry in t.manifest.spec.get("replicateTo", [])]}),
-        t.design_documents) for t in state.templates]
+        t.design_documents) for t in user_templates(state)]
     touched = databases | {user_database(t.prefix, user) for t in templates for user in users}
 
     def related(kind: str, key: str) -> bool:
@@ -536,7 +543,7 @@ def narrowed(state: DesiredState, users: set[str], databases: set[str]) -> Desir
 
     objects = {(kind, key): replace(desired, options={k: v for k, v in desired.options.items() if k != "prune"})
                for (kind, key), desired in state.objects.items() if related(kind, key)}
-    return DesiredState(objects, templates=templates)
+    return DesiredState(objects, templates=list(templates))
 
 
 @dataclass
@@ -562,8 +569,8 @@ class TriggeredFanIn:
         self.templates = [t for t in templates if _triggered_entries(t)]
         self.routes: dict[str, list[Route]] = {}  # database -> its triggered replications
         self.dirty: dict[str, float] = {}  # database -> when it last changed, not replicated since
-        self.running: dict[str, tuple[Route, str, float]] = {}  # doc id -> (route, update_seq it started at, when)
-        self.started_at: dict[str, str] = {}  # doc id -> update_seq its latest run started at
+        self.running: dict[str, tuple[Route, str | None, float]] = {}  # doc id -> (route, update_seq it started at, when)
+        self.started_at: dict[str, str | None] = {}  # doc id -> update_seq its latest run started at
 
     def learn(self, template: UserTemplate, databases: Iterable[str], replace_all: bool) -> None:
         if template not in self.templates:

@@ -148,8 +148,9 @@ class DatabaseResource(ResourceKind):
             # 404: already gone (an interrupted apply, or someone else): what was wanted.
             session.request("DELETE", db_path(change.key), ok=(404,), what=subject)
         if isinstance(change, (Create, Replace)):
-            params = {key: str(change.after[key]) for key in ("q", "n") if key in change.after}
-            if change.after.get("partitioned"):
+            after = change.after or {}
+            params = {key: str(after[key]) for key in ("q", "n") if key in after}
+            if after.get("partitioned"):
                 params["partitioned"] = "true"
             response = session.request("PUT", db_path(change.key), params=params, ok=(412,), what=subject)
             if response.status_code == 412:
@@ -157,7 +158,7 @@ class DatabaseResource(ResourceKind):
             # CouchDB 3.x creates it admin-only; the marker beside that makes it this tool's to prune later. When
             # the plan also sets its security, the engine hands that object over (the security kind's `founding`)
             # and this one PUT writes both.
-            security = change.after.get("security", ADMIN_ONLY)
+            security = after.get("security", ADMIN_ONLY)
             session.request("PUT", db_path(change.key, "_security"), body={**security, MARKER: MARKER_VALUE},
                             retry=True, what=f"{subject}: writing its _security and ownership marker")
 

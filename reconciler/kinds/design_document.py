@@ -111,7 +111,7 @@ def split_key(key: str) -> tuple[str, str]:
     return database, name
 
 
-def _targets(spec: dict) -> list[str]:
+def _targets(spec: Mapping[str, Any]) -> list[str]:
     if "userDatabases" in spec:
         return [f"UserDatabases/{spec['userDatabases']}"]
     return [spec["database"]] if "database" in spec else list(spec["databases"])
@@ -159,17 +159,17 @@ def _javascript_problems(manifest: Manifest) -> Iterator[Diagnostic]:
     if content.body.get("language", "javascript") != "javascript":
         return  # another query server (Erlang, Mango's "query") compiles its own functions
     for path, source in _functions(content.body):
-        problem = check_function(source)
-        if problem is None:
+        error = check_function(source)
+        if error is None:
             continue
         file = content.files.get(path)
         if file is not None:
-            where = Source(os.path.normpath(file), problem.line)
+            where = Source(os.path.normpath(file), error.line)
         else:
             key = manifest.where("spec", *path)
             # A block scalar (`map: |`) starts on the line after its key; a one-line string on the key's line.
-            where = Source(key.file, key.line + problem.line - (0 if "\n" in source else 1))
-        yield Diagnostic(where, manifest.subject, f"{'.'.join(path)}: JavaScript error: {problem.message}",
+            where = Source(key.file, key.line + error.line - (0 if "\n" in source else 1))
+        yield Diagnostic(where, manifest.subject, f"{'.'.join(path)}: JavaScript error: {error.message}",
                          "fix the function (CouchDB would refuse the design document with compilation_error)")
 
 
@@ -241,9 +241,8 @@ class DesignDocumentResource(ResourceKind):
                 key = f"{database}/{doc['_id']}"
                 managed = is_marked(doc)
                 if key in keys or (prune and managed):
-                    if key in by_key:
-                        doc = _attachments_as_wanted(session, key, doc, by_key[key])
-                    live[key] = _observed(key, doc, managed, documents)
+                    held = _attachments_as_wanted(session, key, doc, by_key[key]) if key in by_key else doc
+                    live[key] = _observed(key, held, managed, documents)
         return live
 
     def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:
@@ -263,7 +262,7 @@ class DesignDocumentResource(ResourceKind):
         fields = field_changes(live.body, after)
         if not fields:
             return None
-        notes = ()
+        notes: tuple[str, ...] = ()
         if rebuilds_index(live.body, after):
             notes = (f"changes the view index: CouchDB rebuilds it over {_documents(live.facts['doc_count'])}"
                      + (" as _design/" + split_key(wanted.key)[1] + STAGED_SUFFIX + " first, then swaps"
@@ -383,7 +382,7 @@ def _upload_body(desired: Desired, before: Mapping[str, Any] | None, subject: st
         return body
     held = (before or {}).get(ATTACHMENTS) or {}
     folder = desired.options["attachments"]
-    attachments = {}
+    attachments: dict[str, dict[str, Any]] = {}
     for name, stub in wanted.items():
         if held.get(name, {}).get("digest") == stub["digest"]:
             attachments[name] = {"stub": True}

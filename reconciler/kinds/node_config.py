@@ -116,8 +116,9 @@ class ConfigResource(ResourceKind):
         writes = []
         for change in changes:
             if cluster is not None and isinstance(change, Create):
-                targets = cluster.targets(change.after["nodes"], f"config/{change.key}")
-                writes += [(change.key, node, change.after["value"]) for node in targets]
+                after = change.after or {}
+                targets = cluster.targets(after["nodes"], f"config/{change.key}")
+                writes += [(change.key, node, after["value"]) for node in targets]
             else:  # one field per drifting node
                 writes += [(change.key, field.path, field.after) for field in change.fields]
         list(session.map(lambda write: _write(session, *write), writes))

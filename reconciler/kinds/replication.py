@@ -147,7 +147,7 @@ class ReplicationResource(ResourceKind):
         passwords = _password_fields(end for end in with_secret if not live.facts["password_matches"].get(end))
         if not fields and not passwords:
             return None
-        notes = ()
+        notes: tuple[str, ...] = ()
         if live.facts.get("state") == "failed":
             notes = (f"CouchDB marked it failed ({live.facts.get('reason')}); writing it makes CouchDB start it again",)
         return Update(self.name, wanted.key, wanted.source, before=before, after=dict(wanted.body),

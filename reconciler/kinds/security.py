@@ -152,14 +152,17 @@ class SecurityResource(ResourceKind):
 
     def _write(self, session: CouchSession, change: Change) -> None:
         subject = f"security/{change.key}"
+        desired = change.desired
+        if desired is None:
+            raise ReconcileError(f"{subject}: the plan holds no security object to write; make the plan again")
         current = read_security(session, change.key)
         if current is None:
             raise ReconcileError(f"{subject}: database {change.key} does not exist (deleted since the plan?); "
                                  "run plan again")
-        exact = change.desired.options.get("mode", "exact") != "merge"
+        exact = desired.options.get("mode", "exact") != "merge"
         if exact and isinstance(change, Update) and digest(current) != change.version:
             raise ReconcileError(f"{subject}: changed on the server since the plan was made; run plan again")
-        wanted = compose(current, change.desired)
+        wanted = compose(current, desired)
         if not field_changes(groups(current), groups(wanted), sets=SET_PATHS):
             return  # someone (or a previous, interrupted apply) already made it so
         # A PUT of the same whole object is idempotent, so the transport may repeat it after a failure.
@@ -184,7 +187,7 @@ def _public_shown(fields: tuple[FieldChange, ...], before: Mapping[str, Any] | N
     was = before is not None and is_public(before)
     if was == is_public(after):
         return fields, ()
-    def shown(body):
+    def shown(body: Mapping[str, Any]) -> Any:
         return PUBLIC if is_public(body) else groups(body)["members"]
     members = FieldChange("members", None if before is None else shown(before), shown(after))
     others = tuple(item for item in fields if not item.path.startswith("members."))

@@ -112,7 +112,7 @@ class ServerAdminResource(ResourceKind):
         problems = ([f"missing on {', '.join(missing)}"] if missing else []) + \
             ([f"the secret does not verify on {', '.join(wrong)}"] if wrong else [])
         note = "; ".join(problems) or "nodes hold different hashes of the secret"
-        notes = (f"{note}: one new hash is written to every node",)
+        notes: tuple[str, ...] = (f"{note}: one new hash is written to every node",)
         if facts["locks_out"]:
             notes += (f"{LOCKOUT}; apply refuses it",)
         return Update(self.name, wanted.key, wanted.source, before=dict(live.body), after={"nodes": facts["nodes"]},
@@ -132,13 +132,13 @@ class ServerAdminResource(ResourceKind):
                 if change.key == session.connection.user:
                     raise ReconcileError(f"server_admin/{change.key}: refusing to delete the admin this tool is "
                                          "connected as; connect as another admin to remove it")
-                writes += [(node, SECTION, change.key, None) for node in change.before["nodes"]]
+                writes += [(node, SECTION, change.key, None) for node in (change.before or {})["nodes"]]
                 unmark += [(node, MARKER_SECTION, change.key, None) for node in cluster.nodes]
                 continue
             if change.desired is not None and _locks_out(session, change.key, change.desired):
                 raise ReconcileError(f"server_admin/{change.key}: {LOCKOUT}; run apply with another admin's "
                                      "credentials (COUCHDB_USER), then use the new password")
-            targets = cluster.targets(change.after["nodes"], f"server_admin/{change.key}")
+            targets = cluster.targets((change.after or {})["nodes"], f"server_admin/{change.key}")
             auth = cluster.config[targets[0]].get("chttpd_auth", {})  # where CouchDB reads its own settings
             value = hash_admin_password(secrets[change.key]["password"].resolve(),
                                         int(auth.get("iterations", DEFAULT_ITERATIONS)),
