@@ -24,8 +24,8 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 
-BROKEN = Path(__file__).parent / "manifests" / "broken"
-REFERENCE = Path(__file__).parents[1] / "manifests"
+BROKEN = Path(__file__).parents[1] / "manifests" / "broken"
+REFERENCE = Path(__file__).parents[2] / "manifests"
 CASES = sorted(path.name for path in BROKEN.iterdir() if path.is_dir())
 
 
