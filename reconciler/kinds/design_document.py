@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import functools
 import os
-import time
-import zlib
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, db_path
 from ..databases import planned_database_infos
 from ..ddoc_folder import ATTACHMENTS, BUILTIN_REDUCERS, DesignFolder, md5_digest, read_folder
+from ..ddoc_staging import STAGED_SUFFIX, delete_if_present, stage
+from ..ddoc_stored import as_wanted, stored_content, upload_body
 from ..errors import ReconcileError
 from ..javascript import check_function
 from ..model import (
@@ -204,17 +202,7 @@ MANIFEST = DesignDocumentManifest()
 # (couch_mrview_util:ddoc_to_mrst hashes views, language, options and views.lib), so it never rebuilds an index.
 # couch_mrview_util:ddoc_to_mrst: the view index is keyed by a hash of these fields; changing any rebuilds it.
 INDEX_FIELDS = ("views", "language", "options")
-# Fields CouchDB keeps about a document, not content a manifest could own.
-SERVER_FIELDS = frozenset({"_id", "_rev", "_revisions", "_conflicts", "_deleted_conflicts", "_local_seq"})
-STUB_FIELDS = ("content_type", "digest", "length")
-STAGED_SUFFIX = "-next"
-STAGED_WAIT = 3600.0  # seconds an index build may take before apply stops waiting (a rerun resumes)
-STAGED_POLL = 1.0
 SHOWN_CHARACTERS = 60
-# How CouchDB gzips compressible attachments by default: `[attachments] compression_level = 8`, a gzip stream
-# (couch_stream:gzip_init/1: zlib:deflateInit(Z, Level, deflated, 16 + 15, 8, default)).
-GZIP_LEVEL = 8
-GZIP_WBITS = 16 + 15
 
 
 class DesignDocumentResource(ResourceKind):
@@ -241,7 +229,7 @@ class DesignDocumentResource(ResourceKind):
                 key = f"{database}/{doc['_id']}"
                 managed = is_marked(doc)
                 if key in keys or (prune and managed):
-                    held = _attachments_as_wanted(session, key, doc, by_key[key]) if key in by_key else doc
+                    held = as_wanted(session, database, doc, by_key[key]) if key in by_key else doc
                     live[key] = _observed(key, held, managed, documents)
         return live
 
@@ -303,14 +291,14 @@ class DesignDocumentResource(ResourceKind):
         staged = desired.options.get("staged") and rebuilds_index(change.before or {}, change.after or {})
         if staged:
             stage(session, database, name, desired, subject)
-        body = _upload_body(desired, change.before, subject)
+        body = upload_body(desired, change.before, subject)
         if change.version is not None:
             body["_rev"] = change.version
         response = session.request("PUT", db_path(database, "_design", name), body=body, ok=(409,), what=subject)
         if response.status_code == 409:
             raise ReconcileError(f"{subject}: changed on the server since the plan was made; run plan again")
         if staged:
-            _delete_if_present(session, database, name + STAGED_SUFFIX, subject)
+            delete_if_present(session, database, name + STAGED_SUFFIX, subject)
 
 
 def design_docs(session: CouchSession, database: str) -> list[dict]:
@@ -330,136 +318,8 @@ def rebuilds_index(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
         and any(before.get(field) != after.get(field) for field in INDEX_FIELDS)
 
 
-def stage(session: CouchSession, database: str, name: str, desired: Desired, subject: str,
-          timeout: float = STAGED_WAIT) -> None:
-    """Build the new index under `_design/NAME-next` before NAME changes, as CouchDB's docs recommend
-    (src/docs/src/best-practices/views.rst, "Deploying a view change in a live environment"): index files
-    are named by the views' signature, so NAME written with the same views then uses the built index."""
-    staged = name + STAGED_SUFFIX
-    path = db_path(database, "_design", staged)
-    current = session.request("GET", path, ok=(404,), what=subject)
-    body = _upload_body(desired, None, subject)
-    if current.status_code == 404 or _stored_content(current.json()) != _stored_content(desired.body):
-        if current.status_code != 404:
-            body["_rev"] = current.json()["_rev"]  # left by an interrupted apply: overwritten
-        session.put(path, body, what=f"{subject}: staging as _design/{staged}")
-    view = next(view for view in desired.body["views"] if view != "lib")
-    target = _sequence_number(session.get(db_path(database), what=subject)["update_seq"])
-    deadline = time.monotonic() + timeout
-    while True:
-        # update=lazy starts the build and answers at once, so no request waits for a long build.
-        session.request("GET", db_path(database, "_design", staged, "_view", view),
-                        params={"limit": "0", "update": "lazy"}, what=f"{subject}: building _design/{staged}")
-        index = session.get(db_path(database, "_design", staged, "_info"), what=subject)["view_index"]
-        # fabric_group_info sums the shards' index seqs, the number that starts the database's update_seq.
-        if not index.get("updater_running") and _sequence_number(index.get("update_seq")) >= target:
-            return
-        if time.monotonic() > deadline:
-            raise ReconcileError(f"{subject}: the index of _design/{staged} is still building after {timeout:g}s; "
-                                 "run apply again to keep waiting (the old version stays live meanwhile)")
-        time.sleep(STAGED_POLL)
-
-
-def _delete_if_present(session: CouchSession, database: str, name: str, subject: str) -> None:
-    path = db_path(database, "_design", name)
-    current = session.request("GET", path, ok=(404,), what=subject)
-    if current.status_code != 404:
-        session.request("DELETE", path, params={"rev": current.json()["_rev"]}, ok=(404, 409), what=subject)
-
-
-def _sequence_number(seq: Any) -> int:
-    """The number an update_seq starts with (CouchDB 3.x: `N-opaque`; an index's seq is a plain integer)."""
-    head = str(seq if seq is not None else 0).split("-", 1)[0]
-    return int(head) if head.isdigit() else 0
-
-
-def _upload_body(desired: Desired, before: Mapping[str, Any] | None, subject: str) -> dict[str, Any]:
-    """The document to PUT: attachments the server already holds with the same digest go as stubs, the
-    others with their bytes, read now and checked against the digest the plan was made with."""
-    body = {key: value for key, value in desired.body.items() if key != ATTACHMENTS}
-    wanted = desired.body.get(ATTACHMENTS) or {}
-    if not wanted:
-        return body
-    held = (before or {}).get(ATTACHMENTS) or {}
-    folder = desired.options["attachments"]
-    attachments: dict[str, dict[str, Any]] = {}
-    for name, stub in wanted.items():
-        if held.get(name, {}).get("digest") == stub["digest"]:
-            attachments[name] = {"stub": True}
-            continue
-        try:
-            with open(os.path.join(folder, *name.split("/")), "rb") as handle:
-                data = handle.read()
-        except OSError as error:
-            raise ReconcileError(f"{subject}: cannot read attachment {name} ({error.strerror}); "
-                                 "run plan again") from None
-        if md5_digest(data) != stub["digest"]:
-            raise ReconcileError(f"{subject}: attachment {name} changed since the plan was made; run plan again")
-        attachments[name] = {"content_type": stub["content_type"], "data": base64.b64encode(data).decode("ascii")}
-    body[ATTACHMENTS] = attachments
-    return body
-
-
-def _attachments_as_wanted(session: CouchSession, key: str, doc: Mapping[str, Any], wanted: Desired
-                           ) -> Mapping[str, Any]:
-    """The document with the digest of each attachment that holds the wanted file replaced by the file's own.
-
-    CouchDB stores attachments whose type is in `[attachments] compressible_types` (text, JavaScript, JSON,
-    XML by default) gzip-encoded, and reports the MD5 of the gzip stream as their `digest`, with `length`
-    still the file's (couch_db:with_stream/3, couch_att:to_json/4): the file's MD5 never equals it. A stub
-    that differs in digest only holds the file when its digest is that of the file gzipped as CouchDB does
-    by default (zlib, level 8: couch_stream:gzip_init/1), or, on a server that compresses otherwise, when
-    the attachment read back (decoded) has the file's MD5."""
-    live, want = doc.get(ATTACHMENTS), wanted.body.get(ATTACHMENTS)
-    if not live or not want:
-        return doc
-    database, name = split_key(key)
-    same: dict[str, Any] = {}
-    for attachment, stub in live.items():
-        file = want.get(attachment)
-        if (file is not None and stub.get("digest") != file["digest"]
-                and (stub.get("length"), stub.get("content_type")) == (file["length"], file["content_type"])
-                and (stub.get("digest") == _gzip_digest(wanted.options["attachments"], attachment, file["digest"])
-                     or _read_digest(session, database, name, attachment) == file["digest"])):
-            stub = {**stub, "digest": file["digest"]}
-        same[attachment] = stub
-    return {**doc, ATTACHMENTS: same}
-
-
-@functools.lru_cache(maxsize=1024)
-def _gzip_digest(folder: str, attachment: str, digest: str) -> str | None:
-    """The digest CouchDB reports for the file stored gzip-encoded at the default level; None when the file
-    changed since it was read for the plan (its MD5 is no longer `digest`)."""
-    try:
-        with open(os.path.join(folder, *attachment.split("/")), "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    if md5_digest(data) != digest:
-        return None
-    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
-    return md5_digest(deflate.compress(data) + deflate.flush())
-
-
-def _read_digest(session: CouchSession, database: str, name: str, attachment: str) -> str | None:
-    """The MD5 of an attachment's content as CouchDB serves it (decoded); None when it is gone."""
-    response = session.request("GET", db_path(database, "_design", name, *attachment.split("/")), ok=(404,),
-                               what=f"reading attachment {attachment} of {database}/_design/{name}")
-    return None if response.status_code == 404 else md5_digest(response.content)
-
-
-def _stored_content(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A design document as manifests own it: every field but the server's, attachments as stubs."""
-    body = {key: value for key, value in doc.items() if key not in SERVER_FIELDS and key != ATTACHMENTS}
-    attachments = doc.get(ATTACHMENTS)
-    if attachments:
-        body[ATTACHMENTS] = {name: {field: stub.get(field) for field in STUB_FIELDS}
-                             for name, stub in attachments.items()}
-    return body
-
-
 def _observed(key: str, doc: Mapping[str, Any], managed: bool, doc_count: int) -> Observed:
-    return Observed(DESIGN_DOCUMENT, key, _stored_content(doc), doc.get("_rev"), managed=managed,
+    return Observed(DESIGN_DOCUMENT, key, stored_content(doc), doc.get("_rev"), managed=managed,
                     facts={"doc_count": doc_count})
 
 
