@@ -21,24 +21,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import requests
 
-from reconcile_runner import reconcile
-from replication_setup import base_url
+from reference_world import apply_manifests, reconcile_manifests, sign_up
 from waiting import wait_for
 from reconciler.kinds.user_databases import user_database
 
-MANIFESTS = Path(__file__).parents[2] / "manifests"
 ANALYTICS_WAIT = 30.0  # seconds for a document to travel through a continuous replication
-
-
-def demo_env() -> dict[str, str]:
-    lines = (MANIFESTS / "demo.env").read_text(encoding="utf-8").splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def client(auth: tuple[str | bytes, str | bytes] | None) -> requests.Session:
@@ -59,23 +51,14 @@ def world(module_couch):
 
 
 def _deploy(couch) -> dict:
-    # The server replicates to itself at the URL it is reached at: the environment says which, as in
-    # the demo, so the manifests deploy unchanged.
-    manifests, env = MANIFESTS, {**demo_env(), "COUCHDB_REPLICATION_URL": base_url(couch)}
-    first = reconcile(couch, "apply", "--auto-approve", str(manifests), env=env)
-    assert first.code == 0, first.stdout + first.stderr
+    apply_manifests(couch)
     admin = client(couch.admin)
     suffix = str(int(time.time() * 1000))[-6:]
     users = {"zoë": f"Zoë.{suffix}", "mark": f"Mark.O-{suffix}+test@example.com"}  # non-ASCII, upper case, . + @
     for name in users.values():  # the app's back end: credentials that may write _users, no role given
-        doc = {"name": name, "type": "user", "roles": [], "password": f"{name}-pw"}
-        assert admin.put(f"{couch.url}/{path('_users', 'org.couchdb.user:' + name)}", json=doc).status_code == 201
-    for name in users.values():  # couch_peruser (enabled by the manifests) creates their databases
-        wait_for(lambda: admin.get(f"{couch.url}/{path(user_database('userdb-', name))}").status_code == 200,
-                 "couch_peruser to create the user database")
-    second = reconcile(couch, "apply", "--auto-approve", str(manifests), env=env)
-    assert second.code == 0, second.stdout + second.stderr
-    third = reconcile(couch, "plan", "--detailed-exitcode", str(manifests), env=env)
+        sign_up(admin, couch.url, name, f"{name}-pw")
+    second = apply_manifests(couch)
+    third = reconcile_manifests(couch, "plan", "--detailed-exitcode")
     assert third.code == 0, third.stdout + third.stderr
     return {"couch": couch, "admin": admin, "url": couch.url, "a": users["zoë"], "b": users["mark"],
             "second": second}
