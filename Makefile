@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
+NODE_TESTS := tests/pouchdb
+
 .PHONY: demo test lint install
 
 # Reinstalled when pyproject.toml changes (new dependency, new console script).
@@ -13,6 +15,11 @@ $(BIN)/reconcile: pyproject.toml
 	touch $@
 
 install: $(BIN)/reconcile
+
+# The PouchDB test's npm packages, exactly as package-lock.json pins them (reinstalled when it changes).
+$(NODE_TESTS)/node_modules/.package-lock.json: $(NODE_TESTS)/package-lock.json
+	npm ci --prefix $(NODE_TESTS) --no-audit --no-fund --loglevel=error
+	touch $@
 
 # Validates manifests/, plans, applies and plans again on couchsim (or on $$COUCHDB_URL when set), then
 # runs `reconcile watch` while two users sign up and shows it converging them.
@@ -25,5 +32,6 @@ lint: install
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected no test: for this repository that is a failure, as any other.
-test: install
+# The browser tests also need Debian's chromium at /usr/bin/chromium (`apt-get install chromium`, as .ci/run does).
+test: install $(NODE_TESTS)/node_modules/.package-lock.json
 	$(BIN)/python -m pytest -n auto -q
