@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: validate the reference manifests, then plan, apply and plan again against a server; then
-# `reconcile watch` runs in the background while two users sign up, and converges them on its own.
+# `reconcile watch` runs in the background while two users sign up, and converges them on its own; the users'
+# devices sync three weeks of documents, and the demo ends with the analytics panel's address and sign-in.
 # The server is $COUCHDB_URL (with COUCHDB_USER / COUCHDB_PASSWORD) when set, else couchsim started here
 # in the background and stopped on exit. `make demo` installs everything first, so on a fresh clone it
 # fails only when a step fails.
@@ -110,3 +111,13 @@ echo "reconcile watch exited $status"
 
 printf '\n%szoë writes to her database and to main-entities; both documents reach analytics%s\n' "$bold" "$plain"
 "$BIN/python" scripts/demo_signups.py flow
+
+printf '\n%sThree weeks of use: the devices of all four users sync what they wrote offline%s\n' "$bold" "$plain"
+"$BIN/python" scripts/demo_signups.py history
+
+printf '\n%sThe analytics panel (served by CouchDB from analytics-panel/_design/panel)%s\n' "$bold" "$plain"
+"$BIN/python" scripts/demo_signups.py panel
+# couchsim lives as long as this script: on a terminal, keep it (and the panel) up until the reader is done.
+if [ -n "$couchsim_pid" ] && [ -t 0 ] && [ -t 1 ]; then
+    read -r -p "couchsim serves the panel until you press Enter. " _ || true
+fi

@@ -1,19 +1,23 @@
 """The demo's run-time clients, speaking HTTP with their own credentials (scripts/demo.sh).
 
-`sign-up`: the app's back end creates two users (no role), and waits for couch_peruser to create their
-databases. `converged`: waits until `reconcile watch` gave each of them what the manifests' template
+`sign-up`: the app's back end creates two users (no role, `signed_up_at` for the panel's sign-ups per day),
+and waits for couch_peruser to create their databases. `converged`: waits until `reconcile watch` gave each of them what the manifests' template
 wants (the role that opens main-entities, security, a replication to analytics) and shows it.
 `wait-for-log FILE TEXT`: waits until a line of FILE (watch's log) holds TEXT. `flow`: one of them writes
 to her database and to main-entities, and the admin dashboard in analytics counts both documents once the
-replications carried them.
+replications carried them. `history`: the four users' devices sync three weeks of documents they wrote
+offline (dated, typed, with their owner), so the analytics panel has something to show. `panel`: prints
+the panel's address and how to sign in.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import requests
@@ -38,7 +42,8 @@ def until(condition, what: str) -> None:
 
 def sign_up(admin: requests.Session) -> None:
     for name in USERS:
-        doc = {"name": name, "type": "user", "roles": [], "password": f"{name}-password"}
+        doc = {"name": name, "type": "user", "roles": [], "password": f"{name}-password",
+               "signed_up_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         answer = admin.put(f"{URL}/_users/{quote('org.couchdb.user:' + name, safe=':')}", json=doc)
         print(f"PUT _users/org.couchdb.user:{name} -> {answer.status_code}")
         database = user_database(name)
@@ -68,10 +73,15 @@ def wait_for_log(path: str, text: str) -> None:
     until(lambda: any(text in line for line in open(path, encoding="utf-8")), f"`{text}` in {path}")
 
 
+def as_user(name: str, password: str) -> requests.Session:
+    user = requests.Session()
+    user.auth = (name.encode("utf-8"), password.encode("utf-8"))  # CouchDB compares UTF-8 bytes
+    return user
+
+
 def flow(admin: requests.Session) -> None:
     name = USERS[0]
-    user = requests.Session()
-    user.auth = (name.encode("utf-8"), f"{name}-password".encode("utf-8"))  # CouchDB compares UTF-8 bytes
+    user = as_user(name, f"{name}-password")
     day = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     ids = []
     for database, kind in ((user_database(name), "journal-entry"), ("main-entities", "shared-task")):
@@ -85,10 +95,50 @@ def flow(admin: requests.Session) -> None:
     print("analytics dashboard, documents per type: " + json.dumps({row["key"]: row["value"] for row in rows}))
 
 
+HISTORY_DAYS = 21
+KINDS = {"journal-entry": "private", "photo": "private", "shared-task": "shared", "comment": "shared"}
+
+
+def history(admin: requests.Session) -> None:
+    accounts = {"alice": os.environ["ALICE_PASSWORD"], "bob": os.environ["BOB_PASSWORD"],
+                **{name: f"{name}-password" for name in USERS}}
+    chance = random.Random(13)  # the same three weeks at every run
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    written = []
+    for name, password in accounts.items():
+        user, busy = as_user(name, password), chance.uniform(0.6, 2.2)
+        docs = {"private": [], "shared": []}
+        for back in range(HISTORY_DAYS, -1, -1):
+            for _ in range(int(chance.expovariate(1 / busy))):
+                kind = chance.choice(list(KINDS))
+                at = today - timedelta(days=back, minutes=chance.randrange(60 * 24))
+                docs[KINDS[kind]].append({"type": kind, "owner": name, "created_at": at.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        for where, database in (("private", user_database(name)), ("shared", "main-entities")):
+            answer = user.post(f"{URL}/{database}/_bulk_docs", json={"docs": docs[where]})
+            answer.raise_for_status()
+            written += [row["id"] for row in answer.json()]
+        print(f"{name}: synced {len(docs['private'])} documents to {user_database(name)} "
+              f"and {len(docs['shared'])} to main-entities")
+    until(lambda: all_in_analytics(admin, written), f"{len(written)} documents to reach analytics")
+    print(f"all {len(written)} reached analytics")
+
+
+def all_in_analytics(admin: requests.Session, ids: list[str]) -> bool:
+    rows = admin.post(f"{URL}/analytics/_all_docs", json={"keys": ids}).json()["rows"]
+    return all("value" in row for row in rows)
+
+
+def panel(_: requests.Session) -> None:
+    print(f"The analytics panel: {URL}/analytics-panel/_design/panel/index.html")
+    print("Sign in as `ops` (a server admin the manifests declare), password: OPS_ADMIN_PASSWORD in manifests/demo.env;")
+    print("a user such as alice, password ALICE_PASSWORD, is refused: \"Not authorised\".")
+
+
 if __name__ == "__main__":
     with requests.Session() as session:
         session.auth = ADMIN
         if sys.argv[1] == "wait-for-log":
             wait_for_log(*sys.argv[2:4])
         else:
-            {"sign-up": sign_up, "converged": converged, "flow": flow}[sys.argv[1]](session)
+            {"sign-up": sign_up, "converged": converged, "flow": flow, "history": history,
+             "panel": panel}[sys.argv[1]](session)

@@ -1,6 +1,6 @@
 """`make demo` as a newcomer runs it: the reference architecture deployed on couchsim, two sign-ups made on
 the server and converged by `reconcile watch` (not by another apply), watch stopped by SIGTERM with exit 0,
-and a document reaching analytics.
+and a document reaching analytics; it ends with the analytics panel's address and how to sign in there.
 
 The demo always starts its own couchsim on a free port (COUCHDB_URL removed from its environment); its
 replications reach that server through COUCHDB_REPLICATION_URL, which the demo sets.
@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_demo_shows_watch_converging_two_sign_ups_and_a_document_reaching_analytics():
     env = {key: value for key, value in os.environ.items() if not key.startswith("COUCHDB_")}
+    # No terminal: on one the demo would keep couchsim up for the panel until Enter.
     demo = subprocess.run([str(ROOT / "scripts" / "demo.sh")], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+                          stdin=subprocess.DEVNULL, timeout=120)
     out = demo.stdout
     assert demo.returncode == 0, out + demo.stderr
 
@@ -39,3 +40,8 @@ def test_the_demo_shows_watch_converging_two_sign_ups_and_a_document_reaching_an
         os.kill(watch_pid, 0)
 
     assert 'documents per type: {"journal-entry": 1, "shared-task": 1}' in out
+
+    assert re.search(r"all \d+ reached analytics", out)
+    port = re.search(r"couchsim is running on http://127\.0\.0\.1:(\d+)", out).group(1)
+    assert f"The analytics panel: http://127.0.0.1:{port}/analytics-panel/_design/panel/index.html" in out
+    assert "Sign in as `ops`" in out and "OPS_ADMIN_PASSWORD in manifests/demo.env" in out
