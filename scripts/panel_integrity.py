@@ -1,6 +1,6 @@
 """Writes the SHA-256 of the panel's scripts where the browser checks them: the `integrity` attributes of
 manifests/design/panel/_attachments/index.html and the `script-src` of the attachments' Content-Security-Policy
-in manifests/panel.yaml. Run it after editing charts.js or panel.js; `--check` only reports (exit 1 if stale).
+in manifests/node-config.yaml. Run it after editing charts.js or panel.js; `--check` only reports (exit 1 if stale).
 
 Why hashes: the policy CouchDB sends with every attachment may then allow exactly these scripts, instead of
 every script any user stores on the server (https://www.w3.org/TR/CSP3/#external-hash).
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = ROOT / "manifests" / "design" / "panel" / "_attachments"
 SCRIPTS = ("charts.js", "panel.js")
 INDEX = PAGES / "index.html"
-MANIFEST = ROOT / "manifests" / "panel.yaml"
+MANIFEST = ROOT / "manifests" / "node-config.yaml"
 
 
 def digest(name: str) -> str:

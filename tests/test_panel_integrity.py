@@ -1,5 +1,5 @@
 """The panel's scripts run only if the browser finds their SHA-256 both in index.html's `integrity`
-attributes and in the Content-Security-Policy manifests/panel.yaml makes CouchDB send with attachments
+attributes and in the Content-Security-Policy manifests/node-config.yaml makes CouchDB send with attachments
 (https://www.w3.org/TR/CSP3/#external-hash). A script edited without scripts/panel_integrity.py would be
 blocked on a server: this says so before any browser runs."""
 
@@ -27,7 +27,7 @@ def test_every_script_of_the_panel_is_allowed_by_its_hash_and_no_other_is():
     fix = "run scripts/panel_integrity.py"
     assert scripts == {name: sha256(name) for name in scripts}, fix
 
-    csp = next(doc for doc in yaml.safe_load_all((MANIFESTS / "panel.yaml").read_text(encoding="utf-8"))
+    csp = next(doc for doc in yaml.safe_load_all((MANIFESTS / "node-config.yaml").read_text(encoding="utf-8"))
                if doc["kind"] == "NodeConfig" and doc["spec"]["section"] == "csp")
     directives = dict(part.strip().split(" ", 1) for part in csp["spec"]["values"]["attachments_header_value"].split(";"))
     assert sorted(directives["script-src"].split()) == sorted(f"'{value}'" for value in scripts.values()), fix
