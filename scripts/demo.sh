@@ -26,30 +26,34 @@ step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; "$@"; }
 step "$BIN/reconcile" validate "$MANIFESTS"
 
 if [ -z "${COUCHDB_URL:-}" ]; then
-    port=$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     admin_password=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(16))')
     mkdir -p .demo
-    # Fewer PBKDF2 rounds than CouchDB's 600,000, so the demo's sign-ups are instant.
-    "$BIN/python" -m couchsim --port "$port" --admin "admin:$admin_password" --config chttpd_auth/iterations=1000 \
-        >.demo/couchsim.log 2>&1 &
+    couchsim_log=.demo/couchsim.log
+    # The previous run's log says "listening" too: removed before starting, so the line found below can
+    # only be this process's (the shell opens the redirection in the child, after this loop may start).
+    rm -f "$couchsim_log"
+    # --port 0: the kernel picks a free port at bind time and couchsim prints it, so no other server can
+    # take it between a check and the bind. Fewer PBKDF2 rounds than CouchDB's 600,000: instant sign-ups.
+    "$BIN/python" -m couchsim --port 0 --admin "admin:$admin_password" --config chttpd_auth/iterations=1000 \
+        >"$couchsim_log" 2>&1 &
     couchsim_pid=$!
-    export COUCHDB_URL="http://127.0.0.1:$port" COUCHDB_USER=admin COUCHDB_PASSWORD="$admin_password"
-    # couchsim replicates to itself at the URL we reach it at (a real CouchDB may need another one).
-    export COUCHDB_REPLICATION_URL="$COUCHDB_URL"
-    # Ready when *our* process says it listens: probing /_up could reach another server that took the
-    # port between the check above and couchsim's bind (a second demo, a test), with other credentials.
+    port=''
     for _ in $(seq 200); do
-        grep -q "listening" .demo/couchsim.log 2>/dev/null && break
+        port=$(sed -n 's|^couchsim listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$couchsim_log" 2>/dev/null)
+        [ -n "$port" ] && break
         if ! kill -0 "$couchsim_pid" 2>/dev/null; then
-            echo "couchsim could not start on port $port (taken meanwhile?); see .demo/couchsim.log" >&2
+            echo "couchsim could not start; see $couchsim_log" >&2
             exit 1
         fi
         sleep 0.1
     done
-    if ! grep -q "listening" .demo/couchsim.log; then
-        echo "couchsim did not start within 20 s; see .demo/couchsim.log" >&2
+    if [ -z "$port" ]; then
+        echo "couchsim did not start within 20 s; see $couchsim_log" >&2
         exit 1
     fi
+    export COUCHDB_URL="http://127.0.0.1:$port" COUCHDB_USER=admin COUCHDB_PASSWORD="$admin_password"
+    # couchsim replicates to itself at the URL we reach it at (a real CouchDB may need another one).
+    export COUCHDB_REPLICATION_URL="$COUCHDB_URL"
     echo "couchsim is running on $COUCHDB_URL (log: .demo/couchsim.log)"
 else
     echo "using the CouchDB at $COUCHDB_URL"
@@ -78,6 +82,7 @@ esac
 # `_users/_changes` and `/_db_updates` and reconciles just the users who sign up.
 mkdir -p .demo
 watch_log=.demo/watch.log
+rm -f "$watch_log"  # the previous run's "reconcile  full" line must not pass for this run's
 printf '\n%s$ %s%s\n' "$bold" "$BIN/reconcile watch --interval 60 --debounce 0.2 $MANIFESTS >$watch_log &" "$plain"
 "$BIN/reconcile" watch --interval 60 --debounce 0.2 "$MANIFESTS" >"$watch_log" 2>&1 &
 watch_pid=$!
