@@ -16,14 +16,32 @@ from typing import Callable, Mapping, Sequence
 from .client import CouchSession
 from .errors import ReconcileError
 from .kinds.base import ResourceKind
-from .model import Change, Create, Plan, Replace
+from .model import Change, Create, Delete, Plan, Replace
 from .reads import observation
+from .secrets import SecretUnreadable
 
 CHUNK = 100  # changes per call of a kind's apply: large enough to batch, small enough to show progress
 
 
 class StalePlan(ReconcileError):
     """A saved plan no longer matches the server."""
+
+
+def check_secrets(changes: Sequence[Change], after: str) -> None:
+    """ReconcileError listing every secret a change would write that cannot be read now, so that apply never
+    starts writing without one: a saved plan holds only references, and a secret may vanish while a plan is
+    shown. `after` ends the message (what was or was not sent)."""
+    problems = []
+    for change in changes:
+        if change.desired is None or isinstance(change, Delete):
+            continue
+        for name, ref in sorted(change.desired.secrets.items()):
+            try:
+                ref.resolve()
+            except SecretUnreadable as unreadable:
+                problems.append(f"{change.source}: {change.kind}/{change.key}: {name}: {unreadable}")
+    if problems:
+        raise ReconcileError("\n".join(problems + [f"{len(problems)} secret(s) cannot be read, {after}"]))
 
 
 def check_fresh(session: CouchSession, plan: Plan, kinds: Mapping[str, ResourceKind]) -> None:

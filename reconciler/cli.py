@@ -19,6 +19,7 @@ import click
 from . import __version__
 from .errors import ReconcileError
 from .load import Manifest
+from .secrets import SecretPolicy
 
 if TYPE_CHECKING:
     from .client import CouchSession
@@ -63,11 +64,11 @@ def fail(message: str, status: int = 1) -> NoReturn:
     sys.exit(status)
 
 
-def valid_manifests(directory: str, *, strict: bool = False) -> list[Manifest]:
+def valid_manifests(directory: str, secrets: SecretPolicy, *, strict: bool = False) -> list[Manifest]:
     """Load and validate; print every diagnostic on stderr; exit 1 on errors (on warnings too when `strict`)."""
     from .pipeline import load_and_validate
 
-    manifests, diagnostics = load_and_validate(directory)
+    manifests, diagnostics = load_and_validate(directory, secrets)
     for diagnostic in diagnostics:
         click.echo(str(diagnostic), err=True)
     errors = sum(1 for d in diagnostics if d.is_error or strict)
@@ -76,17 +77,27 @@ def valid_manifests(directory: str, *, strict: bool = False) -> list[Manifest]:
     return manifests
 
 
+def secrets_dir_option(command: F) -> F:
+    return click.option("--secrets-dir", "secrets_dirs", multiple=True, metavar="DIR",
+                        type=click.Path(exists=True, file_okay=False),
+                        help="A folder outside the manifest folder that `file:` secrets may name, e.g. where the "
+                             "deployment mounts them (repeatable). Without it, `file:` must stay inside the "
+                             "manifest folder.")(command)
+
+
 @main.command(short_help="Check manifests offline: syntax, schema and meaning.")
 @click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 when there is any warning).")
+@secrets_dir_option
 @one_line_errors
-def validate(directory: str, strict: bool) -> None:
+def validate(directory: str, strict: bool, secrets_dirs: tuple[str, ...]) -> None:
     """Check the manifests in DIR (a folder, read recursively, or one file) without touching the network.
 
     Every problem is printed as `file:line: Kind/name: what is wrong; how to fix it`.
-    Exit status: 0 when valid (warnings are printed but do not fail), 1 when not.
+    Exit status: 0 when valid (warnings are printed but do not fail), 1 when not. Secrets are not
+    read (they may live only where the manifests are deployed): `plan` and `apply` read them.
     """
-    manifests = valid_manifests(directory, strict=strict)
+    manifests = valid_manifests(directory, SecretPolicy(dirs=secrets_dirs), strict=strict)
     click.echo(f"{directory}: {len(manifests)} manifest{'s' if len(manifests) != 1 else ''} valid")
 
 
@@ -164,19 +175,21 @@ def safety_options(command: F) -> F:
     return command
 
 
-def _split(options: dict[str, Any]) -> tuple[dict[str, Any], "Policy"]:
+def _split(options: dict[str, Any]) -> tuple[dict[str, Any], "Policy", SecretPolicy]:
     from .plan import Policy
 
     connection = {name: options.pop(name) for name in ("server", "user", "password_file", "cacert", "pool", "timeout")}
-    return connection, Policy(**options)
+    secrets = SecretPolicy(dirs=options.pop("secrets_dirs"), read=True)
+    return connection, Policy(**options), secrets
 
 
-def _desired_state(directory: str) -> "DesiredState":
-    """Valid manifests expanded; every problem printed and exit 1 before any request otherwise."""
+def _desired_state(directory: str, secrets: SecretPolicy) -> "DesiredState":
+    """Valid manifests expanded (and every secret they name readable when `secrets.read`); every problem
+    printed and exit 1 before any request otherwise."""
     from .pipeline import InvalidManifests, desired_state
 
     try:
-        state, warnings = desired_state(directory)
+        state, warnings = desired_state(directory, secrets)
     except InvalidManifests as invalid:
         for diagnostic in invalid.diagnostics:
             click.echo(str(diagnostic), err=True)
@@ -215,6 +228,7 @@ def _show(plan: "Plan", fmt: str = "text") -> None:
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there is nothing to change, 2 when there are changes, 1 on error.")
 @safety_options
+@secrets_dir_option
 @connection_options
 @one_line_errors
 def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, **options: Any) -> None:
@@ -229,8 +243,8 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, **o
     from .pipeline import make_plan
     from .planfile import save
 
-    connection, policy = _split(options)
-    state = _desired_state(directory)
+    connection, policy, secrets = _split(options)
+    state = _desired_state(directory, secrets)
     with connect(**connection) as session:
         result = make_plan(session, state, policy, RESOURCES)
     if out:
@@ -247,6 +261,7 @@ PROGRESS_BAR_ABOVE = 50  # operations; fewer finish before a bar would help
 @click.argument("target", metavar="DIR|PLANFILE", type=MANIFEST_DIR)
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed when stdin is not a terminal).")
 @safety_options
+@secrets_dir_option
 @connection_options
 @one_line_errors
 def apply(target: str, auto_approve: bool, **options: Any) -> None:
@@ -258,18 +273,19 @@ def apply(target: str, auto_approve: bool, **options: Any) -> None:
     options were applied when the plan was made. Secrets are read again from their
     references. A rerun after a failure converges.
     """
-    from .apply import check_fresh
+    from .apply import check_fresh, check_secrets
     from .kinds import RESOURCES
     from .pipeline import make_plan
     from .planfile import is_plan_file, load
 
-    connection, policy = _split(options)
+    connection, policy, secrets = _split(options)
     if is_plan_file(target):
         saved = load(target)
         unknown = sorted({change.kind for change in saved.changes} - set(RESOURCES))
         if unknown:
             raise ReconcileError(f"{target}: this version of reconcile cannot apply {', '.join(unknown)}; "
                                  "make the plan again with it")
+        check_secrets(saved.changes, "nothing was sent to any server")
         with connect(**connection) as session:
             if saved.server != session.base:
                 raise ReconcileError(f"{target}: the plan was made for {saved.server}, not {session.base}; "
@@ -280,7 +296,7 @@ def apply(target: str, auto_approve: bool, **options: Any) -> None:
             else:
                 _show(saved)
         return
-    state = _desired_state(directory=target)
+    state = _desired_state(target, secrets)
     if not auto_approve and not terminal(sys.stdin):
         raise ReconcileError("apply: stdin is not a terminal, so nobody can confirm; rerun with --auto-approve, "
                              "or apply a plan saved with `reconcile plan --out`")
@@ -297,8 +313,10 @@ def apply(target: str, auto_approve: bool, **options: Any) -> None:
 
 
 def _execute(session: "CouchSession", plan: "Plan") -> None:
-    from .apply import execute
+    from .apply import check_secrets, execute
     from .kinds import RESOURCES
+
+    check_secrets(plan.changes, "nothing was applied")
 
     def lines(chunk: Any) -> None:
         for change in chunk:
@@ -343,9 +361,11 @@ def export(directory: str, **connection: Any) -> None:
               help="text for people, json for tools.")
 @click.option("--pending-threshold", type=click.FloatRange(min=0), default=300.0, show_default=True,
               metavar="SECONDS", help="A replication pending longer than this needs attention.")
+@secrets_dir_option
 @connection_options
 @one_line_errors
-def status(directory: str, fmt: str, pending_threshold: float, **connection: Any) -> None:
+def status(directory: str, fmt: str, pending_threshold: float, secrets_dirs: tuple[str, ...],
+           **connection: Any) -> None:
     """Show the state of every replication the manifests in DIR declare (and every one this tool wrote),
     as CouchDB's replication scheduler reports it, with its last error and lag. Changes nothing.
 
@@ -355,8 +375,8 @@ def status(directory: str, fmt: str, pending_threshold: float, **connection: Any
     from .model import REPLICATION
     from .status import render_json, render_text, replication_status
 
-    declared = {desired.key: desired.source for (kind, _), desired in _desired_state(directory).objects.items()
-                if kind == REPLICATION}
+    state = _desired_state(directory, SecretPolicy(dirs=secrets_dirs))  # reads, writes nothing: no secret read
+    declared = {desired.key: desired.source for (kind, _), desired in state.objects.items() if kind == REPLICATION}
     with connect(**connection) as session:
         statuses = replication_status(session, declared, pending_threshold)
     click.echo(render_json(statuses) if fmt == "json" else render_text(statuses), nl=False)
@@ -375,6 +395,7 @@ def status(directory: str, fmt: str, pending_threshold: float, **connection: Any
 @click.option("--max-triggered", type=click.IntRange(min=1), default=20, show_default=True,
               help="One-shot replications (fanIn: triggered) running at once.")
 @safety_options
+@secrets_dir_option
 @connection_options
 @one_line_errors
 def watch(directory: str, interval: float, log_format: str, debounce: float, max_triggered: int,
@@ -393,11 +414,11 @@ def watch(directory: str, interval: float, log_format: str, debounce: float, max
 
     from .watch import ActionLog, Settings, run, stop_on_signals
 
-    connection, policy = _split(options)
-    _desired_state(directory)  # invalid at start: exit 1 before any request, as plan and apply do
+    connection, policy, secrets = _split(options)
+    _desired_state(directory, secrets)  # invalid at start: exit 1 before any request, as plan and apply do
     stopping = threading.Event()
     stop_on_signals(stopping)
     settings = Settings(interval=interval, debounce=debounce, max_triggered=max_triggered)
     with connect(**connection) as session:
-        code = run(session, directory, policy, settings, ActionLog(log_format), stopping)
+        code = run(session, directory, policy, settings, ActionLog(log_format), stopping, secrets)
     sys.exit(code)

@@ -13,6 +13,9 @@ its text without the trailing newline editors add (`language`, or a `reduce`
 naming a built-in). Hidden files are skipped. Attachments are kept as CouchDB
 reports them in a stub (`content_type`, `digest` as `md5-<base64>`, `length`), so
 they compare by digest and their bytes are read again only to upload them.
+
+Every entry is checked before it is opened (paths.check): links must resolve inside the
+manifest folder, and what is not a regular file or folder (a FIFO, a device) is a problem.
 """
 
 from __future__ import annotations
@@ -25,8 +28,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .paths import PathRefused, check
+
 ATTACHMENTS = "_attachments"
 BUILTIN_REDUCERS = ("_count", "_sum", "_stats", "_approx_count_distinct")
+# A design document is one CouchDB document: beyond [couchdb] max_document_size (8,000,000 bytes by default,
+# rel/overlay/etc/default.ini) CouchDB refuses it, so a bigger file is never worth reading.
+MAX_FIELD_BYTES = 8_000_000
+# Attachments are stored beside the document, up to [couchdb] max_attachment_size (1 GiB by default).
+MAX_ATTACHMENT_BYTES = 1024 ** 3
+OUTSIDE_HINT = "keep the design document's files inside the manifest folder (copy them instead of linking)"
 
 
 @dataclass(frozen=True)
@@ -44,25 +55,43 @@ class DesignFolder:
     problems: list[FolderProblem] = field(default_factory=list)
 
 
-def read_folder(folder: str) -> DesignFolder:
+def read_folder(folder: str, root: str) -> DesignFolder:
+    """The design document in `folder`, which the caller checked resolves inside `root` (the manifest folder)."""
     result = DesignFolder()
-    result.body = _read_object(folder, (), result)
+    result.body = _read_object(folder, (), result, root)
     attachments = os.path.join(folder, ATTACHMENTS)
-    if os.path.isdir(attachments):
-        result.body[ATTACHMENTS] = {name: attachment_stub(path) for name, path in attachment_files(attachments)}
+    if os.path.isdir(attachments) and _usable(attachments, root, result, folder=True):
+        result.body[ATTACHMENTS] = {name: attachment_stub(path)
+                                    for name, path in attachment_files(attachments, root, result)}
     return result
 
 
-def attachment_files(folder: str) -> list[tuple[str, str]]:
+def attachment_files(folder: str, root: str, result: DesignFolder) -> list[tuple[str, str]]:
     """(attachment name, file) for every file under `_attachments/`, names with `/` as CouchDB keeps them."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                path = os.path.join(root, name)
+    found, pending = [], [folder]
+    while pending:
+        current = pending.pop()
+        for entry in sorted(os.listdir(current), reverse=True):
+            path = os.path.join(current, entry)
+            if entry.startswith("."):
+                continue
+            if os.path.isdir(path):
+                if _usable(path, root, result, folder=True):
+                    pending.append(path)
+            elif _usable(path, root, result, max_bytes=MAX_ATTACHMENT_BYTES):
                 found.append((os.path.relpath(path, folder).replace(os.sep, "/"), path))
-    return found
+    return sorted(found)
+
+
+def _usable(path: str, root: str, result: DesignFolder, *, folder: bool = False,
+            max_bytes: int | None = None) -> bool:
+    """Whether `path` may be read; otherwise a problem in `result`."""
+    try:
+        check(path, [root], folder=folder, outside_hint=OUTSIDE_HINT, max_bytes=max_bytes, in_checked_folder=True)
+    except PathRefused as refused:
+        result.problems.append(FolderProblem(path, 1, refused.message, refused.hint))
+        return False
+    return True
 
 
 def attachment_stub(path: str) -> dict[str, Any]:
@@ -81,7 +110,7 @@ def content_type(path: str) -> str:
     return guessed or "application/octet-stream"
 
 
-def _read_object(folder: str, path: tuple[str, ...], result: DesignFolder) -> dict[str, Any]:
+def _read_object(folder: str, path: tuple[str, ...], result: DesignFolder, root: str) -> dict[str, Any]:
     value: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for entry in sorted(os.listdir(folder)):
@@ -89,7 +118,11 @@ def _read_object(folder: str, path: tuple[str, ...], result: DesignFolder) -> di
         if entry.startswith(".") or (not path and entry == ATTACHMENTS):
             continue
         if os.path.isdir(full):
-            key, item = entry, _read_object(full, path + (entry,), result)
+            if not _usable(full, root, result, folder=True):
+                continue
+            key, item = entry, _read_object(full, path + (entry,), result, root)
+        elif not _usable(full, root, result, max_bytes=MAX_FIELD_BYTES):
+            continue
         else:
             name, item = _read_file(full, path, result)
             if name is None:

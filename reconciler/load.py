@@ -20,6 +20,7 @@ import yaml
 
 from .errors import ReconcileError
 from .model import KeyPath, Manifest, Source, describe_value
+from .paths import PathRefused, Roots, check
 
 API_VERSION = "reconciler/v1"
 SUFFIXES = (".yaml", ".yml")
@@ -27,6 +28,9 @@ SUFFIXES = (".yaml", ".yml")
 MAX_FILE_BYTES = 10 * 1024 * 1024
 # Values one document may expand to through aliases; far above any real manifest, far below an alias bomb.
 MAX_VALUES_PER_DOCUMENT = 100_000
+# Levels of nesting a document may have. The node graph is built recursively (by PyYAML's Python composer
+# and by _Builder), so an unbounded depth ends in RecursionError; real manifests nest about 10 deep.
+MAX_DEPTH = 100
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -54,36 +58,61 @@ class Loaded:
 
 def load(path: str) -> Loaded:
     """Every document of every *.yaml/*.yml file under `path` (a folder, recursively, or one file)."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise ReconcileError(f"{path}: no such file or folder; give the folder that holds the manifests")
+    root = Roots.of(path).manifests
     loaded = Loaded([], [])
-    for file in manifest_files(path):
+    for file in manifest_files(path, root, loaded.errors):
         try:
-            loaded.manifests.extend(load_file(file))
+            loaded.manifests.extend(load_file(file, root))
         except ManifestError as error:
             loaded.errors.append(error)
     return loaded
 
 
-def manifest_files(path: str) -> list[str]:
-    if os.path.isfile(path):
-        return [path]
+def manifest_files(path: str, root: str, errors: list[ManifestError]) -> list[str]:
+    """The YAML files under `path`, each a regular file inside `root` (links followed only within it); an
+    entry that is not (a FIFO named a.yaml, a link that loops or leads out) is one error in `errors`."""
+    if not os.path.isdir(path):
+        return [path] if _usable(path, root, errors) else []
     found: list[str] = []
-    for folder, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git, editor folders
-        found.extend(os.path.normpath(os.path.join(folder, f)) for f in sorted(files) if f.endswith(SUFFIXES))
+    pending = [path]
+    while pending:  # a stack, not recursion: a folder tree may be deep
+        folder = pending.pop()
+        entries = sorted(os.listdir(folder))
+        files = [os.path.normpath(os.path.join(folder, e)) for e in entries if e.endswith(SUFFIXES)]
+        found.extend(file for file in files if not os.path.isdir(file) and _usable(file, root, errors))
+        subfolders = [os.path.join(folder, e) for e in entries if not e.startswith(".")  # .git, editor folders
+                      and os.path.isdir(os.path.join(folder, e))]
+        pending.extend(reversed([sub for sub in subfolders if _usable(sub, root, errors, folder=True)]))
     return found
 
 
-def load_file(file: str) -> list[Manifest]:
+def _usable(path: str, root: str, errors: list[ManifestError], folder: bool = False) -> bool:
+    try:
+        check(path, [root], folder=folder, in_checked_folder=True,
+              outside_hint="copy what it points at into the folder instead of linking it")
+    except PathRefused as refused:
+        errors.append(ManifestError(Source(os.path.normpath(path), 1), refused.message, refused.hint))
+        return False
+    return True
+
+
+def load_file(file: str, root: str | None = None) -> list[Manifest]:
+    """The documents of one file; `root` (the manifest folder, resolved) defaults to the file's own folder."""
+    root = root or Roots.of(file).manifests
     text = _read_text(file)
     try:
-        manifests = _documents(file, _FAST_LOADER(text))
-    except yaml.YAMLError:
+        manifests = _documents(file, _FAST_LOADER(text), root)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        if getattr(error, "problem", None) == "exceeded maximum nesting depth" and mark is not None:
+            # libyaml's own bound (1,000 levels): the pure-Python scanner would take seconds to say the same.
+            raise ManifestError(Source(file, mark.line + 1), f"the document is {_TOO_DEEP}", _FLATTEN) from None
         # libyaml words its errors its own way (and leaves out e.g. the undefined alias's name): the pure-Python
         # parser reads the file again, so a broken file gets the message `_syntax_error` knows how to explain.
         try:
-            manifests = _documents(file, yaml.SafeLoader(text))
+            manifests = _documents(file, _BoundedLoader(text), root)
         except yaml.MarkedYAMLError as error:
             raise _syntax_error(file, error) from None
         except yaml.YAMLError as error:
@@ -96,20 +125,42 @@ def load_file(file: str) -> list[Manifest]:
     return manifests
 
 
-def _documents(file: str, loader: yaml.SafeLoader | yaml.CSafeLoader) -> list[Manifest]:
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's pure-Python loader, refusing to compose deeper than MAX_DEPTH (its composer recurses:
+    a 3,000-deep block would end in RecursionError). libyaml stops at 1,000 levels by itself."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, _TOO_DEEP, self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
+_FLATTEN = "flatten it (no manifest needs that many levels; this looks like a generated attack)"
+
+
+def _documents(file: str, loader: yaml.SafeLoader | yaml.CSafeLoader, root: str) -> list[Manifest]:
     manifests = []
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is not None and not _is_empty(node):  # a stray `---` (often at the end of a file) is harmless
-                manifests.append(_manifest(file, node, loader))
+                manifests.append(_manifest(file, node, loader, root))
     finally:
         loader.dispose()
     return manifests
 
 
 def _read_text(file: str) -> str:
-    size = os.path.getsize(file)
+    size = os.stat(file).st_size  # a regular file: manifest_files checked it without opening it
     if size > MAX_FILE_BYTES:
         raise ManifestError(Source(file, 1), f"the file is {size / 1024 / 1024:.1f} MiB, above the "
                             f"{MAX_FILE_BYTES // 1024 // 1024} MiB limit for a manifest file",
@@ -142,6 +193,8 @@ def _syntax_error(file: str, error: yaml.MarkedYAMLError) -> ManifestError:
     if problem.startswith("found undefined alias"):
         return ManifestError(source, f"{problem} (no anchor of that name above)",
                              "define the anchor with &NAME before using *NAME")
+    if problem == _TOO_DEEP:
+        return ManifestError(source, f"the document is {problem}", _FLATTEN)
     if "constructor" in problem:
         return ManifestError(source, f"unsupported YAML tag ({problem})", "remove the `!tag`")
     return ManifestError(source, f"invalid YAML: {problem}", "fix the syntax at this line")
@@ -151,7 +204,7 @@ def _is_empty(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null" and node.value in ("", "~", "null")
 
 
-def _manifest(file: str, node: yaml.Node, loader: yaml.SafeLoader | yaml.CSafeLoader) -> Manifest:
+def _manifest(file: str, node: yaml.Node, loader: yaml.SafeLoader | yaml.CSafeLoader, root: str) -> Manifest:
     start = Source(file, node.start_mark.line + 1)
     lines: dict[KeyPath, int] = {}
     document = _Builder(file, loader, lines).build(node, ())
@@ -185,7 +238,7 @@ def _manifest(file: str, node: yaml.Node, loader: yaml.SafeLoader | yaml.CSafeLo
         raise ManifestError(at("spec"), problem, "write `spec:` with the kind's fields indented below it",
                             subject=f"{kind}/{name}")
     return Manifest(kind=kind, name=name, spec=spec, source=start, base_dir=os.path.dirname(file) or ".",
-                    lines=lines, document=document)
+                    root=root, lines=lines, document=document)
 
 
 class _Builder:
@@ -204,12 +257,14 @@ class _Builder:
             raise ManifestError(Source(self.file, node.start_mark.line + 1),
                                 f"the document expands to more than {MAX_VALUES_PER_DOCUMENT} values through aliases",
                                 "write it without nested aliases (this looks like an alias bomb)")
+        if len(path) >= MAX_DEPTH:  # aliases can nest what the composer saw as shallow
+            raise ManifestError(Source(self.file, node.start_mark.line + 1), f"the document is {_TOO_DEEP}", _FLATTEN)
         if id(node) in self.open:
             raise ManifestError(Source(self.file, node.start_mark.line + 1), "an alias refers to a value that contains it",
                                 "remove the recursive alias")
         if isinstance(node, yaml.ScalarNode):
             # Text, most of any manifest, is the scalar as written: no need for the constructor's bookkeeping.
-            return node.value if node.tag == _STR_TAG else self.loader.construct_object(node)
+            return self._text(node) if node.tag == _STR_TAG else self.loader.construct_object(node)
         self.open.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -222,6 +277,19 @@ class _Builder:
             return self._mapping(node, path)
         finally:
             self.open.discard(id(node))
+
+    def _text(self, node: yaml.ScalarNode) -> str:
+        """The scalar's text. Only a double-quoted escape (`"\\udc80"`) can make text that is not Unicode (a lone
+        surrogate): no UTF-8 encoder, hence no request, could carry it."""
+        if node.style == '"':
+            try:
+                node.value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise ManifestError(Source(self.file, node.start_mark.line + 1),
+                                    f"`\\u{ord(node.value[error.start]):04x}` is a UTF-16 surrogate, not a character",
+                                    "write the character itself, or escape its whole code point (`\\U0001F600`)"
+                                    ) from None
+        return node.value
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -236,7 +304,7 @@ class _Builder:
                 raise ManifestError(Source(self.file, line), "a key must be plain text, not a list or mapping",
                                     "write a simple `key: value`")
             # The key as written: `on:` or `1:` stay the text the user typed, as in JSON.
-            key = key_node.value
+            key = self._text(key_node)
             if key in first_line:
                 raise ManifestError(Source(self.file, line), f"duplicate key `{key}` (first at line {first_line[key]})",
                                     "keep only one of them: YAML would silently drop the first")

@@ -61,6 +61,7 @@ class Manifest:
     spec: Mapping[str, Any]
     source: Source
     base_dir: str  # the folder of the YAML file, against which `file:` references and `path:` folders resolve
+    root: str  # the manifest folder given to load, resolved: what the manifest names must resolve inside it
     lines: Mapping[KeyPath, int] = field(default_factory=dict, compare=False, repr=False)
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # as written, for the schema
 
@@ -94,6 +95,9 @@ def describe_value(value: Any) -> str:
     return type(value).__name__  # dates and times YAML recognised on its own
 
 
+SHOWN_SUBJECT = 300  # characters of a Kind/name shown in a message: a whole database name (238 bytes) fits
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     source: Source
@@ -104,8 +108,10 @@ class Diagnostic:
 
     def __str__(self) -> str:
         level = "warning: " if self.severity == "warning" else ""
-        subject = f"{self.subject}: " if self.subject else ""
-        return f"{self.source}: {level}{subject}{self.message}; {self.hint}"
+        subject = self.subject or ""
+        if len(subject) > SHOWN_SUBJECT:  # a megabyte-long name must not make a megabyte-long line
+            subject = f"{subject[:SHOWN_SUBJECT]}... ({len(subject):,} characters)"
+        return f"{self.source}: {level}{subject + ': ' if subject else ''}{self.message}; {self.hint}"
 
     @property
     def is_error(self) -> bool:

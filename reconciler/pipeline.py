@@ -22,13 +22,18 @@ from .observe import observe
 from .plan import Policy, checked_plan
 from .reads import observation
 from .resolve import resolve
+from .secrets import SecretPolicy
 from .validate import validate
 
 
-def load_and_validate(path: str) -> tuple[list[Manifest], list[Diagnostic]]:
-    """Everything `reconcile validate` checks; plan and apply use it too, so they refuse what validate refuses."""
+def load_and_validate(path: str, secrets: SecretPolicy = SecretPolicy()) -> tuple[list[Manifest], list[Diagnostic]]:
+    """Everything `reconcile validate` checks; plan and apply use it too, so they refuse what validate refuses
+    (and, with `secrets.read`, every secret they cannot read)."""
     loaded = load(path)
-    diagnostics = [_from_load_error(error) for error in loaded.errors] + validate(loaded.manifests)
+    diagnostics = [_from_load_error(error) for error in loaded.errors] + validate(loaded.manifests, secrets)
+    # A link inside a design-document folder is seen by load's walk and by the design document: one line.
+    said = {(d.source, d.message) for d in diagnostics if d.subject}
+    diagnostics = [d for d in diagnostics if d.subject or (d.source, d.message) not in said]
     return loaded.manifests, sorted(diagnostics, key=lambda diagnostic: diagnostic.position)
 
 
@@ -44,10 +49,11 @@ class InvalidManifests(ReconcileError):
         self.diagnostics = list(diagnostics)
 
 
-def desired_state(path: str) -> tuple[DesiredState, list[Diagnostic]]:
+def desired_state(path: str, secrets: SecretPolicy = SecretPolicy(read=True)) -> tuple[DesiredState, list[Diagnostic]]:
     """What the manifests at `path` want, and validate's warnings; InvalidManifests, holding every diagnostic
-    (warnings too, in reading order), when one is an error or two manifests conflict."""
-    manifests, diagnostics = load_and_validate(path)
+    (warnings too, in reading order), when one is an error or two manifests conflict. By default every secret
+    the manifests name is read (they are about to be used): one that cannot be read is an error too."""
+    manifests, diagnostics = load_and_validate(path, secrets)
     errors = sum(1 for diagnostic in diagnostics if diagnostic.is_error)
     if errors:
         raise InvalidManifests(f"{errors} error{'s' if errors != 1 else ''}", diagnostics)

@@ -3,7 +3,16 @@
 Manifests live in Git, so a password is never written in one: it names where the
 value lives. `file:` paths are relative to the folder of the YAML file that
 holds the reference (like Kustomize), so a folder of manifests can be validated
-from anywhere.
+from anywhere. They must resolve inside the manifest folder, or inside a folder
+the command line names with `--secrets-dir` (a deployment that mounts its secrets
+elsewhere, e.g. /run/secrets): a manifest from a pull request never reads
+`/etc/shadow` into a password.
+
+Which command checks what (README "Secrets"): `validate` runs offline, where the
+deployment's secrets usually are not, so it checks each reference's form and that a
+`file:` path stays inside the allowed folders. `plan`, `apply` and `watch` also read
+every secret the manifests name (set, a regular file, non-empty, UTF-8) before they
+send anything, and report every one they cannot read at once (SecretPolicy).
 """
 
 from __future__ import annotations
@@ -11,13 +20,19 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 from .errors import ReconcileError
+from .paths import PathRefused, confine, usable
 
 # POSIX shells only export names like this; anything else could never be set.
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HINT = ("write `env:NAME` to read it from an environment variable, or `file:PATH` for a file "
          "relative to the manifest's folder; keep the value itself out of Git")
+# A password, a token or a key file: far below this. A bigger `file:` is a mistake (a dump, a log, /dev/zero).
+MAX_SECRET_BYTES = 64 * 1024
+OUTSIDE_HINT = ("keep secret files inside the manifest folder, or name the folder they are mounted in with "
+                "--secrets-dir DIR")
 
 
 class SecretRefError(ValueError):
@@ -27,6 +42,26 @@ class SecretRefError(ValueError):
         super().__init__(f"{message}; {hint}")
         self.message = message
         self.hint = hint
+
+
+class SecretUnreadable(ReconcileError):
+    """A reference whose value cannot be read now: what is wrong and how to fix it (never a value)."""
+
+    def __init__(self, ref: str, message: str, hint: str):
+        super().__init__(f"secret {ref}: {message}; {hint}")
+        self.message = f"secret {ref}: {message}"
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class SecretPolicy:
+    """What a command checks of the secrets its manifests name, before it sends anything."""
+
+    dirs: tuple[str, ...] = ()  # `--secrets-dir`: folders besides the manifest folder `file:` may name
+    read: bool = False  # read every secret now: plan, apply and watch; `validate` (offline) does not
+    # The severity of a secret that cannot be read. "error" stops the command before any request; a
+    # command that only compares secrets (plan) may choose "warning" and show such a field as unknown.
+    unreadable: str = "error"
 
 
 @dataclass(frozen=True)
@@ -52,24 +87,48 @@ class SecretRef:
         """For `file:` references, the file the value is read from."""
         return os.path.normpath(os.path.join(self.base_dir, self.ref.partition(":")[2]))
 
+    @property
+    def is_file(self) -> bool:
+        return self.ref.startswith("file:")
+
+    def confine(self, roots: Sequence[str]) -> None:
+        """SecretUnreadable when a `file:` reference resolves (links included) outside all `roots`."""
+        if self.is_file:
+            try:
+                confine(self.path, roots, OUTSIDE_HINT)
+            except PathRefused as refused:
+                raise SecretUnreadable(self.ref, refused.message, refused.hint) from None
+
     def resolve(self) -> str:
-        """The secret value; ReconcileError naming the reference (never a value) when it cannot be read."""
+        """The secret value; SecretUnreadable naming the reference (never a value) when it cannot be read."""
         scheme, _, name = self.ref.partition(":")
         if scheme == "env":
             value = os.environ.get(name)
             if value is None:
-                raise ReconcileError(f"secret {self.ref}: the environment variable {name} is not set; "
-                                     f"set it from your secret store (the demo's values are in manifests/demo.env)")
-        else:
-            try:
-                with open(self.path, encoding="utf-8") as handle:
-                    # Editors and `echo` end files with a newline that is not part of the password.
-                    value = handle.read().removesuffix("\n").removesuffix("\r")
-            except OSError as error:
-                raise ReconcileError(f"secret {self.ref}: cannot read {self.path} ({error.strerror}); "
-                                     "create the file or fix the path") from None
-            except UnicodeDecodeError:
-                raise ReconcileError(f"secret {self.ref}: {self.path} is not UTF-8 text; save it as UTF-8") from None
+                raise SecretUnreadable(self.ref, f"the environment variable {name} is not set",
+                                       "set it from your secret store (the demo's values are in manifests/demo.env)")
+            if not value:
+                raise SecretUnreadable(self.ref, f"the environment variable {name} is empty",
+                                       "give it the secret's value")
+            return value
+        value = _read_file(self.ref, self.path)
         if not value:
-            raise ReconcileError(f"secret {self.ref} is empty; give it a value")
+            raise SecretUnreadable(self.ref, f"{self.path} is empty", "write the secret into it")
         return value
+
+
+def _read_file(ref: str, path: str) -> str:
+    try:
+        usable(path, max_bytes=MAX_SECRET_BYTES)  # never opens a FIFO or a device
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SECRET_BYTES + 1)
+    except PathRefused as refused:
+        raise SecretUnreadable(ref, refused.message, refused.hint) from None
+    except OSError as error:
+        raise SecretUnreadable(ref, f"cannot read {path} ({error.strerror})", "fix its permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretUnreadable(ref, f"{path} is not UTF-8 text", "save it as UTF-8") from None
+    # Editors and `echo` end files with a newline that is not part of the password.
+    return text.removesuffix("\n").removesuffix("\r")

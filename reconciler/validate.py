@@ -9,19 +9,19 @@ valid, so it may rely on the schema.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jsonschema
 
 from .kinds import MANIFESTS
 from .kinds.base import ManifestKind
 from .kinds.checks import closest
-from .model import Diagnostic, Manifest, describe_value
-from .schemas import schema_errors
-from .secrets import SecretRefError
+from .model import Diagnostic, KeyPath, Manifest, describe_value
+from .schemas import schema_errors, secret_paths
+from .secrets import SecretPolicy, SecretRef, SecretRefError, SecretUnreadable
 
 
-def validate(manifests: Sequence[Manifest]) -> list[Diagnostic]:
+def validate(manifests: Sequence[Manifest], secrets: SecretPolicy = SecretPolicy()) -> list[Diagnostic]:
     diagnostics: list[Diagnostic] = []
     shaped: list[Manifest] = []
     for manifest in manifests:
@@ -36,7 +36,64 @@ def validate(manifests: Sequence[Manifest]) -> list[Diagnostic]:
     diagnostics.extend(_duplicate_names(manifests, MANIFESTS))
     for kind, plugin in sorted(MANIFESTS.items()):
         diagnostics.extend(plugin.check([m for m in shaped if m.kind == kind], shaped))
+    diagnostics.extend(secret_diagnostics(shaped, secrets))
     return sorted(diagnostics, key=lambda diagnostic: diagnostic.position)
+
+
+def secret_diagnostics(manifests: Sequence[Manifest], policy: SecretPolicy) -> Iterator[Diagnostic]:
+    """One diagnostic per secret reference the policy refuses, at the reference's line: a `file:` leading out of
+    the allowed folders (always an error), and with `policy.read` a secret that cannot be read now. Each
+    secret is read once however many manifests name it; its value is dropped at once."""
+    unreadable: dict[tuple[str, str], SecretUnreadable | None] = {}
+    for manifest in manifests:
+        roots = [manifest.root, *policy.dirs]
+        for path, text in secret_references(manifest, MANIFESTS[manifest.kind].schema):
+            ref = SecretRef.parse(text, manifest.base_dir)
+            try:
+                ref.confine(roots)
+            except SecretUnreadable as outside:
+                yield Diagnostic.at(manifest, path, f"`{_dotted(path)}`: {outside.message}", outside.hint)
+                continue
+            if not policy.read:
+                continue
+            identity = (ref.ref, ref.path if ref.is_file else "")
+            if identity not in unreadable:
+                unreadable[identity] = _unreadable(ref)
+            failure = unreadable[identity]
+            if failure is not None:
+                yield Diagnostic.at(manifest, path, f"`{_dotted(path)}`: {failure.message}", failure.hint,
+                                    severity=policy.unreadable)
+
+
+def _unreadable(ref: SecretRef) -> SecretUnreadable | None:
+    """Why `ref` cannot be read now, or None; the value read is dropped at once."""
+    try:
+        ref.resolve()
+    except SecretUnreadable as problem:
+        return problem
+    return None
+
+
+def secret_references(manifest: Manifest, schema_file: str) -> Iterator[tuple[KeyPath, str]]:
+    """(key path, reference as written) of every secret reference in the document, wherever its kind's
+    schema says a secret reference goes (`format: secret-ref`), so a kind adding one needs no code here."""
+    for pattern in secret_paths(schema_file):
+        yield from _matching(manifest.document, pattern, ())
+
+
+def _matching(value: Any, pattern: tuple[str, ...], path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
+    if not pattern:
+        if isinstance(value, str):
+            yield path, value
+        return
+    head, rest = pattern[0], pattern[1:]
+    if head == "*":
+        items: Iterable[tuple[str | int, Any]] = (enumerate(value) if isinstance(value, list)
+                                                   else value.items() if isinstance(value, dict) else ())
+    else:
+        items = [(head, value[head])] if isinstance(value, dict) and head in value else []
+    for key, sub in items:
+        yield from _matching(sub, rest, path + (key,))
 
 
 def _duplicate_names(manifests: Sequence[Manifest], kinds: Mapping[str, ManifestKind]) -> Iterator[Diagnostic]:

@@ -63,6 +63,7 @@ from .plan import PlanRefused, Policy
 from .reads import forget_verified, observation, remembering, shared
 from .replicator import replicator_docs_by_id
 from .resolve import resolve
+from .secrets import SecretPolicy
 
 CHECKPOINT_DB = "_users"
 CHECKPOINT_ID = "_local/couch-reconciler-watch"
@@ -128,12 +129,13 @@ class InvalidManifests(ReconcileError):
         self.diagnostics = list(diagnostics)
 
 
-def manifests_in(directory: str) -> Callable[[], DesiredState]:
+def manifests_in(directory: str, secrets: SecretPolicy = SecretPolicy(read=True)) -> Callable[[], DesiredState]:
     """The desired state of the manifests in `directory`, read anew at each call by the stages `plan` and
-    `apply` run (load, validate, expand); InvalidManifests with every diagnostic when they would refuse it."""
+    `apply` run (load, validate with every secret read, expand); InvalidManifests with every diagnostic when
+    they would refuse it."""
 
     def read() -> DesiredState:
-        manifests, diagnostics = load_and_validate(directory)
+        manifests, diagnostics = load_and_validate(directory, secrets)
         if not any(diagnostic.is_error for diagnostic in diagnostics):
             state = expand(manifests)
             if not state.diagnostics:
@@ -704,7 +706,8 @@ def stop_on_signals(stopping: threading.Event) -> None:
 
 
 def run(session: CouchSession, directory: str, policy: Policy, settings: Settings, log: ActionLog,
-        stopping: threading.Event | None = None) -> int:
+        stopping: threading.Event | None = None, secrets: SecretPolicy = SecretPolicy(read=True)) -> int:
     """Watch the manifests in `directory` until `stopping` is set; 0 after a clean stop, 1 when the server
     refuses the credentials."""
-    return Watcher(session, manifests_in(directory), policy, settings, log, stopping or threading.Event()).run()
+    return Watcher(session, manifests_in(directory, secrets), policy, settings, log,
+                   stopping or threading.Event()).run()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator
 from urllib.parse import quote
 
@@ -118,3 +120,43 @@ def delete_named(http: requests.Session, url: str, name: str) -> None:
         http.delete(user_path, params={"rev": current.json()["_rev"]})
     for db in (name, "userdb-" + name.encode("utf-8").hex()):
         http.delete(f"{url}/{quote(db, safe='')}")
+
+
+@pytest.fixture
+def tripwire(monkeypatch: pytest.MonkeyPatch) -> Iterator["Tripwire"]:
+    """A server that records every request it gets (and answers 500); COUCHDB_* point at it. Tests of input
+    that must be refused assert `received` (or at least `writes`) stays empty."""
+    received: list[str] = []
+
+    class Record(BaseHTTPRequestHandler):
+        def _record(self) -> None:
+            received.append(f"{self.command} {self.path}")
+            self.send_response(500)
+            self.end_headers()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_COPY = _record
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
+    # shutdown() waits for the loop to poll (every 0.5 s by default): the corpora start one server per test
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setenv("COUCHDB_URL", url)
+    monkeypatch.setenv("COUCHDB_USER", "admin")
+    monkeypatch.setenv("COUCHDB_PASSWORD", "tripwire-password")
+    yield Tripwire(url, received)
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Tripwire:
+    url: str
+    received: list[str]
+
+    @property
+    def writes(self) -> list[str]:
+        """The requests that could have changed something (anything but GET and HEAD)."""
+        return [line for line in self.received if not line.startswith(("GET ", "HEAD "))]

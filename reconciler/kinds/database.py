@@ -12,6 +12,7 @@ from ..model import (
     DATABASE_MANIFEST,
     NODE_CONFIG_MANIFEST,
     SECURITY,
+    USER_DATABASES_MANIFEST,
     Change,
     Create,
     Delete,
@@ -24,7 +25,7 @@ from ..model import (
 from ..ownership import MARKER, MARKER_VALUE, is_marked
 from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
-from .checks import database_name_problem, role_diagnostics
+from .checks import USER_DATABASE_PREFIX, database_name_problem, role_diagnostics
 from .fields import field_changes
 from .security import ADMIN_ONLY, read_securities
 
@@ -38,6 +39,15 @@ class DatabaseManifest(ManifestKind):
             problem = database_name_problem(manifest.name)
             if problem:
                 yield Diagnostic.at(manifest, ("metadata", "name"), problem, "rename it")
+            for template in (m for m in every if m.kind == USER_DATABASES_MANIFEST):
+                prefix = template.spec.get("prefix", USER_DATABASE_PREFIX)
+                if manifest.name.startswith(prefix):
+                    # The template owns every database under its prefix (security, deletion with the user).
+                    yield Diagnostic.at(manifest, ("metadata", "name"),
+                                        f"the name starts with `{prefix}`, the prefix of the user databases "
+                                        f"{template.subject} manages (at {template.where('metadata', 'name')}): "
+                                        "both would manage it",
+                                        "rename the database, or leave user databases to the template")
             security = manifest.spec.get("security")
             if security is None:
                 continue

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, db_path
 from ..databases import planned_database_infos
-from ..ddoc_folder import ATTACHMENTS, BUILTIN_REDUCERS, DesignFolder, md5_digest, read_folder
+from ..ddoc_folder import ATTACHMENTS, BUILTIN_REDUCERS, OUTSIDE_HINT, DesignFolder, md5_digest, read_folder
 from ..ddoc_staging import STAGED_SUFFIX, delete_if_present, stage
 from ..ddoc_stored import as_wanted, stored_content, upload_body
 from ..errors import ReconcileError
@@ -29,6 +29,7 @@ from ..model import (
     Update,
 )
 from ..ownership import MARKER, MARKER_VALUE, is_marked
+from ..paths import PathRefused, check
 from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
 from .checks import closest, undeclared_database
@@ -119,10 +120,9 @@ def _content(manifest: Manifest) -> Iterator[Diagnostic]:
     spec = manifest.spec
     inline = [field for field in INLINE_FIELDS if field in spec]
     if "path" in spec:
-        folder = os.path.join(manifest.base_dir, spec["path"])
-        if not os.path.isdir(folder):
-            yield Diagnostic.at(manifest, ("spec", "path"), f"folder {os.path.normpath(folder)} does not exist",
-                                "give a folder relative to this file, in couchapp layout (views/NAME/map.js...)")
+        problem = _folder_problem(manifest)
+        if problem is not None:
+            yield Diagnostic.at(manifest, ("spec", "path"), problem.message, problem.hint)
         if inline:
             yield Diagnostic.at(manifest, ("spec", inline[0]), f"`{inline[0]}` is written inline and `path` is given too",
                                 "keep the functions either in the folder or inline, not both")
@@ -136,10 +136,23 @@ def _content(manifest: Manifest) -> Iterator[Diagnostic]:
                                 closest(reduce, BUILTIN_REDUCERS, "the built-in reducers are"))
 
 
+def _folder_problem(manifest: Manifest) -> PathRefused | None:
+    """Why `spec.path` cannot be read as a design-document folder (missing, outside the manifest folder...)."""
+    folder = os.path.join(manifest.base_dir, manifest.spec["path"])
+    if not os.path.lexists(folder):
+        return PathRefused(f"folder {os.path.normpath(folder)} does not exist",
+                           "give a folder relative to this file, in couchapp layout (views/NAME/map.js...)")
+    try:
+        check(folder, [manifest.root], folder=True, outside_hint=OUTSIDE_HINT)
+    except PathRefused as refused:
+        return refused
+    return None
+
+
 def _content_of(manifest: Manifest) -> DesignFolder:
     spec = manifest.spec
     if "path" in spec:
-        content = read_folder(os.path.join(manifest.base_dir, spec["path"]))
+        content = read_folder(os.path.join(manifest.base_dir, spec["path"]), manifest.root)
     else:
         content = DesignFolder(body={field: spec[field] for field in INLINE_FIELDS if field in spec})
     content.body.update({field: spec[field] for field in SPEC_FIELDS if field in spec})
@@ -148,7 +161,7 @@ def _content_of(manifest: Manifest) -> DesignFolder:
 
 def _javascript_problems(manifest: Manifest) -> Iterator[Diagnostic]:
     """Problems of the folder, and syntax errors of the functions CouchDB compiles, at their file and line."""
-    if "path" in manifest.spec and not os.path.isdir(os.path.join(manifest.base_dir, manifest.spec["path"])):
+    if "path" in manifest.spec and _folder_problem(manifest) is not None:
         return  # reported by _content
     content = _content_of(manifest)
     for problem in content.problems:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .. import nodes
 from ..client import CouchSession
@@ -39,12 +39,32 @@ class NodeConfigManifest(ManifestKind):
                 yield Diagnostic.at(manifest, ("spec", "section"),
                                     f"[{MARKER_SECTION}] is where reconcile records the server admins it created",
                                     "leave it to reconcile; declare admins with `kind: ServerAdmin`")
+            yield from _ini_breaks(manifest)
         yield from _conflicts(self, every)
 
     def expand(self, manifest: Manifest) -> Iterable[Desired]:
         section = manifest.spec["section"]
         for key, value in manifest.spec["values"].items():
             yield config_desired(manifest, section, key, value, "spec", "values", key)
+
+
+def _ini_breaks(manifest: Manifest) -> Iterator[Diagnostic]:
+    """CouchDB saves a config change into its .ini file as the line `KEY = VALUE` under `[SECTION]`, unescaped
+    (src/config/src/config_writer.erl), so a line break in any of them writes further lines: another section,
+    another key (`[admins]` and a password of the writer's choosing), read back at the next restart."""
+    spec = manifest.spec
+    parts: list[tuple[tuple[str, ...], str, Any]] = [(("spec", "section"), "the section", spec["section"])]
+    for key, value in spec["values"].items():
+        parts += [(("spec", "values", key), f"the key `{key.splitlines()[0] if key else key}`", key),
+                  (("spec", "values", key), f"the value of `{key.splitlines()[0] if key else key}`", value)]
+    for path, what, text in parts:
+        if isinstance(text, str) and any(char in text for char in "\n\r\0"):
+            yield Diagnostic.at(manifest, path, f"{what} holds a line break: CouchDB writes config into its .ini "
+                                "file unescaped, so it would add lines (another section or key) read at restart",
+                                "write it on one line")
+    if "[" in spec["section"] or "]" in spec["section"]:
+        yield Diagnostic.at(manifest, ("spec", "section"), "the section name holds `[` or `]`, which end a section "
+                            "header in CouchDB's .ini files", "use a section name without brackets")
 
 
 def _conflicts(node_config: ManifestKind, every: Sequence[Manifest]) -> Iterator[Diagnostic]:

@@ -52,6 +52,11 @@ class ReplicationManifest(ManifestKind):
                     # Not repeating the URL: it holds a password.
                     yield Diagnostic.at(manifest, ("spec", end), f"the {end} URL holds a password",
                                         f"remove it from the URL and give `{end}Auth:` with a password reference")
+            if endpoint_url(spec, "source").rstrip("/") == endpoint_url(spec, "target").rstrip("/"):
+                # Not repeating a URL: it may hold a password (reported above).
+                yield Diagnostic.at(manifest, ("spec", "target"), "the target is the source database: the "
+                                    "replication would copy the database onto itself",
+                                    "name another target database (or URL)")
             given = [key for key in EXCLUSIVE_FILTERS if key in spec]
             if len(given) > 1:
                 yield Diagnostic.at(manifest, ("spec", given[1]), f"`{given[0]}` and `{given[1]}` cannot be combined",
@@ -95,14 +100,22 @@ HIDDEN = "(sensitive)"
 WRITE_BATCH = 500
 
 
+def endpoint_url(spec: Mapping[str, Any], end: str) -> str:
+    """The URL of the spec's `source` or `target`: a database name is joined to the URL the server reaches
+    itself at."""
+    endpoint = spec[end]
+    if is_url(endpoint):
+        return endpoint
+    base = (spec.get("replicationBaseUrl") or os.environ.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL).rstrip("/")
+    return f"{base}/{quote(endpoint, safe='')}"
+
+
 def replication(doc_id: str, spec: Mapping[str, Any], base_dir: str, source: Source) -> Desired:
     """The `_replicator` document a Replication spec (or a template's per-user one) stands for."""
-    base = (spec.get("replicationBaseUrl") or os.environ.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL).rstrip("/")
     body: dict[str, Any] = {}
     secrets: dict[str, SecretRef] = {}
     for end in ENDPOINTS:
-        endpoint = spec[end]
-        body[end] = {"url": endpoint if is_url(endpoint) else f"{base}/{quote(endpoint, safe='')}"}
+        body[end] = {"url": endpoint_url(spec, end)}
         auth = spec.get(f"{end}Auth") or spec.get("auth")
         if auth is not None:
             body[end]["auth"] = {"basic": {"username": auth["username"]}}

@@ -102,3 +102,36 @@ def schema_errors(document: Mapping[str, Any], file: str) -> Iterator[jsonschema
     except ValueError:
         pass  # a YAML value JSON has no type for (a date, bytes): jsonschema says what is wrong with it
     yield from _validator(file).iter_errors(document)
+
+
+@cache
+def secret_paths(file: str) -> tuple[tuple[str, ...], ...]:
+    """Key paths of the schema's secret references, `*` for any list index or mapping key."""
+    found: set[tuple[str, ...]] = set()
+
+    def walk(node: Any, current_file: str, path: tuple[str, ...], seen: frozenset[str]) -> None:
+        if not isinstance(node, dict):
+            return
+        if node.get("format") == "secret-ref":
+            found.add(path)
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            target_file, _, pointer = ref.partition("#")
+            target_file = target_file or current_file
+            if f"{target_file}#{pointer}" not in seen:
+                target: Any = schema(target_file)
+                for part in filter(None, pointer.split("/")):
+                    target = target[part]
+                walk(target, target_file, path, seen | {f"{target_file}#{pointer}"})
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, current_file, path + (key,), seen)
+        for key in ("items", "additionalProperties"):
+            walk(node.get(key), current_file, path + ("*",), seen)
+        for key in ("allOf", "anyOf", "oneOf"):
+            for sub in node.get(key, []):
+                walk(sub, current_file, path, seen)
+        for key in ("then", "else"):
+            walk(node.get(key), current_file, path, seen)
+
+    walk(schema(file), file, (), frozenset())
+    return tuple(sorted(found))

@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import click
@@ -27,33 +25,6 @@ from reconciler.cli import main
 BROKEN = Path(__file__).parents[1] / "manifests" / "broken"
 REFERENCE = Path(__file__).parents[2] / "manifests"
 CASES = sorted(path.name for path in BROKEN.iterdir() if path.is_dir())
-
-
-@pytest.fixture
-def tripwire(monkeypatch):
-    """The URL of a server that records every request it gets; COUCHDB_* point at it."""
-    received: list[str] = []
-
-    class Record(BaseHTTPRequestHandler):
-        def _record(self) -> None:
-            received.append(f"{self.command} {self.path}")
-            self.send_response(500)
-            self.end_headers()
-
-        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_COPY = _record
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    monkeypatch.setenv("COUCHDB_URL", url)
-    monkeypatch.setenv("COUCHDB_USER", "admin")
-    monkeypatch.setenv("COUCHDB_PASSWORD", "tripwire-password")
-    yield type("Tripwire", (), {"url": url, "received": received})
-    server.shutdown()
-    server.server_close()
 
 
 def run(*args: str) -> "click.testing.Result":

@@ -114,14 +114,14 @@ def test_file_reference_is_relative_to_the_manifest_folder(tmp_path):
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "alice").write_text("pa:ss word\n", encoding="utf-8")
     assert SecretRef.parse("file:secrets/alice", str(tmp_path)).resolve() == "pa:ss word"
-    with pytest.raises(ReconcileError, match=r"^secret file:secrets/bob: cannot read .*secrets/bob "
-                                             r"\(No such file or directory\)"):
+    with pytest.raises(ReconcileError, match=r"^secret file:secrets/bob: .*secrets/bob does not exist; "
+                                             r"create it or fix the path"):
         SecretRef.parse("file:secrets/bob", str(tmp_path)).resolve()
 
 
 def test_an_empty_secret_is_refused(monkeypatch):
     monkeypatch.setenv("EMPTY_SECRET", "")
-    with pytest.raises(ReconcileError, match="^secret env:EMPTY_SECRET is empty"):
+    with pytest.raises(ReconcileError, match="^secret env:EMPTY_SECRET: the environment variable EMPTY_SECRET is empty"):
         SecretRef.parse("env:EMPTY_SECRET", ".").resolve()
 
 
