@@ -46,6 +46,11 @@ async def attachment_request(req: Request, db: Database, docid: str, name: str) 
             return not_modified(etag)
         headers = {"Content-Type": att.content_type, "ETag": etag, "Cache-Control": "must-revalidate",
                    "Server": SERVER_HEADER, "Accept-Ranges": "bytes" if att.encoded is None else "none"}
+        config = req.cluster.config
+        # chttpd_util:maybe_add_csp_header("attachments", ..., "sandbox"): on unless [csp] attachments_enable
+        # is false, so a page served from an attachment runs no script unless the server says otherwise.
+        if config.get("csp", "attachments_enable", "true") == "true":
+            headers["Content-Security-Policy"] = config.get("csp", "attachments_header_value", "sandbox")
         body = att.data
         if att.encoded is not None and accepts_gzip(req.http.headers.get("Accept-Encoding")):
             # Served as stored, the client decodes (chttpd_db:db_attachment_req/4, ReqAcceptsAttEnc).

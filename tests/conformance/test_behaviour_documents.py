@@ -261,6 +261,21 @@ def test_text_like_attachments_are_stored_gzip_encoded(server, db, content_type)
     assert base64.b64decode(full["data"]) == data
 
 
+def test_attachments_are_served_sandboxed_unless_csp_says_otherwise(server, db, set_config):
+    """chttpd_db:db_attachment_req/4 adds chttpd_util:maybe_add_csp_header("attachments", ..., "sandbox"):
+    `Content-Security-Policy: sandbox` unless `[csp] attachments_enable = false`; `attachments_header_value`
+    replaces the policy (rel/overlay/etc/default.ini, [csp]). A page served from a design document runs its
+    scripts only on a server configured so."""
+    put(server, db, "p", {"_attachments": {"index.html": {"content_type": "text/html",
+                                                          "data": base64.b64encode(b"<p>hi</p>").decode()}}})
+    path = db_url(db, "p", "index.html")
+    assert server.admin.get(path).headers["Content-Security-Policy"] == "sandbox"
+    set_config("csp", "attachments_header_value", "sandbox allow-scripts")
+    assert server.admin.get(path).headers["Content-Security-Policy"] == "sandbox allow-scripts"
+    set_config("csp", "attachments_enable", "false")
+    assert "Content-Security-Policy" not in server.admin.get(path).headers
+
+
 def test_compression_level_zero_stores_text_as_given(server, db, set_config):
     """`[attachments] compression_level = 0` disables compression (docs: config/misc.rst; couch_stream:gzip_init/1
     keeps identity below level 1), so a text attachment's digest is the MD5 of its bytes again. Attachments
