@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import functools
+import time
+import zlib
 from typing import Any, Callable, Iterator, Protocol
 
 from .config import Config
@@ -46,7 +49,7 @@ Validator = Callable[[dict, "dict | None", UserCtx, dict], None]
 
 class Database:
     __slots__ = ("name", "cluster", "q", "n", "partitioned", "security", "seq", "docs", "local", "by_seq",
-                 "doc_count", "del_count", "waiters", "sorted_ids", "revs_limit", "behaviour")
+                 "doc_count", "del_count", "waiters", "sorted_ids", "revs_limit", "behaviour", "created")
 
     def __init__(self, cluster: DatabaseHost, name: str, q: int, n: int, partitioned: bool, security: dict):
         self.name = name
@@ -65,6 +68,23 @@ class Database:
         self.sorted_ids: list[str] | None = None
         self.revs_limit = 1000
         self.behaviour = None  # system databases (_users, _replicator) plug their before/after hooks here
+        # mem3 names shard files `<name>.<creation time in seconds>`; mem3:shard_creation_time/1 reads it back.
+        self.created = int(time.time())
+
+    # ------------------------------------------------------------------ shards
+    def shard_index(self, docid: str) -> int:
+        """mem3_hash: the shard whose range holds the CRC-32 of the id (of its partition in a partitioned
+        database)."""
+        if self.q == 1:
+            return 0
+        key = docid.partition(":")[0] if self.partitioned and ":" in docid else docid
+        crc = zlib.crc32(key.encode("utf-8"))
+        return next(i for i, (_, end) in enumerate(shard_ranges(self.q)) if crc <= end)
+
+    def shard_name(self, docid: str) -> str:
+        """mem3_util:make_name/3: `shards/<begin>-<end>/<name>.<creation time>` of the shard holding `docid`."""
+        begin, end = shard_ranges(self.q)[self.shard_index(docid)]
+        return f"shards/{begin:08x}-{end:08x}/{self.name}.{self.created}"
 
     # ------------------------------------------------------------------ info
     def update_seq(self) -> str:
@@ -379,7 +399,7 @@ class Database:
         if self.docs is None:
             self.docs = {}
             self.by_seq = {}
-        entry = DocEntry(docid)
+        entry = DocEntry(docid, self.shard_index(docid))
         self.docs[docid] = entry
         self.sorted_ids = None
         return entry
@@ -415,6 +435,36 @@ class Database:
         tail.reverse()
         return tail
 
+    def changes_after(self, marks: list[int], descending: bool = False) -> list[DocEntry]:
+        """Entries after a feed position (`marks`: per shard, the last seq passed), shard by shard in range
+        order, in seq order within a shard. A q > 1 database promises no order across its shards
+        (fabric_view_changes merges the shards' feeds as they answer); couchsim answers as if they took
+        turns."""
+        tail = self.changes_since(min(marks), descending)
+        if self.q == 1:
+            return tail
+        after = [entry for entry in tail if entry.seq > marks[entry.shard]]
+        after.sort(key=lambda entry: entry.shard, reverse=descending)  # stable: seq order within a shard
+        return after
+
+    def parse_position(self, value: Any) -> tuple[int, list[int]]:
+        """A `since` as (the number its seq string starts with, marks per shard): 0, `now`, a number, a seq this
+        database gave out (a row's, or `update_seq`: every shard at that number)."""
+        number = parse_since(value, self.seq)
+        token = str(value).partition("-")[2] if isinstance(value, str) else ""
+        if token.startswith(SEQ_MARK):
+            packed = token[len(SEQ_MARK):]
+            try:
+                raw = base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4))
+            except ValueError:
+                raw = b""
+            marks = [int.from_bytes(raw[i:i + 8], "big") for i in range(0, len(raw) - len(raw) % 8, 8)]
+            if len(marks) == self.q:
+                return number, marks
+            if len(marks) == 1:
+                return number, marks * self.q
+        return number, [number] * self.q
+
     def notify(self) -> None:
         self.cluster.db_event(self.name, "updated")
         self.wake()
@@ -443,10 +493,28 @@ class Database:
                 self.waiters.remove(future)
 
 
-def format_seq(seq: int) -> str:
-    """CouchDB 3 seqs are opaque strings starting with the number: clients compare them for equality only."""
-    token = base64.urlsafe_b64encode(seq.to_bytes(8, "big")).decode("ascii").rstrip("=")
-    return f"{seq}-g1AAAA{token}"
+SEQ_MARK = "g1AAAA"
+RING_TOP = 1 << 32
+
+
+@functools.lru_cache(maxsize=64)
+def shard_ranges(q: int) -> list[tuple[int, int]]:
+    """mem3_util:make_key_ranges/3: q ranges of the 32-bit hash ring, the last one taking the remainder."""
+    size = RING_TOP // q
+    ranges, start = [], 0
+    while start < RING_TOP:
+        end = RING_TOP - 1 if start + 2 * size > RING_TOP else start + size - 1
+        ranges.append((start, end))
+        start = end + 1
+    return ranges
+
+
+def format_seq(seq: int, marks: list[int] | None = None) -> str:
+    """CouchDB 3 seqs are opaque strings starting with a number: clients compare them for equality only. Ours
+    carry the feed position per shard (`marks`) where the shards stand at different seqs."""
+    values = [seq] if not marks or len(set(marks)) == 1 and marks[0] == seq else marks
+    token = base64.urlsafe_b64encode(b"".join(v.to_bytes(8, "big") for v in values)).decode("ascii").rstrip("=")
+    return f"{seq}-{SEQ_MARK}{token}"
 
 
 def seq_number(seq: str) -> int:

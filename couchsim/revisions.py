@@ -130,14 +130,15 @@ class RevNode:
 
 class DocEntry:
     """A document id with its revision tree; `winner` is CouchDB's deterministic winning leaf."""
-    __slots__ = ("id", "revs", "leaves", "winner", "seq")
+    __slots__ = ("id", "revs", "leaves", "winner", "seq", "shard")
 
-    def __init__(self, docid: str):
+    def __init__(self, docid: str, shard: int = 0):
         self.id = docid
         self.revs: dict[str, RevNode] = {}
         self.leaves: list[RevNode] = []
         self.winner: RevNode | None = None
         self.seq = 0
+        self.shard = shard  # the index of the database shard that holds it
 
     def add(self, node: RevNode) -> None:
         self.revs[node.rev] = node

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..database import Database, format_seq, parse_since
+from ..database import Database, format_seq
 from ..revisions import DESIGN_PREFIX, DocEntry
 from ..errors import bad_request, not_found
 from ..mango import Selector
@@ -24,9 +24,9 @@ async def changes(req: Request, db: Database) -> web.StreamResponse:
     if feed not in ("normal", "longpoll", "continuous", "eventsource"):
         raise bad_request("Supported `feed` types: normal, continuous, live, longpoll, eventsource")
     descending = boolean(req.query, "descending")
-    since = parse_since(req.query.get("since", body.get("since")), db.seq)
+    number, marks = db.parse_position(req.query.get("since", body.get("since")))
     if descending and "since" not in req.query:
-        since = 0
+        number, marks = 0, [0] * db.q
     limit = integer(req.query, "limit")
     include_docs = boolean(req.query, "include_docs")
     conflicts = boolean(req.query, "conflicts")
@@ -35,10 +35,9 @@ async def changes(req: Request, db: Database) -> web.StreamResponse:
     timeout = integer(req.query, "timeout", 60000) / 1000
     accept = change_filter(req, db, body)
 
-    def row(entry: DocEntry) -> dict:
+    def row(entry: DocEntry, seq: str) -> dict:
         leaves = sorted(entry.leaves, key=lambda n: (n.pos, n.digest), reverse=True) if all_leaves else [entry.winner]
-        out: dict[str, Any] = {"seq": format_seq(entry.seq), "id": entry.id,
-                               "changes": [{"rev": n.rev} for n in leaves]}
+        out: dict[str, Any] = {"seq": seq, "id": entry.id, "changes": [{"rev": n.rev} for n in leaves]}
         if entry.deleted:
             out["deleted"] = True
         if include_docs:
@@ -46,33 +45,41 @@ async def changes(req: Request, db: Database) -> web.StreamResponse:
                                   att_encoding_info=att_encoding_info)
         return out
 
-    position = {"since": since}
+    def last_seq() -> str:
+        return format_seq(number, marks)
 
-    def rows_after() -> tuple[list[dict], int, int]:
-        """(rows, last seq looked at, changes left after it)."""
-        changed = db.changes_since(position["since"], descending)
-        rows, last = [], position["since"]
+    def rows_after() -> tuple[list[dict], int]:
+        """(rows, changes left after the last one looked at); the position moves past what was looked at.
+        A row's seq is the feed's position after it: used as `since`, it resumes right there."""
+        nonlocal number, marks
+        changed = db.changes_after(marks, descending)
+        rows = []
         for index, entry in enumerate(changed):
             if limit is not None and len(rows) >= limit:
-                return rows, last, len(changed) - index
-            last = entry.seq
+                return rows, len(changed) - index
+            if descending:
+                number, marks = entry.seq, [entry.seq] * db.q
+            else:
+                # The number a q > 1 seq starts with sums its shards' seqs: it grows with every row.
+                number = entry.seq if db.q == 1 else number + 1
+                marks = marks.copy()
+                marks[entry.shard] = entry.seq
             if accept(entry):
-                rows.append(row(entry))
-        return rows, (db.seq if not descending else last), 0
+                rows.append(row(entry, last_seq()))
+        if not descending:
+            number, marks = db.seq, [db.seq] * db.q
+        return rows, 0
 
     if feed == "continuous":
-        def advance(last: int) -> None:
-            position["since"] = last
         return await stream_feed(req, db, lambda: rows_after()[0], timeout, req.query.get("heartbeat"),
-                                 lambda last: {"last_seq": format_seq(max(last, position["since"])), "pending": 0},
-                                 advance)
-    rows, last, pending = rows_after()
+                                 lambda: {"last_seq": last_seq(), "pending": 0})
+    rows, pending = rows_after()
     if feed == "longpoll" and not rows:
         while await db.wait_for_change(timeout):
-            rows, last, pending = rows_after()
+            rows, pending = rows_after()
             if rows:
                 break
-    return json_response({"results": rows, "last_seq": format_seq(last), "pending": pending})
+    return json_response({"results": rows, "last_seq": last_seq(), "pending": pending})
 
 
 def change_filter(req: Request, db: Database, body: dict):

@@ -73,4 +73,7 @@ async def revs_limit(req: Request, db: Database) -> web.Response:
 
 async def ensure_full_commit(req: Request, db: Database) -> web.Response:
     allow(req, "POST")
-    return json_response({"ok": True, "instance_start_time": "0"}, 201)
+    if not req.http.content_type.startswith("application/json"):  # chttpd:validate_ctype/2
+        raise CouchError(415, "bad_content_type", "Content-Type must be application/json")
+    # mem3:shard_creation_time/1: the suffix of the database's shard files, its creation time in seconds.
+    return json_response({"ok": True, "instance_start_time": str(db.created)}, 201)

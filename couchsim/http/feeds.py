@@ -8,15 +8,14 @@ from typing import Callable
 
 from aiohttp import web
 
-from ..database import Database, seq_number
+from ..database import Database
 from .base import SERVER_HEADER, Request, dumps
 
 
 async def stream_feed(req: Request, db: Database, rows_since: Callable[[], list[dict]], timeout: float,
-                      heartbeat: str | None, closing: Callable[[int], dict], advance: Callable[[int], None]
-                      ) -> web.StreamResponse:
-    """`rows_since()` returns the rows after the feed's position; `advance(seq)` moves the position past what
-    was sent (callers that filter keep their own cursor)."""
+                      heartbeat: str | None, closing: Callable[[], dict]) -> web.StreamResponse:
+    """`rows_since()` returns the rows after the feed's position and moves the position past them;
+    `closing()` is the last line."""
     response = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "must-revalidate",
                                            "Server": SERVER_HEADER})
     response.enable_chunked_encoding()
@@ -25,14 +24,9 @@ async def stream_feed(req: Request, db: Database, rows_since: Callable[[], list[
     if heartbeat is not None:
         beat = 60.0 if heartbeat in ("true", "") else max(int(heartbeat), 1) / 1000
     deadline = None if (beat is not None and "timeout" not in req.query) else time.monotonic() + timeout
-    last = 0
     while req.cluster.dbs.get(db.name) is db:  # a deleted database ends its feeds, as in CouchDB
-        rows = rows_since()
-        for row in rows:
+        for row in rows_since():
             await response.write(dumps(row))
-            last = max(last, seq_number(row["seq"]))
-        if rows:
-            advance(last)
         wait = beat
         if deadline is not None:
             remaining = deadline - time.monotonic()
@@ -42,6 +36,6 @@ async def stream_feed(req: Request, db: Database, rows_since: Callable[[], list[
         changed = await db.wait_for_change(wait)
         if not changed and beat is not None and (deadline is None or time.monotonic() < deadline):
             await response.write(b"\n")
-    await response.write(dumps(closing(last)))
+    await response.write(dumps(closing()))
     await response.write_eof()
     return response

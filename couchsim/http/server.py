@@ -120,23 +120,22 @@ async def db_updates(req: Request) -> web.StreamResponse:
 
     def rows_after() -> list[dict]:
         # db_updates keeps one row per (type, db), re-inserted on each event: dict order is seq order
+        nonlocal position
         found = []
         for key, row_seq in cluster.db_updates.items():
             if row_seq > position:
                 kind, _, name = key.partition(":")
                 found.append({"db_name": name, "type": kind, "seq": format_seq(row_seq)})
-        return found if limit is None else found[:limit]
-
-    def advance(last: int) -> None:
-        nonlocal position
-        position = last
+        found = found if limit is None else found[:limit]
+        if found:
+            position = seq_number(found[-1]["seq"])
+        return found
 
     if feed == "continuous":
         return await stream_feed(req, store, rows_after, timeout, req.query.get("heartbeat"),
-                                 lambda last: {"last_seq": format_seq(max(last, position))}, advance)
+                                 lambda: {"last_seq": format_seq(position)})
     rows = rows_after()
     if feed == "longpoll" and not rows:
         await store.wait_for_change(timeout)
         rows = rows_after()
-    last = seq_number(rows[-1]["seq"]) if rows else position
-    return json_response({"results": rows, "last_seq": format_seq(last)})
+    return json_response({"results": rows, "last_seq": format_seq(position)})

@@ -10,6 +10,7 @@ from ..revisions import DocEntry
 from ..errors import not_found
 from ..security import UserCtx
 from .doc_processor import DocProcessor
+from .scheduler import Job
 from .documents import is_replicator_db
 from .worker import Stats
 
@@ -73,6 +74,12 @@ class ClusterReplicator(DocProcessor):
             raise not_found()
         return found
 
+    def _shard_name(self, job: Job) -> str:
+        """The shard holding the job's document: `_active_tasks` shows `Rep#rep.db_name` as the replicator's
+        changes listener (couch_multidb_changes) set it, a shard name."""
+        db = self.cluster.dbs.get(job.rep.db_name)
+        return job.rep.db_name if db is None else db.shard_name(job.rep.doc_id)
+
     def active_tasks(self) -> list:
         """couch_replicator_scheduler_job's `_active_tasks` entry for each running job."""
         tasks = []
@@ -80,7 +87,7 @@ class ClusterReplicator(DocProcessor):
             stats = job.stats or Stats()
             tasks.append({
                 "type": "replication", "node": self.host.node, "pid": self.scheduler.job_ejson(job, "")["pid"],
-                "replication_id": job.id, "doc_id": job.rep.doc_id, "database": job.rep.db_name,
+                "replication_id": job.id, "doc_id": job.rep.doc_id, "database": self._shard_name(job),
                 "user": job.rep.user, "continuous": job.rep.continuous,
                 "source": job.rep.source.url, "target": job.rep.target.url,
                 "started_on": int(job.last_started()), "updated_on": int(time.time()),

@@ -406,6 +406,10 @@ def test_open_revs_lists_found_and_missing_revs(server, db):
 
 
 def test_ensure_full_commit_answers_201(server, db):
-    """chttpd_db _ensure_full_commit (kept for replicators of older CouchDBs): 201 {"ok":true,"instance_start_time":"0"}."""
+    """chttpd_db _ensure_full_commit (kept for replicators of older CouchDBs): 201 {"ok": true, "instance_start_time"}
+    where the time is mem3:shard_creation_time/1, the suffix of the shard files: the database's creation time in
+    seconds, as a string."""
     response = server.admin.post(db_url(db, "_ensure_full_commit"), json={})
-    assert answer(response) == (201, {"ok": True, "instance_start_time": "0"})
+    status, body = answer(response)
+    assert (status, set(body), body["ok"]) == (201, {"ok", "instance_start_time"}, True)
+    assert re.fullmatch(r"[1-9][0-9]{9}", body["instance_start_time"]), body

@@ -15,6 +15,7 @@ couch_replicator_auth_session.erl and couch_replicator_scheduler_job.erl (crash 
 """
 
 import os
+import re
 
 import pytest
 
@@ -104,10 +105,13 @@ def test_continuous_replication_keeps_delivering_and_shows_running(server, new_d
     assert job["id"] == running["id"] and job["database"] == "_replicator"
     assert [event["type"] for event in job["history"]][-2:] == ["started", "added"]
     assert server.admin.get(f"/_scheduler/jobs/{running['id']}").json()["doc_id"] == doc_id
-    # A running job is also an `_active_tasks` entry of type replication (couch_replicator_scheduler_job).
+    # A running job is also an `_active_tasks` entry of type replication (couch_replicator_scheduler_job). Its
+    # `database` is the shard the document lives in (`Rep#rep.db_name`, which couch_multidb_changes sets from
+    # the shard; only /_scheduler/* answers through couch_replicator_httpd_util:update_db_name/1).
     [task] = [t for t in server.admin.get("/_active_tasks").json()
               if t.get("type") == "replication" and t.get("doc_id") == doc_id]
-    assert (task["replication_id"], task["continuous"], task["database"]) == (running["id"], True, "_replicator")
+    assert (task["replication_id"], task["continuous"]) == (running["id"], True)
+    assert re.fullmatch(r"shards/[0-9a-f]{8}-[0-9a-f]{8}/_replicator\.[0-9]+", task["database"]), task["database"]
     missing = server.admin.get("/_scheduler/jobs/0123456789abcdef0123456789abcdef+continuous")
     assert (missing.status_code, missing.json()) == (404, {"error": "not_found", "reason": "missing"})
     assert "_replication_state" not in doc_in(server, "_replicator", doc_id)
