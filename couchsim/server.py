@@ -10,7 +10,7 @@ from aiohttp import web
 from .http import make_app
 from .cluster import Cluster
 from .faults import FaultInjector
-from .replication.cluster import ClusterReplicator
+from .replicator import ClusterReplicator
 
 
 async def start(cluster: Cluster, host: str, port: int, faults: FaultInjector | None = None

@@ -1,18 +1,19 @@
-"""The replicator of a couchsim Cluster: it reads the cluster's replicator databases directly, as CouchDB's
-replicator opens its own `_replicator` shards, and writes as the `_replicator` role."""
+"""The replicator of a couchsim Cluster (couchsim/replication/ bound to it): it reads the cluster's replicator
+databases directly, as CouchDB's replicator opens its own `_replicator` shards, and writes as the
+`_replicator` role."""
 from __future__ import annotations
 
 import time
 
-from ..cluster import Cluster
-from ..database import Database
-from ..revisions import DocEntry
-from ..errors import not_found
-from ..security import UserCtx
-from .doc_processor import DocProcessor
-from .scheduler import Job
-from .documents import is_replicator_db
-from .worker import Stats
+from .cluster import Cluster
+from .database import Database
+from .errors import not_found
+from .replication.doc_processor import DocProcessor
+from .replication.documents import is_replicator_db
+from .replication.scheduler import Job
+from .replication.worker import Stats
+from .revisions import DocEntry
+from .security import UserCtx
 
 
 class ClusterHost:
