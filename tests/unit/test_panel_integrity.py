@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-MANIFESTS = Path(__file__).parents[1] / "manifests"
+MANIFESTS = Path(__file__).parents[2] / "manifests"
 PAGES = MANIFESTS / "design" / "panel" / "_attachments"
 
 
