@@ -390,16 +390,18 @@ def status(directory: str, fmt: str, pending_threshold: float, secrets_dirs: tup
               help="Seconds between full reconciles (one at start).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="One line per action: text, or a JSON object (ts, level, action, kind, key, outcome).")
-@click.option("--debounce", type=click.FloatRange(min=0), default=0.5, show_default=True, metavar="SECONDS",
-              help="How long a burst of events may last before watch acts on it.")
+@click.option("--debounce", type=click.FloatRange(min=0), default=0.2, show_default=True, metavar="SECONDS",
+              help="Quiet after the latest event of a burst before watch acts on it.")
+@click.option("--debounce-max", type=click.FloatRange(min=0), default=0.5, show_default=True, metavar="SECONDS",
+              help="Longest a burst may postpone acting, from its first event.")
 @click.option("--max-triggered", type=click.IntRange(min=1), default=20, show_default=True,
               help="One-shot replications (fanIn: triggered) running at once.")
 @safety_options
 @secrets_dir_option
 @connection_options
 @one_line_errors
-def watch(directory: str, interval: float, log_format: str, debounce: float, max_triggered: int,
-          **options: Any) -> None:
+def watch(directory: str, interval: float, log_format: str, debounce: float, debounce_max: float,
+          max_triggered: int, **options: Any) -> None:
     """Keep the server matching the manifests in DIR: a full reconcile (as `apply --auto-approve`) at start
     and every --interval, and in between, from `_users/_changes` and `/_db_updates`, a reconcile of just
     the users and databases that changed, so a sign-up gets her database within seconds (docs/watch.md).
@@ -418,7 +420,7 @@ def watch(directory: str, interval: float, log_format: str, debounce: float, max
     _desired_state(directory, secrets)  # invalid at start: exit 1 before any request, as plan and apply do
     stopping = threading.Event()
     stop_on_signals(stopping)
-    settings = Settings(interval=interval, debounce=debounce, max_triggered=max_triggered)
+    settings = Settings(interval=interval, debounce=debounce, debounce_max=debounce_max, max_triggered=max_triggered)
     with connect(**connection) as session:
         code = run(session, directory, policy, settings, ActionLog(log_format), stopping, secrets)
     sys.exit(code)

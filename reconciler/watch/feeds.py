@@ -13,10 +13,11 @@ import queue
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from .client import CouchSession
-from .errors import ServerError
+from ..client import CouchSession
+from ..errors import ServerError
+from .log import Log
 
 BACKOFF_FIRST = 0.5  # seconds before the first reconnect
 
@@ -52,7 +53,7 @@ class Feed:
     since: Any
     events: "queue.Queue[Batch | FeedDown]"
     stopping: threading.Event
-    log: Callable[..., None]
+    log: Log
     timeout: float = 20.0  # seconds the server may hold a longpoll open
     backoff_cap: float = 30.0
     params: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,68 @@
+"""Watch's feed positions, kept on the server in `_users/_local/couch-reconciler-watch`.
+
+A `_local` document is not replicated and skips validation functions (apache/couchdb
+src/couch/src/couch_db.erl `validate_doc_update/3`), so it may live in `_users` beside the users whose
+feed it tracks, and a restart on another host resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from ..client import CouchSession, db_path
+from ..errors import ServerError
+from .log import Log, short
+
+CHECKPOINT_DB = "_users"
+CHECKPOINT_ID = "_local/couch-reconciler-watch"
+CHECKPOINT_PATH = db_path(CHECKPOINT_DB, *CHECKPOINT_ID.split("/"))  # /_users/_local/NAME, as CouchDB documents it
+
+
+class Checkpoint:
+    """The positions saved last (`saved`), read at start and written at most every `every` seconds."""
+
+    def __init__(self, session: CouchSession, log: Log, every: float):
+        self.session, self.log, self.every = session, log, every
+        self.rev: str | None = None
+        self.saved: dict[str, Any] = {}
+        self.written_at = 0.0
+
+    def read(self) -> dict[str, Any]:
+        response = self.session.request("GET", CHECKPOINT_PATH, ok=(404,), what="reading the watch checkpoint")
+        if response.status_code == 404:
+            return {}
+        doc = response.json()
+        self.rev = doc.get("_rev")
+        self.saved = dict(doc.get("positions") or {})
+        return self.saved
+
+    def write(self, positions: dict[str, Any], force: bool = False) -> None:
+        """Save `positions` when they moved and `every` seconds passed since the last write (or `force`)."""
+        if positions == self.saved or (not force and time.monotonic() - self.written_at < self.every):
+            return
+        positions = dict(positions)
+        doc: dict[str, Any] = {"_id": CHECKPOINT_ID, "positions": positions,
+                               "writer": f"{socket.gethostname()}:{os.getpid()}",
+                               "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        for _ in range(2):
+            try:
+                if self.rev:
+                    doc["_rev"] = self.rev
+                answer = self.session.request("PUT", CHECKPOINT_PATH, body=doc, ok=(409,),
+                                              what="writing the watch checkpoint")
+                if answer.status_code == 409:  # someone else wrote it (a second replica, docs/watch.md): re-read
+                    self.read()
+                    continue
+                self.rev = answer.json()["rev"]
+                self.saved = positions
+                self.written_at = time.monotonic()
+                self.log("checkpoint", "feed", "", "saved " + ", ".join(f"{name} {short(seq)}"
+                                                                       for name, seq in sorted(positions.items())))
+                return
+            except ServerError as error:
+                self.log("checkpoint", "feed", "", f"not saved ({error}); will retry", level="warning")
+                return

@@ -1,0 +1,167 @@
+"""`fanIn: triggered` (the spiegel approach): instead of a continuous job per user database, a one-shot
+`_replicator` document per database that changed, written by watch.
+
+The document has a deterministic id (the same as the continuous one's, so switching modes takes the
+document over) and records the `update_seq` its run started at. A database is replicated again only once
+CouchDB marked its previous run `completed` and its `update_seq` moved since that run began (a
+replication's own checkpoint is a `_local` write, which moves nothing); at most `max_triggered` run at
+once, the others wait here, never in CouchDB's scheduler where they would compete with continuous jobs.
+Writing goes through the replication kind, as a plan and its apply: the one-shot document is a Desired
+replication whose body holds that `update_seq`, so a database whose run already started at it plans no
+change at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..apply import execute
+from ..client import CouchSession
+from ..databases import database_infos
+from ..errors import ReconcileError, ServerError
+from ..kinds.base import ResourceKind
+from ..kinds.user_databases import UserTemplate, replication_id, triggered_replication
+from ..model import REPLICATION, Change, Desired, DesiredState
+from ..pipeline import make_plan
+from ..plan import Policy
+from ..replicator import replicator_docs_by_id
+from .log import Log
+
+TRIGGER_FIELD = "couch_reconciler_trigger"  # the update_seq a one-shot run started at
+FINISHED = ("completed", "failed")  # `_replication_state` of a one-shot run that ended
+
+
+@dataclass(frozen=True)
+class Route:
+    """One triggered replication: a user database into a target, as the template's replicateTo entry says."""
+
+    doc_id: str
+    database: str
+    template: UserTemplate
+    entry: Mapping[str, Any]
+
+    def run(self, update_seq: str) -> Desired:
+        """The one-shot document for a run starting at the database's `update_seq`."""
+        desired = triggered_replication(self.template, self.database, self.entry)
+        return replace(desired, body={**desired.body, TRIGGER_FIELD: {"update_seq": update_seq}},
+                       options={key: value for key, value in desired.options.items() if key != "triggered"})
+
+
+@dataclass
+class Run:
+    route: Route
+    update_seq: str | None  # where it started
+    since: float  # monotonic time it was written (or found running)
+
+
+class TriggeredFanIn:
+    def __init__(self, session: CouchSession, log: Log, replications: ResourceKind, templates: Sequence[UserTemplate],
+                 debounce: float, max_triggered: int):
+        self.session, self.log, self.debounce, self.max_triggered = session, log, debounce, max_triggered
+        self.kinds = {REPLICATION: replications}
+        self.templates = [t for t in templates if triggered_entries(t)]
+        self.routes: dict[str, list[Route]] = {}  # database -> its triggered replications
+        self.dirty: dict[str, float] = {}  # database -> when it first changed, not replicated since
+        self.running: dict[str, Run] = {}  # doc id -> its run in flight
+
+    def learn(self, template: UserTemplate, databases: Iterable[str], replace_all: bool) -> None:
+        if template not in self.templates:
+            return
+        if replace_all:
+            self.routes = {db: [r for r in routes if r.template is not template] for db, routes in self.routes.items()}
+        for database in databases:
+            routes = [r for r in self.routes.get(database, []) if r.template is not template]
+            routes += [Route(replication_id(template, database, entry), database, template, entry)
+                       for entry in triggered_entries(template)]
+            self.routes[database] = routes
+
+    def changed(self, database: str) -> None:
+        """A write: replicated within `debounce` of the first one not replicated yet, however many follow."""
+        if database in self.routes:
+            self.dirty.setdefault(database, time.monotonic())
+
+    def catch_up(self) -> None:
+        """After a full reconcile (a restart, events missed while polling): every database whose
+        `update_seq` differs from the one its document's last run started at is replicated again."""
+        if not self.routes:
+            return
+        docs = self._docs([r.doc_id for routes in self.routes.values() for r in routes])
+        seqs = self._seqs(list(self.routes))
+        for database, routes in self.routes.items():
+            for route in routes:
+                doc = docs.get(route.doc_id) or {}
+                started = (doc.get(TRIGGER_FIELD) or {}).get("update_seq")
+                if doc and doc.get("_replication_state") not in FINISHED:
+                    self.running.setdefault(route.doc_id, Run(route, started, time.monotonic()))
+                elif seqs.get(database) != started:
+                    self.dirty.setdefault(database, 0.0)
+
+    def tick(self) -> None:
+        if self.running:
+            self._collect()
+        now = time.monotonic()
+        busy = {run.route.database for run in self.running.values()}
+        ready = sorted((db for db, when in self.dirty.items() if now - when >= self.debounce and db not in busy),
+                       key=self.dirty.__getitem__)
+        slots = self.max_triggered - len(self.running)
+        if ready and slots > 0:
+            self._trigger(ready[:slots])
+
+    def _collect(self) -> None:
+        try:
+            docs = self._docs(list(self.running))
+        except ServerError as error:
+            self.log("poll", "replication", "", f"{error}; retrying", level="warning")
+            return
+        for doc_id, run in list(self.running.items()):
+            state = (docs.get(doc_id) or {}).get("_replication_state")
+            if doc_id not in docs or state in FINISHED:
+                del self.running[doc_id]
+                outcome = f"{state or 'gone'} after {time.monotonic() - run.since:.2f}s"
+                self.log("replicate", "replication", doc_id, outcome, level="error" if state == "failed" else "info")
+
+    def _trigger(self, databases: Sequence[str]) -> None:
+        """One plan and apply of the one-shot documents of these databases; a database whose last run
+        began at its current `update_seq` (an event about its checkpoint) plans no change."""
+        routes = [route for db in databases for route in self.routes.get(db, [])]
+        for database in databases:
+            self.dirty.pop(database, None)
+        try:
+            seqs = self._seqs(databases)
+            runs = {route.doc_id: (route, seqs[route.database]) for route in routes if route.database in seqs}
+            wanted = DesiredState({(REPLICATION, doc_id): route.run(seq) for doc_id, (route, seq) in runs.items()})
+            plan = make_plan(self.session, wanted, Policy(force=True), self.kinds)
+        except ReconcileError as error:
+            self._retry(databases, f"{error}; retrying")
+            return
+
+        def started(chunk: Sequence[Change]) -> None:
+            now = time.monotonic()
+            for change in chunk:
+                route, seq = runs[change.key]
+                self.running[change.key] = Run(route, seq, now)
+                self.log("trigger", "replication", change.key, "one-shot replication started")
+
+        try:
+            execute(self.session, plan.changes, self.kinds, started)
+        except ReconcileError as error:  # a conflict: someone wrote it meanwhile; try again
+            self._retry([runs[change.key][0].database for change in plan.changes
+                         if change.key not in self.running], str(error))
+
+    def _retry(self, databases: Iterable[str], why: str) -> None:
+        self.log("trigger", "replication", "", why, level="warning")
+        for database in databases:
+            self.dirty.setdefault(database, time.monotonic())
+
+    def _docs(self, ids: Sequence[str]) -> dict[str, dict]:
+        return replicator_docs_by_id(self.session, ids)
+
+    def _seqs(self, databases: Sequence[str]) -> dict[str, str]:
+        return {name: str(info.get("update_seq")) for name, info in database_infos(self.session,
+                                                                                   list(databases)).items()}
+
+
+def triggered_entries(template: UserTemplate) -> list[Mapping[str, Any]]:
+    return [entry for entry in template.manifest.spec.get("replicateTo", []) if entry.get("fanIn") == "triggered"]

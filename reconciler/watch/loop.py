@@ -1,0 +1,274 @@
+"""The watch loop: full reconciles at start and every `interval`, targeted reconciles of the bursts of
+events in between, the triggered fan-in's ticks, and the checkpoint (the package docstring says what each does)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import replace
+from typing import Callable, Mapping, Sequence
+
+from ..apply import execute
+from ..client import CouchSession, db_path
+from ..errors import ReconcileError, ServerError
+from ..kinds import RESOURCES
+from ..kinds.base import ResourceKind
+from ..kinds.user import ID_PREFIX, USERS_DB
+from ..kinds.user_databases import UserTemplate
+from ..model import DATABASE, REPLICATION, Change, Delete, DesiredState, Plan, Replace
+from ..pipeline import InvalidManifests, desired_state, make_plan
+from ..plan import PlanRefused, Policy
+from ..reads import forget_verified, observation, remembering, shared
+from ..resolve import resolve
+from ..secrets import SecretPolicy
+from .checkpoint import Checkpoint
+from .events import USERS_FEED, Feeds, Pending, user_change
+from .fan_in import TriggeredFanIn
+from .feeds import Batch, backoff
+from .log import Log
+from .narrowing import changed_objects, narrowed, owner
+from .settings import Settings
+
+
+def manifests_in(directory: str, secrets: SecretPolicy = SecretPolicy(read=True)) -> Callable[[], DesiredState]:
+    """The desired state of the manifests in `directory`, read anew at each call as `plan` reads it (every
+    secret read); pipeline.InvalidManifests, with every diagnostic, when `plan` would refuse it."""
+    return lambda: desired_state(directory, secrets)[0]
+
+
+class Watcher:
+    def __init__(self, session: CouchSession, desired: Callable[[], DesiredState], policy: Policy,
+                 settings: Settings, log: Log, stopping: threading.Event,
+                 kinds: Mapping[str, ResourceKind] | None = None):
+        self.session, self.desired, self.policy, self.settings = session, desired, policy, settings
+        # Read at every full reconcile (the first at start). Until a read succeeds, and while the latest
+        # one found the manifests invalid, targeted reconciles and triggered replications are `held`.
+        self.state: DesiredState | None = None
+        self.held = True
+        self.log, self.stopping = log, stopping
+        self.kinds = kinds or RESOURCES
+        self.feeds = Feeds(session, settings, log, stopping, Checkpoint(session, log, settings.checkpoint_every))
+        self.pending = Pending()
+        self.owners: dict[str, str] = {}  # user database -> user, from the latest resolution
+        self.static_databases: set[str] = set()
+        self.fan_in = self._fan_in([])
+        # A refused full plan (share thresholds, destruction) may mean broken manifests: targeted reconciles,
+        # which cannot see the whole kind and so run without the share thresholds, wait for a full one to pass.
+        self.refused = False
+
+    def _fan_in(self, templates: Sequence[UserTemplate]) -> TriggeredFanIn:
+        return TriggeredFanIn(self.session, self.log, self.kinds[REPLICATION], templates, self.settings.debounce,
+                              self.settings.max_triggered)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> int:
+        with remembering(self.session):
+            return self._run()
+
+    def _run(self) -> int:
+        if not self.feeds.start():
+            return 1
+        failures = 0
+        next_full = 0.0
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if now >= next_full:
+                if self._full_reconcile():
+                    failures = 0
+                    next_full = time.monotonic() + self.settings.interval
+                else:
+                    failures += 1
+                    next_full = time.monotonic() + min(backoff(failures, self.settings.backoff_cap),
+                                                      self.settings.interval)
+                continue
+            batches, fatal = self.feeds.drain(timeout=min(0.2, max(next_full - now, 0.01)))
+            for batch in batches:
+                self._take(batch)
+            if fatal is not None:
+                self.log("stop", "watch", "", f"{fatal}", level="error")
+                self.feeds.save(force=True)
+                return 1
+            self.feeds.poll(self._database_event)
+            self._act_on_pending()
+            if not self.held:
+                self.fan_in.tick()
+            self.feeds.save()
+        self.feeds.stopped()
+        return 0
+
+    # ------------------------------------------------------------------ events
+    def _take(self, batch: Batch) -> None:
+        if batch.feed == USERS_FEED:
+            for row in batch.rows:
+                self._user_changed(row)
+        else:
+            for row in batch.rows:
+                self._database_event(row.get("db_name", ""), row.get("type", ""))
+        if not self.pending:
+            self.feeds.handled({batch.feed: batch.last_seq})
+
+    def _user_changed(self, row: Mapping[str, object]) -> None:
+        change = user_change(row)
+        if change is None:
+            return
+        name, doc = change
+        if doc is None:
+            # Its database stays (deleteWithUser and --allow-delete apply at full reconciles only).
+            self.log("event", "user", name, "deleted; what was made for it is left to the next full reconcile")
+            return
+        self.pending.user(name, doc)
+
+    def _database_event(self, database: str, kind: str) -> None:
+        if kind in ("created", "deleted"):
+            forget_verified(self.session, [(DATABASE, database)])
+            if database in self.static_databases or database in self.owners:
+                self.pending.database(database)
+        if kind in ("created", "updated"):
+            self.fan_in.changed(database)
+
+    # ------------------------------------------------------------------ reconciles
+    def _read_manifests(self) -> bool:
+        """The desired state as the manifests say now; False (logged, targeted reconciles held) when invalid."""
+        try:
+            state = self.desired()
+        except InvalidManifests as invalid:
+            for diagnostic in invalid.diagnostics:
+                self.log("read", "manifests", "", str(diagnostic), level="error" if diagnostic.is_error else "warning")
+            self.log("reconcile", "full", "", "skipped: the manifests are invalid (above); nothing is changed "
+                     "until a full reconcile finds them valid", level="error")
+            if not self.held:
+                self.log("reconcile", "targeted", "", "held until a full reconcile finds the manifests valid",
+                         level="warning")
+            self.held = True
+            return False
+        if self.held and self.state is not None:
+            self.log("read", "manifests", "", "valid again; targeted reconciles resume")
+        changed = None if self.state is None else changed_objects(self.state, state)
+        if changed:
+            self.log("read", "manifests", "", f"changed since the last full reconcile: {changed} object(s) "
+                     "added, changed or removed")
+        if changed is None or changed:
+            self.state = state
+            self.static_databases = {key for kind, key in state.objects if kind == DATABASE}
+            # Routes are learnt again from the new templates below; catch_up finds the runs in flight.
+            self.fan_in = self._fan_in([t for t in state.templates if isinstance(t, UserTemplate)])
+        self.held = False
+        return True
+
+    def _full_reconcile(self) -> bool:
+        started = time.monotonic()
+        self.log("reconcile", "full", "", "started")
+        if not self._read_manifests():
+            return True  # nothing to retry sooner: the folder changes with the next deployment
+        assert self.state is not None
+        try:
+            with observation(self.session):
+                plan = make_plan(self.session, self.state, self.policy, self.kinds)
+                self._learn(resolve(self.session, self.state)[0], replace_all=True)  # the same reads: no request
+            done = self._execute(plan, deletions=self.policy.allow_delete, warnings=True)
+            self.fan_in.catch_up()
+        except PlanRefused as refused:  # the same plan would be refused again until someone acts: wait
+            for line in refused.lines:
+                self.log("reconcile", "full", "", f"refused: {line}", level="error")
+            self.refused = True
+            return True
+        except ReconcileError as error:
+            self.log("reconcile", "full", "", f"failed: {error}", level="error")
+            return False
+        self.refused = False
+        self.log("reconcile", "full", "", f"{done} change(s) applied in {time.monotonic() - started:.2f}s; "
+                 f"{plan.summary()}")
+        self.feeds.restart_db_updates()
+        return True
+
+    def _act_on_pending(self) -> None:
+        pending = self.pending
+        if self.refused or self.held or self.state is None \
+                or not pending.due(self.settings.debounce, self.settings.debounce_max):
+            return
+        self.pending = Pending()
+        handled = dict(self.feeds.received)
+        users = dict(pending.users)
+        owners = {self.owners[db] for db in pending.databases if db in self.owners} - users.keys()
+        started = time.monotonic()
+        subject = ", ".join(sorted(users) + sorted(pending.databases))[:200]
+        try:
+            if owners:
+                users.update(self._user_docs(sorted(owners)))
+            state = narrowed(self.state, set(users), pending.databases)
+            with observation(self.session):
+                shared(self.session, USERS_DB, lambda: list(users.values()))  # resolve reads these, not all _users
+                plan = make_plan(self.session, state, replace(self.policy, allow_delete=False, force=True), self.kinds)
+                self._learn(resolve(self.session, state)[0], replace_all=False)
+            done = self._execute(plan, deletions=False, warnings=False)
+        except PlanRefused as refused:  # a replacement it may not make: the full reconcile reports it too
+            for line in refused.lines:
+                self.log("reconcile", "targeted", subject, f"refused: {line}", level="error")
+            self.feeds.handled(handled)
+            return
+        except ReconcileError as error:
+            pending.failures += 1
+            delay = backoff(pending.failures, self.settings.backoff_cap)
+            pending.not_before = time.monotonic() + delay
+            self.log("reconcile", "targeted", subject, f"failed: {error}; retrying in {delay:.1f}s", level="error")
+            self.pending = pending.merge(self.pending)
+            return
+        self.feeds.handled(handled)
+        self.log("reconcile", "targeted", subject, f"{done} change(s) applied in {time.monotonic() - started:.2f}s")
+
+    def _user_docs(self, names: Sequence[str]) -> dict[str, dict]:
+        rows = self.session.post(db_path(USERS_DB, "_all_docs"), {"keys": [ID_PREFIX + name for name in names]},
+                                 params={"include_docs": "true"}, what="reading _users")["rows"]
+        return {row["id"].removeprefix(ID_PREFIX): row["doc"] for row in rows if row.get("doc")}
+
+    def _execute(self, plan: Plan, deletions: bool, warnings: bool) -> int:
+        """Apply the plan's changes as `reconcile apply` does, one log line each; deletions only when allowed.
+        The plan's warnings are logged by full reconciles only: a targeted one would repeat them per sign-up."""
+        for warning in plan.warnings if warnings else ():
+            self.log("plan", "warning", "", warning, level="warning")
+        changes = [change for change in plan.changes if deletions or not isinstance(change, (Delete, Replace))]
+        kept = {id(change) for change in changes}
+        for change in plan.changes:
+            if id(change) not in kept:
+                self.log(change.action, change.kind, change.key, "skipped: watch deletes only when started with "
+                         "--allow-delete (and only in full reconciles)", level="warning")
+
+        def done(chunk: Sequence[Change]) -> None:
+            for change in chunk:
+                self.log(change.action, change.kind, change.key, "done")
+
+        execute(self.session, changes, self.kinds, done)
+        return len(changes)
+
+    def _learn(self, resolved: DesiredState, replace_all: bool) -> None:
+        """Which databases belong to which user (for `_db_updates` events) and to the triggered fan-in."""
+        assert self.state is not None
+        owners: dict[str, str] = {}
+        for template in self.state.templates:
+            if not isinstance(template, UserTemplate):
+                continue
+            origin = template.manifest.where("metadata", "name")
+            databases = {key for (kind, key), desired in resolved.objects.items()
+                         if kind == DATABASE and desired.source == origin}
+            owners.update({database: user for database in databases
+                           if (user := owner(template.prefix, database)) is not None})
+            self.fan_in.learn(template, databases, replace_all)
+        if replace_all:
+            self.owners = owners
+        else:
+            self.owners.update(owners)
+
+
+def stop_on_signals(stopping: threading.Event) -> None:
+    """SIGTERM and SIGINT ask the loop to stop after the current action (only the main thread may do this)."""
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stopping.set())
+
+
+def run(session: CouchSession, directory: str, policy: Policy, settings: Settings, log: Log,
+        stopping: threading.Event | None = None, secrets: SecretPolicy = SecretPolicy(read=True)) -> int:
+    """Watch the manifests in `directory` until `stopping` is set; 0 after a clean stop, 1 when the server
+    refuses the credentials."""
+    return Watcher(session, manifests_in(directory, secrets), policy, settings, log,
+                   stopping or threading.Event()).run()
