@@ -14,6 +14,7 @@ api/server/common.html#scheduler-docs).
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from datetime import datetime, timedelta, timezone
@@ -218,3 +219,28 @@ def test_a_reload_with_the_server_unreachable_says_so_and_shows_the_last_figures
     assert "cannot be reached" in banner.inner_text()
     assert shown_text(page, "[data-kpi=documents] .kpi-value") == documents
     assert shown_bars(page, "types") == types
+
+
+def test_a_page_a_user_uploads_runs_no_script_even_for_a_signed_in_admin(world, browser):
+    """The attachments' Content-Security-Policy (manifests/node-config.yaml) lets the panel's two scripts run by
+    their hashes, and nothing else: a page a user stores in her own database, opened by an admin with a session,
+    runs neither its inline script nor its own script file (chttpd_db.erl sends the policy with every attachment)."""
+    user = requests.Session()
+    user.auth = (world["user"], "reader-pw")
+    database = f"userdb-{world['user'].encode().hex()}"
+    page_html = b'<title>inert</title><script>document.title = "ran"</script><script src="x.js"></script>'
+    attachments = {"page.html": {"content_type": "text/html", "data": base64.b64encode(page_html).decode()},
+                   "x.js": {"content_type": "application/javascript",
+                            "data": base64.b64encode(b'document.title = "ran too"').decode()}}
+    stored = user.put(f"{world['url']}/{database}/trap", json={"_attachments": attachments})
+    assert stored.status_code == 201, stored.text
+
+    page = open_panel(browser, world["url"])
+    sign_in(page, *world["couch"].admin)
+    page.wait_for_selector("#dashboard:not([hidden])")  # the panel's own scripts run
+    blocked: list[str] = []
+    page.on("console", lambda message: blocked.append(message.text))
+    page.goto(f"{world['url']}/{database}/trap/page.html")
+    page.wait_for_load_state("load")
+    assert page.title() == "inert"
+    assert any("Content Security Policy" in line for line in blocked), blocked
