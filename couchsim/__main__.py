@@ -7,8 +7,14 @@ import asyncio
 import signal
 import sys
 
-from .cluster import Cluster
-from .server import start, stop
+try:
+    from .cluster import Cluster
+    from .server import start, stop
+except ModuleNotFoundError as missing:
+    if missing.name not in ("aiohttp", "quickjs"):
+        raise
+    sys.exit(f"couchsim needs the `sim` extra ({missing.name} is not installed): "
+             "pip install 'couch-reconciler[sim]'")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

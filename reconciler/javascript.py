@@ -6,6 +6,10 @@ CouchDB 3.4 compiles view functions when a design document is written and refuse
 that a script made of an anonymous ``function (doc) {...}`` evaluates to that function
 (``src/couch_quickjs/patches/01-spidermonkey-185-mode.patch``); stock QuickJS reads such a
 statement as a nameless declaration, so it is checked here as the operand of a comma expression.
+
+The ``quickjs`` module is the optional ``js`` extra: PyPI has its wheels only for some platforms (no
+aarch64, no musl, no CPython 3.13 with quickjs 1.19.4), and a tool that cannot install is worse than one
+that leaves this check to CouchDB. Without it ``AVAILABLE`` is false and callers say what they skipped.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ import json
 import re
 from dataclasses import dataclass
 
-import quickjs
+try:
+    import quickjs
+except ImportError:
+    AVAILABLE = False
+else:
+    AVAILABLE = True
+
+UNAVAILABLE_HINT = "install the `js` extra (pip install 'couch-reconciler[js]') to check them before apply"
 
 _LEADING_TRIVIA = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/)*", re.DOTALL)
 _ANONYMOUS_FUNCTION = re.compile(r"(?:async\s+)?function\s*\(")

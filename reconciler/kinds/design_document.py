@@ -11,7 +11,7 @@ from ..ddoc_folder import ATTACHMENTS, BUILTIN_REDUCERS, OUTSIDE_HINT, DesignFol
 from ..ddoc_staging import STAGED_SUFFIX, delete_if_present, stage
 from ..ddoc_stored import as_wanted, stored_content, upload_body
 from ..errors import ReconcileError
-from ..javascript import check_function
+from ..javascript import AVAILABLE as JAVASCRIPT_CHECKED, UNAVAILABLE_HINT, check_function
 from ..model import (
     DATABASE,
     DESIGN_DOCUMENT,
@@ -169,7 +169,12 @@ def _javascript_problems(manifest: Manifest) -> Iterator[Diagnostic]:
                          problem.hint)
     if content.body.get("language", "javascript") != "javascript":
         return  # another query server (Erlang, Mango's "query") compiles its own functions
-    for path, source in _functions(content.body):
+    functions = list(_functions(content.body))
+    if functions and not JAVASCRIPT_CHECKED:
+        yield Diagnostic.at(manifest, ("spec",), f"{len(functions)} JavaScript function(s) not checked for syntax "
+                            "errors: the quickjs module is not installed", UNAVAILABLE_HINT, severity="warning")
+        return
+    for path, source in functions:
         error = check_function(source)
         if error is None:
             continue

@@ -8,6 +8,8 @@ compile with 400 `compilation_error`, whose reason hides the line).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from reconcile_runner import reconcile, write
@@ -88,3 +90,19 @@ def test_every_folder_problem_is_reported_at_its_file_and_line(tmp_path):
         "keep one of them",
         f"{tmp_path}: 5 errors, nothing was sent to any server",
     ]
+
+
+def test_without_quickjs_validate_warns_that_it_skipped_the_syntax_check(tmp_path):
+    """quickjs is an optional extra (no PyPI wheel for aarch64, musl or CPython 3.13): without it a function
+    CouchDB would refuse passes validate, and the user is told it was not checked and how to get the check."""
+    folder(tmp_path, {"views/by_type/map.js": "function (doc) {\n  emit(doc.type;\n}\n"})
+    write(tmp_path, "app.yaml", MANIFEST)
+    # A None entry in sys.modules makes `import quickjs` raise ImportError, as on a platform without its wheel.
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['quickjs'] = None; from reconciler.cli import main; main()",
+         "validate", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, f"{tmp_path}: 2 manifests valid\n")
+    assert result.stderr == (
+        f"{tmp_path}/app.yaml:4: warning: DesignDocument/app: 1 JavaScript function(s) not checked for syntax "
+        "errors: the quickjs module is not installed; install the `js` extra (pip install 'couch-reconciler[js]') "
+        "to check them before apply\n")

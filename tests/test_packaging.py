@@ -1,0 +1,100 @@
+"""What a user gets from PyPI: the sdist and the wheel built from it, installed without extras in a fresh venv.
+
+The distribution is built as a release would be (`python -m build`: the sdist, then the wheel from that
+sdist), so a file missing from the sdist breaks the wheel here first. Installing reuses pip's cache.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import venv
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# What the sdist needs to run its own tests (MANIFEST.in).
+SDIST_TREES = ("tests", "manifests", "docs", "scripts", "compose", "examples", "bench")
+
+pytestmark = pytest.mark.packaging
+
+
+@dataclass
+class Built:
+    sdist: Path
+    wheel: Path
+    venv: Path
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.venv / "bin" / args[0]), *args[1:]], capture_output=True, text=True,
+                              cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], check=True,
+                   capture_output=True, timeout=300)
+    [sdist], [wheel] = dist.glob("*.tar.gz"), dist.glob("*.whl")
+    environment = tmp_path_factory.mktemp("fresh") / "venv"
+    venv.create(environment, with_pip=True)
+    subprocess.run([str(environment / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    return Built(sdist, wheel, environment)
+
+
+def test_the_sdist_holds_what_its_tests_read(built):
+    with tarfile.open(built.sdist) as archive:
+        top = archive.getnames()[0].split("/")[0]
+        names = {name.removeprefix(f"{top}/") for name in archive.getnames()}
+    wanted = {str(path.relative_to(ROOT)) for tree in SDIST_TREES for path in (ROOT / tree).rglob("*")
+              if path.is_file() and "__pycache__" not in path.parts and ".pytest_cache" not in path.parts}
+    assert wanted - names == set()
+    assert {"LICENSE", "README.md", "pyproject.toml", "Makefile", ".pre-commit-hooks.yaml"} <= names
+
+
+def test_the_wheel_carries_the_license_and_the_schemas(built):
+    with zipfile.ZipFile(built.wheel) as archive:
+        names = archive.namelist()
+        metadata = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    assert any(name.endswith("schemas/manifest.schema.json") for name in names)
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert "Provides-Extra: js" in metadata.splitlines()
+
+
+def test_reconcile_help_in_a_fresh_venv(built):
+    result = built.run("reconcile", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "validate" in result.stdout and "plan" in result.stdout
+
+
+def test_validate_without_extras_skips_only_the_javascript_check(built):
+    result = built.run("reconcile", "validate", "manifests")
+    assert (result.returncode, result.stdout) == (0, "manifests: 13 manifests valid\n")
+    assert "not checked for syntax errors: the quickjs module is not installed" in result.stderr
+
+
+def test_plan_against_the_server(built, couch):
+    secrets = dict(line.split("=", 1) for line in (ROOT / "manifests" / "demo.env").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    result = built.run("reconcile", "plan", "--detailed-exitcode", "manifests", env={
+        "COUCHDB_URL": couch.url, "COUCHDB_USER": couch.user, "COUCHDB_PASSWORD": couch.password,
+        "COUCHDB_REPLICATION_URL": couch.url, **secrets})
+    assert result.returncode == 2, result.stderr  # 2: there are changes to make
+    assert "database/main-entities" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("Plan: ")
+
+
+def test_couchsim_without_the_sim_extra_names_the_extra(built):
+    result = built.run("python", "-m", "couchsim")
+    assert (result.returncode, result.stdout) == (1, "")
+    # Whichever of the extra's modules is imported first is the one named.
+    assert re.fullmatch(r"couchsim needs the `sim` extra \((aiohttp|quickjs) is not installed\): "
+                        r"pip install 'couch-reconciler\[sim\]'\n", result.stderr), result.stderr
