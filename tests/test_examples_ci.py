@@ -182,32 +182,40 @@ def test_the_gitlab_pipeline_notes_the_plan_on_a_merge_request_and_applies_the_s
 # ------------------------------------------------------------------ pre-commit
 
 def test_the_pre_commit_hook_refuses_a_broken_manifest(tmp_path):
-    """`pre-commit try-repo` installs this repository into a hook environment, as users' repositories get
-    it, and runs the hook on a repository holding manifests."""
+    """pre-commit installs this repository into a hook environment, as users' repositories get it (from a
+    git repository at a revision), and runs the hook on a repository holding manifests."""
     [hook] = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
     assert hook["id"] == "reconcile-validate"
-    source = tmp_path / "source"  # try-repo clones a git repository: this one's files (an sdist has no .git)
+    source = tmp_path / "source"  # a git repository of this one's files (an sdist has no .git)
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info",
                                                                "build", "dist", ".demo", ".pytest_cache"))
     user = tmp_path / "user"
     shutil.copytree(ROOT / "manifests", user / "manifests")
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache"), "GIT_AUTHOR_NAME": "t",
            "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+    def git(repository: Path, *command: str) -> str:
+        return subprocess.run(["git", *command], cwd=repository, env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
     for repository in (source, user):
-        for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "files"]):
-            subprocess.run(["git", *command], cwd=repository, env=env, check=True, capture_output=True)
+        git(repository, "init", "-q")
+        git(repository, "add", "-A")
+        git(repository, "commit", "-q", "-m", "files")
+    config = {"repos": [{"repo": str(source), "rev": git(source, "rev-parse", "HEAD"),
+                         "hooks": [{"id": "reconcile-validate"}]}]}
+    (user / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
 
-    def try_repo() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "pre-commit"), "try-repo", str(source), "reconcile-validate", "--all-files",
-                               "--verbose"],
-                              cwd=user, env=env, capture_output=True, text=True, timeout=300)
+    def run_hooks() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "pre-commit"), "run", "--all-files", "--verbose"], cwd=user, env=env,
+                              capture_output=True, text=True, timeout=300)
 
-    result = try_repo()
+    result = run_hooks()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "manifests: 13 manifests valid" in result.stdout
 
     (user / "manifests" / "databases.yaml").write_text("kind: Database\n", encoding="utf-8")
-    result = try_repo()
+    result = run_hooks()
     assert result.returncode == 1
     assert "manifests/databases.yaml:1:" in result.stdout
 
