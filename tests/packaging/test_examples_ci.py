@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "ci"
 BIN = Path(sys.executable).parent  # `reconcile` of this environment stands for the `pip install` step
 RECORDS = "api-calls.log"
