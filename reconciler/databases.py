@@ -1,12 +1,17 @@
-"""What the server says about its databases (`_dbs_info` rows: existence, update_seq, doc_count, q/n),
-read in bulk and shared within a plan: the database kind observes from these rows, the security and design
-document kinds read only the databases that exist, the template resolution sees which user databases exist.
+"""What the server says about its databases, read in bulk and shared within a plan: which exist (`_all_dbs`,
+which opens no database), and `_dbs_info` rows (update_seq, doc_count, q/n, props) where those figures are
+needed. The database kind observes from the rows, the security and design document kinds read only the
+databases that exist, the template resolution sees which user databases exist.
+
+Opening a database that is not open is what a CouchDB server pays most for in a plan: `_dbs_info` opens
+each database it is asked about, and the server keeps only `[couchdb] max_dbs_open` (500) open. So
+existence comes from `_all_dbs`, and a database's row is read right after its `_security` (which opens it).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Collection, Sequence
 
 from .client import CouchSession, batched
 from .reads import shared
@@ -14,13 +19,21 @@ from .reads import shared
 # `POST /_dbs_info` takes at most 100 keys (`[chttpd] max_db_number_for_dbs_info_req`); 101 is a 400.
 INFO_KEYS_PER_REQUEST = 100
 INFO_PAGE = 1000  # `GET /_dbs_info` pages like `_all_dbs`, with no cap on `limit`
+# Names looked up per `_all_dbs?start_key=..&end_key=..` range: the range between the first and last of 1,000
+# sorted wanted names, paged by INFO_PAGE when other databases lie between them.
+NAMES_PER_RANGE = 1000
 
 
 def database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
     """`_dbs_info` rows of the existing databases among `names`, 100 per request over the session's pool."""
-    batches = batched(names, INFO_KEYS_PER_REQUEST)
-    pages = session.map(lambda keys: session.post("_dbs_info", {"keys": keys}, what="reading _dbs_info"), batches)
-    return {row["key"]: row["info"] for page in pages for row in page if "info" in row}
+    pages = session.map(lambda keys: info_rows(session, keys), batched(names, INFO_KEYS_PER_REQUEST))
+    return {name: info for page in pages for name, info in page.items()}
+
+
+def info_rows(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
+    """One `POST /_dbs_info` (at most INFO_KEYS_PER_REQUEST names): the rows of those that exist."""
+    rows = session.post("_dbs_info", {"keys": list(names)}, what="reading _dbs_info")
+    return {row["key"]: row["info"] for row in rows if "info" in row}
 
 
 # What the database kind read in the plan being made: kinds observed after it (design documents, which need
@@ -43,6 +56,22 @@ def planned_database_infos(session: CouchSession, names: Sequence[str], every: b
     return {name: info for name in (seen if every else names) if (info := seen[name]) is not None}
 
 
+def existing_databases(session: CouchSession, names: Collection[str]) -> set[str]:
+    """Which of `names` exist, known for the rest of the plan. A few are asked for with one `_dbs_info`
+    (whose rows are kept too); many with `_all_dbs` ranges over the pool, which open no database."""
+    known = shared(session, "databases: existence", dict)
+    rows = seen_rows(session)
+    unknown = sorted({name for name in names if name not in known and name not in rows})
+    if len(unknown) <= INFO_KEYS_PER_REQUEST:
+        planned_database_infos(session, unknown)
+    else:
+        ranges = session.map(lambda keys: all_database_names(session, keys[0], keys[-1]),
+                             batched(unknown, NAMES_PER_RANGE))
+        found = {name for listed in ranges for name in listed}
+        known.update({name: name in found for name in unknown})
+    return {name for name in names if known.get(name) or rows.get(name) is not None}
+
+
 def all_database_infos(session: CouchSession) -> dict[str, dict]:
     """`_dbs_info` rows of every database, a page at a time (`GET /_dbs_info`, CouchDB 3.2+; before 3.2 only
     POST exists, so the names come from `_all_dbs` pages and the rows 100 at a time)."""
@@ -60,15 +89,17 @@ def all_database_infos(session: CouchSession) -> dict[str, dict]:
         params = {"limit": str(INFO_PAGE), "start_key": json.dumps(rows[-1]["key"]), "skip": "1"}
 
 
-def all_database_names(session: CouchSession) -> list[str]:
+def all_database_names(session: CouchSession, first: str | None = None, last: str | None = None) -> list[str]:
+    """Every database (or every one whose name sorts from `first` to `last`), a page of `_all_dbs` at a time."""
     names: list[str] = []
-    params = {"limit": str(INFO_PAGE)}
+    bounds = {"start_key": json.dumps(first), "end_key": json.dumps(last)} if first is not None else {}
+    params = {**bounds, "limit": str(INFO_PAGE)}
     while True:
         page = session.get("_all_dbs", params=params, what="listing databases (_all_dbs)")
         names.extend(page)
         if len(page) < INFO_PAGE:
             return names
-        params = {"limit": str(INFO_PAGE), "start_key": json.dumps(page[-1]), "skip": "1"}
+        params = {**params, "start_key": json.dumps(page[-1]), "skip": "1"}
 
 
 def every_database_info(session: CouchSession) -> dict[str, dict]:

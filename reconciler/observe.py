@@ -7,6 +7,7 @@ from typing import Collection, Mapping, Sequence
 from .client import CouchSession
 from .kinds.base import ResourceKind
 from .model import Desired, Observed
+from .reads import wanting
 
 
 def observe(session: CouchSession, wanted: Mapping[str, Mapping[str, Desired]], kinds: Mapping[str, ResourceKind],
@@ -22,13 +23,14 @@ def observe(session: CouchSession, wanted: Mapping[str, Mapping[str, Desired]], 
     names = sorted(kinds) if prune else sorted({name for name in wanted if wanted[name]} | set(prune_kinds))
     names.sort(key=lambda name: kinds[name].order)  # parents first: a child may reuse what they read
     live: dict[str, dict[str, Observed]] = {}
-    for name in names:
-        kind, desired = kinds[name], list(wanted.get(name, {}).values())
-        pruned = prune or name in prune_kinds
-        if kind.follows_parent_version:
-            live[name] = _observe_changed(session, name, kind, desired, pruned, live)
-        else:
-            live[name] = dict(kind.observe(session, desired, prune=pruned))
+    with wanting(session, wanted):
+        for name in names:
+            kind, desired = kinds[name], list(wanted.get(name, {}).values())
+            pruned = prune or name in prune_kinds
+            if kind.follows_parent_version:
+                live[name] = _observe_changed(session, name, kind, desired, pruned, live)
+            else:
+                live[name] = dict(kind.observe(session, desired, prune=pruned))
     return live
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
 
-from .model import Observed
+from .model import Desired, Observed
 
 T = TypeVar("T")
 
@@ -29,6 +29,9 @@ class SessionReads:
     plan: dict[str, Any] | None = None  # `shared` name -> what it read, while an `observation` is open
     # (kind, key) -> (its parent's version when read, the parent, the read), inside `remembering`
     verified: dict[tuple[str, str], tuple[str, tuple[str, str], Observed]] | None = None
+    # What the plan being observed wants, by kind (set by observe.observe): a kind may read together what lives
+    # together (the database kind reads, as it opens each database, the `_security` object wanted of it).
+    wanted: Mapping[str, Mapping[str, Desired]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -86,6 +89,31 @@ def remembering(session: Reading) -> Iterator[None]:
     finally:
         with reads.lock:
             reads.verified = None
+
+
+def is_remembering(session: Reading) -> bool:
+    """Inside `remembering`: reads of kinds that follow their parent's version may be skipped."""
+    with session.reads.lock:
+        return session.reads.verified is not None
+
+
+@contextmanager
+def wanting(session: Reading, wanted: Mapping[str, Mapping[str, Desired]]) -> Iterator[None]:
+    """Inside this block (observe.observe), `wanted_in_plan` tells any kind what the plan wants of another."""
+    reads = session.reads
+    with reads.lock:
+        reads.wanted = wanted
+    try:
+        yield
+    finally:
+        with reads.lock:
+            reads.wanted = {}
+
+
+def wanted_in_plan(session: Reading, kind: str) -> Mapping[str, Desired]:
+    """Key -> Desired object of `kind` in the plan being observed (empty outside `wanting`)."""
+    with session.reads.lock:
+        return session.reads.wanted.get(kind, {})
 
 
 def forget_verified(session: Reading, parents: Iterable[tuple[str, str]]) -> None:

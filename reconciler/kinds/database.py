@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Collection, Iterable, Iterator, Mapping, Sequence
 
-from ..client import CouchSession, db_path
-from ..databases import database_infos, every_database_info, planned_database_infos, seen_rows
+from ..client import CouchSession, batched, db_path
+from ..databases import (
+    INFO_KEYS_PER_REQUEST,
+    database_infos,
+    every_database_info,
+    existing_databases,
+    info_rows,
+    seen_rows,
+)
 from ..errors import ReconcileError
 from ..model import (
     DATABASE,
@@ -23,11 +31,12 @@ from ..model import (
     Replace,
 )
 from ..ownership import MARKER, MARKER_VALUE, is_marked
+from ..reads import is_remembering, wanted_in_plan
 from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
 from .checks import USER_DATABASE_PREFIX, database_name_problem, role_diagnostics
 from .fields import field_changes
-from .security import ADMIN_ONLY, read_securities
+from .security import ADMIN_ONLY, read_securities, read_with_databases
 
 
 class DatabaseManifest(ManifestKind):
@@ -106,8 +115,7 @@ class DatabaseResource(ResourceKind):
                 ) -> Mapping[str, Observed]:
         names = {desired.key for desired in wanted}
         # The template resolution may have read these rows already in this plan (kinds/user_databases.py).
-        infos = (every_database_info(session) if prune
-                 else planned_database_infos(session, sorted(names)))
+        infos = every_database_info(session) if prune else _rows_opening_once(session, names)
         # None records a database seen missing, so that nobody asks for it again.
         seen_rows(session).update({**dict.fromkeys(names), **infos})
         live = {name: _observed(name, info) for name, info in infos.items() if name in names}
@@ -171,6 +179,35 @@ class DatabaseResource(ResourceKind):
             security = after.get("security", ADMIN_ONLY)
             session.request("PUT", db_path(change.key, "_security"), body={**security, MARKER: MARKER_VALUE},
                             retry=True, what=f"{subject}: writing its _security and ownership marker")
+
+
+# Chunks of databases read at once: while one chunk's rows are read, the next chunk's `_security` reads keep
+# the pool busy.
+CHUNKS_IN_FLIGHT = 2
+
+
+def _rows_opening_once(session: CouchSession, names: Collection[str]) -> dict[str, dict]:
+    """`_dbs_info` rows of the existing databases among `names`, each read just after the `_security` object
+    the security kind wants of that database, which opens it: so the server opens each database once per
+    plan, not once for the row and again for its security (reconciler/databases.py says why that matters).
+    The objects are kept for the security kind (`security.read_with_databases`). In `reconcile watch` they
+    are not read ahead: there the security kind reads only those whose database's update_seq moved."""
+    seen = seen_rows(session)
+    existing = existing_databases(session, names)
+    unread = sorted(name for name in existing if name not in seen)
+    ahead = set() if is_remembering(session) else set(wanted_in_plan(session, SECURITY))
+    store = read_with_databases(session)
+
+    def chunk(keys: list[str]) -> dict[str, dict]:
+        securities = [key for key in keys if key in ahead]
+        read = read_securities(session, securities)
+        store.update({key: read.get(key) for key in securities})
+        return info_rows(session, keys)
+
+    with ThreadPoolExecutor(CHUNKS_IN_FLIGHT, thread_name_prefix="database-chunk") as chunks:
+        rows = {name: info for found in chunks.map(chunk, batched(unread, INFO_KEYS_PER_REQUEST))
+                for name, info in found.items()}
+    return {**{name: info for name in existing if (info := seen.get(name)) is not None}, **rows}
 
 
 def _observed(name: str, info: Mapping, managed: bool = False) -> Observed:

@@ -40,9 +40,10 @@ import json
 from typing import Any, Mapping, Sequence
 
 from ..client import CouchSession, db_path, decode
-from ..databases import planned_database_infos
+from ..databases import existing_databases
 from ..errors import ReconcileError
 from ..model import DATABASE, SECURITY, Change, Create, Desired, FieldChange, Observed, Update
+from ..reads import shared
 from ..secrets import SecretRef
 from .base import ResourceKind
 from .fields import field_changes
@@ -64,6 +65,12 @@ def read_securities(session: CouchSession, databases: Sequence[str]) -> dict[str
     spread over the session's bounded pool."""
     found = session.map(lambda name: read_security(session, name), databases)
     return {name: security for name, security in zip(databases, found) if security is not None}
+
+
+def read_with_databases(session: CouchSession) -> dict[str, dict | None]:
+    """Security objects the database kind read in this plan as it opened their databases (None: the database
+    was gone by then); empty outside an observation."""
+    return shared(session, "security: objects read with their databases", dict)
 
 
 def digest(security: Mapping[str, Any]) -> str:
@@ -112,9 +119,14 @@ class SecurityResource(ResourceKind):
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:
         # Never pruned on its own: a security object goes with its database. Read only where the database
-        # exists (the database kind has just listed them), so a first apply of N databases skips N 404s.
-        existing = planned_database_infos(session, [desired.key for desired in wanted])
-        objects = read_securities(session, [desired.key for desired in wanted if desired.key in existing])
+        # exists (the database kind has just listed them), so a first apply of N databases skips N 404s;
+        # not again where the database kind read it as it opened the database.
+        ahead = read_with_databases(session)
+        keys = [desired.key for desired in wanted]
+        objects = {key: security for key in keys if (security := ahead.get(key)) is not None}
+        unread = [key for key in keys if key not in ahead]
+        existing = existing_databases(session, unread)
+        objects.update(read_securities(session, [key for key in unread if key in existing]))
         return {name: _observed(name, security) for name, security in objects.items()}
 
     def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .. import nodes
 from ..client import CouchSession
-from ..databases import every_database_info, planned_database_infos
+from ..databases import every_database_info, existing_databases
 from ..model import (
     DATABASE,
     DESIGN_DOCUMENT_MANIFEST,
@@ -220,7 +220,7 @@ def _made_by_couch_peruser(session: CouchSession, template: UserTemplate,
     """With couch_peruser on, CouchDB creates each user's database (and its security) within a second of the
     sign-up: the template completes the databases that exist and waits for the others rather than race
     couch_peruser to create them (a database the tool created would also become the tool's to prune)."""
-    existing = planned_database_infos(session, sorted(databases))
+    existing = existing_databases(session, sorted(databases))
     waiting = sorted(user for database, user in databases.items() if database not in existing)
     if not waiting:
         return dict(databases), []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import textwrap
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class Run:
     stdout: str
     stderr: str
     sent: list[tuple[str, str, dict]]  # (method, url, query parameters) of every request the command sent
+    bodies: list[Any]  # the JSON body of each of them, in the same order (None: no body)
 
     def paths(self) -> list[str]:
         return [url for _, url, _ in self.sent]
@@ -34,17 +36,19 @@ class Run:
 def reconcile(couch: Any, *args: str, env: Mapping[str, str] | None = None, input: str | None = None) -> Run:
     """`reconcile ARGS` against `couch` (COUCHDB_URL/USER/PASSWORD set as a pipeline would); `input` is typed on stdin."""
     sent: list[tuple[str, str, dict]] = []
+    bodies: list[Any] = []
     original = requests.Session.request
 
     def record(self: requests.Session, method: str, url: str, *rest: Any, **kw: Any) -> requests.Response:
         sent.append((method, url, dict(kw.get("params") or {})))
+        bodies.append(None if kw.get("data") is None else json.loads(kw["data"]))
         return original(self, method, url, *rest, **kw)
 
     user, password = couch.admin
     environment = {"COUCHDB_URL": couch.url, "COUCHDB_USER": user, "COUCHDB_PASSWORD": password, **(env or {})}
     with mock.patch.object(requests.Session, "request", record):
         result = CliRunner().invoke(main, list(args), env=environment, input=input, catch_exceptions=False)
-    return Run(result.exit_code, result.stdout, result.stderr, sent)
+    return Run(result.exit_code, result.stdout, result.stderr, sent, bodies)
 
 
 def write(directory: Path, name: str, text: str) -> Path:

@@ -163,3 +163,29 @@ def test_a_database_created_by_someone_else_meanwhile_is_one_line(couch, unique,
     assert (run.code, run.stderr) == (1, f"database/{name}: someone created it since the plan was made; "
                                          "run plan again\n")
     assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+
+
+def test_a_plan_opens_each_database_once_and_asks_nothing_about_missing_ones(couch, unique, tmp_path):
+    """Opening a database that is not open is what a CouchDB server pays most for in a plan: it keeps
+    `[couchdb] max_dbs_open` (500) open, and both `_dbs_info` and `GET db/_security` open the database they
+    read. So a plan over many databases learns which exist from `_all_dbs` (which opens none), asks nothing
+    about one that does not exist yet, and asks for an existing one's `_dbs_info` row only after its
+    `_security` read has opened it."""
+    existing = [unique("many") for _ in range(120)]  # above the 100 names one `_dbs_info` request takes
+    new = [unique("new") for _ in range(3)]
+    spec = "\n      security: {members: {names: [ann]}}"
+    write(tmp_path, "dbs.yaml", "---".join(database(name, spec) for name in existing))
+    assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
+    write(tmp_path, "dbs.yaml", "---".join(database(name, spec) for name in existing + new))
+
+    run = reconcile(couch, "plan", str(tmp_path))
+
+    assert run.code == 0 and "Plan: 6 to add, 0 to change, 0 to destroy." in run.stdout, run.stderr
+    opened_at = {url.removeprefix(f"{couch.url}/").removesuffix("/_security"): index
+                 for index, (method, url, _) in enumerate(run.sent) if method == "GET" and url.endswith("/_security")}
+    assert sorted(opened_at) == sorted(existing)
+    assert len(opened_at) == sum(url.endswith("/_security") for _, url, _ in run.sent)  # once each
+    asked = [(index, name) for index, ((_, url, _), body) in enumerate(zip(run.sent, run.bodies))
+             if url == f"{couch.url}/_dbs_info" for name in body["keys"]]
+    assert sorted(name for _, name in asked) == sorted(existing)
+    assert all(opened_at[name] < index for index, name in asked)
