@@ -23,8 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconciler.cli import connect  # noqa: E402
-from reconciler.client import Connection, CouchSession  # noqa: E402
+from reconciler.client import Connection, CouchSession, connection  # noqa: E402
 from reconciler.expand import expand  # noqa: E402
 from reconciler.pipeline import load_and_validate  # noqa: E402
 
@@ -69,9 +68,8 @@ def bench_server(args: argparse.Namespace, *config: str) -> Iterator[Server]:
             yield Server(Connection(sim.url, *ADMIN, pool=args.pool), sim.process.pid, "couchsim subprocess",
                          COUCHSIM_MODELS)
         return
-    with connect(args.url, os.environ.get("COUCHDB_USER"), None, args.cacert, args.pool, 60.0) as probe:
-        connection = probe.connection
-    yield Server(connection, args.server_pid, connection.url)
+    named = connection(args.url, os.environ.get("COUCHDB_USER"), None, args.cacert, args.pool, 60.0)
+    yield Server(named, args.server_pid, named.url)
 
 
 def process_cpu(pid: int | None) -> float | None:
