@@ -36,7 +36,7 @@ from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
 from .checks import USER_DATABASE_PREFIX, database_name_problem, role_diagnostics
 from .fields import field_changes
-from .security import ADMIN_ONLY, read_securities, read_with_databases
+from .security import ADMIN_ONLY, read_observed, read_securities, read_with_databases
 
 
 class DatabaseManifest(ManifestKind):
@@ -200,7 +200,7 @@ def _rows_opening_once(session: CouchSession, names: Collection[str]) -> dict[st
 
     def chunk(keys: list[str]) -> dict[str, dict]:
         securities = [key for key in keys if key in ahead]
-        read = read_securities(session, securities)
+        read = read_observed(session, securities)
         store.update({key: read.get(key) for key in securities})
         return info_rows(session, keys)
 

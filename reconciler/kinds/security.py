@@ -67,7 +67,12 @@ def read_securities(session: CouchSession, databases: Sequence[str]) -> dict[str
     return {name: security for name, security in zip(databases, found) if security is not None}
 
 
-def read_with_databases(session: CouchSession) -> dict[str, dict | None]:
+def read_observed(session: CouchSession, databases: Sequence[str]) -> dict[str, Observed]:
+    """The security objects of the existing databases among `databases`, as the security kind observes them."""
+    return {name: _observed(name, security) for name, security in read_securities(session, databases).items()}
+
+
+def read_with_databases(session: CouchSession) -> dict[str, Observed | None]:
     """Security objects the database kind read in this plan as it opened their databases (None: the database
     was gone by then); empty outside an observation."""
     return shared(session, "security: objects read with their databases", dict)
@@ -123,15 +128,13 @@ class SecurityResource(ResourceKind):
         # not again where the database kind read it as it opened the database.
         ahead = read_with_databases(session)
         keys = [desired.key for desired in wanted]
-        objects = {key: security for key in keys if (security := ahead.get(key)) is not None}
+        live = {key: observed for key in keys if (observed := ahead.get(key)) is not None}
         unread = [key for key in keys if key not in ahead]
         existing = existing_databases(session, unread)
-        objects.update(read_securities(session, [key for key in unread if key in existing]))
-        return {name: _observed(name, security) for name, security in objects.items()}
+        return {**live, **read_observed(session, [key for key in unread if key in existing])}
 
     def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:
-        keys = [change.key for change in changes]
-        return {name: _observed(name, security) for name, security in read_securities(session, keys).items()}
+        return read_observed(session, [change.key for change in changes])
 
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
@@ -141,6 +144,8 @@ class SecurityResource(ResourceKind):
             fields, notes = _public_shown(field_changes({}, after), None, after)
             return Create(self.name, wanted.key, wanted.source, after=after, fields=fields, notes=notes)
         after = groups(compose(live.facts["raw"], wanted))
+        if after == live.body:
+            return None  # the common case on a converged server: equal lists need no comparison as sets
         fields = field_changes(live.body, after, sets=SET_PATHS)
         if not fields:
             return None
