@@ -19,9 +19,10 @@ from .reads import shared
 # `POST /_dbs_info` takes at most 100 keys (`[chttpd] max_db_number_for_dbs_info_req`); 101 is a 400.
 INFO_KEYS_PER_REQUEST = 100
 INFO_PAGE = 1000  # `GET /_dbs_info` pages like `_all_dbs`, with no cap on `limit`
-# Names looked up per `_all_dbs?start_key=..&end_key=..` range: the range between the first and last of 1,000
-# sorted wanted names, paged by INFO_PAGE when other databases lie between them.
-NAMES_PER_RANGE = 1000
+# Names looked up per `_all_dbs?start_key=..&end_key=..` range: the range between the first and last of that
+# many sorted wanted names, paged by INFO_PAGE when other databases lie between them (one fewer than a page,
+# so that a range holding only wanted databases is one short page, not a full one and an empty one).
+NAMES_PER_RANGE = INFO_PAGE - 1
 
 
 def database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
