@@ -37,10 +37,11 @@ def _reset_children(changes: dict[tuple[str, str], Change], wanted: Mapping[str,
     if not renewed:
         return
     for name, want in wanted.items():
-        kind = kinds[name]
+        kind, live = kinds[name], observed.get(name, {})
         for key, desired in want.items():
-            if kind.parent(key) in renewed:
+            old = live.get(key)
+            # Without a live object, diff_all has just diffed it against None: nothing to redo.
+            if old is not None and kind.parent(key) in renewed:
                 change = kind.diff(desired, None)
                 if change is not None:
-                    old = observed.get(name, {}).get(key)
-                    changes[(name, key)] = replace(change, desired=desired, version=old.version if old else None)
+                    changes[(name, key)] = replace(change, desired=desired, version=old.version)
