@@ -143,7 +143,7 @@ def _validate(query: ViewQuery, has_reduce: bool) -> tuple[bool, int | str]:
     if not has_reduce and query.reduce is True:
         raise QueryParseError("Reduce is invalid for map-only views.")
     if reduced and level != "exact" and isinstance(query.keys, list):
-        raise QueryParseError("Multi-key fetchs for reduce views must use `group=true`")
+        raise QueryParseError("Multi-key fetches for reduce views must use `group=true`")
     if query.keys is not None and not isinstance(query.keys, list):
         raise QueryParseError("`keys` must be an array of strings.")
     if query.keys and (query.has_start_key or query.has_end_key):

@@ -83,6 +83,9 @@ def _from_scheduler(doc_id: str, row: Mapping[str, Any], threshold: float, now: 
     state = row.get("state") or "unknown"
     info = row.get("info") or {}
     error = info.get("error") if isinstance(info, Mapping) else None
+    if isinstance(error, str):
+        # CouchDB prints crash reasons with Erlang's ~p, broken over lines at 80 columns: one line here.
+        error = " ".join(error.split())
     healthy = state in HEALTHY or state == "initializing"
     if state == "pending":
         waited = _seconds_since(row.get("last_updated"), now)

@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .rep import Atom, Endpoint, ReplicationCrash, erlang_term
+from .erlang import Atom, pretty
+from .rep import Endpoint, ReplicationCrash
 
 # CouchDB's session plugin only treats a cookie failure as stale after this many seconds.
 MIN_SESSION_REFRESH_SECONDS = 5
@@ -54,7 +55,7 @@ class EndpointClient:
                     status, resp_headers = resp.status, resp.headers
                     cookie = resp.cookies.get("AuthSession")
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                raise ReplicationCrash(erlang_term((Atom("replication_auth_error"), (
+                raise ReplicationCrash(pretty((Atom("replication_auth_error"), (
                     Atom("session_request_failed"), session_url, user, Atom(type(exc).__name__))))) from None
             if status == 200 and cookie is not None:
                 self.cookie, self.cookie_time = cookie.value, time.monotonic()
@@ -69,7 +70,7 @@ class EndpointClient:
                 Atom("session_unexpected_result"), str(status), session_url, user)
             if status == 401 and require_valid_user:
                 term = (Atom("session_requires_valid_user"), session_url, user)
-            raise ReplicationCrash(erlang_term((Atom("replication_auth_error"), term)))
+            raise ReplicationCrash(pretty((Atom("replication_auth_error"), term)))
 
     def _headers(self, extra: dict | None) -> dict:
         headers = {"Accept": "application/json", **self.endpoint.headers, **(extra or {})}
@@ -99,7 +100,7 @@ class EndpointClient:
                     status = resp.status
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 if attempt == self.retries:
-                    raise ReplicationCrash(erlang_term((Atom("http_request_failed"), method, self.url(path),
+                    raise ReplicationCrash(pretty((Atom("http_request_failed"), method, self.url(path),
                                                         Atom(type(exc).__name__)))) from None
                 await asyncio.sleep(min(0.25 * 2 ** attempt, 5))
                 continue

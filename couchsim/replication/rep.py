@@ -35,21 +35,6 @@ class ReplicationCrash(Exception):
         self.reason = reason
 
 
-def erlang_term(value: Any) -> str:
-    """Render an error term as Erlang's `~p` does: CouchDB shows crash reasons that way
-    (couch_util:to_binary/1 of e.g. `{replication_auth_error,{session_request_unauthorized,Url,User}}`)."""
-    if isinstance(value, Atom):
-        return value.name
-    if isinstance(value, tuple):
-        return "{" + ",".join(erlang_term(v) for v in value) + "}"
-    return json.dumps(value, ensure_ascii=False)
-
-
-@dataclass(frozen=True)
-class Atom:
-    name: str
-
-
 @dataclass
 class Endpoint:
     """One side of a replication: a URL without credentials, plus the credentials and extra headers."""

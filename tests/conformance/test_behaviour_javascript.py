@@ -157,7 +157,7 @@ def test_view_parameter_errors(server, db):
     assert answer(server.admin.get(db_url(db, "_design/d", "_view", "n"), params={"include_docs": "true"})) == (
         400, {"error": "query_parse_error", "reason": "`include_docs` is invalid for reduce"})
     assert answer(server.admin.post(db_url(db, "_design/d", "_view", "n"), json={"keys": ["a", "b"]})) == (
-        400, {"error": "query_parse_error", "reason": "Multi-key fetchs for reduce views must use `group=true`"})
+        400, {"error": "query_parse_error", "reason": "Multi-key fetches for reduce views must use `group=true`"})
     assert answer(server.admin.get(db_url(db, "_design/d", "_view", "nope"))) == (
         404, {"error": "not_found", "reason": "missing_named_view"})
 

@@ -146,8 +146,10 @@ def test_a_users_doc_reaches_the_analytics_database_through_a_replication_accoun
 
 def test_a_wrong_password_shows_crashing_with_a_replication_auth_error(server, new_db, url, rep_docs, poll):
     """Facts: a wrong password -> `crashing` with a `replication_auth_error`. The reason is the Erlang term
-    couch_replicator_auth_session gives: {session_request_unauthorized, SessionUrl, User}; error_count counts
-    consecutive crashes (couch_replicator_scheduler:job_summary/2)."""
+    couch_replicator_auth_session gives: {session_request_unauthorized, SessionUrl, User}, as `~p` prints it
+    (couch_replicator_utils:rep_error_to_binary/1 -> couch_util:to_binary/1): longer than a line, so broken
+    after the tag, the rest indented by 4; error_count counts consecutive crashes
+    (couch_replicator_scheduler:job_summary/2)."""
     source, target = new_db(), new_db()
     doc_id = rep_docs()
     doc = {"source": as_admin(server, url, source, "wrong-password"), "target": as_admin(server, url, target),
@@ -157,7 +159,7 @@ def test_a_wrong_password_shows_crashing_with_a_replication_auth_error(server, n
                     what="job crashing")
     assert crashing["error_count"] >= 1
     error = crashing["info"]["error"]
-    assert error.startswith("{replication_auth_error,{session_request_unauthorized,")
+    assert error.startswith("{replication_auth_error,\n    {session_request_unauthorized,"), error
     assert f'"{server.admin_name}"' in error and "wrong-password" not in error
 
 

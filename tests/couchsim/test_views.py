@@ -188,7 +188,7 @@ def test_map_view_parameter_errors(letters, params, body, message):
 
 
 @pytest.mark.parametrize("params,body,message", [
-    ({}, {"keys": ["a", "b"]}, "Multi-key fetchs for reduce views must use `group=true`"),
+    ({}, {"keys": ["a", "b"]}, "Multi-key fetches for reduce views must use `group=true`"),
     ({"include_docs": "true"}, None, "`include_docs` is invalid for reduce"),
     ({"group": "false", "group_level": "1"}, None, "Can't specify group=false and group_level>0 at the same time"),
 ])

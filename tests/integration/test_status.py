@@ -38,6 +38,7 @@ def test_a_broken_replication_shows_in_status_and_exits_2(couch, http, unique, t
     assert shown.code == 2, shown.stderr
     line = next(line for line in shown.stdout.splitlines() if line.startswith(name))
     assert line.split()[1] == "crashing" and "replication_auth_error" in line
+    assert "session_request_unauthorized" in line  # the server's multi-line reason, on the replication's line
     assert f"Needs attention: {name}." in shown.stdout
     assert writes(shown) == []
 
