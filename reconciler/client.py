@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
 from .errors import ReconcileError, ServerError
@@ -27,6 +28,8 @@ R = TypeVar("R")
 
 DEFAULT_POOL = 16
 WRITE_ATTEMPTS = 3  # for idempotent writes, matching the transport's retries of reads
+# POST endpoints that only read (CouchDB takes their keys in the body): no answer to one changed nothing.
+READING_POSTS = frozenset({"_all_docs", "_dbs_info", "_bulk_get", "_find", "_explain", "_changes", "_revs_diff"})
 
 
 @dataclass(frozen=True)
@@ -138,17 +141,31 @@ class CouchSession:
                                           timeout=self.connection.timeout)
         except requests.exceptions.SSLError as exc:
             raise ServerError(f"TLS error talking to {self.base}: {_first_line(exc)}; check --cacert") from None
-        except requests.exceptions.Timeout:
-            raise ServerError(f"{what or f'{method} {path}'}: no answer from {self.base} within {self.connection.timeout:g}s; "
-                              "the server is overloaded or unreachable, rerun when it answers") from None
+        except requests.exceptions.ConnectTimeout:
+            raise self._unreachable(f" within {self.connection.timeout:g}s") from None
+        except requests.exceptions.ReadTimeout:
+            raise self._no_answer(method, path, what, f"no answer within {self.connection.timeout:g}s") from None
         except requests.exceptions.RetryError as exc:
             raise ServerError(f"{what or f'{method} {path}'}: the server kept failing ({_first_line(exc)}); rerun later") from None
-        except requests.exceptions.ConnectionError:
-            raise ServerError(f"cannot reach CouchDB at {self.base}; check COUCHDB_URL or --server "
-                              "and that the server is running") from None
+        except requests.exceptions.ConnectionError as exc:
+            if _dropped(exc):
+                raise self._no_answer(method, path, what, "the connection was closed before an answer came") from None
+            raise self._unreachable("") from None
         if response.status_code >= 400 and response.status_code not in set(ok):
             raise _server_error(method, path, response, what)
         return response
+
+    def _unreachable(self, within: str) -> ServerError:
+        return ServerError(f"cannot reach CouchDB at {self.base}{within}; check COUCHDB_URL or --server "
+                           "and that the server is running")
+
+    def _no_answer(self, method: str, path: str, what: str | None, why: str) -> ServerError:
+        """The request went out and no answer came: for a write, nobody knows whether it happened."""
+        subject = f"{what or f'{method} /{path.lstrip(chr(47))}'}: {why} from {self.base}"
+        if _writes(method, path):
+            return ServerError(f"{subject} after the request was sent: the write may or may not have happened; "
+                               "run plan again to see what is left", uncertain=True)
+        return ServerError(f"{subject}; the server is overloaded, or is not CouchDB: rerun when it answers")
 
     def get(self, path: str, **kw: Any) -> Any:
         return decode(self.request("GET", path, **kw), kw.get("what"))
@@ -185,9 +202,33 @@ def decode(response: requests.Response, what: str | None = None) -> Any:
     try:
         return response.json()
     except ValueError:
-        subject = what or f"{response.request.method} {response.request.path_url}"
-        raise ServerError(f"{subject}: the answer (HTTP {response.status_code}) is not JSON; check that --server "
-                          "points at CouchDB itself, not a proxy page") from None
+        raise _not_couchdb(what or f"{response.request.method} {response.request.path_url}", response) from None
+
+
+def _writes(method: str, path: str) -> bool:
+    if method in ("GET", "HEAD"):
+        return False
+    return method != "POST" or path.split("?")[0].rstrip("/").rsplit("/", 1)[-1] not in READING_POSTS
+
+
+def _dropped(exc: requests.exceptions.ConnectionError) -> bool:
+    """Whether the connection was made and then lost (urllib3's ProtocolError: reset, closed without an
+    answer), rather than never made (refused, no route, unknown host)."""
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, ProtocolError)
+
+
+def _not_couchdb(subject: str, response: requests.Response) -> ServerError:
+    """An answer that is not CouchDB's JSON (a web server, a proxy's login page): its status, content type
+    and Server header say what answered; its body (an HTML page) is never printed."""
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
+    server = response.headers.get("Server")
+    answered = f"HTTP {response.status_code}, {content_type}" + (f", Server: {server}" if server else "")
+    return ServerError(f"{subject}: the answer ({answered}) is not CouchDB's JSON; check that --server "
+                       "(COUCHDB_URL) points at CouchDB itself, not a web page or a proxy",
+                       status=response.status_code)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -195,12 +236,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _server_error(method: str, path: str, response: requests.Response, what: str | None) -> ServerError:
+    subject = what or f"{method} /{path.lstrip('/')}"
     try:
         payload = response.json()
         error, reason = payload.get("error"), payload.get("reason")
     except (ValueError, AttributeError):
-        error, reason = None, response.text[:200].strip()
-    subject = what or f"{method} /{path.lstrip('/')}"
+        return _not_couchdb(subject, response)
     status = response.status_code
     if status == 401 and "admin" in (reason or ""):  # "You are not a server admin.": known, but not an admin
         advice = "these credentials are not a server admin's; use a server admin"

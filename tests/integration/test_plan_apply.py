@@ -224,8 +224,8 @@ def test_a_server_that_does_not_answer_in_time_is_one_line(couch, unique, tmp_pa
     couch.sim.faults.inject(path="^/_dbs_info", latency=3.0)
     run = reconcile(couch, "plan", str(tmp_path), "--timeout", "0.5")
     assert run.code == 1
-    assert run.stderr == (f"reading _dbs_info: no answer from {couch.url} within 0.5s; the server is overloaded or "
-                          "unreachable, rerun when it answers\n")
+    assert run.stderr == (f"reading _dbs_info: no answer within 0.5s from {couch.url}; the server is overloaded, "
+                          "or is not CouchDB: rerun when it answers\n")
 
 
 def test_credentials_in_the_server_url_are_used_but_never_shown_or_saved(couch, unique, tmp_path):
@@ -257,13 +257,17 @@ def test_a_server_that_is_not_couchdb_is_one_line(tmp_path):
         def log_message(self, *args):
             pass
 
+        def version_string(self):
+            return "login-proxy"
+
     proxy = http.server.HTTPServer(("127.0.0.1", 0), Page)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
         write(tmp_path, "dbs.yaml", databases(["orders"]))
         page = SimpleNamespace(url=f"http://127.0.0.1:{proxy.server_port}", admin=("admin", "pw"))
         run = reconcile(page, "plan", str(tmp_path))
-        assert (run.code, run.stderr) == (1, "reading _dbs_info: the answer (HTTP 200) is not JSON; check that "
-                                             "--server points at CouchDB itself, not a proxy page\n")
+        assert (run.code, run.stderr) == (1, "reading _dbs_info: the answer (HTTP 200, text/html, Server: "
+                                             "login-proxy) is not CouchDB's JSON; check that --server (COUCHDB_URL) "
+                                             "points at CouchDB itself, not a web page or a proxy\n")
     finally:
         proxy.shutdown()
