@@ -75,32 +75,68 @@ def _stale(session: CouchSession, plan: Plan, kinds: Mapping[str, ResourceKind])
     return stale
 
 
+class ApplyFailed(ReconcileError):
+    """A write failed: which planned changes were applied, which may or may not have been (the batch that
+    failed: a kind writes a batch in one `_bulk_docs` or over its pool, so part of it may have happened), and
+    which were not sent; each list in plan order. The message is the failure's own line."""
+
+    def __init__(self, cause: ReconcileError, applied: list[Change], uncertain: list[Change], pending: list[Change]):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.applied = applied
+        self.uncertain = uncertain
+        self.pending = pending
+
+
 def execute(session: CouchSession, changes: Sequence[Change], kinds: Mapping[str, ResourceKind],
             done: Callable[[Sequence[Change]], None] = lambda chunk: None) -> None:
-    """Apply `changes` (already in plan order); `done` hears of each chunk once it is written.
+    """Apply `changes` (already in plan order); `done` hears of each chunk once it is written; ApplyFailed
+    when a write fails.
 
     A change its parent's creation makes (kinds/base.py `founding`) is reported done without being sent."""
-    changes, founded = _fold_into_parents(changes, kinds)
-    for kind, group in groupby(changes, key=lambda change: change.kind):
+    planned = list(changes)
+    folded, founded = _fold_into_parents(planned, kinds)
+    applied: set[int] = set()
+    for kind, group in groupby(range(len(folded)), key=lambda at: folded[at].kind):
         run = list(group)
         for start in range(0, len(run), CHUNK):
             chunk = run[start:start + CHUNK]
-            sent = [change for change in chunk if id(change) not in founded]
+            sent = [folded[at] for at in chunk if at not in founded]
             if sent:
                 secrets = {change.key: dict(change.desired.secrets) for change in sent if change.desired is not None}
-                kinds[kind].apply(session, sent, secrets)
-            done(chunk)
+                try:
+                    kinds[kind].apply(session, sent, secrets)
+                except ReconcileError as error:
+                    raise _failed(error, planned, applied, set(chunk), founded) from error
+            applied.update(chunk)
+            done([folded[at] for at in chunk])
+
+
+def _failed(error: ReconcileError, planned: list[Change], applied: set[int], failing: set[int],
+            founded: Mapping[int, int]) -> ApplyFailed:
+    """What `execute` knows when a write fails: a change made by its parent's creation shares its parent's fate."""
+    def fate(at: int) -> str:
+        parent = founded.get(at, at)
+        if at in applied or parent in applied:
+            return "applied"
+        return "uncertain" if at in failing or parent in failing else "pending"
+
+    fates = [fate(at) for at in range(len(planned))]
+    applied_, uncertain, pending = ([change for change, f in zip(planned, fates) if f == wanted]
+                                    for wanted in ("applied", "uncertain", "pending"))
+    return ApplyFailed(error, applied_, uncertain, pending)
 
 
 def _fold_into_parents(changes: Sequence[Change], kinds: Mapping[str, ResourceKind]
-                       ) -> tuple[list[Change], set[int]]:
+                       ) -> tuple[list[Change], dict[int, int]]:
     """The changes with each created (or replaced) parent carrying, in its `after`, the parts its creation
     writes for children created with it, and the ids of those children: the parent kind writes them in
     the same request (a database created with its `_security`), so they cost no read and no second write.
-    Only a parent created earlier in this same list qualifies: had its creation failed, apply stopped."""
+    Only a parent created earlier in this same list qualifies: had its creation failed, apply stopped.
+    The ids are positions in `changes`, each child's mapped to its parent's."""
     created = {(change.kind, change.key): at for at, change in enumerate(changes)
                if isinstance(change, (Create, Replace))}
-    result, founded = list(changes), set()
+    result, founded = list(changes), {}
     for at, change in enumerate(changes):
         kind = kinds[change.kind]
         parent = kind.parent(change.key)
@@ -112,5 +148,5 @@ def _fold_into_parents(changes: Sequence[Change], kinds: Mapping[str, ResourceKi
             continue
         name, body = part
         result[parent_at] = replace(result[parent_at], after={**(result[parent_at].after or {}), name: body})
-        founded.add(id(change))
+        founded[at] = parent_at
     return result, founded

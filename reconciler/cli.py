@@ -313,8 +313,11 @@ def apply(target: str, auto_approve: bool, **options: Any) -> None:
 
 
 def _execute(session: "CouchSession", plan: "Plan") -> None:
-    from .apply import check_secrets, execute
+    """Apply the plan, showing progress; when a write fails, what was applied and what was not (stdout),
+    then the failure's line (stderr, exit 1)."""
+    from .apply import ApplyFailed, check_secrets, execute
     from .kinds import RESOURCES
+    from .render import apply_summary
 
     check_secrets(plan.changes, "nothing was applied")
 
@@ -322,14 +325,20 @@ def _execute(session: "CouchSession", plan: "Plan") -> None:
         for change in chunk:
             click.echo(f"{change.symbol} {change.kind}/{change.key}: {change.action.past}")
 
-    if terminal(sys.stdout) and len(plan.changes) > PROGRESS_BAR_ABOVE:
-        from rich.progress import Progress
+    try:
+        if terminal(sys.stdout) and len(plan.changes) > PROGRESS_BAR_ABOVE:
+            from rich.progress import Progress
 
-        with Progress(transient=True) as bar:
-            task = bar.add_task("Applying", total=len(plan.changes))
-            execute(session, plan.changes, RESOURCES, lambda chunk: bar.advance(task, len(chunk)))
-    else:
-        execute(session, plan.changes, RESOURCES, lines)
+            # Not transient: the bar's last state (how far it got) stays on screen, above the summary.
+            with Progress() as bar:
+                task = bar.add_task("Applying", total=len(plan.changes))
+                execute(session, plan.changes, RESOURCES, lambda chunk: bar.advance(task, len(chunk)))
+        else:
+            execute(session, plan.changes, RESOURCES, lines)
+    except ApplyFailed as failed:
+        for line in apply_summary(failed.applied, failed.uncertain, failed.pending):
+            click.echo(line)
+        raise failed.cause from None
     counts = plan.counts()
     click.echo(f"Apply complete: {counts['add']} added, {counts['change']} changed, {counts['destroy']} destroyed.")
 

@@ -6,7 +6,10 @@ beside the object, and only marked objects are ever deleted (docs/architecture.m
 - design documents and `_replicator` documents: MARKER in the document;
 - users: OWNER_FIELD in the `_users` document;
 - server admins, which are config keys with no document: a key of their own in MARKER_SECTION of each node
-  the admin was written to, one key per admin so that two applies never race on a shared list.
+  the admin was written to, one key per admin so that two applies never race on a shared list. CouchDB has
+  no request that writes both keys, so the admin's own value carries a sign too: the salt of every hash
+  the tool writes starts with ADMIN_SALT_PREFIX (CouchDB's own salts are 32 hex digits,
+  couch_uuids:random), and a rerun restores the marker of an admin whose hash has it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ MARKER_VALUE = {"created_by": OWNER}
 OWNER_FIELD = "created_by"
 MARKER_SECTION = "couch_reconciler_admins"
 ADMIN_MARKER_VALUE = OWNER
+ADMIN_SALT_PREFIX = "couch-reconciler-"
 
 
 def is_marked(doc: Mapping[str, Any]) -> bool:

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from .ownership import ADMIN_SALT_PREFIX
+
 # CouchDB 3.4's `[chttpd_auth] iterations` and `pbkdf2_prf` when the node config does not set them.
 DEFAULT_ITERATIONS = 600_000
 DEFAULT_PRF = "sha256"
@@ -77,11 +79,18 @@ def admin_hash(value: str) -> StoredHash:
 def hash_admin_password(password: str, iterations: int = DEFAULT_ITERATIONS, prf: str = DEFAULT_PRF) -> str:
     """A `[admins]` value in CouchDB's own format, which every node stores as is and accepts at once.
 
-    couch_passwords:hash_admin_password/2 uses a couch_uuids:random() salt: 32 lowercase hex digits.
+    couch_passwords:hash_admin_password/2 uses a couch_uuids:random() salt: 32 lowercase hex digits; the tool
+    puts ADMIN_SALT_PREFIX before as many (CouchDB uses the salt as the bytes stored, whatever they are), so
+    the value itself says who wrote it (ownership.py).
     """
-    salt = secrets.token_hex(16)
+    salt = ADMIN_SALT_PREFIX + secrets.token_hex(16)
     derived = hashlib.pbkdf2_hmac(prf, password.encode("utf-8"), salt.encode("ascii"), iterations).hex()
     return f"-pbkdf2:{prf}-{derived},{salt},{iterations}"
+
+
+def written_by_this_tool(value: str) -> bool:
+    """Whether an `[admins]` value is a hash hash_admin_password made."""
+    return admin_hash(value).salt.startswith(ADMIN_SALT_PREFIX)
 
 
 def verify_all(checks: Iterable[tuple[StoredHash, str]], workers: int | None = None) -> list[bool]:

@@ -7,7 +7,8 @@ shows only that it will change.
 from __future__ import annotations
 
 import json
-from typing import Any
+from itertools import groupby
+from typing import Any, Sequence
 
 from rich.text import Text
 
@@ -97,3 +98,25 @@ def markdown(plan: Plan) -> str:
 def _cell(text: str) -> str:
     """Table cells end at `|` and lines, even inside backticks."""
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+SHOWN_KEYS = 5  # keys listed per kind in an apply summary; the rest are counted
+
+
+def apply_summary(applied: Sequence[Change], uncertain: Sequence[Change], pending: Sequence[Change]) -> list[str]:
+    """What a failed apply did, by kind and key: applied, may or may not have been (the batch that failed),
+    not sent. The first line counts them, as `Apply complete:` does for a whole apply."""
+    total = len(applied) + len(uncertain) + len(pending)
+    lines = [f"Apply stopped: {len(applied)} of {total} changes applied, {len(uncertain)} may or may not have "
+             f"been (the batch that failed), {len(pending)} not applied."]
+    for label, changes in (("applied", applied), ("maybe applied", uncertain), ("not applied", pending)):
+        if changes:
+            lines.append(f"  {label}: " + "; ".join(_keys(kind, [c.key for c in group])
+                                                    for kind, group in groupby(changes, key=lambda c: c.kind)))
+    lines.append("Run plan to see what is left: apply is safe to run again and converges.")
+    return lines
+
+
+def _keys(kind: str, keys: list[str]) -> str:
+    shown = ", ".join(keys[:SHOWN_KEYS]) + (f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
+    return f"{len(keys)} {kind} ({shown})"

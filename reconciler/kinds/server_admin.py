@@ -23,7 +23,14 @@ from ..model import (
     Update,
 )
 from ..ownership import ADMIN_MARKER_VALUE, MARKER_SECTION
-from ..passwords import DEFAULT_ITERATIONS, DEFAULT_PRF, admin_hash, hash_admin_password, verify_all
+from ..passwords import (
+    DEFAULT_ITERATIONS,
+    DEFAULT_PRF,
+    admin_hash,
+    hash_admin_password,
+    verify_all,
+    written_by_this_tool,
+)
 from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
 
@@ -59,6 +66,8 @@ SECTION = "admins"
 LOCKOUT = ("reconcile is connected as this admin with another password: changing it mid-run would lock this "
            "run out (nodes change one by one, behind any load balancer)")
 PASSWORD = FieldChange("password", None, None, sensitive=True)
+# An admin this tool wrote (its hash's salt says so) whose marker an interrupted apply did not write.
+RESTORE_MARKER = FieldChange(MARKER_SECTION, None, ADMIN_MARKER_VALUE)
 
 
 class ServerAdminResource(ResourceKind):
@@ -94,6 +103,8 @@ class ServerAdminResource(ResourceKind):
                      "verifies": [node for node, value in values[name].items() if (name, value) in verified],
                      "locks_out": name in wanted_by_name and _locks_out(session, name, wanted_by_name[name])}
             marked = any(cluster.value(node, MARKER_SECTION, name) == ADMIN_MARKER_VALUE for node in cluster.nodes)
+            facts["unmarked_own"] = not marked and any(written_by_this_tool(values[name][node] or "")
+                                                              for node in present)
             observed[name] = Observed(self.name, name, {"nodes": present}, nodes.digest(values[name]),
                                       managed=marked and name != session.connection.user, facts=facts)
         return observed
@@ -107,16 +118,23 @@ class ServerAdminResource(ResourceKind):
         facts = live.facts
         missing = [node for node in facts["nodes"] if node not in live.body["nodes"]]
         wrong = [node for node in live.body["nodes"] if node not in facts["verifies"]]
-        if not missing and not wrong and facts["agree"]:
+        rehash = bool(missing or wrong or not facts["agree"])
+        if not rehash and not facts.get("unmarked_own"):
             return None
-        problems = ([f"missing on {', '.join(missing)}"] if missing else []) + \
-            ([f"the secret does not verify on {', '.join(wrong)}"] if wrong else [])
-        note = "; ".join(problems) or "nodes hold different hashes of the secret"
-        notes: tuple[str, ...] = (f"{note}: one new hash is written to every node",)
-        if facts["locks_out"]:
-            notes += (f"{LOCKOUT}; apply refuses it",)
+        notes: tuple[str, ...] = ()
+        if rehash:
+            problems = ([f"missing on {', '.join(missing)}"] if missing else []) + \
+                ([f"the secret does not verify on {', '.join(wrong)}"] if wrong else [])
+            note = "; ".join(problems) or "nodes hold different hashes of the secret"
+            notes = (f"{note}: one new hash is written to every node",)
+            if facts["locks_out"]:
+                notes += (f"{LOCKOUT}; apply refuses it",)
+        if facts.get("unmarked_own"):
+            notes += (f"restores its ownership marker in [{MARKER_SECTION}], which an interrupted apply left out "
+                      "(its hash's salt shows this tool wrote it)",)
+        fields = ((PASSWORD,) if rehash else ()) + ((RESTORE_MARKER,) if facts.get("unmarked_own") else ())
         return Update(self.name, wanted.key, wanted.source, before=dict(live.body), after={"nodes": facts["nodes"]},
-                      fields=(PASSWORD,), version=live.version, notes=notes)
+                      fields=fields, version=live.version, notes=notes)
 
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
@@ -135,16 +153,17 @@ class ServerAdminResource(ResourceKind):
                 writes += [(node, SECTION, change.key, None) for node in (change.before or {})["nodes"]]
                 unmark += [(node, MARKER_SECTION, change.key, None) for node in cluster.nodes]
                 continue
-            if change.desired is not None and _locks_out(session, change.key, change.desired):
-                raise ReconcileError(f"server_admin/{change.key}: {LOCKOUT}; run apply with another admin's "
-                                     "credentials (COUCHDB_USER), then use the new password")
             targets = cluster.targets((change.after or {})["nodes"], f"server_admin/{change.key}")
-            auth = cluster.config[targets[0]].get("chttpd_auth", {})  # where CouchDB reads its own settings
-            value = hash_admin_password(secrets[change.key]["password"].resolve(),
-                                        int(auth.get("iterations", DEFAULT_ITERATIONS)),
-                                        auth.get("pbkdf2_prf", DEFAULT_PRF))
-            writes += [(node, SECTION, change.key, value) for node in targets]
-            if isinstance(change, Create):
+            if PASSWORD in change.fields:
+                if change.desired is not None and _locks_out(session, change.key, change.desired):
+                    raise ReconcileError(f"server_admin/{change.key}: {LOCKOUT}; run apply with another admin's "
+                                         "credentials (COUCHDB_USER), then use the new password")
+                auth = cluster.config[targets[0]].get("chttpd_auth", {})  # where CouchDB reads its own settings
+                value = hash_admin_password(secrets[change.key]["password"].resolve(),
+                                            int(auth.get("iterations", DEFAULT_ITERATIONS)),
+                                            auth.get("pbkdf2_prf", DEFAULT_PRF))
+                writes += [(node, SECTION, change.key, value) for node in targets]
+            if isinstance(change, Create) or RESTORE_MARKER in change.fields:
                 mark += [(node, MARKER_SECTION, change.key, ADMIN_MARKER_VALUE) for node in targets]
         for phase in (unmark, writes, mark):
             list(session.map(lambda write: _write(session, *write), phase))

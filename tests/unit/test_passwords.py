@@ -11,7 +11,7 @@ import hashlib
 
 import pytest
 
-from reconciler.passwords import admin_hash, hash_admin_password, user_hash, verify_all
+from reconciler.passwords import admin_hash, hash_admin_password, user_hash, verify_all, written_by_this_tool
 
 LEGACY_ADMIN = "-pbkdf2-515d6a879832819863e12475ad0bb6f03abb7f8e,88b2a6274f9ebeb3e2928a86382590ec,10"
 
@@ -52,7 +52,10 @@ def test_admin_hash_has_couchdb_format_and_fresh_salt():
     assert first != second  # a new salt every time
     derived, salt, iterations = first.removeprefix("-pbkdf2:sha256-").split(",")
     assert len(derived) == 64 and derived == derived.lower()
-    assert len(salt) == 32 and iterations == "1000"
+    # CouchDB's 32 hex digits after a prefix that says who wrote it (ownership.py), never CouchDB's own form
+    assert salt.startswith("couch-reconciler-") and len(salt.removeprefix("couch-reconciler-")) == 32
+    assert iterations == "1000"
+    assert written_by_this_tool(first) and not written_by_this_tool("-pbkdf2:sha256-ab,0123456789abcdef,10")
     assert derived == hashlib.pbkdf2_hmac("sha256", b"pw", salt.encode("ascii"), 1000).hex()
     assert admin_hash(first).verifies("pw") and not admin_hash(first).verifies("pW")
 

@@ -1,0 +1,216 @@
+"""A first apply with a fault at each of its requests in turn (500, 503, 409, a dropped connection, no
+answer in time): the summary a failed apply prints is true (what it calls applied is on the server, what it
+calls not applied is not), a rerun converges, and every object the tool created carries its ownership mark.
+
+couchsim's fault injector fires before the request is handled, so a faulty write here never happened;
+the "may or may not have happened" case of a real server is what the summary's `maybe applied` is for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from couchsim.testing import SimServer
+from reconciler.cli import main
+
+ADMIN = ("admin", "adminpw")
+MARKER = {"created_by": "couch-reconciler"}
+MANIFESTS = """\
+apiVersion: reconciler/v1
+kind: Database
+metadata: {name: analytics}
+spec:
+  security:
+    members: {roles: [_admin]}
+---
+apiVersion: reconciler/v1
+kind: Database
+metadata: {name: _global_changes}
+spec: {}
+---
+apiVersion: reconciler/v1
+kind: Database
+metadata: {name: orders}
+spec: {}
+---
+apiVersion: reconciler/v1
+kind: ServerAdmin
+metadata: {name: ops}
+spec: {password: env:FAULTS_OPS_PASSWORD, nodes: all}
+---
+apiVersion: reconciler/v1
+kind: User
+metadata: {name: alice}
+spec: {password: env:FAULTS_ALICE_PASSWORD}
+---
+apiVersion: reconciler/v1
+kind: NodeConfig
+metadata: {name: peruser}
+spec:
+  section: couch_peruser
+  values: {enable: false}
+  nodes: all
+---
+apiVersion: reconciler/v1
+kind: DesignDocument
+metadata: {name: counts}
+spec:
+  database: orders
+  views:
+    by_type: {map: "function (doc) { emit(doc.type, 1); }", reduce: _count}
+---
+apiVersion: reconciler/v1
+kind: Replication
+metadata: {name: orders-to-analytics}
+spec:
+  source: orders
+  target: analytics
+  auth: {username: ops, password: env:FAULTS_OPS_PASSWORD}
+"""
+FAULTS = {"500": {"status": 500}, "503": {"status": 503}, "409": {"status": 409}, "drop": {"drop": True},
+          "hang": {"latency": 1.5}}
+TIMEOUT = "0.5"  # seconds apply waits for each answer: below the hang's latency
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("faults")
+    (folder / "layout.yaml").write_text(MANIFESTS, encoding="utf-8")
+    return folder
+
+
+def reconcile(sim: SimServer, *args: str) -> "CliRunner.invoke":
+    env = {"COUCHDB_URL": sim.url, "COUCHDB_USER": ADMIN[0], "COUCHDB_PASSWORD": ADMIN[1],
+           "COUCHDB_REPLICATION_URL": sim.url, "FAULTS_OPS_PASSWORD": "ops-password",
+           "FAULTS_ALICE_PASSWORD": "alice-password"}
+    return CliRunner(env=env).invoke(main, list(args))
+
+
+def server() -> SimServer:
+    return SimServer(admin=ADMIN, config={"chttpd_auth": {"iterations": "1000"}})
+
+
+def first_apply_requests(manifests: Path) -> list[tuple[str, str]]:
+    """(method, path) of every request a first apply sends, in order, as the server receives them."""
+    seen: list[tuple[str, str]] = []
+    with server() as sim:
+        original = requests.Session.request
+
+        def record(self: requests.Session, method: str, url: str, *args: object, **kwargs: object):
+            seen.append((method, url.removeprefix(sim.url).split("?")[0]))
+            return original(self, method, url, *args, **kwargs)
+
+        requests.Session.request = record  # type: ignore[method-assign]
+        try:
+            result = reconcile(sim, "apply", "--auto-approve", str(manifests))
+        finally:
+            requests.Session.request = original  # type: ignore[method-assign]
+        assert result.exit_code == 0, result.output
+    return seen
+
+
+def planned_changes(sim: SimServer, manifests: Path) -> set[tuple[str, str]]:
+    result = reconcile(sim, "plan", "--format", "json", str(manifests))
+    assert result.exit_code == 0, result.output
+    return {(change["kind"], change["key"]) for change in json.loads(result.stdout)["changes"]}
+
+
+SUMMARY_LINE = re.compile(r"^  (applied|maybe applied|not applied): (.*)$")
+
+
+def summary(stdout: str) -> dict[str, set[tuple[str, str]]]:
+    """The failed apply's summary: section -> {(kind, key)}. Each kind lists at most 5 keys, which this
+    layout never exceeds."""
+    sections: dict[str, set[tuple[str, str]]] = {"applied": set(), "maybe applied": set(), "not applied": set()}
+    for line in stdout.splitlines():
+        match = SUMMARY_LINE.match(line)
+        if match:
+            for group in match.group(2).split("; "):
+                kind_and_count, _, keys = group.partition(" (")
+                kind = kind_and_count.split(" ", 1)[1]
+                sections[match.group(1)] |= {(kind, key) for key in keys.removesuffix(")").split(", ")}
+    return sections
+
+
+def markers(sim: SimServer) -> dict[str, bool]:
+    """Whether each object the layout creates carries the tool's ownership mark."""
+    http = requests.Session()
+    http.auth = ADMIN
+    base = sim.url
+    marks = {}
+    for database in ("analytics", "_global_changes", "orders"):
+        security = http.get(f"{base}/{quote(database, safe='')}/_security").json()
+        marks[f"database/{database}"] = security.get("couch_reconciler") == MARKER
+    marks["design_document"] = http.get(f"{base}/orders/_design/counts").json().get("couch_reconciler") == MARKER
+    marks["replication"] = http.get(f"{base}/_replicator/orders-to-analytics").json().get("couch_reconciler") == MARKER
+    marks["user"] = http.get(f"{base}/_users/org.couchdb.user:alice").json().get("created_by") == "couch-reconciler"
+    node = http.get(f"{base}/_membership").json()["all_nodes"][0]
+    marks["server_admin"] = http.get(f"{base}/_node/{node}/_config/couch_reconciler_admins/ops").status_code == 200
+    http.close()
+    return marks
+
+
+def fault_cases() -> Iterator[tuple[int, str]]:
+    for index in range(REQUESTS):
+        for fault in FAULTS:
+            yield index, fault
+
+
+REQUESTS = 22  # the first apply's requests (the test below pins it): one case per request and fault
+
+
+@pytest.fixture(scope="module")
+def first_requests(manifests: Path) -> list[tuple[str, str, int]]:
+    """(method, path, how many times it was sent before) of each request, sorted: kinds write over a pool,
+    so the order of a run is not the next run's, and each test worker must number the requests alike."""
+    seen: dict[tuple[str, str], int] = {}
+    numbered = []
+    for method, path in first_apply_requests(manifests):
+        numbered.append((method, path, seen.get((method, path), 0)))
+        seen[(method, path)] = seen.get((method, path), 0) + 1
+    return sorted(numbered)
+
+
+def test_the_cases_cover_every_request_of_a_first_apply(first_requests):
+    assert len(first_requests) == REQUESTS
+    assert any(method != "GET" for method, _, _ in first_requests)
+
+
+@pytest.mark.parametrize("index, fault", list(fault_cases()))
+def test_a_fault_leaves_a_true_summary_and_a_rerun_restores_every_mark(index, fault, manifests, first_requests,
+                                                                       request):
+    method, path, earlier = first_requests[index]
+    if method == "PUT" and path.endswith("/_security") and fault in ("500", "409"):
+        # The database exists (PUT /db answered) but the _security write that carries its marker failed, and
+        # nothing on the server says this tool created it: CouchDB creates a database from a body-less PUT.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="a database whose marked _security write "
+                                              "failed after its creation stays unmarked: not repaired yet"))
+    with server() as sim:
+        pattern = "^" + re.escape(path) + r"(\?|$)"
+        if earlier:  # the same request sent before this one goes through
+            sim.faults.inject(path=pattern, method=method, count=earlier)
+        sim.faults.inject(path=pattern, method=method, count=1, **FAULTS[fault])
+
+        failed = reconcile(sim, "apply", "--auto-approve", "--timeout", TIMEOUT, str(manifests))
+        sim.faults.clear()
+
+        assert "Traceback" not in failed.output
+        if failed.exit_code != 0:
+            assert len(failed.stderr.splitlines()) == 1, failed.stderr
+            left = planned_changes(sim, manifests)
+            told = summary(failed.stdout)
+            if told["applied"] | told["maybe applied"] | told["not applied"]:
+                assert not told["applied"] & left, f"said applied, still planned: {told['applied'] & left}"
+                assert told["not applied"] <= left, f"said not applied, yet done: {told['not applied'] - left}"
+        rerun = reconcile(sim, "apply", "--auto-approve", str(manifests))
+        assert rerun.exit_code == 0, rerun.output
+        assert planned_changes(sim, manifests) == set()
+        assert markers(sim) == dict.fromkeys(markers(sim), True)
