@@ -28,13 +28,8 @@ BIN = Path(sys.executable).parent  # `reconcile` of this environment stands for 
 RECORDS = "api-calls.log"
 
 
-def demo_secrets() -> dict[str, str]:
-    lines = (ROOT / "manifests" / "demo.env").read_text(encoding="utf-8").splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-
-
 @pytest.fixture
-def workspace(tmp_path: Path, couch: Any) -> "Workspace":
+def workspace(tmp_path: Path, couch: Any, demo_secrets: dict[str, str]) -> "Workspace":
     """A checkout of a repository keeping the reference manifests in couchdb/, as the examples expect."""
     shutil.copytree(ROOT / "manifests", tmp_path / "couchdb")
     stubs = tmp_path.parent / f"{tmp_path.name}-bin"
@@ -43,15 +38,15 @@ def workspace(tmp_path: Path, couch: Any) -> "Workspace":
         stub = stubs / tool
         stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "{tool} $*" >>"{tmp_path / RECORDS}"\n', encoding="utf-8")
         stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
-    return Workspace(tmp_path, couch, f"{stubs}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}")
+    return Workspace(tmp_path, couch, f"{stubs}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}", demo_secrets)
 
 
 class Workspace:
-    def __init__(self, path: Path, couch: Any, search_path: str):
-        self.path, self.couch, self.search_path = path, couch, search_path
+    def __init__(self, path: Path, couch: Any, search_path: str, secrets: dict[str, str]):
+        self.path, self.couch, self.search_path, self.secrets = path, couch, search_path, secrets
 
     def run(self, script: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-        environment = {"PATH": self.search_path, "HOME": str(self.path), **demo_secrets(), **env}
+        environment = {"PATH": self.search_path, "HOME": str(self.path), **self.secrets, **env}
         return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=self.path,
                               env=environment, capture_output=True, text=True, timeout=120)
 
@@ -96,7 +91,7 @@ def run_github_job(workspace: Workspace, workflow: Mapping[str, Any], job_name: 
     context = {"vars.COUCHDB_URL": couch.url, "secrets.COUCHDB_USER": couch.user,
                "secrets.COUCHDB_PASSWORD": couch.password, "vars.COUCHDB_REPLICATION_URL": couch.url,
                "github.token": "token-for-the-comment", "github.event.pull_request.number": "7",
-               **{f"secrets.{name}": value for name, value in demo_secrets().items()}}
+               **{f"secrets.{name}": value for name, value in workspace.secrets.items()}}
     summary = workspace.path / "step-summary.md"
     for step in job["steps"]:
         if "uses" in step:
@@ -181,7 +176,7 @@ def test_the_gitlab_pipeline_notes_the_plan_on_a_merge_request_and_applies_the_s
 
 # ------------------------------------------------------------------ pre-commit
 
-def test_the_pre_commit_hook_refuses_a_broken_manifest(tmp_path):
+def test_the_pre_commit_hook_refuses_a_broken_manifest(tmp_path, manifests_valid):
     """pre-commit installs this repository into a hook environment, as users' repositories get it (from a
     git repository at a revision), and runs the hook on a repository holding manifests."""
     [hook] = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
@@ -212,7 +207,7 @@ def test_the_pre_commit_hook_refuses_a_broken_manifest(tmp_path):
 
     result = run_hooks()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "manifests: 13 manifests valid" in result.stdout
+    assert manifests_valid in result.stdout
 
     (user / "manifests" / "databases.yaml").write_text("kind: Database\n", encoding="utf-8")
     result = run_hooks()
@@ -231,7 +226,7 @@ def docker_daemon() -> None:
                     "the image recipe builds only where one runs")
 
 
-def test_the_image_runs_reconcile_as_a_non_root_user(docker_daemon):
+def test_the_image_runs_reconcile_as_a_non_root_user(docker_daemon, manifests_valid):
     tag = "couch-reconciler-test:latest"
     subprocess.run(["docker", "build", "-f", str(EXAMPLES / "Dockerfile"), "-t", tag, str(ROOT)], check=True,
                    capture_output=True, timeout=900)
@@ -244,7 +239,7 @@ def test_the_image_runs_reconcile_as_a_non_root_user(docker_daemon):
         mounted = f"{ROOT / 'manifests'}:/work/manifests:ro"
         validated = subprocess.run(["docker", "run", "--rm", "-v", mounted, tag, "validate", "manifests"],
                                    capture_output=True, text=True, timeout=120)
-        assert (validated.returncode, validated.stdout) == (0, "manifests: 13 manifests valid\n")
+        assert (validated.returncode, validated.stdout) == (0, manifests_valid)
     finally:
         subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, timeout=120)
 
