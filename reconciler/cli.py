@@ -2,9 +2,11 @@
 
 Each command is an independent function. What they share lives here once:
 `one_line_errors` turns a ReconcileError into one line on stderr and exit 1
-(never a traceback), and `valid_manifests` runs load + validate, prints every
-diagnostic and stops with exit 1 when any is an error, so no command ever
+(never a traceback), and `valid_manifests` / `_desired_state` print every
+diagnostic and stop with exit 1 when any is an error, so no command ever
 talks to a server about manifests that `reconcile validate` would refuse.
+Each command imports what it uses when it runs: importing every stage, rich and
+requests up front would slow `reconcile --help` and `validate` by a second or more.
 """
 
 from __future__ import annotations

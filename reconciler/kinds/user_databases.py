@@ -208,7 +208,7 @@ def _databases(template: UserTemplate, users: Sequence[str]) -> tuple[dict[str, 
     return {database: names[0] for database, names in owners.items() if len(names) == 1}, warnings
 
 
-def _peruser_creates(cluster: Any, prefix: str) -> bool:
+def _peruser_creates(cluster: nodes.Cluster, prefix: str) -> bool:
     """couch_peruser is on, on every node, and names databases as this template does."""
     return all(cluster.value(node, "couch_peruser", "enable") == "true"
                and (cluster.value(node, "couch_peruser", "database_prefix") or DEFAULT_PREFIX) == prefix
@@ -299,7 +299,7 @@ def _security(security: Mapping[str, Any], user: str) -> dict[str, dict[str, lis
             "admins": {"names": list(admins.get("names", [])), "roles": list(admins.get("roles", []))}}
 
 
-def _replicator_capacity(cluster: Any, state: DesiredState) -> list[str]:
+def _replicator_capacity(cluster: nodes.Cluster, state: DesiredState) -> list[str]:
     """CouchDB runs at most `[replicator] max_jobs` replications per node and rotates the rest
     (`max_churn` per `interval`), so beyond that a continuous fan-in goes stale (couchdb-facts.md: ~23
     minutes at 1,000 users)."""
