@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 import click
 
 from . import __version__
+from .cli_options import MANIFEST_DIR, connect, connection_options, safety_options, secrets_dir_option, split_options
 from .errors import ReconcileError
 from .load import Manifest
 from .secrets import SecretPolicy
@@ -26,11 +27,8 @@ from .secrets import SecretPolicy
 if TYPE_CHECKING:
     from .client import CouchSession
     from .model import DesiredState, Plan
-    from .plan import Policy
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-MANIFEST_DIR = click.Path(exists=False, file_okay=True, dir_okay=True)
 
 
 class InWorkflowOrder(click.Group):
@@ -79,14 +77,6 @@ def valid_manifests(directory: str, secrets: SecretPolicy, *, strict: bool = Fal
     return manifests
 
 
-def secrets_dir_option(command: F) -> F:
-    return click.option("--secrets-dir", "secrets_dirs", multiple=True, metavar="DIR",
-                        type=click.Path(exists=True, file_okay=False),
-                        help="A folder outside the manifest folder that `file:` secrets may name, e.g. where the "
-                             "deployment mounts them (repeatable). Without it, `file:` must stay inside the "
-                             "manifest folder.")(command)
-
-
 @main.command(short_help="Check manifests offline: syntax, schema and meaning.")
 @click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 when there is any warning).")
@@ -125,64 +115,6 @@ def schema(kind: str | None) -> None:
             raise ReconcileError(f"unknown kind `{kind}`; {closest(kind, MANIFESTS, 'the kinds are')}")
         file = plugin.schema
     click.echo(json.dumps(bundle(file), indent=2))
-
-
-# --- Server commands: connection options shared by every command that talks to CouchDB. ---
-
-def connection_options(command: F) -> F:
-    """--server/--user/--password-file/--cacert/--pool/--timeout, each with its environment variable."""
-    from .client import DEFAULT_POOL
-
-    options = [
-        click.option("--server", envvar="COUCHDB_URL", metavar="URL",
-                     help="CouchDB URL, e.g. https://couch.example.com:6984 (default: $COUCHDB_URL)."),
-        click.option("--user", envvar="COUCHDB_USER", help="Server admin name (default: $COUCHDB_USER)."),
-        click.option("--password-file", type=click.Path(dir_okay=False), metavar="FILE",
-                     help="File holding the password (default: $COUCHDB_PASSWORD)."),
-        click.option("--cacert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
-                     help="CA bundle to verify the server's TLS certificate (verification is always on)."),
-        click.option("--pool", type=click.IntRange(1, 256), default=DEFAULT_POOL, show_default=True,
-                     help="Keep-alive connections (and threads) used at most at once."),
-        click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-                     help="Seconds to wait for each answer."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def connect(server: str | None, user: str | None, password_file: str | None, cacert: str | None,
-            pool: int, timeout: float) -> "CouchSession":
-    from .client import CouchSession, connection
-
-    return CouchSession(connection(server, user, password_file, cacert, pool, timeout))
-
-
-def safety_options(command: F) -> F:
-    options = [
-        click.option("--allow-delete", is_flag=True,
-                     help="Also delete managed objects (created by this tool) that no manifest lists."),
-        click.option("--allow-delete-data", is_flag=True,
-                     help="Allow deleting or replacing databases that hold documents (with --allow-delete)."),
-        click.option("--force", is_flag=True, help="Skip the --max-update-share/--max-delete-share checks."),
-        click.option("--max-update-share", type=click.FloatRange(0, 1), default=0.3, show_default=True,
-                     help="Refuse a plan updating more than this share of a kind's existing objects."),
-        click.option("--max-delete-share", type=click.FloatRange(0, 1), default=0.3, show_default=True,
-                     help="Refuse a plan deleting more than this share of a kind's existing objects."),
-        click.option("--min-existing", type=click.IntRange(0), default=10, show_default=True,
-                     help="Kinds with fewer existing objects than this are never refused by the shares."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def _split(options: dict[str, Any]) -> tuple[dict[str, Any], "Policy", SecretPolicy]:
-    from .plan import Policy
-
-    connection = {name: options.pop(name) for name in ("server", "user", "password_file", "cacert", "pool", "timeout")}
-    secrets = SecretPolicy(dirs=options.pop("secrets_dirs"), read=True)
-    return connection, Policy(**options), secrets
 
 
 def _desired_state(directory: str, secrets: SecretPolicy) -> "DesiredState":
@@ -245,7 +177,7 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, **o
     from .pipeline import make_plan
     from .planfile import save
 
-    connection, policy, secrets = _split(options)
+    connection, policy, secrets = split_options(options)
     state = _desired_state(directory, secrets)
     with connect(**connection) as session:
         result = make_plan(session, state, policy, RESOURCES)
@@ -280,7 +212,7 @@ def apply(target: str, auto_approve: bool, **options: Any) -> None:
     from .pipeline import make_plan
     from .planfile import is_plan_file, load
 
-    connection, policy, secrets = _split(options)
+    connection, policy, secrets = split_options(options)
     if is_plan_file(target):
         saved = load(target)
         unknown = sorted({change.kind for change in saved.changes} - set(RESOURCES))
@@ -427,7 +359,7 @@ def watch(directory: str, interval: float, log_format: str, debounce: float, deb
 
     from .watch import ActionLog, Settings, run, stop_on_signals
 
-    connection, policy, secrets = _split(options)
+    connection, policy, secrets = split_options(options)
     _desired_state(directory, secrets)  # invalid at start: exit 1 before any request, as plan and apply do
     stopping = threading.Event()
     stop_on_signals(stopping)
