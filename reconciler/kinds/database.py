@@ -177,8 +177,25 @@ class DatabaseResource(ResourceKind):
             # the plan also sets its security, the engine hands that object over (the security kind's `founding`)
             # and this one PUT writes both.
             security = after.get("security", ADMIN_ONLY)
-            session.request("PUT", db_path(change.key, "_security"), body={**security, MARKER: MARKER_VALUE},
-                            retry=True, what=f"{subject}: writing its _security and ownership marker")
+            try:
+                session.request("PUT", db_path(change.key, "_security"), body={**security, MARKER: MARKER_VALUE},
+                                retry=True, what=f"{subject}: writing its _security and ownership marker")
+            except ReconcileError as error:
+                raise _unmade(session, subject, change.key, error) from None
+
+
+def _unmade(session: CouchSession, subject: str, name: str, error: ReconcileError) -> ReconcileError:
+    """CouchDB creates a database from a body-less PUT, so its marker needs a second write; when that fails,
+    nothing on the server would say this tool created it (and it would never be pruned). The database, created
+    a moment ago and empty, is deleted again: a rerun creates it with its marker."""
+    try:
+        session.request("DELETE", db_path(name), ok=(404,), retry=True, what=subject)
+    except ReconcileError:
+        return ReconcileError(f"{error}; {subject} was created but neither its ownership marker could be written "
+                              "nor the database deleted again: it stays unmanaged (never pruned) unless you delete "
+                              "it (it is empty) before the next apply")
+    return ReconcileError(f"{error}; {subject} was deleted again (it was empty) so that the next apply creates it "
+                          "with its marker")
 
 
 # Chunks of databases read at once: while one chunk's rows are read, the next chunk's `_security` reads keep
