@@ -225,3 +225,21 @@ def test_a_database_whose_marker_and_undoing_both_fail_is_named_for_the_user(man
         "test; the server failed; rerun when it is healthy; database/orders was created but neither its ownership "
         "marker could be written nor the database deleted again: it stays unmanaged (never pruned) unless you "
         "delete it (it is empty) before the next apply"]
+
+
+def test_on_a_terminal_the_progress_bar_stays_above_the_summary(tmp_path, monkeypatch):
+    import reconciler.cli
+
+    monkeypatch.setattr(reconciler.cli, "terminal", lambda stream: stream is reconciler.cli.sys.stdout)
+    (tmp_path / "dbs.yaml").write_text("---\n".join(
+        f"apiVersion: reconciler/v1\nkind: Database\nmetadata: {{name: db{n:02}}}\nspec: {{}}\n" for n in range(60)),
+        encoding="utf-8")
+    with server() as sim:
+        sim.faults.inject(path="^/db59$", method="PUT", status=500)
+
+        failed = reconcile(sim, "apply", "--auto-approve", str(tmp_path))
+
+    assert failed.exit_code == 1
+    bar = failed.stdout.index("Applying")
+    assert failed.stdout.index("Apply stopped: 0 of 60 changes applied, 60 may or may not have been", bar)
+    assert failed.stderr.startswith("database/db59: HTTP 500")
