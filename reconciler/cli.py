@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 
@@ -95,17 +96,35 @@ def validate(directory: str, strict: bool, secrets_dirs: tuple[str, ...]) -> Non
 
 @main.command(short_help="Print the manifests' JSON Schemas, for editors and tools.")
 @click.argument("kind", required=False)
+@click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write the schema files into DIR instead (one per kind; they refer to each other).")
 @one_line_errors
-def schema(kind: str | None) -> None:
+def schema(kind: str | None, out: str | None) -> None:
     """Print the JSON Schema (draft 2020-12) of KIND's manifests, or of any manifest when KIND is left out.
 
     The output is self-contained (referenced schemas are embedded), ready for an editor's
     `yaml-language-server: $schema=` line or any JSON Schema validator.
+
+    With --out DIR, writes the schema files themselves into DIR (replacing older copies), to keep beside
+    the manifests: `manifest.schema.json` accepts a document of any kind, KIND.schema.json one kind; their
+    `$ref`s name each other by relative path, so they work from any folder, offline.
     """
     from .kinds import MANIFESTS
     from .kinds.checks import closest
-    from .schemas import ENVELOPE_SCHEMA, bundle
+    from .schemas import ENVELOPE_SCHEMA, bundle, schema_files, schema_text
 
+    if out is not None:
+        if kind is not None:
+            raise click.UsageError("give KIND (to print one schema) or --out DIR (to write them all), not both")
+        os.makedirs(out, exist_ok=True)
+        # Kinds registered from outside the product keep their schema elsewhere (a full path).
+        files = {os.path.basename(file): file for file in [*schema_files(), *(p.schema for p in MANIFESTS.values())]}
+        for name, file in sorted(files.items()):
+            with open(os.path.join(out, name), "w", encoding="utf-8") as handle:
+                handle.write(schema_text(file))
+        click.echo(f"{out}: wrote {len(files)} schema files; a manifest names one on its first line: "
+                   f"`# yaml-language-server: $schema=PATH/{ENVELOPE_SCHEMA}`, PATH leading from the YAML file to {out}")
+        return
     if kind is None:
         file = ENVELOPE_SCHEMA
     else:

@@ -1,5 +1,13 @@
 """The manifests' JSON Schemas (draft 2020-12, one file per kind sharing `common.schema.json`): reading them,
 checking a document against one, and bundling one with what it refers to for editors and other tools.
+
+The files carry no `$id`: their relative `$ref`s (`common.schema.json#/$defs/metadata`) then resolve against
+where the file was read from (JSON Schema 2020-12 core, 8.2.1 and 9.1.1), so the files work as they lie on
+disk, or as `reconcile schema --out DIR` writes them, for editors and validators such as check-jsonschema.
+An `https` `$id` would make those tools fetch every `$ref` from that host instead. The stable public
+identity, `PUBLIC_ID` + file name, is given to each schema when it is read here, which is what
+`reconcile schema` prints: there every schema it refers to is embedded under that `$id`, so nothing is
+fetched either.
 """
 
 from __future__ import annotations
@@ -18,11 +26,22 @@ from ..secrets import SecretRef, SecretRefError
 
 SCHEMA_DIR = Path(__file__).parent
 ENVELOPE_SCHEMA = "manifest.schema.json"  # dispatches on `kind`; what editors use for multi-kind files
+# The version is the manifests' apiVersion (reconciler/v1): a schema of another apiVersion gets another path.
+PUBLIC_ID = "https://couch-reconciler.github.io/schemas/v1/"
 
 
 @cache
 def schema(file: str) -> dict[str, Any]:
-    return json.loads((SCHEMA_DIR / file).read_text(encoding="utf-8"))
+    """The schema in `file` (a name here, or the full path of a kind's schema kept elsewhere) under its
+    public `$id`; a schema kept elsewhere may name its own."""
+    loaded = json.loads(schema_text(file))
+    identity = loaded.pop("$id", None) or PUBLIC_ID + Path(file).name
+    return {"$schema": loaded.pop("$schema"), "$id": identity, **loaded}
+
+
+def schema_text(file: str) -> str:
+    """The file as it is on disk."""
+    return (SCHEMA_DIR / file).read_text(encoding="utf-8")
 
 
 def schema_files() -> list[str]:
