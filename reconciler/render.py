@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from itertools import groupby
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rich.text import Text
 
-from .model import Change, Create, FieldChange, Plan, Replace
+from .model import Action, Change, Create, FieldChange, Plan, Replace
 from .ownership import is_marker_path
 from .planfile import to_document
 
@@ -78,21 +78,106 @@ def json_document(plan: Plan) -> str:
     return json.dumps(to_document(plan), indent=2, ensure_ascii=False) + "\n"
 
 
-def markdown(plan: Plan) -> str:
-    """A pull-request comment: the summary, then one table row per change."""
+# A pull-request comment is refused above 65,536 characters on GitHub (1,000,000 on GitLab): the Markdown plan
+# stays under it with room to spare for what a pipeline adds around it.
+MARKDOWN_LIMIT = 60_000
+TABLE_HEAD = ["| | Object | Changes | Manifest |", "|---|---|---|---|"]
+OPEN_UP_TO = 20  # changes in a plan whose kinds are shown unfolded
+
+
+def markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
+    """A pull-request comment of at most `limit` characters: the summary, the warnings, then one folded
+    (`<details>`) table per kind. What does not fit is left out, the smallest kinds shown whole first (a
+    config change is not buried under sign-ups); the comment says how many changes it leaves out and
+    where the full plan is."""
+    groups = _by_kind(plan.changes)
+    rows = {kind: [_row(change) for change in changes] for kind, changes in groups.items()}
+    warnings = _fitting([f"> :warning: {_cell(warning)}" for warning in plan.warnings], limit // 4,
+                        lambda left: f"> :warning: and {left} more warning(s): see the JSON plan")
+    rendered = _markdown(plan, groups, rows, {kind: len(changes) for kind, changes in groups.items()}, warnings)
+    # Rows get what the rest (summary, warnings, note, each kind's frame) leaves; a frame saying
+    # "(first 12 shown)" is a few characters longer than "(not shown)", taken off the rows if need be.
+    budget = limit - len(_markdown(plan, groups, rows, dict.fromkeys(groups, 0), warnings))
+    while len(rendered) > limit:
+        rendered = _markdown(plan, groups, rows, _share(budget, rows), warnings)
+        budget -= max(len(rendered) - limit, 0)
+    return rendered
+
+
+def _markdown(plan: Plan, groups: dict[str, list[Change]], rows: dict[str, list[str]], shown: dict[str, int],
+              warnings: list[str]) -> str:
+    left_out = len(plan.changes) - sum(shown.values())
     lines = ["### couch-reconciler plan", "", f"**{plan.summary()}**", ""]
-    lines += [f"> :warning: {_cell(warning)}" for warning in plan.warnings]
-    if plan.warnings:
-        lines.append("")
-    if plan.changes:
-        lines += ["| | Object | Changes | Manifest |", "|---|---|---|---|"]
-        for change in plan.changes:
-            # Double backticks: a note may hold single ones (`partitioned`), which would end a `code span`.
-            details = "<br>".join(f"`` {_cell(line)} ``" for line in change_lines(change))
-            source = f"`{change.source}`" if change.source else ""
-            lines.append(f"| `{change.symbol}` | `{change.kind}/{_cell(change.key)}` | {details} | {source} |")
-        lines.append("")
+    if left_out:
+        lines += [_left_out(left_out, len(plan.changes)), ""]
+    if warnings:
+        lines += warnings + [""]
+    unfold = len(plan.changes) <= OPEN_UP_TO
+    for kind, changes in groups.items():
+        lines += [_summary(kind, changes, shown[kind], unfold), ""]
+        if shown[kind]:
+            lines += TABLE_HEAD + rows[kind][:shown[kind]] + [""]
+        lines += ["</details>", ""]
     return "\n".join(lines)
+
+
+def _by_kind(changes: Sequence[Change]) -> dict[str, list[Change]]:
+    """The changes per kind, kinds in plan (apply) order."""
+    groups: dict[str, list[Change]] = {}
+    for change in changes:
+        groups.setdefault(change.kind, []).append(change)
+    return groups
+
+
+def _row(change: Change) -> str:
+    # Double backticks: a note may hold single ones (`partitioned`), which would end a `code span`.
+    details = "<br>".join(f"`` {_cell(line)} ``" for line in change_lines(change))
+    source = f"`{change.source}`" if change.source else ""
+    return f"| `{change.symbol}` | `{change.kind}/{_cell(change.key)}` | {details} | {source} |"
+
+
+def _summary(kind: str, changes: Sequence[Change], shown: int, unfold: bool) -> str:
+    counts = ", ".join(f"{sum(1 for c in changes if c.action is action)} to {action.value}"
+                       for action in Action if any(c.action is action for c in changes))
+    partial = "" if shown == len(changes) else f" (first {shown} shown)" if shown else " (not shown)"
+    return f"<details{' open' if unfold else ''}><summary><b>{kind}</b>: {counts}{partial}</summary>"
+
+
+def _left_out(left_out: int, total: int) -> str:
+    return (f"> **{left_out} of {total} changes are not shown**: all of them would exceed the size of a pull "
+            "request comment. The full plan is the JSON plan (`reconcile plan --out plan.json`, kept by the "
+            "pipeline as an artifact), or the output of `reconcile plan` (`--compact`: counts per kind).")
+
+
+def _share(budget: int, rows: dict[str, list[str]]) -> dict[str, int]:
+    """How many rows of each kind fit in `budget` characters: the kinds needing least first, each given at
+    most an equal share of what is left, so a small kind shows whole and the big ones share the rest."""
+    shown: dict[str, int] = {}
+    table = sum(len(line) + 1 for line in TABLE_HEAD) + 1
+    order = sorted(rows, key=lambda kind: sum(len(row) + 1 for row in rows[kind]))
+    for position, kind in enumerate(order):
+        share = max(budget, 0) // (len(order) - position)
+        used, count = table, 0
+        for row in rows[kind]:
+            if used + len(row) + 1 > share:
+                break
+            used += len(row) + 1
+            count += 1
+        shown[kind] = count
+        budget -= used if count else 0
+    return shown
+
+
+def _fitting(lines: list[str], budget: int, more: Callable[[int], str]) -> list[str]:
+    """The first of `lines` that fit in `budget` characters, then `more(number left out)` if any was."""
+    kept: list[str] = []
+    used = 0
+    for line in lines:
+        if used + len(line) + 1 > budget:
+            return kept + [more(len(lines) - len(kept))]
+        kept.append(line)
+        used += len(line) + 1
+    return kept
 
 
 def _cell(text: str) -> str:

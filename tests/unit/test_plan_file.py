@@ -83,16 +83,17 @@ def test_no_changes_says_so():
     assert render.text(Plan("http://x", [])).plain == "No changes. The server matches the manifests.\n"
 
 
-def test_markdown_is_a_table_with_one_row_per_change(tmp_path, monkeypatch):
+def test_markdown_is_a_table_per_kind_with_one_row_per_change(tmp_path, monkeypatch):
     out = render.markdown(sample_plan(tmp_path, monkeypatch))
     assert "**Plan: 2 to add, 2 to change, 2 to destroy.**" in out
     rows = [line for line in out.splitlines() if line.startswith("| `")]
-    assert [row.split(" | ")[1] for row in rows] == ["`database/orders`", "`security/orders`", "`user/alice`",
-                                                      "`database/events`", "`database/old`"]
-    assert rows[3] == ("| `-/+` | `database/events` | `` partitioned: false -> true   # forces replacement ``<br>"
+    assert [row.split(" | ")[1] for row in rows] == ["`database/orders`", "`database/events`", "`database/old`",
+                                                      "`security/orders`", "`user/alice`"]
+    assert "<details open><summary><b>database</b>: 1 to create, 1 to delete, 1 to replace</summary>" in out
+    assert rows[1] == ("| `-/+` | `database/events` | `` partitioned: false -> true   # forces replacement ``<br>"
                        "`` destroys: 12 documents ``<br>`` # `partitioned` is fixed when a database is created `` | "
                        "`dbs.yaml:9` |")
-    assert "(sensitive, will change)" in rows[2] and SECRET not in out
+    assert "(sensitive, will change)" in rows[4] and SECRET not in out
 
 
 @pytest.mark.parametrize("content, message", [
