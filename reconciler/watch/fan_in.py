@@ -72,6 +72,10 @@ class TriggeredFanIn:
         if replace_all:
             self.routes = {db: [r for r in routes if r.template is not template] for db, routes in self.routes.items()}
         for database in databases:
+            if not replace_all and database not in self.routes:
+                # A new user's database, learnt by a targeted reconcile: writes made before (a client syncing
+                # as soon as it exists) came when it had no route yet, so it is replicated once now.
+                self.dirty.setdefault(database, time.monotonic())
             routes = [r for r in self.routes.get(database, []) if r.template is not template]
             routes += [Route(replication_id(template, database, entry), database, template, entry)
                        for entry in triggered_entries(template)]

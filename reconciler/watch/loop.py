@@ -16,9 +16,9 @@ from ..kinds import RESOURCES
 from ..kinds.base import ResourceKind
 from ..kinds.user import ID_PREFIX, USERS_DB
 from ..kinds.user_databases import UserTemplate
-from ..model import DATABASE, REPLICATION, Change, Delete, DesiredState, Plan, Replace
+from ..model import DATABASE, REPLICATION, Change, Create, Delete, DesiredState, Plan, Replace
 from ..pipeline import InvalidManifests, desired_state, make_plan
-from ..plan import PlanRefused, Policy
+from ..plan import PlanRefused, Policy, check_safety
 from ..reads import forget_verified, observation, remembering, shared
 from ..resolve import resolve
 from ..secrets import SecretPolicy
@@ -53,9 +53,13 @@ class Watcher:
         self.owners: dict[str, str] = {}  # user database -> user, from the latest resolution
         self.static_databases: set[str] = set()
         self.fan_in = self._fan_in([])
-        # A refused full plan (share thresholds, destruction) may mean broken manifests: targeted reconciles,
-        # which cannot see the whole kind and so run without the share thresholds, wait for a full one to pass.
-        self.refused = False
+        # A refused full plan may mean broken manifests, which must not be applied user by user either. Refused
+        # by the share thresholds, the refusal concerns the objects it would have rewritten or deleted
+        # (`refused`): targeted reconciles, which cannot see the whole kind and so run without the thresholds,
+        # leave those alone and go on with the rest (a new sign-up is none of them). Refused for a
+        # destruction (no plan to tell which objects), every targeted reconcile waits (`refused_all`).
+        self.refused: set[tuple[str, str]] = set()
+        self.refused_all = False
 
     def _fan_in(self, templates: Sequence[UserTemplate]) -> TriggeredFanIn:
         return TriggeredFanIn(self.session, self.log, self.kinds[REPLICATION], templates, self.settings.debounce,
@@ -164,27 +168,42 @@ class Watcher:
         assert self.state is not None
         try:
             with observation(self.session):
-                plan = make_plan(self.session, self.state, self.policy, self.kinds)
+                plan = make_plan(self.session, self.state, replace(self.policy, force=True), self.kinds)
                 self._learn(resolve(self.session, self.state)[0], replace_all=True)  # the same reads: no request
+            try:
+                check_safety(plan, self.policy)  # the share thresholds, with the plan at hand
+            except PlanRefused as refused:
+                self._refused(refused, {(change.kind, change.key) for change in plan.changes
+                                        if not isinstance(change, Create)})
+                self.fan_in.catch_up()
+                return True
+            self.refused, self.refused_all = set(), False
             done = self._execute(plan, deletions=self.policy.allow_delete, warnings=True)
             self.fan_in.catch_up()
-        except PlanRefused as refused:  # the same plan would be refused again until someone acts: wait
-            for line in refused.lines:
-                self.log("reconcile", "full", "", f"refused: {line}", level="error")
-            self.refused = True
+        except PlanRefused as refused:
+            self._refused(refused, None)
             return True
         except ReconcileError as error:
             self.log("reconcile", "full", "", f"failed: {error}", level="error")
             return False
-        self.refused = False
         self.log("reconcile", "full", "", f"{done} change(s) applied in {time.monotonic() - started:.2f}s; "
                  f"{plan.summary()}")
         self.feeds.restart_db_updates()
         return True
 
+    def _refused(self, refused: PlanRefused, objects: set[tuple[str, str]] | None) -> None:
+        """The same plan would be refused again until someone acts: log why, and hold what it concerns."""
+        for line in refused.lines:
+            self.log("reconcile", "full", "", f"refused: {line}", level="error")
+        self.refused_all = objects is None
+        self.refused = objects or set()
+        if objects:
+            self.log("reconcile", "targeted", "", f"go on, leaving alone the {len(objects)} object(s) the refused "
+                     "full plan would rewrite or delete, until a full reconcile passes", level="warning")
+
     def _act_on_pending(self) -> None:
         pending = self.pending
-        if self.refused or self.held or self.state is None \
+        if self.refused_all or self.held or self.state is None \
                 or not pending.due(self.settings.debounce, self.settings.debounce_max):
             return
         self.pending = Pending()
@@ -227,12 +246,16 @@ class Watcher:
         The plan's warnings are logged by full reconciles only: a targeted one would repeat them per sign-up."""
         for warning in plan.warnings if warnings else ():
             self.log("plan", "warning", "", warning, level="warning")
-        changes = [change for change in plan.changes if deletions or not isinstance(change, (Delete, Replace))]
-        kept = {id(change) for change in changes}
+        changes = []
         for change in plan.changes:
-            if id(change) not in kept:
+            if not deletions and isinstance(change, (Delete, Replace)):
                 self.log(change.action, change.kind, change.key, "skipped: watch deletes only when started with "
                          "--allow-delete (and only in full reconciles)", level="warning")
+            elif (change.kind, change.key) in self.refused:
+                self.log(change.action, change.kind, change.key, "held: the last full reconcile was refused "
+                         "(above); it changes once a full reconcile passes", level="warning")
+            else:
+                changes.append(change)
 
         def done(chunk: Sequence[Change]) -> None:
             for change in chunk:

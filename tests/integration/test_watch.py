@@ -495,3 +495,40 @@ def test_invalid_manifests_change_nothing_until_they_are_valid_again(couch, http
         wait_for(lambda: max_jobs(couch, http) == "600" and converged(couch, http, name))
     held = [r for r in log.records() if r["kind"] == "targeted" and r["outcome"].startswith("held")]
     assert len(held) == 1
+
+
+def test_a_stream_of_events_does_not_postpone_a_burst_past_debounce_max(couch, http, unique, tmp_path):
+    """Sign-ups arriving every 0.2 s, each within the 0.5 s quiet period of the one before: the first is
+    converged while they still arrive, since the burst is acted upon `debounce_max` after its first event."""
+    settings = replace(FAST, debounce=0.5, debounce_max=1.0)
+    names = [unique(f"stream{index}") for index in range(40)]
+    with watching(couch, manifests(couch, tmp_path), settings=settings):
+        for index, name in enumerate(names):
+            sign_up(couch, http, name)
+            if converged(couch, http, names[0]):
+                break
+            time.sleep(0.2)
+        # 40 sign-ups take 8 s or more: the first converged long before the last one arrived.
+        assert index < len(names) - 1, "the first sign-up waited until the stream of sign-ups ended"
+        wait_for(lambda: all(converged(couch, http, name) for name in names[:index + 1]))
+
+
+def test_a_refused_full_reconcile_holds_what_it_concerns_and_sign_ups_still_converge(couch, http, unique, tmp_path):
+    """The share thresholds refuse a full plan that rewrites analytics' security: watch leaves that object
+    alone, and a user signing up meanwhile still gets her database, security, role and replication."""
+    directory = manifests(couch, tmp_path)
+    assert reconcile(couch, "apply", "--auto-approve", str(directory)).code == 0
+    text = (directory / "watch.yaml").read_text()
+    declared = "metadata: {name: analytics}\nspec: {}"
+    assert declared in text
+    (directory / "watch.yaml").write_text(text.replace(declared, "metadata: {name: analytics}\n"
+                                                       "spec: {security: {members: {roles: [app-user]}}}"))
+    before = http.get(f"{couch.url}/analytics/_security").json()
+    name = unique("refused")
+    # Every update is over a share of 0: whatever else the server holds, this plan is refused.
+    with watching(couch, directory, policy=Policy(max_update_share=0.0, min_existing=1)) as log:
+        refusal = log.wait(lambda r: r["kind"] == "full" and r["outcome"].startswith("refused:"))
+        assert "security" in refusal["outcome"], refusal
+        sign_up(couch, http, name)
+        wait_for(lambda: converged(couch, http, name))
+    assert http.get(f"{couch.url}/analytics/_security").json() == before
