@@ -358,12 +358,16 @@ def status(directory: str, fmt: str, pending_threshold: float, secrets_dirs: tup
               help="Longest a burst may postpone acting, from its first event.")
 @click.option("--max-triggered", type=click.IntRange(min=1), default=20, show_default=True,
               help="One-shot replications (fanIn: triggered) running at once.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics.")
+@click.option("--metrics-address", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="The address --metrics-port listens on (0.0.0.0: every interface).")
 @safety_options
 @secrets_dir_option
 @connection_options
 @one_line_errors
 def watch(directory: str, interval: float, log_format: str, debounce: float, debounce_max: float,
-          max_triggered: int, **options: Any) -> None:
+          max_triggered: int, metrics_port: int | None, metrics_address: str, **options: Any) -> None:
     """Keep the server matching the manifests in DIR: a full reconcile (as `apply --auto-approve`) at start
     and every --interval, and in between, from `_users/_changes` and `/_db_updates`, a reconcile of just
     the users and databases that changed, so a sign-up gets her database within seconds (docs/watch.md).
@@ -376,13 +380,20 @@ def watch(directory: str, interval: float, log_format: str, debounce: float, deb
     """
     import threading
 
-    from .watch import ActionLog, Settings, run, stop_on_signals
+    from .watch import ActionLog, Metrics, Settings, run, stop_on_signals
 
     connection, policy, secrets = split_options(options)
     _desired_state(directory, secrets)  # invalid at start: exit 1 before any request, as plan and apply do
     stopping = threading.Event()
     stop_on_signals(stopping)
     settings = Settings(interval=interval, debounce=debounce, debounce_max=debounce_max, max_triggered=max_triggered)
+    log, metrics = ActionLog(log_format), Metrics()
+    if metrics_port is not None:
+        try:
+            server = metrics.serve(metrics_port, metrics_address)
+        except OSError as error:
+            fail(f"--metrics-port {metrics_port}: cannot listen on {metrics_address} ({error.strerror})")
+        log("start", "metrics", "", f"serving http://{metrics_address}:{server.server_port}/metrics")
     with connect(**connection) as session:
-        code = run(session, directory, policy, settings, ActionLog(log_format), stopping, secrets)
+        code = run(session, directory, policy, settings, log, stopping, secrets, metrics)
     sys.exit(code)

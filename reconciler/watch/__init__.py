@@ -13,7 +13,8 @@
 - `fanIn: triggered` (fan_in.py): a one-shot `_replicator` document per user database that changed, at
   most `max_triggered` running at once, written through the replication kind's plan and apply.
 - Feed positions are checkpointed in `_users/_local/couch-reconciler-watch` (checkpoint.py); SIGTERM/SIGINT
-  finish the current action, write the checkpoint and exit 0. Every action is one log line (log.py).
+  finish the current action, write the checkpoint and exit 0. Every action is one log line (log.py);
+  `--metrics-port` serves counters, durations and the fan-in delay to Prometheus (metrics.py).
 
 Nothing is deleted unless watch was started with `--allow-delete`, and targeted reconciles never delete
 (they see a handful of users: what they do not see is not gone).
@@ -22,6 +23,7 @@ Nothing is deleted unless watch was started with `--allow-delete`, and targeted 
 from .checkpoint import CHECKPOINT_DB, CHECKPOINT_ID
 from .log import ActionLog
 from .loop import Watcher, run, stop_on_signals
+from .metrics import Metrics
 from .settings import Settings
 
-__all__ = ["CHECKPOINT_DB", "CHECKPOINT_ID", "ActionLog", "Settings", "Watcher", "run", "stop_on_signals"]
+__all__ = ["CHECKPOINT_DB", "CHECKPOINT_ID", "ActionLog", "Metrics", "Settings", "Watcher", "run", "stop_on_signals"]

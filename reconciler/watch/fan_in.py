@@ -28,6 +28,7 @@ from ..pipeline import make_plan
 from ..plan import Policy
 from ..replicator import replicator_docs_by_id
 from .log import Log
+from .metrics import Metrics
 
 TRIGGER_FIELD = "couch_reconciler_trigger"  # the update_seq a one-shot run started at
 FINISHED = ("completed", "failed")  # `_replication_state` of a one-shot run that ended
@@ -54,12 +55,14 @@ class Run:
     route: Route
     update_seq: str | None  # where it started
     since: float  # monotonic time it was written (or found running)
+    changed: float = 0.0  # monotonic time of the first write it carries; 0.0: unknown (a catch-up)
 
 
 class TriggeredFanIn:
     def __init__(self, session: CouchSession, log: Log, replications: ResourceKind, templates: Sequence[UserTemplate],
-                 debounce: float, max_triggered: int):
+                 debounce: float, max_triggered: int, metrics: Metrics):
         self.session, self.log, self.debounce, self.max_triggered = session, log, debounce, max_triggered
+        self.metrics = metrics
         self.kinds = {REPLICATION: replications}
         self.templates = [t for t in templates if triggered_entries(t)]
         self.routes: dict[str, list[Route]] = {}  # database -> its triggered replications
@@ -112,6 +115,8 @@ class TriggeredFanIn:
         slots = self.max_triggered - len(self.running)
         if ready and slots > 0:
             self._trigger(ready[:slots])
+        self.metrics.fan_in_runs.set(len(self.running))
+        self.metrics.fan_in_waiting.set(len(self.dirty))
 
     def _collect(self) -> None:
         try:
@@ -123,6 +128,8 @@ class TriggeredFanIn:
             state = (docs.get(doc_id) or {}).get("_replication_state")
             if doc_id not in docs or state in FINISHED:
                 del self.running[doc_id]
+                if run.changed and state == "completed":
+                    self.metrics.fan_in_delay.observe(time.monotonic() - run.changed)
                 outcome = f"{state or 'gone'} after {time.monotonic() - run.since:.2f}s"
                 self.log("replicate", "replication", doc_id, outcome, level="error" if state == "failed" else "info")
 
@@ -130,8 +137,7 @@ class TriggeredFanIn:
         """One plan and apply of the one-shot documents of these databases; a database whose last run
         began at its current `update_seq` (an event about its checkpoint) plans no change."""
         routes = [route for db in databases for route in self.routes.get(db, [])]
-        for database in databases:
-            self.dirty.pop(database, None)
+        changed = {database: self.dirty.pop(database, 0.0) for database in databases}
         try:
             seqs = self._seqs(databases)
             runs = {route.doc_id: (route, seqs[route.database]) for route in routes if route.database in seqs}
@@ -145,7 +151,7 @@ class TriggeredFanIn:
             now = time.monotonic()
             for change in chunk:
                 route, seq = runs[change.key]
-                self.running[change.key] = Run(route, seq, now)
+                self.running[change.key] = Run(route, seq, now, changed[route.database])
                 self.log("trigger", "replication", change.key, "one-shot replication started")
 
         try:

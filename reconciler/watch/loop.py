@@ -27,6 +27,7 @@ from .events import USERS_FEED, Feeds, Pending, user_change
 from .fan_in import TriggeredFanIn
 from .feeds import Batch, backoff
 from .log import Log
+from .metrics import Metrics
 from .narrowing import changed_objects, narrowed, owner
 from .settings import Settings
 
@@ -40,8 +41,9 @@ def manifests_in(directory: str, secrets: SecretPolicy = SecretPolicy(read=True)
 class Watcher:
     def __init__(self, session: CouchSession, desired: Callable[[], DesiredState], policy: Policy,
                  settings: Settings, log: Log, stopping: threading.Event,
-                 kinds: Mapping[str, ResourceKind] | None = None):
+                 kinds: Mapping[str, ResourceKind] | None = None, metrics: Metrics | None = None):
         self.session, self.desired, self.policy, self.settings = session, desired, policy, settings
+        self.metrics = metrics or Metrics()
         # Read at every full reconcile (the first at start). Until a read succeeds, and while the latest
         # one found the manifests invalid, targeted reconciles and triggered replications are `held`.
         self.state: DesiredState | None = None
@@ -63,7 +65,7 @@ class Watcher:
 
     def _fan_in(self, templates: Sequence[UserTemplate]) -> TriggeredFanIn:
         return TriggeredFanIn(self.session, self.log, self.kinds[REPLICATION], templates, self.settings.debounce,
-                              self.settings.max_triggered)
+                              self.settings.max_triggered, self.metrics)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -98,6 +100,9 @@ class Watcher:
             if not self.held:
                 self.fan_in.tick()
             self.feeds.save()
+            self.metrics.not_converged.set(len(self.pending.users))
+            self.metrics.positions("received", self.feeds.received)
+            self.metrics.positions("handled", self.feeds.positions)
         self.feeds.stopped()
         return 0
 
@@ -109,6 +114,9 @@ class Watcher:
         else:
             for row in batch.rows:
                 self._database_event(row.get("db_name", ""), row.get("type", ""))
+        for row in batch.rows:
+            kind = ("deleted" if row.get("deleted") else "changed") if batch.feed == USERS_FEED else row.get("type")
+            self.metrics.events.labels(feed=batch.feed, type=str(kind)).inc()
         if not self.pending:
             self.feeds.handled({batch.feed: batch.last_seq})
 
@@ -164,6 +172,7 @@ class Watcher:
         started = time.monotonic()
         self.log("reconcile", "full", "", "started")
         if not self._read_manifests():
+            self._measured("full", "invalid", started)
             return True  # nothing to retry sooner: the folder changes with the next deployment
         assert self.state is not None
         try:
@@ -175,6 +184,7 @@ class Watcher:
             except PlanRefused as refused:
                 self._refused(refused, {(change.kind, change.key) for change in plan.changes
                                         if not isinstance(change, Create)})
+                self._measured("full", "refused", started)
                 self.fan_in.catch_up()
                 return True
             self.refused, self.refused_all = set(), False
@@ -182,10 +192,13 @@ class Watcher:
             self.fan_in.catch_up()
         except PlanRefused as refused:
             self._refused(refused, None)
+            self._measured("full", "refused", started)
             return True
         except ReconcileError as error:
             self.log("reconcile", "full", "", f"failed: {error}", level="error")
+            self._measured("full", "failed", started)
             return False
+        self._measured("full", "applied", started, done)
         self.log("reconcile", "full", "", f"{done} change(s) applied in {time.monotonic() - started:.2f}s; "
                  f"{plan.summary()}")
         self.feeds.restart_db_updates()
@@ -225,6 +238,7 @@ class Watcher:
             for line in refused.lines:
                 self.log("reconcile", "targeted", subject, f"refused: {line}", level="error")
             self.feeds.handled(handled)
+            self._measured("targeted", "refused", started)
             return
         except ReconcileError as error:
             pending.failures += 1
@@ -232,9 +246,16 @@ class Watcher:
             pending.not_before = time.monotonic() + delay
             self.log("reconcile", "targeted", subject, f"failed: {error}; retrying in {delay:.1f}s", level="error")
             self.pending = pending.merge(self.pending)
+            self._measured("targeted", "failed", started)
             return
         self.feeds.handled(handled)
+        self._measured("targeted", "applied", started, done)
         self.log("reconcile", "targeted", subject, f"{done} change(s) applied in {time.monotonic() - started:.2f}s")
+
+    def _measured(self, scope: str, outcome: str, started: float, changes: int = 0) -> None:
+        self.metrics.reconcile_seconds.labels(scope=scope).observe(time.monotonic() - started)
+        self.metrics.reconciles.labels(scope=scope, outcome=outcome).inc()
+        self.metrics.changes.labels(scope=scope).inc(changes)
 
     def _user_docs(self, names: Sequence[str]) -> dict[str, dict]:
         rows = self.session.post(db_path(USERS_DB, "_all_docs"), {"keys": [ID_PREFIX + name for name in names]},
@@ -290,8 +311,9 @@ def stop_on_signals(stopping: threading.Event) -> None:
 
 
 def run(session: CouchSession, directory: str, policy: Policy, settings: Settings, log: Log,
-        stopping: threading.Event | None = None, secrets: SecretPolicy = SecretPolicy(read=True)) -> int:
+        stopping: threading.Event | None = None, secrets: SecretPolicy = SecretPolicy(read=True),
+        metrics: Metrics | None = None) -> int:
     """Watch the manifests in `directory` until `stopping` is set; 0 after a clean stop, 1 when the server
     refuses the credentials."""
     return Watcher(session, manifests_in(directory, secrets), policy, settings, log,
-                   stopping or threading.Event()).run()
+                   stopping or threading.Event(), metrics=metrics).run()

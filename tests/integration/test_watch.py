@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +30,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from reconcile_runner import reconcile, write
 from reconciler.client import Connection, CouchSession
@@ -532,3 +534,48 @@ def test_a_refused_full_reconcile_holds_what_it_concerns_and_sign_ups_still_conv
         sign_up(couch, http, name)
         wait_for(lambda: converged(couch, http, name))
     assert http.get(f"{couch.url}/analytics/_security").json() == before
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text exposition, by name and labels (parsed by prometheus-client)."""
+    text = requests.get(url, timeout=5).text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_metrics_are_served_while_watch_converges_sign_ups(couch, http, unique, tmp_path):
+    """`reconcile watch --metrics-port` serves /metrics (Prometheus text format) from its start: events handled,
+    reconciles by scope and outcome with their durations, users not converged yet, feed positions."""
+    directory = manifests(couch, tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "COUCHDB_URL": couch.url, "COUCHDB_USER": couch.user, "COUCHDB_PASSWORD": couch.password,
+           "WATCH_REPLICATION_PASSWORD": SECRET}
+    process = subprocess.Popen([sys.executable, "-c", "from reconciler.cli import main; main()", "watch",
+                                "--interval", "60", "--debounce", "0.1", "--metrics-port", str(port), str(directory)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        for line in process.stdout:
+            if " reconcile " in line and "applied" in line:
+                break
+        full = scrape(url)
+        assert full[("couch_reconciler_watch_reconciles_total", (("outcome", "applied"), ("scope", "full")))] == 1
+        assert full[("couch_reconciler_watch_reconcile_seconds_count", (("scope", "full"),))] == 1
+        names = [unique("metrics") for _ in range(3)]
+        for name in names:
+            sign_up(couch, http, name)
+        wait_for(lambda: all(converged(couch, http, name) for name in names))
+        samples = wait_for(lambda: (found := scrape(url)).get(
+            ("couch_reconciler_watch_reconciles_total", (("outcome", "applied"), ("scope", "targeted"))), 0) >= 1
+            and found)
+        assert samples[("couch_reconciler_watch_events_total", (("feed", "_users"), ("type", "changed")))] >= 3
+        assert samples[("couch_reconciler_watch_reconcile_seconds_count", (("scope", "targeted"),))] >= 1
+        assert samples[("couch_reconciler_watch_changes_total", (("scope", "targeted"),))] >= 3 * 3  # db, security, role...
+        assert ("couch_reconciler_watch_users_not_converged", ()) in samples
+        assert samples[("couch_reconciler_watch_feed_position", (("feed", "_users"), ("state", "received")))] > 0
+        assert ("couch_reconciler_watch_fan_in_delay_seconds_count", ()) in samples
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
