@@ -21,7 +21,7 @@
   const DAY = 86400000;
 
   const $ = (selector) => document.querySelector(selector);
-  const views = ["#loading", "#signin", "#refused", "#dashboard", "#unreachable"];
+  const screens = ["#loading", "#signin", "#refused", "#dashboard", "#unreachable"];
   let timer = null;
   let shown = null; // [name, figures] on screen, drawn again when the window's width changes
 
@@ -235,7 +235,7 @@
   }
 
   function show(id) {
-    for (const view of views) $(view).hidden = view !== id;
+    for (const screen of screens) $(screen).hidden = screen !== id;
     $("#session").hidden = !["#dashboard", "#refused"].includes(id);
   }
 
