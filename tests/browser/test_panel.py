@@ -116,9 +116,16 @@ def agree(page, expected, shown, what: str):
 
 
 def scheduler_states(world) -> dict[str, int]:
-    answer = world["admin"].get(f"{world['url']}/_scheduler/docs/_replicator", params={"limit": "1000"})
+    """Replications into analytics by state, every page of /_scheduler/docs/_replicator."""
+    docs: list[dict] = []
+    while True:
+        page = world["admin"].get(f"{world['url']}/_scheduler/docs/_replicator",
+                                  params={"limit": "1000", "skip": str(len(docs))}).json()
+        docs += page["docs"]
+        if len(page["docs"]) < 1000:
+            break
     states: dict[str, int] = {}
-    for doc in answer.json()["docs"]:
+    for doc in docs:
         if unquote(urlsplit(doc["target"]).path.strip("/").split("/")[-1]) == "analytics":
             states[doc["state"]] = states.get(doc["state"], 0) + 1
     return {state: states.get(state, 0) for state in ("running", "pending", "crashing", "failed")}
