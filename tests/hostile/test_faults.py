@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
@@ -185,8 +186,15 @@ def test_the_cases_cover_every_request_of_a_first_apply(first_requests):
 
 
 @pytest.mark.parametrize("index, fault", list(fault_cases()))
-def test_a_fault_leaves_a_true_summary_and_a_rerun_restores_every_mark(index, fault, manifests, first_requests):
+def test_a_fault_leaves_a_true_summary_and_a_rerun_restores_every_mark(index, fault, manifests, first_requests,
+                                                                       request):
     method, path, earlier = first_requests[index]
+    if (method, fault) == ("PUT", "hang") and path.count("/") == 1 and not path.startswith("/_node"):
+        # PUT /db got no answer in time, so apply gave up, and the server created the database afterwards:
+        # CouchDB creates a database from a body-less PUT and nothing else says who made it.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="a database created after apply stopped "
+                                              "waiting for it stays unmarked (the line said the write may or "
+                                              "may not have happened)"))
     with server() as sim:
         pattern = "^" + re.escape(path) + r"(\?|$)"
         if earlier:  # the same request sent before this one goes through
@@ -195,6 +203,7 @@ def test_a_fault_leaves_a_true_summary_and_a_rerun_restores_every_mark(index, fa
 
         failed = reconcile(sim, "apply", "--auto-approve", "--timeout", TIMEOUT, str(manifests))
         sim.faults.clear()
+        time.sleep(FAULTS[fault].get("latency", 0))  # what the server still does for a request apply gave up on
 
         assert "Traceback" not in failed.output
         if failed.exit_code != 0:
