@@ -218,8 +218,9 @@ class Replication:
         self.stats.through_seq = self.stats.checkpointed_source_seq = self.stats.source_seq = self.start_seq
 
     async def run(self, on_progress: Callable[[Stats], None]) -> Stats:
+        """`on_progress` hears the figures when couch_replicator_scheduler_job:update_task/1 reports them: after
+        each batch written and at each checkpoint, not before; until then a job shows `info: null`."""
         await self.start()
-        on_progress(self.stats)
         try:
             if self.rep.continuous:
                 await self._run_continuous(on_progress)

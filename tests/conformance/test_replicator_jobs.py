@@ -144,6 +144,25 @@ def test_a_users_doc_reaches_the_analytics_database_through_a_replication_accoun
     assert rows == [{"key": None, "value": 1}]
 
 
+def test_a_running_job_reports_its_figures_from_its_first_checkpoint(server, new_db, url, rep_docs, poll):
+    """A job's `info` in /_scheduler/docs is what couch_replicator_scheduler_job:update_task/1 last reported:
+    nothing (null, couch_replicator_utils:ejson_state_info/1 of no stats) until it has written a batch or
+    reached its first checkpoint, `checkpoint_interval` ms after it started; then the figures, with
+    `changes_pending`. The source is empty, so only the checkpoint reports."""
+    source, target = new_db(), new_db()
+    doc_id = rep_docs()
+    interval_ms = 5000
+    doc = {"source": as_admin(server, url, source), "target": as_admin(server, url, target), "continuous": True,
+           "checkpoint_interval": interval_ms}
+    assert server.admin.put(db_url("_replicator", doc_id), json=doc).status_code == 201
+    running = poll(lambda: (s := scheduler_doc(server, doc_id)) and s["state"] == "running" and s, timeout=15,
+                   what="job running")
+    assert running["info"] is None
+    reported = poll(lambda: (s := scheduler_doc(server, doc_id)) and s["info"], timeout=interval_ms / 1000 + 15,
+                    what=f"the job's figures at its first checkpoint ({interval_ms} ms after it started)")
+    assert (reported["changes_pending"], reported["docs_written"]) == (0, 0)
+
+
 def test_a_wrong_password_shows_crashing_with_a_replication_auth_error(server, new_db, url, rep_docs, poll):
     """Facts: a wrong password -> `crashing` with a `replication_auth_error`. The reason is the Erlang term
     couch_replicator_auth_session gives: {session_request_unauthorized, SessionUrl, User}, as `~p` prints it
