@@ -88,7 +88,7 @@ class Cluster:
         for name in ("_users", "_replicator"):
             self.create_db(name)
         self._install(self.dbs["_users"], AUTH_DDOC)
-        PerUser(self)  # lives on as the listener it registers for _users writes and config changes
+        self.peruser = PerUser(self)
 
     @property
     def config(self) -> Config:

@@ -23,6 +23,8 @@ DEFAULTS: dict[tuple[str, str], str] = {
     ("couch_peruser", "enable"): "false",
     ("couch_peruser", "delete_dbs"): "false",
     ("couch_peruser", "database_prefix"): "userdb-",
+    ("couch_peruser", "q"): "1",
+    ("couch_peruser", "cluster_start_period"): "5",
     ("uuids", "max_count"): "1000",
     ("attachments", "compressible_types"): "text/*, application/javascript, application/json, application/xml",
     ("attachments", "compression_level"): "8",

@@ -2,7 +2,7 @@
 database `<database_prefix><hex of the UTF-8 name>` whose security adds the user's name to `members` and
 `admins` (the user administers her own database). Deleting the user deletes the database when
 `delete_dbs = true`, otherwise removes her name from its security. Like CouchDB it works asynchronously,
-after the write that triggered it; turning it on (or changing its settings) covers the users that exist."""
+after the write that triggered it, and only while its listener runs (see PerUser)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Protocol
 
 from .config import Config
 from .database import Database
-from .revisions import DESIGN_PREFIX, DocEntry
+from .revisions import DocEntry
 from .users import USER_PREFIX
 
 
@@ -55,8 +55,19 @@ def without_user(security: dict, user: str) -> dict:
 
 
 class PerUser:
+    """couch_peruser's gen_server. It listens only once "the cluster is stable": `cluster_start_period`
+    seconds (5) after it starts (mem3_cluster), and it starts again on every change of its config section
+    or of the authentication database; each start replays the users' changes from the first one
+    (couch_changes from since 0), so users written meanwhile are handled then, and existing users whose
+    database is missing get it again. A deleted user whose database is gone, with `delete_dbs = false`,
+    makes the listener end (fabric:get_all_security/2 throws database_does_not_exist, which
+    init_changes_handler/1 catches); couch_peruser stops on its 'DOWN', its supervisor starts it again,
+    and it reaches the same change every start period: while it loops, no later user gets a database."""
+
     def __init__(self, cluster: PerUserHost):
         self.cluster = cluster
+        self.listening = False
+        self.timer: asyncio.TimerHandle | None = None
         cluster.doc_listeners.append(self.on_doc)
         cluster.config.listeners.append(self.on_config)
 
@@ -64,41 +75,61 @@ class PerUser:
     def enabled(self) -> bool:
         return self.cluster.config.get_bool("couch_peruser", "enable")
 
+    def start(self) -> None:
+        """couch_peruser:init_state/0 (at node start, after a config change, after a crash)."""
+        self.listening = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.enabled:
+            period = abs(self.cluster.config.get_int("couch_peruser", "cluster_start_period"))
+            self.timer = asyncio.get_running_loop().call_later(period, self.start_listening)
+
     def on_config(self, config: Config, section: str, key: str, old: str | None, new: str | None) -> None:
-        # couch_peruser restarts on any change of its section and replays the users' changes feed from the
-        # start: turning it on, or changing database_prefix or q, covers every existing user.
-        if section == "couch_peruser" and self.enabled:
-            asyncio.get_running_loop().call_soon(self.sync_all)
+        # couch_peruser:subscribe_for_changes/0: its own section, and the authentication database.
+        if section == "couch_peruser" or (section in ("chttpd_auth", "couch_httpd_auth")
+                                          and key == "authentication_db"):
+            self.start()
+
+    def users_db(self) -> Database | None:
+        return self.cluster.dbs.get(self.cluster.config.get("chttpd_auth", "authentication_db"))
 
     def on_doc(self, db: Database, entry: DocEntry) -> None:
-        if (self.enabled and db.name == self.cluster.config.get("chttpd_auth", "authentication_db")
-                and entry.id.startswith(USER_PREFIX)):
-            asyncio.get_running_loop().call_soon(self.sync_user, entry)
+        if self.listening and db is self.users_db() and entry.id.startswith(USER_PREFIX):
+            asyncio.get_running_loop().call_soon(self.handle, entry)
 
-    def sync_all(self) -> None:
-        db = self.cluster.dbs.get(self.cluster.config.get("chttpd_auth", "authentication_db"))
+    def start_listening(self) -> None:
+        """start_listening/1: follow the users' changes from the first one."""
+        self.timer = None
+        db = self.users_db()
         if db is None or not self.enabled:
             return
-        for entry in list((db.docs or {}).values()):
-            if not entry.id.startswith(DESIGN_PREFIX):
-                self.sync_user(entry)
+        self.listening = True
+        for entry in db.changes_since(0):
+            if entry.id.startswith(USER_PREFIX) and not self.handle(entry):
+                return
 
-    def sync_user(self, entry: DocEntry) -> None:
+    def handle(self, entry: DocEntry) -> bool:
+        """changes_handler/3 for one user document; False when it ended the listener."""
+        if not self.listening:
+            return False
         config = self.cluster.config
         name = entry.id[len(USER_PREFIX):]
         db_name = user_db_name(config.get("couch_peruser", "database_prefix"), name)
         existing = self.cluster.dbs.get(db_name)
         if entry.deleted:
-            if existing is None:
-                return
             if config.get_bool("couch_peruser", "delete_dbs"):
-                self.cluster.delete_db(db_name)
+                if existing is not None:
+                    self.cluster.delete_db(db_name)
+            elif existing is None:
+                self.start()  # the listener ended: restarted by the supervisor, after a start period
+                return False
             else:
                 existing.set_security(without_user(existing.security, name))
-            return
+            return True
         if existing is None:
-            q = config.get("couch_peruser", "q")
-            existing = self.cluster.create_db(db_name, q=int(q) if q else None)
+            existing = self.cluster.create_db(db_name, q=config.get_int("couch_peruser", "q"))
         wanted = with_user(existing.security, name)
         if wanted != existing.security:
             existing.set_security(wanted)
+        return True

@@ -18,6 +18,7 @@ async def start(cluster: Cluster, host: str, port: int, faults: FaultInjector | 
     """Starts serving; returns the runner (to clean up) and the bound port (for port 0)."""
     cluster.replicator = ClusterReplicator(cluster)
     await cluster.replicator.start()
+    cluster.peruser.start()
     # Feeds (continuous _changes, _db_updates) never finish by themselves: stopping waits for them briefly.
     runner = web.AppRunner(make_app(cluster, faults), access_log=None, handle_signals=False,
                            shutdown_timeout=0.25)

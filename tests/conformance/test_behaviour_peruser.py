@@ -1,16 +1,24 @@
 """couch_peruser: a database per user, `userdb-` + hex of the UTF-8 name, with the security CouchDB writes.
 
-Sources: facts "couch_peruser"; src/couch_peruser/src/couch_peruser.erl (ensure_user_db_exists, add_user,
-delete_user_db, user_db_name, [couch_peruser] enable/delete_dbs/database_prefix); CouchDB docs config/couch-peruser.
-Timing: CouchDB creates the databases asynchronously, so every check is a bounded poll.
+Sources: facts "couch_peruser"; src/couch_peruser/src/couch_peruser.erl (ensure_user_db, add_user,
+delete_user_db, user_db_name, init_state, start_listening, [couch_peruser] enable/delete_dbs/database_prefix/q);
+src/mem3/src/mem3_cluster.erl (the start period); CouchDB docs config/couch-peruser.
+Timing: CouchDB creates the databases asynchronously, so every check is a bounded poll, bounded by the start
+period couch_peruser waits after each (re)start.
 """
+
+import time
 
 import pytest
 
 from behaviour_fixtures import db_url, delete_user
 
-# facts: existing users' databases appear "seconds later"; a new user's within ~250 ms
-EXISTING_USERS_WAIT = 15.0
+# couch_peruser.erl ?DEFAULT_START_PERIOD: after it starts (and it starts again on every change of its config
+# section) it listens only once mem3_cluster finds the cluster stable, `cluster_start_period` seconds later.
+START_PERIOD = 5.0
+# Then it replays the users' changes from the first one; the margin covers a loaded server and a long _users.
+LISTENING_WAIT = START_PERIOD + 15.0
+# A listening couch_peruser creates or deletes a user's database within ~0.25 s (facts).
 NEW_USER_WAIT = 5.0
 
 
@@ -24,21 +32,28 @@ def exists(server, name):
 
 @pytest.fixture
 def peruser(server, set_config, new_user, poll):
-    """Enables couch_peruser and gives `user_with_db(prefix)`: a new user once her database exists. Databases it
-    made are deleted after the case."""
-    made: list[str] = []
+    """Enables couch_peruser with `delete_dbs = true` and gives `user_with_db(prefix)`: a new user once her
+    database exists. After the case it deletes those users and waits until couch_peruser has deleted their
+    databases: a user deleted while `delete_dbs = false`, or after her database, stops couch_peruser at
+    every later start (see test_a_deleted_user_without_a_database_stops_couch_peruser), so the suite never
+    leaves one behind."""
+    made: list[tuple[str, str]] = []
     set_config("couch_peruser", "enable", "true")
+    set_config("couch_peruser", "delete_dbs", "true")
 
     def user_with_db(prefix: str = "userdb-", **user_args):
         user = new_user(**user_args)
         name = userdb(user.name, prefix)
-        made.append(name)
-        poll(lambda: exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} created")
+        made.append((user.name, name))
+        # After a config change the listener starts again first: LISTENING_WAIT bounds both cases.
+        poll(lambda: exists(server, name), timeout=LISTENING_WAIT, what=f"{name} created by couch_peruser")
         return user, name
 
     yield user_with_db
-    for name in made:
-        server.admin.delete(db_url(name))
+    for user, name in made:
+        delete_user(server.admin, user)
+    for _, name in made:
+        poll(lambda: not exists(server, name), timeout=LISTENING_WAIT, what=f"{name} deleted by couch_peruser")
 
 
 def test_new_user_gets_a_database_with_owner_security(server, peruser, new_name):
@@ -62,16 +77,34 @@ def test_owner_administers_her_database(server, peruser):
 
 
 def test_existing_users_get_databases_when_enabled(server, set_config, new_user, poll):
-    """Facts: "Databases for users that already exist appear seconds later" after enabling; while disabled
-    (the default) a new user gets no database."""
+    """Facts: "Databases for users that already exist appear seconds later" after enabling: couch_peruser
+    replays the users' changes from the first one once it listens; while disabled (the default) a new user
+    gets no database."""
     user = new_user()
     name = userdb(user.name)
     assert not exists(server, name)
+    set_config("couch_peruser", "delete_dbs", "true")
     set_config("couch_peruser", "enable", "true")
-    try:
-        poll(lambda: exists(server, name), timeout=EXISTING_USERS_WAIT, what=f"{name} created for an existing user")
-    finally:
-        server.admin.delete(db_url(name))
+    poll(lambda: exists(server, name), timeout=LISTENING_WAIT, what=f"{name} created for an existing user")
+    delete_user(server.admin, user.name)
+    poll(lambda: not exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} deleted with its user")
+
+
+def test_sign_ups_right_after_a_config_change_wait_for_the_restart(server, set_config, peruser, new_user, poll):
+    """couch_peruser:handle_info({config_change, "couch_peruser", ...}) ends its listener and starts again
+    (init_state/0); it listens once mem3_cluster calls the cluster stable, `cluster_start_period` (5 s) later,
+    then replays from the first change: a user who signs up meanwhile gets her database only then."""
+    peruser()  # listening
+    set_config("couch_peruser", "q", "1")  # the default: a change of the section all the same
+    user = new_user()
+    name = userdb(user.name)
+    started = time.monotonic()
+    time.sleep(START_PERIOD / 2)
+    assert not exists(server, name), "couch_peruser handled a sign-up before it listened again"
+    poll(lambda: exists(server, name), timeout=LISTENING_WAIT, what=f"{name} created once couch_peruser listens")
+    assert time.monotonic() - started >= START_PERIOD / 2
+    delete_user(server.admin, user.name)
+    poll(lambda: not exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} deleted with its user")
 
 
 def test_database_prefix_is_respected(server, set_config, peruser):
@@ -82,24 +115,37 @@ def test_database_prefix_is_respected(server, set_config, peruser):
 
 
 def test_q_is_respected(server, set_config, peruser):
-    """[couch_peruser] q sets the shard count of the user databases it creates."""
-    set_config("couch_peruser", "q", "1")
+    """[couch_peruser] q sets the shard count of the user databases it creates; it is 1 unless set
+    (couch_peruser:init_state/0, `config:get_integer("couch_peruser", "q", 1)`), not the cluster's q."""
     _, name = peruser()
     assert server.admin.get(db_url(name)).json()["cluster"]["q"] == 1
+    set_config("couch_peruser", "q", "3")
+    _, name = peruser()
+    assert server.admin.get(db_url(name)).json()["cluster"]["q"] == 3
 
 
-def test_delete_dbs_true_removes_the_database_with_the_user(server, set_config, peruser, poll):
+def test_delete_dbs_true_removes_the_database_with_the_user(server, peruser, poll):
     """[couch_peruser] delete_dbs = true: deleting the user doc deletes her database (couch_peruser:delete_user_db)."""
-    set_config("couch_peruser", "delete_dbs", "true")
     user, name = peruser()
     delete_user(server.admin, user.name)
     poll(lambda: not exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} deleted")
 
 
-def test_delete_dbs_default_keeps_the_database(server, peruser):
-    """delete_dbs defaults to false: the database outlives the user. couch_peruser follows _users changes in order,
-    so once a later user's db exists, the earlier deletion has been processed."""
-    leaving, name = peruser()
+def test_a_deleted_user_without_a_database_stops_couch_peruser(server, set_config, peruser, new_user, poll):
+    """With `delete_dbs = false` a deleted user makes couch_peruser remove her name from her database's security
+    (ensure_security/3); when that database is gone, fabric:get_all_security/2 throws database_does_not_exist,
+    init_changes_handler/1 ends the listener, couch_peruser stops on its 'DOWN' and starts again, and replays
+    to the same change every start period: later users get no database (facts: "a restart loop every 5 s").
+    `delete_dbs = true` gets past it (delete_user_db/2 accepts a missing database)."""
+    leaving, leaving_db = peruser()
+    set_config("couch_peruser", "delete_dbs", "false")
+    assert server.admin.delete(db_url(leaving_db)).status_code == 200
     delete_user(server.admin, leaving.name)
-    peruser()
-    assert exists(server, name)
+    later = new_user()
+    later_db = userdb(later.name)
+    time.sleep(2 * START_PERIOD + 2)  # at least one start and replay
+    assert not exists(server, later_db), "couch_peruser went past a deleted user whose database is gone"
+    set_config("couch_peruser", "delete_dbs", "true")
+    poll(lambda: exists(server, later_db), timeout=LISTENING_WAIT, what=f"{later_db} once delete_dbs is true")
+    delete_user(server.admin, later.name)
+    poll(lambda: not exists(server, later_db), timeout=NEW_USER_WAIT, what=f"{later_db} deleted with its user")

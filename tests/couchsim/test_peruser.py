@@ -9,9 +9,8 @@ user name.
 
 from __future__ import annotations
 
-import time
-
 import requests
+from waiting import wait_for
 
 from couchsim.testing import SimServer
 
@@ -25,10 +24,29 @@ def test_a_byte_below_0x10_gives_one_hex_digit_in_the_user_database_name():
         assert created.status_code == 201, created.text
         assert http.put(f"{sim.url}/_node/_local/_config/couch_peruser/enable", json="true").status_code == 200
 
-        deadline = time.monotonic() + 5
-        while "userdb-61962" not in http.get(f"{sim.url}/_all_dbs").json() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # couch_peruser listens `cluster_start_period` (5 s) after the config change, then replays _users.
+        wait_for(lambda: "userdb-61962" in http.get(f"{sim.url}/_all_dbs").json(),
+                 "couch_peruser to listen and create the database", timeout=20)
 
         databases = [name for name in http.get(f"{sim.url}/_all_dbs").json() if name.startswith("userdb-")]
         assert databases == ["userdb-61962"]  # 0x61 "61", 0x09 "9", 0x62 "62"; bytes.hex() would give 610962
         assert http.get(f"{sim.url}/userdb-61962/_security").json()["members"]["names"] == ["a\tb"]
+
+
+def test_with_delete_dbs_false_a_deleted_user_leaves_her_database_without_her_name():
+    """couch_peruser changes_handler/3 with `delete_dbs = false`: the database stays, ensure_security/3 with
+    remove_user/3 takes her name out of `admins` and `members`. On a fresh server: anywhere a deleted user's
+    database is missing, couch_peruser stops at her change (tests/conformance/test_behaviour_peruser.py)."""
+    config = {"chttpd_auth": {"iterations": "1000"}, "couch_peruser": {"enable": "true"}}
+    with SimServer(config=config) as sim:
+        http = requests.Session()
+        http.auth = sim.admin
+        user = {"name": "leaving", "type": "user", "roles": [], "password": "pw"}
+        rev = http.put(f"{sim.url}/_users/org.couchdb.user:leaving", json=user).json()["rev"]
+        database = "userdb-" + b"leaving".hex()
+        wait_for(lambda: http.get(f"{sim.url}/{database}").status_code == 200, f"{database} created", timeout=20)
+        assert http.delete(f"{sim.url}/_users/org.couchdb.user:leaving", params={"rev": rev}).status_code == 200
+        wait_for(lambda: "leaving" not in http.get(f"{sim.url}/{database}/_security").json()["members"]["names"],
+                 "her name to leave the security of her database", timeout=10)
+        security = http.get(f"{sim.url}/{database}/_security").json()
+        assert "leaving" not in security["admins"]["names"]
