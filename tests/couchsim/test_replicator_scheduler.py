@@ -7,12 +7,20 @@ backoff_micros/1 (30 s * 2^(crashes-1)), job_summary/2 (running / pending / cras
 in src/docs/src/replication/replicator.rst ("Replication states").
 """
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from couchsim.replication.rep import ReplicationCrash, parse_rep_doc, replication_id
 from couchsim.replication.scheduler import Event, Scheduler, consecutive_crashes
 from couchsim.replication.worker import Stats
+
+
+def run_alone(scenario) -> None:
+    """asyncio.run in a thread of its own: a test in the same worker (Playwright's sync API) may leave an event
+    loop running in this one."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, scenario()).result()
 
 
 def make_rep(n: int, continuous: bool = True):
@@ -58,7 +66,7 @@ def test_more_continuous_jobs_than_max_jobs_wait_as_pending_and_rotate_in():
         assert ever_ran == {f"doc{n}" for n in range(5)}
         await h.scheduler.stop()
 
-    asyncio.run(scenario())
+    run_alone(scenario)
 
 
 def test_max_churn_bounds_how_many_jobs_swap_per_interval():
@@ -74,7 +82,7 @@ def test_max_churn_bounds_how_many_jobs_swap_per_interval():
         assert len(after) == 2 and len(before & after) == 1
         await h.scheduler.stop()
 
-    asyncio.run(scenario())
+    run_alone(scenario)
 
 
 def test_lowering_max_jobs_stops_the_excess_at_the_next_reschedule():
@@ -88,7 +96,7 @@ def test_lowering_max_jobs_stops_the_excess_at_the_next_reschedule():
         assert (h.count("running"), h.count("pending")) == (1, 2)
         await h.scheduler.stop()
 
-    asyncio.run(scenario())
+    run_alone(scenario)
 
 
 def test_a_crashed_job_shows_crashing_and_waits_its_backoff_before_it_runs_again():
@@ -115,7 +123,7 @@ def test_a_crashed_job_shows_crashing_and_waits_its_backoff_before_it_runs_again
         assert h.scheduler.job_summary(job)["error_count"] == 2  # and now waits 0.6 s
         await h.scheduler.stop()
 
-    asyncio.run(scenario())
+    run_alone(scenario)
 
 
 def test_a_one_shot_job_that_finishes_leaves_the_scheduler_and_reports_completion():
@@ -129,7 +137,7 @@ def test_a_one_shot_job_that_finishes_leaves_the_scheduler_and_reports_completio
         assert h.scheduler.jobs == {}
         assert [j.stats.docs_written for j in h.completed] == [3]
 
-    asyncio.run(scenario())
+    run_alone(scenario)
 
 
 @pytest.mark.parametrize("events, expected", [
