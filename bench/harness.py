@@ -36,8 +36,9 @@ class Couchsim:
     process: subprocess.Popen
 
 
-COUCHSIM_MODELS = ("couchsim keeps every database in memory: what a database costs to open, to read and to write "
-                   "on a real CouchDB is not modelled, so ratios on couchsim rank client-side designs only")
+COUCHSIM_MODELS = ("couchsim models what opening a database that is not open costs (max_dbs_open, LRU; "
+                   "couchsim/README.md), not disk, CPU or network: ratios on couchsim rank designs, "
+                   "absolute times need a real server (--url)")
 
 
 @dataclass(frozen=True)

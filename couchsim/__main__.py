@@ -9,6 +9,7 @@ import sys
 
 try:
     from .cluster import Cluster
+    from .open_dbs import SHARD_OPEN_MS
     from .server import start, stop
 except ModuleNotFoundError as missing:
     if missing.name not in ("aiohttp", "quickjs"):
@@ -27,6 +28,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=1, help="cluster size (each node has its own config)")
     parser.add_argument("--config", action="append", default=[], metavar="SECTION/KEY=VALUE",
                         help="set a config key on every node at start-up (repeatable)")
+    parser.add_argument("--shard-open-ms", type=float, default=SHARD_OPEN_MS, metavar="MS",
+                        help="what opening a closed database shard costs a request (0: nothing); "
+                             "[couchdb] max_dbs_open bounds the shards kept open")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
@@ -51,7 +55,8 @@ def config_from(items: list[str]) -> dict[str, dict[str, str]]:
 
 async def serve(args: argparse.Namespace) -> None:
     admins = dict(admin.split(":", 1) for admin in args.admin)
-    cluster = Cluster(nodes=args.nodes, admins=admins, config=config_from(args.config))
+    cluster = Cluster(nodes=args.nodes, admins=admins, config=config_from(args.config),
+                      shard_open_ms=args.shard_open_ms)
     runner, port = await start(cluster, args.host, args.port)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,6 +18,7 @@ from .database import Database
 from .revisions import DocEntry
 from .design import DesignFunctions
 from .errors import CouchError, db_not_found
+from .open_dbs import SHARD_OPEN_MS, OpenDatabases
 from .peruser import PerUser
 from .replication.documents import ReplicatorDbBehaviour
 from .security import ADMIN_ONLY_SECURITY, UserCtx
@@ -58,7 +59,7 @@ class ReplicatorHooks:
 
 class Cluster:
     def __init__(self, nodes: int = 1, admins: dict[str, str] | None = None,
-                 config: dict[str, dict[str, str]] | None = None):
+                 config: dict[str, dict[str, str]] | None = None, shard_open_ms: float = SHARD_OPEN_MS):
         self.node_names = [f"couchdb@node{i}" for i in range(1, nodes + 1)]
         self.uuid = uuid.uuid4().hex
         seed = {
@@ -72,6 +73,7 @@ class Cluster:
             seed.setdefault(section, {}).update(values)
         self.configs = {name: Config(name, seed) for name in self.node_names}
         self.local_node = self.node_names[0]
+        self.open_dbs = OpenDatabases(self.config, shard_open_ms)
         self.dbs: dict[str, Database] = {}
         self.doc_listeners: list[DocListener] = []
         self.design = DesignFunctions()
@@ -147,6 +149,7 @@ class Cluster:
         elif name == "_replicator" or name.endswith("/_replicator"):
             db.behaviour = ReplicatorDbBehaviour()
         self.dbs[name] = db
+        self.open_dbs.created(name, db.q)
         self.db_event(name, "created")
         return db
 
@@ -155,6 +158,7 @@ class Cluster:
         if db is None:
             raise db_not_found()
         db.wake()  # its open feeds end
+        self.open_dbs.closed(name)
         self.replicator.db_deleted(name)
         self.design.invalidate(name)
         if name == "_global_changes":

@@ -90,6 +90,7 @@ async def handle_db(req: Request) -> web.StreamResponse:
     db = req.cluster.dbs.get(name)
     if db is None:
         raise db_not_found()
+    await req.cluster.open_dbs.use(db.name, db.q)
     if len(parts) > 1 and parts[1] in ("_compact", "_view_cleanup"):
         # chttpd_auth_request:require_db_admin/1
         if not is_db_admin(req.ctx, db.security):

@@ -91,10 +91,18 @@ async def dbs_info(req: Request) -> web.Response:
         rows = []
         for name in keys:
             db = cluster.dbs.get(name) if isinstance(name, str) else None
-            rows.append({"key": name, "info": db.info()} if db else {"key": name, "error": "not_found"})
+            if db is None:
+                rows.append({"key": name, "error": "not_found"})
+            else:
+                await cluster.open_dbs.use(db.name, db.q)  # fabric:get_db_info/1 opens every shard
+                rows.append({"key": name, "info": db.info()})
         return json_response(rows)
-    names = page_names(list(cluster.dbs), key_range(req))
-    return json_response([{"key": n, "info": cluster.dbs[n].info()} for n in names])
+    rows = []
+    for name in page_names(list(cluster.dbs), key_range(req)):
+        db = cluster.dbs[name]
+        await cluster.open_dbs.use(db.name, db.q)
+        rows.append({"key": name, "info": db.info()})
+    return json_response(rows)
 
 
 async def membership(req: Request) -> web.Response:

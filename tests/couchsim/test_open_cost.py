@@ -1,0 +1,33 @@
+"""couchsim charges what a real CouchDB spends opening databases (couchsim/open_dbs.py): couch_server keeps at
+most `[couchdb] max_dbs_open` shards open, least recently used closed first (couch_server.erl); a request on a
+database opens all its q shards (fabric_db_info); `_all_dbs` reads the shard map and opens none. These cases
+count the opens; test_behaviour_dbs_info.py times them against any server."""
+
+import requests
+
+from couchsim.testing import SimServer
+
+
+def opens_of(sim, http, method, path, **kw):
+    before = sim.cluster.open_dbs.opened
+    assert http.request(method, sim.url + path, **kw).status_code == 200
+    return sim.cluster.open_dbs.opened - before
+
+
+def test_databases_are_opened_again_only_once_closed():
+    config = {"chttpd_auth": {"iterations": "1000"}, "couchdb": {"max_dbs_open": "8"}}
+    with SimServer(config=config, shard_open_ms=0) as sim:
+        http = requests.Session()
+        http.auth = sim.admin
+        names = [f"db{n}" for n in range(6)]
+        for name in names:
+            assert http.put(f"{sim.url}/{name}", params={"q": "2"}).status_code == 201
+        assert opens_of(sim, http, "GET", "/_all_dbs") == 0
+        # The last four created (eight shards) are open; the first two were closed to make room.
+        assert opens_of(sim, http, "POST", "/_dbs_info", json={"keys": names[2:]}) == 0
+        assert opens_of(sim, http, "GET", f"/{names[0]}/_security") == 2
+        # Six databases of two shards each cannot all stay open within eight: a pass in order opens all but
+        # db0 (just opened), then every later pass opens all of them again.
+        assert opens_of(sim, http, "POST", "/_dbs_info", json={"keys": names}) == 10
+        assert opens_of(sim, http, "POST", "/_dbs_info", json={"keys": names}) == 12
+        assert opens_of(sim, http, "GET", f"/{names[-1]}") == 0
