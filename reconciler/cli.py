@@ -26,6 +26,8 @@ from .load import Manifest
 from .secrets import SecretPolicy
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from .client import CouchSession
     from .model import DesiredState, Plan
 
@@ -81,15 +83,25 @@ def valid_manifests(directory: str, secrets: SecretPolicy, *, strict: bool = Fal
 @main.command(short_help="Check manifests offline: syntax, schema and meaning.")
 @click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 when there is any warning).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one document on stdout listing every problem with its file and line, for tools.")
 @secrets_dir_option
 @one_line_errors
-def validate(directory: str, strict: bool, secrets_dirs: tuple[str, ...]) -> None:
+def validate(directory: str, strict: bool, fmt: str, secrets_dirs: tuple[str, ...]) -> None:
     """Check the manifests in DIR (a folder, read recursively, or one file) without touching the network.
 
     Every problem is printed as `file:line: Kind/name: what is wrong; how to fix it`.
     Exit status: 0 when valid (warnings are printed but do not fail), 1 when not. Secrets are not
     read (they may live only where the manifests are deployed): `plan` and `apply` read them.
     """
+    if fmt == "json":
+        from .pipeline import load_and_validate
+        from .render import diagnostics_document
+
+        found, diagnostics = load_and_validate(directory, SecretPolicy(dirs=secrets_dirs))
+        valid = not any(d.is_error or strict for d in diagnostics)
+        click.echo(diagnostics_document(directory, len(found), diagnostics, valid), nl=False)
+        sys.exit(0 if valid else 1)
     manifests = valid_manifests(directory, SecretPolicy(dirs=secrets_dirs), strict=strict)
     click.echo(f"{directory}: {len(manifests)} manifest{'s' if len(manifests) != 1 else ''} valid")
 
@@ -157,19 +169,42 @@ def terminal(stream: Any) -> bool:
     return stream.isatty()
 
 
-def _show(plan: "Plan", fmt: str = "text") -> None:
+def display_options(command: F) -> F:
+    """--compact and --no-color, for the commands that show a plan."""
+
+    def no_color(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.meta["no_color"] = True
+
+    options = [
+        click.option("--compact", is_flag=True,
+                     help="Show the counts per kind and only the first few changes of each kind."),
+        click.option("--no-color", is_flag=True, expose_value=False, callback=no_color,
+                     help="Plain text even on a terminal: no colour, no bold."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def console() -> "Console":
+    """A rich console for stdout, without colour when --no-color (or NO_COLOR) says so."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True, no_color=click.get_current_context().meta.get("no_color"))
+
+
+def _show(plan: "Plan", fmt: str = "text", compact: bool = False) -> None:
     from . import render
 
     if fmt == "json":
         click.echo(render.json_document(plan), nl=False)
     elif fmt == "markdown":
         click.echo(render.markdown(plan))
-    elif terminal(sys.stdout):
-        from rich.console import Console
-
-        Console(highlight=False, soft_wrap=True).print(render.text(plan), end="")
+    elif terminal(sys.stdout) and not click.get_current_context().meta.get("no_color"):
+        console().print(render.text(plan, compact), end="")
     else:
-        click.echo(render.text(plan).plain, nl=False)
+        click.echo(render.text(plan, compact).plain, nl=False)
 
 
 @main.command(short_help="Show what apply would change on the server; change nothing.")
@@ -180,11 +215,12 @@ def _show(plan: "Plan", fmt: str = "text") -> None:
               show_default=True, help="text for people, json for tools (docs/plan-format.md), markdown for a PR.")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there is nothing to change, 2 when there are changes, 1 on error.")
+@display_options
 @safety_options
 @secrets_dir_option
 @connection_options
 @one_line_errors
-def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, **options: Any) -> None:
+def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, compact: bool, **options: Any) -> None:
     """Show what apply would change on the server to match the manifests in DIR; change nothing.
 
     Reads the live state in bulk, compares it with the manifests and prints the changes
@@ -202,7 +238,7 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, **o
         result = make_plan(session, state, policy, RESOURCES)
     if out:
         save(result, out)
-    _show(result, fmt)
+    _show(result, fmt, compact)
     if detailed_exitcode and result.changes:
         sys.exit(2)
 
@@ -213,11 +249,15 @@ PROGRESS_BAR_ABOVE = 50  # operations; fewer finish before a bar would help
 @main.command(short_help="Make the server match DIR, or apply a saved PLANFILE.")
 @click.argument("target", metavar="DIR|PLANFILE", type=MANIFEST_DIR)
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed when stdin is not a terminal).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one document on stdout saying what was applied, per change (with DIR, needs "
+                   "--auto-approve: the plan is not shown).")
+@display_options
 @safety_options
 @secrets_dir_option
 @connection_options
 @one_line_errors
-def apply(target: str, auto_approve: bool, **options: Any) -> None:
+def apply(target: str, auto_approve: bool, fmt: str, compact: bool, **options: Any) -> None:
     """Change the server to match the manifests in DIR, or apply exactly a plan saved with `plan --out`.
 
     With DIR: plans (as `reconcile plan` does), shows the plan and asks for confirmation
@@ -245,17 +285,25 @@ def apply(target: str, auto_approve: bool, **options: Any) -> None:
                                      "make a plan for this server")
             if saved.changes:
                 check_fresh(session, saved, RESOURCES)
-                _execute(session, saved)
+                _execute(session, saved, fmt)
+            elif fmt == "json":
+                _execute(session, saved, fmt)
             else:
                 _show(saved)
         return
+    if fmt == "json" and not auto_approve:
+        raise click.UsageError("--format json shows no plan to confirm: add --auto-approve, or apply a plan saved "
+                               "with `reconcile plan --out`")
     state = _desired_state(target, secrets)
     if not auto_approve and not terminal(sys.stdin):
         raise ReconcileError("apply: stdin is not a terminal, so nobody can confirm; rerun with --auto-approve, "
                              "or apply a plan saved with `reconcile plan --out`")
     with connect(**connection) as session:
         result = make_plan(session, state, policy, RESOURCES)
-        _show(result)
+        if fmt == "json":
+            _execute(session, result, fmt)
+            return
+        _show(result, compact=compact)
         if not result.changes:
             return
         if not auto_approve:
@@ -265,33 +313,44 @@ def apply(target: str, auto_approve: bool, **options: Any) -> None:
         _execute(session, result)
 
 
-def _execute(session: "CouchSession", plan: "Plan") -> None:
+def _execute(session: "CouchSession", plan: "Plan", fmt: str = "text") -> None:
     """Apply the plan, showing progress; when a write fails, what was applied and what was not (stdout),
-    then the failure's line (stderr, exit 1)."""
+    then the failure's line (stderr, exit 1). With `fmt` json, stdout is one document saying what was
+    applied, per change, whether or not the apply completed."""
     from .apply import ApplyFailed, check_secrets, execute
     from .kinds import RESOURCES
-    from .render import apply_summary
+    from .render import apply_document, apply_summary
 
     check_secrets(plan.changes, "nothing was applied")
+    applied: list[Any] = []
 
     def lines(chunk: Any) -> None:
-        for change in chunk:
-            click.echo(f"{change.symbol} {change.kind}/{change.key}: {change.action.past}")
+        applied.extend(chunk)
+        if fmt == "text":
+            for change in chunk:
+                click.echo(f"{change.symbol} {change.kind}/{change.key}: {change.action.past}")
 
     try:
-        if terminal(sys.stdout) and len(plan.changes) > PROGRESS_BAR_ABOVE:
+        if fmt == "text" and terminal(sys.stdout) and len(plan.changes) > PROGRESS_BAR_ABOVE:
             from rich.progress import Progress
 
             # Not transient: the bar's last state (how far it got) stays on screen, above the summary.
-            with Progress() as bar:
+            with Progress(console=console()) as bar:
                 task = bar.add_task("Applying", total=len(plan.changes))
                 execute(session, plan.changes, RESOURCES, lambda chunk: bar.advance(task, len(chunk)))
         else:
             execute(session, plan.changes, RESOURCES, lines)
     except ApplyFailed as failed:
-        for line in apply_summary(failed.applied, failed.uncertain, failed.pending):
-            click.echo(line)
+        if fmt == "json":
+            click.echo(apply_document(plan, failed.applied, failed.uncertain, failed.pending, str(failed.cause)),
+                       nl=False)
+        else:
+            for line in apply_summary(failed.applied, failed.uncertain, failed.pending):
+                click.echo(line)
         raise failed.cause from None
+    if fmt == "json":
+        click.echo(apply_document(plan, applied), nl=False)
+        return
     counts = plan.counts()
     click.echo(f"Apply complete: {counts['add']} added, {counts['change']} changed, {counts['destroy']} destroyed.")
 

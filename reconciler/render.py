@@ -12,35 +12,71 @@ from typing import Any, Callable, Sequence
 
 from rich.text import Text
 
-from .model import Action, Change, Create, FieldChange, Plan, Replace
+from .model import Action, Change, Create, Diagnostic, FieldChange, Plan, Replace
 from .ownership import is_marker_path
 from .planfile import to_document
 
 SENSITIVE = "(sensitive, will change)"
 
 
-def text(plan: Plan) -> Text:
-    """The plan for a terminal; print `.plain` where colour is not wanted."""
+COMPACT_SHOWN = 10  # changes listed per kind by `--compact`
+
+
+def text(plan: Plan, compact: bool = False) -> Text:
+    """The plan for a terminal; print `.plain` where colour is not wanted.
+
+    The summary line and the count per kind come before the changes, and the summary and the warnings
+    again after them: a plan of thousands of changes scrolls its head away. `compact` lists only the first
+    COMPACT_SHOWN changes of each kind."""
     out = Text()
-    for warning in plan.warnings:
-        out.append("Warning: ", style="bold yellow")
-        out.append(f"{warning}\n")
+    _warnings(out, plan)
     if plan.warnings:
         out.append("\n")
     if not plan.changes:
         out.append(plan.summary() + "\n", style="bold green")
         return out
-    out.append(f"couch-reconciler will make these changes on {plan.server}:\n\n")
-    for change in plan.changes:
-        style = change.action.style
-        out.append(f"{change.symbol:>3} ", style=f"bold {style}")
-        out.append(f"{change.kind}/{change.key}", style="bold")
-        out.append(f"  ({change.source})\n" if change.source else "\n", style="dim")
-        for line in change_lines(change):
-            out.append(f"      {line}\n")
+    groups = _by_kind(plan.changes)
+    out.append(f"couch-reconciler will make these changes on {plan.server}:\n")
+    out.append(plan.summary() + "\n", style="bold")
+    for kind, changes in groups.items():
+        out.append(f"  {kind}: {_counts(changes)}\n")
+    out.append("\n")
+    if compact:
+        for kind, changes in groups.items():
+            for change in changes[:COMPACT_SHOWN]:
+                _change(out, change)
+            if len(changes) > COMPACT_SHOWN:
+                out.append(f"    ... and {len(changes) - COMPACT_SHOWN} more {kind} changes (all of them: without "
+                           "--compact, or in the JSON plan)\n", style="dim")
+    else:
+        for change in plan.changes:
+            _change(out, change)
     out.append("\n")
     out.append(plan.summary() + "\n", style="bold")
+    if plan.warnings:
+        out.append("\n")
+        _warnings(out, plan)
     return out
+
+
+def _warnings(out: Text, plan: Plan) -> None:
+    for warning in plan.warnings:
+        out.append("Warning: ", style="bold yellow")
+        out.append(f"{warning}\n")
+
+
+def _change(out: Text, change: Change) -> None:
+    out.append(f"{change.symbol:>3} ", style=f"bold {change.action.style}")
+    out.append(f"{change.kind}/{change.key}", style="bold")
+    out.append(f"  ({change.source})\n" if change.source else "\n", style="dim")
+    for line in change_lines(change):
+        out.append(f"      {line}\n")
+
+
+def _counts(changes: Sequence[Change]) -> str:
+    """`2 to create, 1 to delete`: the changes of one kind by action."""
+    return ", ".join(f"{sum(1 for c in changes if c.action is action)} to {action.value}"
+                     for action in Action if any(c.action is action for c in changes))
 
 
 def change_lines(change: Change) -> list[str]:
@@ -137,10 +173,8 @@ def _row(change: Change) -> str:
 
 
 def _summary(kind: str, changes: Sequence[Change], shown: int, unfold: bool) -> str:
-    counts = ", ".join(f"{sum(1 for c in changes if c.action is action)} to {action.value}"
-                       for action in Action if any(c.action is action for c in changes))
     partial = "" if shown == len(changes) else f" (first {shown} shown)" if shown else " (not shown)"
-    return f"<details{' open' if unfold else ''}><summary><b>{kind}</b>: {counts}{partial}</summary>"
+    return f"<details{' open' if unfold else ''}><summary><b>{kind}</b>: {_counts(changes)}{partial}</summary>"
 
 
 def _left_out(left_out: int, total: int) -> str:
@@ -205,3 +239,30 @@ def apply_summary(applied: Sequence[Change], uncertain: Sequence[Change], pendin
 def _keys(kind: str, keys: list[str]) -> str:
     shown = ", ".join(keys[:SHOWN_KEYS]) + (f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
     return f"{len(keys)} {kind} ({shown})"
+
+
+def diagnostics_document(path: str, manifests: int, diagnostics: Sequence[Diagnostic], valid: bool) -> str:
+    """`reconcile validate --format json`: every diagnostic with its place, in reading order."""
+    return json.dumps({
+        "format": "couch-reconciler/diagnostics", "format_version": 1, "path": path, "valid": valid,
+        "manifests": manifests,
+        "diagnostics": [{"file": d.source.file, "line": d.source.line, "severity": d.severity, "subject": d.subject,
+                         "message": d.message, "hint": d.hint} for d in diagnostics],
+    }, indent=2, ensure_ascii=False) + "\n"
+
+
+def apply_document(plan: Plan, applied: Sequence[Change], uncertain: Sequence[Change] = (),
+                   pending: Sequence[Change] = (), error: str | None = None) -> str:
+    """`reconcile apply --format json`: what was applied, per change, in the order it was sent. After a
+    failure, the changes of the batch that failed are `uncertain` and the rest `not_applied`."""
+    outcomes = [*((change, "applied") for change in applied), *((change, "uncertain") for change in uncertain),
+                *((change, "not_applied") for change in pending)]
+    return json.dumps({
+        "format": "couch-reconciler/apply", "format_version": 1, "server": plan.server,
+        "complete": error is None, "error": error,
+        "summary": {status: sum(1 for _, s in outcomes if s == status)
+                    for status in ("applied", "uncertain", "not_applied")},
+        "changes": [{"action": change.action.value, "kind": change.kind, "key": change.key,
+                     "source": str(change.source) if change.source else None, "outcome": status}
+                    for change, status in outcomes],
+    }, indent=2, ensure_ascii=False) + "\n"

@@ -61,6 +61,10 @@ def test_text_rendering_is_terraform_like(tmp_path, monkeypatch):
         "Warning: database/orders: q is 8 on the server",
         "",
         "couch-reconciler will make these changes on http://couch.test:5984:",
+        "Plan: 2 to add, 2 to change, 2 to destroy.",
+        "  database: 1 to create, 1 to delete, 1 to replace",
+        "  security: 1 to update",
+        "  user: 1 to update",
         "",
         "  + database/orders  (dbs.yaml:2)",
         "      partitioned: false",
@@ -76,7 +80,23 @@ def test_text_rendering_is_terraform_like(tmp_path, monkeypatch):
         "      # no manifest lists it",
         "",
         "Plan: 2 to add, 2 to change, 2 to destroy.",
+        "",
+        "Warning: database/orders: q is 8 on the server",  # again: a long plan scrolls the first one away
     ]
+
+
+def test_compact_text_lists_the_first_changes_of_each_kind_after_the_counts():
+    changes = [Create("user", f"user-{n:03}", Source("users.yaml", n + 1)) for n in range(25)]
+    changes.append(Create("database", "orders", Source("dbs.yaml", 1)))
+    out = render.text(Plan("http://x", changes, ["max_jobs is 500"]), compact=True).plain.splitlines()
+    assert out[:7] == ["Warning: max_jobs is 500", "", "couch-reconciler will make these changes on http://x:",
+                       "Plan: 26 to add, 0 to change, 0 to destroy.", "  user: 25 to create", "  database: 1 to create",
+                       ""]
+    listed = [line.split()[1] for line in out if line.startswith("  + ")]
+    assert listed == [f"user/user-{n:03}" for n in range(render.COMPACT_SHOWN)] + ["database/orders"]
+    assert f"    ... and {25 - render.COMPACT_SHOWN} more user changes (all of them: without --compact, or in the " \
+           "JSON plan)" in out
+    assert out[-3:] == ["Plan: 26 to add, 0 to change, 0 to destroy.", "", "Warning: max_jobs is 500"]
 
 
 def test_no_changes_says_so():
