@@ -251,7 +251,7 @@ def test_a_design_document_whose_manifest_is_gone_is_found_for_deletion(couch, h
         pytest.skip("--allow-delete prunes every object this tool created on the server: couchsim only")
     write(tmp_path, "app.yaml", manifests(deployed).split("---")[0])
     pruning = reconcile(couch, "plan", str(tmp_path), "--allow-delete")
-    assert pruning.stdout.splitlines()[2:4] == [
+    assert pruning.stdout.splitlines()[4:6] == [
         f"  - design_document/{deployed}/_design/app", "      # no manifest lists it; couch-reconciler created it"]
     assert reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve").code == 0
     assert design(couch, http, deployed) is None

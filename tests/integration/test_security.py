@@ -45,7 +45,7 @@ def test_exact_mode_update_shows_the_fields_and_converges(couch, http, unique, t
 
     write(tmp_path, "dbs.yaml", secured(name, "{members: {roles: [app-user]}, admins: {names: [dana]}}"))
     plan = reconcile(couch, "plan", str(tmp_path))
-    assert plan.stdout.splitlines()[2:6] == [f"  ~ security/{name}  ({manifest}:5)",
+    assert plan.stdout.splitlines()[4:8] == [f"  ~ security/{name}  ({manifest}:5)",
                                              '      admins.names: [] -> ["dana"]', "",
                                              "Plan: 0 to add, 1 to change, 0 to destroy."]
     assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
@@ -101,7 +101,7 @@ def test_a_database_public_on_purpose_is_declared_explicitly_and_shown_as_public
     plan = reconcile(couch, "plan", str(tmp_path))
     applied = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
 
-    assert plan.stdout.splitlines()[2:5] == [
+    assert plan.stdout.splitlines()[4:7] == [
         f"  ~ security/{name}  ({manifest}:5)",
         '      members: {"names": [], "roles": ["_admin", "app-user"]} -> "public"',
         '      admins.roles: ["_admin"] -> ["_admin", "app-user"]']
