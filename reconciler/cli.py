@@ -187,6 +187,13 @@ def display_options(command: F) -> F:
     return command
 
 
+target_option = click.option(
+    "--target", "targets", multiple=True, metavar="KIND[/NAME]",
+    help="Only the changes to this object (repeatable): a kind (`user`) or an object as the plan names it "
+         "(`security/orders`, `user/alice*`), with its parents' changes. For exceptional cases only: the "
+         "plan is partial (README, \"Targeting\").")
+
+
 def console() -> "Console":
     """A rich console for stdout, without colour when --no-color (or NO_COLOR) says so."""
     from rich.console import Console
@@ -215,12 +222,14 @@ def _show(plan: "Plan", fmt: str = "text", compact: bool = False) -> None:
               show_default=True, help="text for people, json for tools (docs/plan-format.md), markdown for a PR.")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there is nothing to change, 2 when there are changes, 1 on error.")
+@target_option
 @display_options
 @safety_options
 @secrets_dir_option
 @connection_options
 @one_line_errors
-def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, compact: bool, **options: Any) -> None:
+def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, compact: bool, targets: tuple[str, ...],
+         **options: Any) -> None:
     """Show what apply would change on the server to match the manifests in DIR; change nothing.
 
     Reads the live state in bulk, compares it with the manifests and prints the changes
@@ -230,12 +239,15 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, com
     """
     from .kinds import RESOURCES
     from .pipeline import make_plan
+    from .plan import targeted
     from .planfile import save
 
     connection, policy, secrets = split_options(options)
     state = _desired_state(directory, secrets)
     with connect(**connection) as session:
         result = make_plan(session, state, policy, RESOURCES)
+    if targets:
+        result = targeted(result, targets, RESOURCES)
     if out:
         save(result, out)
     _show(result, fmt, compact)
@@ -252,12 +264,13 @@ PROGRESS_BAR_ABOVE = 50  # operations; fewer finish before a bar would help
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one document on stdout saying what was applied, per change (with DIR, needs "
                    "--auto-approve: the plan is not shown).")
+@target_option
 @display_options
 @safety_options
 @secrets_dir_option
 @connection_options
 @one_line_errors
-def apply(target: str, auto_approve: bool, fmt: str, compact: bool, **options: Any) -> None:
+def apply(target: str, auto_approve: bool, fmt: str, compact: bool, targets: tuple[str, ...], **options: Any) -> None:
     """Change the server to match the manifests in DIR, or apply exactly a plan saved with `plan --out`.
 
     With DIR: plans (as `reconcile plan` does), shows the plan and asks for confirmation
@@ -269,10 +282,14 @@ def apply(target: str, auto_approve: bool, fmt: str, compact: bool, **options: A
     from .apply import check_fresh, check_secrets
     from .kinds import RESOURCES
     from .pipeline import make_plan
+    from .plan import targeted
     from .planfile import is_plan_file, load
 
     connection, policy, secrets = split_options(options)
     if is_plan_file(target):
+        if targets:
+            raise click.UsageError("--target narrows a plan being made; a saved plan is applied whole (make it "
+                                   "with `reconcile plan --target ... --out`)")
         saved = load(target)
         unknown = sorted({change.kind for change in saved.changes} - set(RESOURCES))
         if unknown:
@@ -300,6 +317,8 @@ def apply(target: str, auto_approve: bool, fmt: str, compact: bool, **options: A
                              "or apply a plan saved with `reconcile plan --out`")
     with connect(**connection) as session:
         result = make_plan(session, state, policy, RESOURCES)
+        if targets:
+            result = targeted(result, targets, RESOURCES)
         if fmt == "json":
             _execute(session, result, fmt)
             return

@@ -11,11 +11,13 @@ Safety rules, checked before anything is shown as a plan that `apply` could run:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import fnmatch
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 from .errors import ReconcileError
 from .kinds.base import ResourceKind
+from .kinds.checks import closest
 from .model import Change, Delete, Plan, Replace, Update
 
 
@@ -91,3 +93,38 @@ def _threshold_problems(plan: Plan, policy: Policy) -> list[str]:
                                 f"({count / existing:.0%} > {share:.0%}); check the manifests, then rerun with "
                                 f"--force or a higher {option}")
     return problems
+
+
+def targeted(plan: Plan, targets: Sequence[str], kinds: Mapping[str, ResourceKind]) -> Plan:
+    """Only the changes `targets` name (`KIND` or `KIND/NAME`, NAME with `*` wildcards, as the plan writes
+    them), with the changes of their parents (a security object's database) that the plan also holds, as
+    Terraform's `-target` brings the target's dependencies. The plan says what it left out."""
+    wanted: list[tuple[str, str | None]] = []
+    for target in targets:
+        kind, slash, rest = target.partition("/")
+        if kind.lower() not in kinds:
+            raise ReconcileError(f"--target {target}: unknown kind `{kind}`; "
+                                 f"{closest(kind.lower(), kinds, 'the kinds are')}")
+        wanted.append((kind.lower(), rest if slash else None))
+    by_address = {(change.kind, change.key): change for change in plan.changes}
+    chosen: set[tuple[str, str]] = set()
+    unmatched = []
+    for target, (kind, pattern) in zip(targets, wanted):
+        matched = [address for address in by_address if address[0] == kind
+                   and (pattern is None or fnmatch.fnmatchcase(address[1], pattern))]
+        if not matched:
+            unmatched.append(target)
+        for address in matched:
+            while address in by_address and address not in chosen:
+                chosen.add(address)
+                parent = kinds[address[0]].parent(address[1])
+                if parent is None:
+                    break
+                address = parent
+    left_out = len(plan.changes) - len(chosen)
+    warnings = [f"--target: a partial plan: {left_out} of {len(plan.changes)} changes are left out (not shown, "
+                "not saved, not applied), so the server will still differ from the manifests; run a full plan "
+                "once the exceptional situation is over"]
+    warnings += [f"--target {target} matches no change in this plan" for target in unmatched]
+    return replace(plan, changes=[change for change in plan.changes if (change.kind, change.key) in chosen],
+                   warnings=list(plan.warnings) + warnings)
