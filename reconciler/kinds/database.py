@@ -81,7 +81,8 @@ class DatabaseManifest(ManifestKind):
 
     def expand(self, manifest: Manifest) -> Iterable[Desired]:
         spec = manifest.spec
-        options = {key: spec[key] for key in ("q", "n", "prune") if key in spec}
+        # `partitioned` among the options too when written: only then is it compared with the server's.
+        options = {key: spec[key] for key in ("partitioned", "q", "n", "prune") if key in spec}
         yield Desired(DATABASE, manifest.name, body={"partitioned": spec.get("partitioned", False)},
                       source=manifest.where("metadata", "name"), options=options)
         security = spec.get("security")
@@ -114,11 +115,20 @@ class DatabaseResource(ResourceKind):
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:
         names = {desired.key for desired in wanted}
-        # The template resolution may have read these rows already in this plan (kinds/user_databases.py).
-        infos = every_database_info(session) if prune else _rows_opening_once(session, names)
+        if prune:
+            # The template resolution may have read these rows already in this plan (kinds/user_databases.py).
+            infos = every_database_info(session)
+            existing = set(infos)
+        else:
+            existing = existing_databases(session, names)
+            # A row costs the server about what a `_security` read does: read only those whose figures the
+            # plan uses (update_seq in watch, which skips unchanged databases' reads by it; what the manifest
+            # compares or warns about), not one per database.
+            figures = names if is_remembering(session) else {d.key for d in wanted if FIGURES & set(d.options)}
+            infos = _rows_opening_once(session, existing & figures)
         # None records a database seen missing, so that nobody asks for it again.
-        seen_rows(session).update({**dict.fromkeys(names), **infos})
-        live = {name: _observed(name, info) for name, info in infos.items() if name in names}
+        seen_rows(session).update({**dict.fromkeys(names - existing), **infos})
+        live = {name: _observed(name, infos.get(name)) for name in names & existing}
         if prune:
             # Only an unlisted database can be pruned, and only when this tool made it: one `_security` read
             # each (no bulk read exists), system databases never.
@@ -139,6 +149,8 @@ class DatabaseResource(ResourceKind):
                  **{key: wanted.options[key] for key in ("q", "n") if key in wanted.options}}
         if live is None:
             return Create(self.name, wanted.key, wanted.source, after=after, fields=field_changes({}, after))
+        if "partitioned" not in wanted.options:
+            return None  # left to its creation, as q and n are: not read (observe), nothing to compare
         # q and n are creation parameters only (see warnings); `partitioned` changes what documents are.
         fields = field_changes(live.body, {"partitioned": after["partitioned"]})
         if not fields:
@@ -198,20 +210,21 @@ def _unmade(session: CouchSession, subject: str, name: str, error: ReconcileErro
                           "with its marker")
 
 
+# The options whose check needs the database's `_dbs_info` row (props.partitioned, cluster.q and .n).
+FIGURES = frozenset({"partitioned", "q", "n"})
 # Chunks of databases read at once: while one chunk's rows are read, the next chunk's `_security` reads keep
 # the pool busy.
 CHUNKS_IN_FLIGHT = 2
 
 
 def _rows_opening_once(session: CouchSession, names: Collection[str]) -> dict[str, dict]:
-    """`_dbs_info` rows of the existing databases among `names`, each read just after the `_security` object
+    """`_dbs_info` rows of `names` (databases that exist), each read just after the `_security` object
     the security kind wants of that database, which opens it: so the server opens each database once per
     plan, not once for the row and again for its security (reconciler/databases.py says why that matters).
     The objects are kept for the security kind (`security.read_with_databases`). In `reconcile watch` they
     are not read ahead: there the security kind reads only those whose database's update_seq moved."""
     seen = seen_rows(session)
-    existing = existing_databases(session, names)
-    unread = sorted(name for name in existing if name not in seen)
+    unread = sorted(name for name in names if name not in seen)
     ahead = set() if is_remembering(session) else set(wanted_in_plan(session, SECURITY))
     store = read_with_databases(session)
 
@@ -224,10 +237,13 @@ def _rows_opening_once(session: CouchSession, names: Collection[str]) -> dict[st
     with ThreadPoolExecutor(CHUNKS_IN_FLIGHT, thread_name_prefix="database-chunk") as chunks:
         rows = {name: info for found in chunks.map(chunk, batched(unread, INFO_KEYS_PER_REQUEST))
                 for name, info in found.items()}
-    return {**{name: info for name in existing if (info := seen.get(name)) is not None}, **rows}
+    return {**{name: info for name in names if (info := seen.get(name)) is not None}, **rows}
 
 
-def _observed(name: str, info: Mapping, managed: bool = False) -> Observed:
+def _observed(name: str, info: Mapping | None, managed: bool = False) -> Observed:
+    """The database as its `_dbs_info` row shows it; without a row (not read), only that it exists."""
+    if info is None:
+        return Observed(DATABASE, name, {}, None, managed=managed)
     cluster = info.get("cluster") or {}
     return Observed(DATABASE, name, {"partitioned": bool((info.get("props") or {}).get("partitioned", False))},
                     str(info.get("update_seq")), managed=managed,

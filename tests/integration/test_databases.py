@@ -165,18 +165,22 @@ def test_a_database_created_by_someone_else_meanwhile_is_one_line(couch, unique,
     assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
 
 
-def test_a_plan_opens_each_database_once_and_asks_nothing_about_missing_ones(couch, unique, tmp_path):
-    """Opening a database that is not open is what a CouchDB server pays most for in a plan: it keeps
-    `[couchdb] max_dbs_open` (500) open, and both `_dbs_info` and `GET db/_security` open the database they
-    read. So a plan over many databases learns which exist from `_all_dbs` (which opens none), asks nothing
-    about one that does not exist yet, and asks for an existing one's `_dbs_info` row only after its
-    `_security` read has opened it."""
+def test_a_plan_reads_each_database_once_and_asks_nothing_about_missing_ones(couch, unique, tmp_path):
+    """A `_dbs_info` row costs a CouchDB server about what a `GET db/_security` does (both open the database
+    and ask each of its shards), and opening a database that is not open costs most: the server keeps only
+    `[couchdb] max_dbs_open` (500) open. So a plan over many databases learns which exist from `_all_dbs`
+    (which opens none), asks nothing about one that does not exist yet, and asks for a row only where the
+    manifest writes what the row says (here `partitioned`), each after that database's `_security` read."""
     existing = [unique("many") for _ in range(120)]  # above the 100 names one `_dbs_info` request takes
+    fixed = set(existing[::12])
     new = [unique("new") for _ in range(3)]
-    spec = "\n      security: {members: {names: [ann]}}"
-    write(tmp_path, "dbs.yaml", "---".join(database(name, spec) for name in existing))
+
+    def spec(name: str) -> str:
+        return "\n      security: {members: {names: [ann]}}" + ("\n      partitioned: false" if name in fixed else "")
+
+    write(tmp_path, "dbs.yaml", "---".join(database(name, spec(name)) for name in existing))
     assert reconcile(couch, "apply", str(tmp_path), "--auto-approve").code == 0
-    write(tmp_path, "dbs.yaml", "---".join(database(name, spec) for name in existing + new))
+    write(tmp_path, "dbs.yaml", "---".join(database(name, spec(name)) for name in existing + new))
 
     run = reconcile(couch, "plan", str(tmp_path))
 
@@ -187,5 +191,19 @@ def test_a_plan_opens_each_database_once_and_asks_nothing_about_missing_ones(cou
     assert len(opened_at) == sum(url.endswith("/_security") for _, url, _ in run.sent)  # once each
     asked = [(index, name) for index, ((_, url, _), body) in enumerate(zip(run.sent, run.bodies))
              if url == f"{couch.url}/_dbs_info" for name in body["keys"]]
-    assert sorted(name for _, name in asked) == sorted(existing)
+    assert sorted(name for _, name in asked) == sorted(fixed)
     assert all(opened_at[name] < index for index, name in asked)
+
+
+def test_a_partitioned_database_is_compared_only_where_the_manifest_writes_partitioned(couch, http, unique, tmp_path):
+    """`partitioned` is fixed at creation, like q and n: left out of a manifest, it is not compared (and the
+    database's row not read); written, a database that differs must be replaced."""
+    name = unique("parts")
+    assert http.put(f"{couch.url}/{name}", params={"partitioned": "true"}).status_code == 201
+    write(tmp_path, "dbs.yaml", database(name))
+    assert reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode").code == 0
+
+    write(tmp_path, "dbs.yaml", database(name, "{partitioned: false}"))
+    run = reconcile(couch, "plan", str(tmp_path), "--allow-delete", "--allow-delete-data")
+    assert run.code == 0, run.stderr
+    assert f"-/+ database/{name}" in run.stdout and "partitioned: true -> false   # forces replacement" in run.stdout

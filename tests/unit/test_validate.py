@@ -41,7 +41,7 @@ def test_database_expands_to_the_database_and_only_a_declared_security_object(tm
         "partitioned": True, "n": 3, "prune": True,
         "security": {"mode": "merge", "members": {"roles": ["app-user"]}}})
     assert [(d.kind, d.key, dict(d.body), dict(d.options)) for d in secured] == [
-        ("database", "orders", {"partitioned": True}, {"n": 3, "prune": True}),
+        ("database", "orders", {"partitioned": True}, {"partitioned": True, "n": 3, "prune": True}),
         ("security", "orders", {"members": {"names": [], "roles": ["app-user"]}, "admins": {"names": [], "roles": []}},
          {"mode": "merge"})]
     assert secured[1].source.line == 9  # the `security:` key (yaml.safe_dump orders keys as given)
