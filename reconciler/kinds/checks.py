@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 from ..model import DATABASE_MANIFEST, ROLE_MANIFEST, USER_DATABASES_MANIFEST, Diagnostic, Manifest
@@ -51,18 +52,32 @@ def user_name_problem(name: str) -> str | None:
     return None
 
 
-# Each manifest with roles asks for the declared roles; computed once per `every` (the one list a validation
-# passes to every check), so 10,000 databases cost one pass over the manifests, not 10,000.
-_declared: tuple[Sequence[Manifest], frozenset[str]] = ((), frozenset())
+# Each manifest with roles asks for the declared roles, each reference to a database whether it is declared;
+# computed once per `every` (the one list a validation passes to every check), so 10,000 manifests cost one
+# pass over the manifests, not 10,000.
+@dataclass(frozen=True)
+class _Declared:
+    every: Sequence[Manifest]
+    roles: frozenset[str]
+    databases: frozenset[str]
+    prefixes: tuple[str, ...]  # of the databases UserDatabases templates produce
+
+
+_declared = _Declared((), frozenset(), frozenset(), ())
+
+
+def _declarations(every: Sequence[Manifest]) -> _Declared:
+    global _declared
+    if _declared.every is not every:
+        _declared = _Declared(every, frozenset(m.name for m in every if m.kind == ROLE_MANIFEST),
+                              frozenset(m.name for m in every if m.kind == DATABASE_MANIFEST),
+                              tuple(m.spec.get("prefix", USER_DATABASE_PREFIX) for m in every
+                                    if m.kind == USER_DATABASES_MANIFEST))
+    return _declared
 
 
 def declared_roles(every: Sequence[Manifest]) -> frozenset[str]:
-    global _declared
-    seen, roles = _declared
-    if seen is not every:
-        roles = frozenset(m.name for m in every if m.kind == ROLE_MANIFEST)
-        _declared = (every, roles)
-    return roles
+    return _declarations(every).roles
 
 
 def role_diagnostics(manifest: Manifest, path: tuple[str | int, ...], roles: Sequence[str],
@@ -78,10 +93,8 @@ def role_diagnostics(manifest: Manifest, path: tuple[str | int, ...], roles: Seq
 
 def database_is_declared(name: str, every: Sequence[Manifest]) -> bool:
     """A Database manifest declares it, a UserDatabases template produces it, or CouchDB itself owns it."""
-    return (name in SYSTEM_DATABASES
-            or any(m.kind == DATABASE_MANIFEST and m.name == name for m in every)
-            or any(m.kind == USER_DATABASES_MANIFEST and name.startswith(m.spec.get("prefix", USER_DATABASE_PREFIX))
-                   for m in every))
+    declared = _declarations(every)
+    return name in SYSTEM_DATABASES or name in declared.databases or name.startswith(declared.prefixes)
 
 
 def undeclared_database(manifest: Manifest, path: tuple[str | int, ...], name: str,

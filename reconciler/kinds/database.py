@@ -44,11 +44,12 @@ class DatabaseManifest(ManifestKind):
     schema = "database.schema.json"
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:
+        templates = [m for m in every if m.kind == USER_DATABASES_MANIFEST]  # once, not once per database
         for manifest in manifests:
             problem = database_name_problem(manifest.name)
             if problem:
                 yield Diagnostic.at(manifest, ("metadata", "name"), problem, "rename it")
-            for template in (m for m in every if m.kind == USER_DATABASES_MANIFEST):
+            for template in templates:
                 prefix = template.spec.get("prefix", USER_DATABASE_PREFIX)
                 if manifest.name.startswith(prefix):
                     # The template owns every database under its prefix (security, deletion with the user).
