@@ -3,9 +3,9 @@ which opens no database), and `_dbs_info` rows (update_seq, doc_count, q/n, prop
 needed. The database kind observes from the rows, the security and design document kinds read only the
 databases that exist, the template resolution sees which user databases exist.
 
-Opening a database that is not open is what a CouchDB server pays most for in a plan: `_dbs_info` opens
-each database it is asked about, and the server keeps only `[couchdb] max_dbs_open` (500) open. So
-existence comes from `_all_dbs`, and a database's row is read right after its `_security` (which opens it).
+A row costs a CouchDB server about what a `GET db/_security` does (both open the database, and the server
+keeps only `[couchdb] max_dbs_open`, 500, open), so existence comes from `_all_dbs`, rows are read only
+where their figures are used, and a database's row right after its `_security` read.
 """
 
 from __future__ import annotations
