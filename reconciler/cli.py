@@ -11,6 +11,7 @@ requests up front would slow `reconcile --help` and `validate` by a second or mo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -148,9 +149,9 @@ def schema(kind: str | None, out: str | None) -> None:
     click.echo(json.dumps(bundle(file), indent=2))
 
 
-def _desired_state(directory: str, secrets: SecretPolicy) -> "DesiredState":
+def _desired_state(directory: str, secrets: SecretPolicy, keep: list[str] | None = None) -> "DesiredState":
     """Valid manifests expanded (and every secret they name readable when `secrets.read`); every problem
-    printed and exit 1 before any request otherwise."""
+    printed and exit 1 before any request otherwise. The warnings printed are also added to `keep`."""
     from .pipeline import InvalidManifests, desired_state
 
     try:
@@ -161,6 +162,8 @@ def _desired_state(directory: str, secrets: SecretPolicy) -> "DesiredState":
         fail(f"{directory}: {invalid}, nothing was sent to any server")
     for warning in warnings:
         click.echo(str(warning), err=True)
+    if keep is not None:
+        keep.extend(map(str, warnings))
     return state
 
 
@@ -241,11 +244,16 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, com
     from .pipeline import make_plan
     from .plan import targeted
     from .planfile import save
+    from .validate import UNCHECKED_SECRET
 
     connection, policy, secrets = split_options(options)
-    state = _desired_state(directory, secrets)
+    # A plan only compares secrets with the server's: one it cannot read is a warning saying what it could
+    # not compare (in the plan too, for the reviewer); apply still refuses to start without it.
+    warnings: list[str] = []
+    state = _desired_state(directory, dataclasses.replace(secrets, unreadable="warning"), warnings)
     with connect(**connection) as session:
         result = make_plan(session, state, policy, RESOURCES)
+    result.warnings += [warning for warning in warnings if UNCHECKED_SECRET in warning]
     if targets:
         result = targeted(result, targets, RESOURCES)
     if out:

@@ -116,6 +116,14 @@ class SecretRef:
             raise SecretUnreadable(self.ref, f"{self.path} is empty", "write the secret into it")
         return value
 
+    def resolve_if_readable(self) -> str | None:
+        """The value, or None when it cannot be read: for a plan, which only compares secrets and was let run
+        without them (each unreadable one was reported as a warning, saying what was not checked)."""
+        try:
+            return self.resolve()
+        except SecretUnreadable:
+            return None
+
 
 def _read_file(ref: str, path: str) -> str:
     try:

@@ -40,6 +40,10 @@ def validate(manifests: Sequence[Manifest], secrets: SecretPolicy = SecretPolicy
     return sorted(diagnostics, key=lambda diagnostic: diagnostic.position)
 
 
+# What a plan made without a secret says of it: it could not compare it with the server's.
+UNCHECKED_SECRET = "not compared with the server's"
+
+
 def secret_diagnostics(manifests: Sequence[Manifest], policy: SecretPolicy) -> Iterator[Diagnostic]:
     """One diagnostic per secret reference the policy refuses, at the reference's line: a `file:` leading out of
     the allowed folders (always an error), and with `policy.read` a secret that cannot be read now. Each
@@ -60,9 +64,13 @@ def secret_diagnostics(manifests: Sequence[Manifest], policy: SecretPolicy) -> I
             if identity not in unreadable:
                 unreadable[identity] = _unreadable(ref)
             failure = unreadable[identity]
-            if failure is not None:
-                yield Diagnostic.at(manifest, path, f"`{_dotted(path)}`: {failure.message}", failure.hint,
-                                    severity=policy.unreadable)
+            if failure is None:
+                continue
+            if policy.unreadable == "warning":
+                yield Diagnostic.at(manifest, path, f"`{_dotted(path)}`: {UNCHECKED_SECRET}: {failure.message}",
+                                    f"{failure.hint} (apply needs it)", severity="warning")
+            else:
+                yield Diagnostic.at(manifest, path, f"`{_dotted(path)}`: {failure.message}", failure.hint)
 
 
 def _unreadable(ref: SecretRef) -> SecretUnreadable | None:

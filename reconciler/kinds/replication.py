@@ -204,7 +204,9 @@ def _observed(doc: Mapping[str, Any], wanted: Desired | None) -> Observed:
             continue
         stored = _password(body[end])
         if wanted is not None and end in wanted.secrets:
-            matches[end] = stored is not None and stored == wanted.secrets[end].resolve()
+            # A password that cannot be read (a plan run without it) is not checked: no change is claimed.
+            value = wanted.secrets[end].resolve_if_readable()
+            matches[end] = value is None or (stored is not None and stored == value)
         body[end] = _without_credentials(body[end])
     return Observed(REPLICATION, doc["_id"], body, doc.get("_rev"), managed=is_marked(doc),
                     facts={"owner": doc.get("owner"), "state": doc.get("_replication_state"),

@@ -90,9 +90,12 @@ class ServerAdminResource(ResourceKind):
         # Nodes normally share one value: each distinct (name, value) is verified once, all in parallel.
         pairs = sorted({(name, value) for name in names & wanted_by_name.keys() for value in values[name].values()
                         if value is not None})
-        results = verify_all((admin_hash(value), wanted_by_name[name].secrets["password"].resolve())
-                             for name, value in pairs)
-        verified = {pair for pair, ok in zip(pairs, results) if ok}
+        # A password that cannot be read (a plan run without it) is not checked: no change is claimed for it.
+        readable = {name: secret for name, _ in pairs
+                    if (secret := wanted_by_name[name].secrets["password"].resolve_if_readable())}
+        checked = [(name, value) for name, value in pairs if name in readable]
+        results = verify_all((admin_hash(value), readable[name]) for name, value in checked)
+        verified = {pair for pair, ok in zip(checked, results) if ok} | {p for p in pairs if p[0] not in readable}
         observed = {}
         for name in names:
             present = [node for node, value in values[name].items() if value is not None]

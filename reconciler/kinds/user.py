@@ -100,9 +100,11 @@ class UserResource(ResourceKind):
         checks = {name: (stored, wanted_by_name[name].secrets["password"]) for name, doc in live.items()
                   if name in wanted_by_name and "password" in wanted_by_name[name].secrets
                   and (stored := user_hash(doc)) is not None}
+        # A password that cannot be read (a plan run without it) is not checked: no change is claimed for it.
+        readable = {name: value for name, (_, ref) in checks.items() if (value := ref.resolve_if_readable())}
         # Only users whose secret is managed pay for a check (600k PBKDF2 rounds each on 3.4), in parallel.
-        results = verify_all((stored, ref.resolve()) for stored, ref in checks.values())
-        verifies = dict(zip(checks, results))
+        results = verify_all((checks[name][0], value) for name, value in readable.items())
+        verifies = {**dict.fromkeys(checks, True), **dict(zip(readable, results))}
         return {name: _observed(doc, {"password_verifies": verifies.get(name, False)}) for name, doc in live.items()}
 
     def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:
