@@ -145,9 +145,12 @@ class ReplicationResource(ResourceKind):
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
             return self.prune(live)
-        if wanted.options.get("triggered") and (live is None or live.body.get("continuous") is not True):
-            # `reconcile watch` writes it on each run (templates.triggered_replication). A continuous one
-            # (the entry's fanIn was switched) is made one-shot here: it would never complete for watch.
+        if wanted.options.get("triggered"):
+            # `reconcile watch` writes it on each run (kinds/user_databases.triggered_replication). A continuous
+            # one (the entry's fanIn was switched) is made one-shot by watch too, as one of its runs: at most
+            # --max-triggered at once and marked with the update_seq it starts at, where rewriting them all here
+            # would start every one at once in CouchDB's scheduler and have watch trigger each again. The plan
+            # says how many wait for that (summary_warnings).
             return None
         with_secret = [end for end in ENDPOINTS if end in wanted.secrets]
         if live is None:
@@ -171,6 +174,13 @@ class ReplicationResource(ResourceKind):
                 and not wanted.options.get("triggered") and self.diff(wanted, live) is None:
             yield (f"{wanted.source}: replication/{wanted.key}: CouchDB marked it failed "
                    f"({live.facts.get('reason')}); fix the manifest, and apply writes it again")
+
+    def summary_warnings(self, changes: Sequence[Change], live: Mapping[str, Observed]) -> Iterator[str]:
+        switching = sum(1 for observed in live.values() if observed.facts.get("switching"))
+        if switching:
+            yield (f"{switching} continuous replication(s) of a `fanIn: triggered` entry switch to one-shot runs: "
+                   "`reconcile watch` rewrites them, at most --max-triggered at once, each as the next run of its "
+                   "database (they keep replicating continuously until then); apply leaves them as they are")
 
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
@@ -210,7 +220,9 @@ def _observed(doc: Mapping[str, Any], wanted: Desired | None) -> Observed:
         body[end] = _without_credentials(body[end])
     return Observed(REPLICATION, doc["_id"], body, doc.get("_rev"), managed=is_marked(doc),
                     facts={"owner": doc.get("owner"), "state": doc.get("_replication_state"),
-                           "reason": doc.get("_replication_state_reason"), "password_matches": matches})
+                           "reason": doc.get("_replication_state_reason"), "password_matches": matches,
+                           "switching": wanted is not None and bool(wanted.options.get("triggered"))
+                           and body.get("continuous") is True})
 
 
 def _password_fields(ends: Iterable[str]) -> tuple[FieldChange, ...]:

@@ -32,6 +32,7 @@ from .metrics import Metrics
 
 TRIGGER_FIELD = "couch_reconciler_trigger"  # the update_seq a one-shot run started at
 FINISHED = ("completed", "failed")  # `_replication_state` of a one-shot run that ended
+CATCH_UP = 0.0  # `dirty` time of a database found behind by a full reconcile rather than heard of
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Run:
     route: Route
     update_seq: str | None  # where it started
     since: float  # monotonic time it was written (or found running)
-    changed: float = 0.0  # monotonic time of the first write it carries; 0.0: unknown (a catch-up)
+    changed: float = CATCH_UP  # monotonic time of the first write it carries; CATCH_UP: unknown
 
 
 class TriggeredFanIn:
@@ -86,8 +87,8 @@ class TriggeredFanIn:
 
     def changed(self, database: str) -> None:
         """A write: replicated within `debounce` of the first one not replicated yet, however many follow."""
-        if database in self.routes:
-            self.dirty.setdefault(database, time.monotonic())
+        if database in self.routes and self.dirty.get(database, CATCH_UP) == CATCH_UP:
+            self.dirty[database] = time.monotonic()  # heard now: ahead of the catch-up
 
     def catch_up(self) -> None:
         """After a full reconcile (a restart, events missed while polling): every database whose
@@ -100,18 +101,22 @@ class TriggeredFanIn:
             for route in routes:
                 doc = docs.get(route.doc_id) or {}
                 started = (doc.get(TRIGGER_FIELD) or {}).get("update_seq")
-                if doc and doc.get("_replication_state") not in FINISHED:
+                if doc.get("continuous") is True:  # the entry's fanIn was switched: its next run makes it one-shot
+                    self.dirty.setdefault(database, CATCH_UP)
+                elif doc and doc.get("_replication_state") not in FINISHED:
                     self.running.setdefault(route.doc_id, Run(route, started, time.monotonic()))
                 elif seqs.get(database) != started:
-                    self.dirty.setdefault(database, 0.0)
+                    self.dirty.setdefault(database, CATCH_UP)
 
     def tick(self) -> None:
         if self.running:
             self._collect()
         now = time.monotonic()
         busy = {run.route.database for run in self.running.values()}
+        # Writes heard from the feeds first, oldest first; the catch-up (a restart, a mode switch: thousands of
+        # databases at once) fills the slots they leave, so it never delays what users write now.
         ready = sorted((db for db, when in self.dirty.items() if now - when >= self.debounce and db not in busy),
-                       key=self.dirty.__getitem__)
+                       key=lambda db: (self.dirty[db] == CATCH_UP, self.dirty[db]))
         slots = self.max_triggered - len(self.running)
         if ready and slots > 0:
             self._trigger(ready[:slots])
@@ -128,7 +133,7 @@ class TriggeredFanIn:
             state = (docs.get(doc_id) or {}).get("_replication_state")
             if doc_id not in docs or state in FINISHED:
                 del self.running[doc_id]
-                if run.changed and state == "completed":
+                if run.changed != CATCH_UP and state == "completed":
                     self.metrics.fan_in_delay.observe(time.monotonic() - run.changed)
                 outcome = f"{state or 'gone'} after {time.monotonic() - run.since:.2f}s"
                 self.log("replicate", "replication", doc_id, outcome, level="error" if state == "failed" else "info")
@@ -137,7 +142,7 @@ class TriggeredFanIn:
         """One plan and apply of the one-shot documents of these databases; a database whose last run
         began at its current `update_seq` (an event about its checkpoint) plans no change."""
         routes = [route for db in databases for route in self.routes.get(db, [])]
-        changed = {database: self.dirty.pop(database, 0.0) for database in databases}
+        changed = {database: self.dirty.pop(database, CATCH_UP) for database in databases}
         try:
             seqs = self._seqs(databases)
             runs = {route.doc_id: (route, seqs[route.database]) for route in routes if route.database in seqs}

@@ -271,8 +271,9 @@ def test_triggered_fan_in_moves_a_document_to_analytics_with_a_one_shot_replicat
 
 
 def test_switching_to_triggered_fan_in_makes_the_continuous_document_one_shot(couch, http, unique, tmp_path):
-    """The one-shot document has the continuous one's id: switching `fanIn` takes it over, and the plan shows
-    it (`continuous: true -> false`); watch then re-triggers it as it completes."""
+    """The one-shot document has the continuous one's id: switching `fanIn` takes it over. The plan shows the
+    switch as one line with a count and changes no document (apply would start them all at once); watch
+    rewrites it as one of its runs, marked with the update_seq it starts at, and triggers it again on a write."""
     name = unique("switch")
     sign_up(couch, http, name)
     database = user_database("userdb-", name)
@@ -281,8 +282,12 @@ def test_switching_to_triggered_fan_in_makes_the_continuous_document_one_shot(co
     assert http.get(f"{couch.url}/_replicator/{doc_id}").json()["continuous"] is True
 
     plan = reconcile(couch, "plan", str(manifests(couch, tmp_path, fan_in="triggered")))
-    assert f"~ replication/{doc_id}" in plan.stdout and "continuous: true -> false" in plan.stdout, plan.stdout
+    assert f"replication/{doc_id}" not in plan.stdout, plan.stdout
+    assert "continuous replication(s) of a `fanIn: triggered` entry switch to one-shot runs" in plan.stdout
     with watching(couch, tmp_path) as log:
+        log.wait(lambda r: r["action"] == "trigger" and r["key"] == doc_id)
+        switched = http.get(f"{couch.url}/_replicator/{doc_id}").json()
+        assert switched["continuous"] is False and "update_seq" in switched["couch_reconciler_trigger"]
         assert http.put(f"{couch.url}/{database}/after-switch", json={}).status_code == 201
         wait_for(lambda: http.get(f"{couch.url}/analytics/after-switch").status_code == 200)
         log.wait(lambda r: r["action"] == "replicate" and r["key"] == doc_id and r["outcome"].startswith("completed"))

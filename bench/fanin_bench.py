@@ -1,0 +1,172 @@
+"""Benchmark: how long a document takes to reach `analytics` with `fanIn: triggered` under `reconcile watch`,
+and the switch from `fanIn: continuous` under load, on couchsim with CouchDB's default `[replicator]`
+settings (max_jobs 500, interval 60 s, max_churn 20: nothing is overridden but PBKDF2's rounds).
+
+    .venv/bin/python bench/fanin_bench.py [--sizes 1000 10000] [--probes 20] [--switch-size 1000] [--pool 16]
+
+For each N: N users sign up, the template's first apply gives them a database (fanIn continuous when the
+switch is measured, else triggered), watch starts with `fanIn: triggered` and, as soon as its full
+reconcile is done, one document is written into the databases of `--probes` users spread over the whole
+range (the first, the newest and evenly between), one after another, while watch's catch-up (every
+database replicated once, or switched) still runs. Printed: p50, p95, max of the delays until each is in
+`analytics`, beside the floor: the delay of one continuous replication already running (the same write
+into its source, measured the same way, on the same server).
+
+The switch (at `--switch-size` users): the highest count of one-shot jobs in CouchDB's scheduler seen
+(`_scheduler/jobs`, a job id without `+continuous`), sampled every 0.1 s, against `--max-triggered`; how
+many databases were triggered more than once with no write in between; and how long it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import quote
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ADMIN, couchsim, print_header, sign_up, user_template  # noqa: E402
+
+from reconciler.apply import execute  # noqa: E402
+from reconciler.client import Connection, CouchSession  # noqa: E402
+from reconciler.kinds import RESOURCES  # noqa: E402
+from reconciler.kinds.user_databases import user_database  # noqa: E402
+from reconciler.pipeline import make_plan  # noqa: E402
+from reconciler.plan import Policy  # noqa: E402
+from reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
+
+CAP = 120.0  # seconds a probe may take before it is reported as not arrived
+
+
+def spread(count: int, probes: int) -> list[int]:
+    """`probes` user indexes from the first to the newest, evenly apart."""
+    return sorted({round(index * (count - 1) / max(probes - 1, 1)) for index in range(probes)})
+
+
+def stats(values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+    return f"p50 {statistics.median(ordered):.2f} s, p95 {p95:.2f} s, max {ordered[-1]:.2f} s"
+
+
+def arrival(session: CouchSession, database: str, doc_id: str) -> float:
+    """Write `doc_id` into `database`; seconds until `analytics` has it (CAP when it never came)."""
+    session.put(f"{quote(database, safe='')}/{doc_id}", {"type": "probe"})
+    began = time.perf_counter()
+    while time.perf_counter() - began < CAP:
+        if session.request("GET", f"analytics/{doc_id}", ok=(404,)).status_code == 200:
+            return time.perf_counter() - began
+        time.sleep(0.05)
+    return CAP
+
+
+def floor(session: CouchSession, url: str) -> list[float]:
+    """Five delays of one continuous replication already running, into `analytics` like the fan-in."""
+    session.put("floor-source", {})
+    auth = {"basic": {"username": ADMIN[0], "password": ADMIN[1]}}
+    session.put("_replicator/floor", {"source": {"url": f"{url}/floor-source", "auth": auth},
+                                      "target": {"url": f"{url}/analytics", "auth": auth}, "continuous": True})
+    arrival(session, "floor-source", "floor-warm-up")  # started, and caught up
+    return [arrival(session, "floor-source", f"floor-{index}") for index in range(5)]
+
+
+class Watching:
+    def __init__(self, connection: Connection, url: str, settings: Settings):
+        self.session = CouchSession(connection)
+        self.log, self.stopping = io.StringIO(), threading.Event()
+        self.watcher = Watcher(self.session, lambda: user_template(url, "triggered"), Policy(force=True), settings,
+                               ActionLog("text", self.log), self.stopping)
+        self.thread = threading.Thread(target=self.watcher.run, daemon=True)
+        self.thread.start()
+        while "full: " not in self.log.getvalue() or " applied in " not in self.log.getvalue():
+            time.sleep(0.1)
+
+    def triggers(self) -> Counter[str]:
+        return Counter(line.split("replication/", 1)[1].split(":", 1)[0] for line in self.log.getvalue().splitlines()
+                       if " trigger " in line and "one-shot replication started" in line)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=60)
+        self.session.close()
+
+
+def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings: Settings) -> None:
+    connection = Connection(url, *ADMIN, pool=pool, timeout=120)
+    names = [f"user-{index:06d}" for index in range(count)]
+    with CouchSession(connection) as session:
+        sign_up(session, names)
+        began = time.perf_counter()
+        plan = make_plan(session, user_template(url, "continuous" if switch else "triggered"), Policy(force=True),
+                         RESOURCES)
+        execute(session, plan.changes, RESOURCES)
+        print(f"  setup: {count} users, first apply (fanIn {'continuous' if switch else 'triggered'}) "
+              f"{len(plan.changes)} changes in {time.perf_counter() - began:.1f} s", flush=True)
+        floors = floor(session, url)
+    seen_jobs = [0]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        with CouchSession(connection) as probe:
+            while not sampling.is_set():
+                jobs = probe.get("_scheduler/jobs", params={"limit": "100000"})["jobs"]
+                seen_jobs[0] = max(seen_jobs[0], sum(1 for job in jobs if "+continuous" not in job["id"]))
+                time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    began = time.perf_counter()
+    watch = Watching(connection, url, settings)
+    try:
+        fan_in = watch.watcher.fan_in
+        behind = len(fan_in.dirty) + len(fan_in.running)
+        with CouchSession(connection) as session:
+            delays = [arrival(session, user_database("userdb-", names[index]), f"probe-{index}")
+                      for index in spread(count, probes)]
+        arrived = sum(1 for delay in delays if delay < CAP)
+        print(f"  delay to analytics over {len(delays)} users from the first to the newest, written while the "
+              f"catch-up of {behind} databases runs: {stats(delays)} ({arrived}/{len(delays)} within {CAP:.0f} s); "
+              f"floor (one running continuous replication) {stats(floors)}", flush=True)
+        while fan_in.dirty or fan_in.running:
+            time.sleep(0.2)
+        took = time.perf_counter() - began
+        sampling.set()
+        twice = sum(1 for doc_id, runs in watch.triggers().items()
+                    if runs > 1 and not any(doc_id.startswith(f"per-user.{user_database('userdb-', names[i])}.")
+                                            for i in spread(count, probes)))
+        label = "switch from continuous" if switch else "catch-up"
+        print(f"  {label}: {behind} databases in {took:.1f} s; one-shot jobs in the scheduler at most "
+              f"{seen_jobs[0]} (--max-triggered {settings.max_triggered}); databases triggered twice without a "
+              f"write between: {twice}", flush=True)
+    finally:
+        sampling.set()
+        watch.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--switch-size", type=int, default=1000, help="users for the mode switch (0: none)")
+    parser.add_argument("--probes", type=int, default=20)
+    parser.add_argument("--pool", type=int, default=16)
+    args = parser.parse_args()
+    os.environ["BENCH_ADMIN_PASSWORD"] = ADMIN[1]
+    settings = Settings(interval=3600)
+    print_header("fanin_bench", args.pool, " --config chttpd_auth/iterations=1000 ([replicator] defaults: "
+                 f"max_jobs 500, interval 60000 ms, max_churn 20); watch debounce {settings.debounce} s, "
+                 f"max_triggered {settings.max_triggered}")
+    runs = [(count, False) for count in args.sizes] + ([(args.switch_size, True)] if args.switch_size else [])
+    for count, switch in runs:
+        with couchsim("chttpd_auth/iterations=1000") as server:
+            print(f"N = {count} users{', switching from fanIn continuous' if switch else ''}:", flush=True)
+            measure(server.url, args.pool, count, args.probes, switch, settings)
+
+
+if __name__ == "__main__":
+    main()
