@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Mapping, Sequence
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ..client import CouchSession, batched
+from ..databases import planned_database_infos
 from ..errors import ReconcileError
 from ..model import (
     REPLICATION,
@@ -97,6 +99,10 @@ OPTIONS = ("continuous", "create_target", "create_target_params", "selector", "d
            "http_connections", "connection_timeout", "retries_per_request", "winning_revs_only", "use_bulk_get",
            "owner")
 HIDDEN = "(sensitive)"
+# In a one-shot document `reconcile watch` writes for `fanIn: triggered`: the source's update_seq its run
+# started at. Its run is behind once the source's update_seq moved and watch has not started the next one.
+TRIGGER_FIELD = "couch_reconciler_trigger"
+STALE_AFTER = 60.0  # seconds after a run ended before a source written since counts as not delivered
 WRITE_BATCH = 500
 
 
@@ -134,9 +140,10 @@ class ReplicationResource(ResourceKind):
         """Pruning must see every document (the managed ones nothing wants): all of `_replicator`, a page at a
         time. Otherwise only the wanted ones, by id: a targeted `watch` run wants a handful of the 10,000."""
         by_id = {desired.key: desired for desired in wanted}
-        docs = replicator_docs(session) if prune else replicator_docs_by_id(session, list(by_id)).values()
-        return {doc["_id"]: _observed(doc, by_id.get(doc["_id"])) for doc in docs
-                if doc["_id"] in by_id or (prune and is_marked(doc))}
+        docs = list(replicator_docs(session) if prune else replicator_docs_by_id(session, list(by_id)).values())
+        kept = [doc for doc in docs if doc["_id"] in by_id or (prune and is_marked(doc))]
+        behind = _behind(session, kept)
+        return {doc["_id"]: _observed(doc, by_id.get(doc["_id"]), doc["_id"] in behind) for doc in kept}
 
     def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:
         keys = [change.key for change in changes]
@@ -176,6 +183,10 @@ class ReplicationResource(ResourceKind):
                    f"({live.facts.get('reason')}); fix the manifest, and apply writes it again")
 
     def summary_warnings(self, changes: Sequence[Change], live: Mapping[str, Observed]) -> Iterator[str]:
+        behind = sorted(str(observed.facts["state_time"]) for observed in live.values() if observed.facts.get("behind"))
+        if behind:
+            yield (f"fanIn triggered is stale: {len(behind)} user database(s) written since their last one-shot run "
+                   f"(the oldest ended {behind[0]}) wait for `reconcile watch`, which starts those runs; is it running?")
         switching = sum(1 for observed in live.values() if observed.facts.get("switching"))
         if switching:
             yield (f"{switching} continuous replication(s) of a `fanIn: triggered` entry switch to one-shot runs: "
@@ -204,7 +215,7 @@ class ReplicationResource(ResourceKind):
                                  f"{more}; {advice}")
 
 
-def _observed(doc: Mapping[str, Any], wanted: Desired | None) -> Observed:
+def _observed(doc: Mapping[str, Any], wanted: Desired | None, behind: bool = False) -> Observed:
     """The document without what CouchDB adds and without any credential (an admin reads the stored
     passwords in clear: they are compared here, with the wanted secrets, and dropped)."""
     body = {key: value for key, value in doc.items() if key not in SERVER_FIELDS}
@@ -222,7 +233,42 @@ def _observed(doc: Mapping[str, Any], wanted: Desired | None) -> Observed:
                     facts={"owner": doc.get("owner"), "state": doc.get("_replication_state"),
                            "reason": doc.get("_replication_state_reason"), "password_matches": matches,
                            "switching": wanted is not None and bool(wanted.options.get("triggered"))
-                           and body.get("continuous") is True})
+                           and body.get("continuous") is True,
+                           "behind": behind, "state_time": doc.get("_replication_state_time")})
+
+
+def _behind(session: CouchSession, docs: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The completed one-shot runs (fanIn triggered) whose source moved since they started, ended more than
+    STALE_AFTER ago. The sources' update_seq comes from the `_dbs_info` rows the plan read for the database
+    kind (`planned_database_infos`): no request more for the databases a plan wants."""
+    completed = {doc["_id"]: doc for doc in docs
+                 if doc.get(TRIGGER_FIELD) and doc.get("_replication_state") == "completed"}
+    sources = {doc_id: _local_database(doc.get("source")) for doc_id, doc in completed.items()}
+    infos = planned_database_infos(session, sorted({name for name in sources.values() if name}))
+    now = datetime.now(timezone.utc)
+    behind = set()
+    for doc_id, doc in completed.items():
+        info = infos.get(sources[doc_id] or "")
+        ended = _timestamp(doc.get("_replication_state_time"))
+        if info is not None and str(info.get("update_seq")) != str(doc[TRIGGER_FIELD].get("update_seq")) \
+                and ended is not None and (now - ended).total_seconds() > STALE_AFTER:
+            behind.add(doc_id)
+    return behind
+
+
+def _local_database(endpoint: Any) -> str | None:
+    """The database an endpoint names: the last segment of its URL."""
+    url = endpoint.get("url") if isinstance(endpoint, Mapping) else endpoint
+    return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]) if isinstance(url, str) else None
+
+
+def _timestamp(text: Any) -> datetime | None:
+    """`_replication_state_time` (RFC 3339, e.g. 2026-12-03T05:31:46Z)."""
+    try:
+        when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def _password_fields(ends: Iterable[str]) -> tuple[FieldChange, ...]:

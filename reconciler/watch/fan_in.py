@@ -22,6 +22,7 @@ from ..client import CouchSession
 from ..databases import database_infos
 from ..errors import ReconcileError, ServerError
 from ..kinds.base import ResourceKind
+from ..kinds.replication import TRIGGER_FIELD
 from ..kinds.user_databases import UserTemplate, replication_id, triggered_replication
 from ..model import REPLICATION, Change, Desired, DesiredState
 from ..pipeline import make_plan
@@ -30,7 +31,6 @@ from ..replicator import replicator_docs_by_id
 from .log import Log
 from .metrics import Metrics
 
-TRIGGER_FIELD = "couch_reconciler_trigger"  # the update_seq a one-shot run started at
 FINISHED = ("completed", "failed")  # `_replication_state` of a one-shot run that ended
 CATCH_UP = 0.0  # `dirty` time of a database found behind by a full reconcile rather than heard of
 

@@ -34,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconcile_runner import reconcile, write
 from reconciler.client import Connection, CouchSession
+from reconciler.kinds import replication as replication_kind
 from reconciler.plan import Policy
 from reconciler.kinds.user_databases import user_database
 from reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, run
@@ -584,3 +585,23 @@ def test_metrics_are_served_while_watch_converges_sign_ups(couch, http, unique, 
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_without_watch_the_plan_says_the_triggered_fan_in_is_stale_and_since_when(couch, http, unique, tmp_path,
+                                                                                    monkeypatch):
+    """A user database written after its last one-shot run, with no watch to start the next: the plan says
+    the triggered fan-in is stale, how many databases wait and when the oldest run ended."""
+    monkeypatch.setattr(replication_kind, "STALE_AFTER", 0.0)  # a run that ended just now counts already
+    name = unique("stale")
+    sign_up(couch, http, name)
+    database = user_database("userdb-", name)
+    directory = manifests(couch, tmp_path, fan_in="triggered")
+    with watching(couch, directory) as log:
+        assert http.put(f"{couch.url}/{database}/before", json={}).status_code == 201
+        wait_for(lambda: http.get(f"{couch.url}/analytics/before").status_code == 200)
+        log.wait(lambda r: r["action"] == "replicate" and database in r["key"] and r["outcome"].startswith("completed"))
+    assert "fanIn triggered is stale" not in reconcile(couch, "plan", str(directory)).stdout
+    assert http.put(f"{couch.url}/{database}/after", json={}).status_code == 201
+    plan = reconcile(couch, "plan", str(directory))
+    assert "fanIn triggered is stale: " in plan.stdout and "is it running?" in plan.stdout, plan.stdout
+    assert "(the oldest ended 20" in plan.stdout, plan.stdout
