@@ -10,7 +10,7 @@ reconcile is done, one document is written into the databases of `--probes` user
 range (the first, the newest and evenly between), one after another, while watch's catch-up (every
 database replicated once, or switched) still runs. Printed: p50, p95, max of the delays until each is in
 `analytics`, beside the floor: the delay of one continuous replication already running (the same write
-into its source, measured the same way, on the same server).
+into its source, measured the same way, on the same server before the fan-in's own jobs exist).
 
 The switch (at `--switch-size` users): the highest count of one-shot jobs in CouchDB's scheduler seen
 (`_scheduler/jobs`, a job id without `+continuous`), sampled every 0.1 s, against `--max-triggered`; how
@@ -101,6 +101,7 @@ def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings
     connection = Connection(url, *ADMIN, pool=pool, timeout=120)
     names = [f"user-{index:06d}" for index in range(count)]
     with CouchSession(connection) as session:
+        floors = floor(session, url)  # before the fan-in's jobs: with 1,000 continuous ones it would wait its turn
         sign_up(session, names)
         began = time.perf_counter()
         plan = make_plan(session, user_template(url, "continuous" if switch else "triggered"), Policy(force=True),
@@ -108,7 +109,6 @@ def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings
         execute(session, plan.changes, RESOURCES)
         print(f"  setup: {count} users, first apply (fanIn {'continuous' if switch else 'triggered'}) "
               f"{len(plan.changes)} changes in {time.perf_counter() - began:.1f} s", flush=True)
-        floors = floor(session, url)
     seen_jobs = [0]
     sampling = threading.Event()
 
