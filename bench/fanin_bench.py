@@ -151,7 +151,7 @@ def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--switch-size", type=int, default=1000, help="users for the mode switch (0: none)")
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--pool", type=int, default=16)
