@@ -69,6 +69,7 @@ def arrival(session: CouchSession, database: str, doc_id: str) -> float:
 def floor(session: CouchSession, url: str) -> list[float]:
     """Five delays of one continuous replication already running, into `analytics` like the fan-in."""
     session.put("floor-source", {})
+    session.request("PUT", "analytics", ok=(412,))  # the manifests create it too; this may come first
     auth = {"basic": {"username": ADMIN[0], "password": ADMIN[1]}}
     session.put("_replicator/floor", {"source": {"url": f"{url}/floor-source", "auth": auth},
                                       "target": {"url": f"{url}/analytics", "auth": auth}, "continuous": True})
