@@ -27,6 +27,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_POOL = 16
+ALL_DOCS_PAGE = 1000  # rows per `_all_docs` page or keyed read: ~1 MB of typical user or replication documents
 WRITE_ATTEMPTS = 3  # for idempotent writes, matching the transport's retries of reads
 # POST endpoints that only read (CouchDB takes their keys in the body): no answer to one changed nothing.
 READING_POSTS = frozenset({"_all_docs", "_dbs_info", "_bulk_get", "_find", "_explain", "_changes", "_revs_diff"})
@@ -182,6 +183,35 @@ class CouchSession:
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """fn over items on the bounded thread pool, results in input order; the first error propagates."""
         return self._pool.map(fn, items)
+
+    def all_docs(self, database: str, what: str, start_key: str | None = None, end_key: str | None = None,
+                 page: int = ALL_DOCS_PAGE) -> Iterator[dict]:
+        """Every document of `database` (between the keys when given), a page of `_all_docs?include_docs=true`
+        at a time: one more row than the page is asked for, and its key starts the next page, so a page
+        boundary neither repeats nor skips a document (CouchDB's docs, "Paging", api/database/bulk-api.rst)."""
+        start = start_key
+        while True:
+            params = {"include_docs": "true", "limit": str(page + 1)}
+            if start is not None:
+                params["start_key"] = json.dumps(start)
+            if end_key is not None:
+                params["end_key"] = json.dumps(end_key)
+            rows = self.get(db_path(database, "_all_docs"), params=params, what=what)["rows"]
+            yield from (row["doc"] for row in rows[:page] if row.get("doc"))
+            if len(rows) <= page:
+                return
+            start = rows[page]["key"]
+
+    def docs_by_id(self, database: str, ids: Sequence[str], what: str, per_request: int = ALL_DOCS_PAGE
+                   ) -> dict[str, dict]:
+        """Id -> document for those of `ids` that exist: `per_request` ids per `POST _all_docs?include_docs=true`
+        (`keys` in the body), the requests spread over the pool."""
+        def read(chunk: list[str]) -> list[dict]:
+            return self.post(db_path(database, "_all_docs"), {"keys": chunk}, params={"include_docs": "true"},
+                             what=what)["rows"]
+
+        return {row["id"]: row["doc"] for rows in self.map(read, batched(list(ids), per_request))
+                for row in rows if row.get("doc")}
 
     def bulk_docs(self, database: str, batches: Iterable[Sequence[dict]], what: str) -> list[dict]:
         """Each batch in one `_bulk_docs` over the pool; the rows CouchDB refused (a row with `error`).

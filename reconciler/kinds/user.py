@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from ..client import CouchSession, batched, db_path
+from ..client import CouchSession, batched
 from ..errors import ReconcileError
 from ..model import (
     USER,
@@ -66,7 +65,6 @@ ID_PREFIX = "org.couchdb.user:"
 # never drift, and kept as they are on every write.
 SERVER_FIELDS = frozenset({"name", "type", "password", "derived_key", "salt", "iterations", "password_scheme",
                            "pbkdf2_prf", "password_sha", OWNER_FIELD})
-PAGE = 1000
 # CouchDB hashes each `password` it receives one after another inside a _bulk_docs request
 # (~240 ms each at 600k rounds). The pool sends batches at once and they share the server's
 # cores: 16 batches of 5 on 2 cores answer in ~10 s, well inside the 30 s timeout (of 20: ~40 s).
@@ -156,16 +154,8 @@ class UserResource(ResourceKind):
 
 
 def all_user_docs(session: CouchSession) -> Iterator[dict]:
-    """Every user document, a page of `_all_docs?include_docs=true` at a time (never one GET per user)."""
-    start = ID_PREFIX
-    while True:
-        params = {"include_docs": "true", "limit": str(PAGE + 1), "start_key": json.dumps(start),
-                  "end_key": json.dumps(ID_PREFIX + "\ufff0")}
-        rows = session.get(db_path(USERS_DB, "_all_docs"), params=params, what="reading _users")["rows"]
-        yield from (row["doc"] for row in rows[:PAGE] if row.get("doc"))
-        if len(rows) <= PAGE:
-            return
-        start = rows[PAGE]["key"]
+    """Every user document, a page at a time (never one GET per user)."""
+    return session.all_docs(USERS_DB, what="reading _users", start_key=ID_PREFIX, end_key=ID_PREFIX + "\ufff0")
 
 
 def users_on_server(session: CouchSession) -> list[dict]:
@@ -196,12 +186,8 @@ def _observed(doc: Mapping[str, Any], facts: Mapping[str, Any]) -> Observed:
 
 
 def _read_docs(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:
-    docs: dict[str, dict] = {}
-    for batch in batched([ID_PREFIX + name for name in names], PLAIN_BATCH):
-        rows = session.post(db_path(USERS_DB, "_all_docs"), {"keys": batch}, params={"include_docs": "true"},
-                            what="reading _users")["rows"]
-        docs.update({_name(row["doc"]): row["doc"] for row in rows if row.get("doc")})
-    return docs
+    docs = session.docs_by_id(USERS_DB, [ID_PREFIX + name for name in names], what="reading _users")
+    return {_name(doc): doc for doc in docs.values()}
 
 
 def _bulk_write(session: CouchSession, docs: Sequence[dict]) -> None:

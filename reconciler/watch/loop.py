@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
 from ..apply import execute
-from ..client import CouchSession, db_path
+from ..client import CouchSession
 from ..errors import ReconcileError, ServerError
 from ..kinds import RESOURCES
 from ..kinds.base import ResourceKind
@@ -258,9 +258,8 @@ class Watcher:
         self.metrics.changes.labels(scope=scope).inc(changes)
 
     def _user_docs(self, names: Sequence[str]) -> dict[str, dict]:
-        rows = self.session.post(db_path(USERS_DB, "_all_docs"), {"keys": [ID_PREFIX + name for name in names]},
-                                 params={"include_docs": "true"}, what="reading _users")["rows"]
-        return {row["id"].removeprefix(ID_PREFIX): row["doc"] for row in rows if row.get("doc")}
+        docs = self.session.docs_by_id(USERS_DB, [ID_PREFIX + name for name in names], what="reading _users")
+        return {id.removeprefix(ID_PREFIX): doc for id, doc in docs.items()}
 
     def _execute(self, plan: Plan, deletions: bool, warnings: bool) -> int:
         """Apply the plan's changes as `reconcile apply` does, one log line each; deletions only when allowed.
