@@ -223,6 +223,17 @@ class CouchSession:
         return [row for rows in answers for row in rows if "error" in row]
 
 
+def bulk_failure(subject: Callable[[str], str], failures: Sequence[dict]) -> ReconcileError:
+    """One line for the rows a `_bulk_docs` refused (`CouchSession.bulk_docs`): the first by name (`subject` of
+    its id), how many more, and what to do; a conflict means someone wrote the document since the plan."""
+    first = failures[0]
+    more = f" ({len(failures) - 1} more failed too)" if len(failures) > 1 else ""
+    advice = ("changed on the server since the plan was made; run plan again" if first["error"] == "conflict"
+              else "fix the manifest and run apply again")
+    return ReconcileError(f"{subject(first.get('id', ''))}: {first['error']}: {first.get('reason', '')}{more}; "
+                          f"{advice}")
+
+
 def batched(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[start:start + size]) for start in range(0, len(items), size)]
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
-from ..client import CouchSession, batched
+from ..client import CouchSession, batched, bulk_failure
 from ..databases import planned_database_infos
 from ..errors import ReconcileError
 from ..model import (
@@ -207,12 +207,7 @@ class ReplicationResource(ResourceKind):
             docs.append(doc)
         failures = session.bulk_docs(REPLICATOR, batched(docs, WRITE_BATCH), what="writing _replicator")
         if failures:
-            first = failures[0]
-            more = f" ({len(failures) - 1} more failed too)" if len(failures) > 1 else ""
-            advice = ("changed on the server since the plan was made; run plan again" if first["error"] == "conflict"
-                      else "fix the manifest and run apply again")
-            raise ReconcileError(f"replication/{first.get('id')}: {first['error']}: {first.get('reason', '')}"
-                                 f"{more}; {advice}")
+            raise bulk_failure(lambda id: f"{REPLICATION}/{id}", failures)
 
 
 def _observed(doc: Mapping[str, Any], wanted: Desired | None, behind: bool = False) -> Observed:

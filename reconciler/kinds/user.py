@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from ..client import CouchSession, batched
+from ..client import CouchSession, batched, bulk_failure
 from ..errors import ReconcileError
 from ..model import (
     USER,
@@ -195,10 +195,7 @@ def _bulk_write(session: CouchSession, docs: Sequence[dict]) -> None:
     batches += batched([doc for doc in docs if "password" not in doc], PLAIN_BATCH)
     failures = session.bulk_docs(USERS_DB, batches, what="writing _users")
     if failures:
-        first = failures[0]
-        more = f" ({len(failures) - 1} more users failed too)" if len(failures) > 1 else ""
-        raise ReconcileError(f"user/{first.get('id', '').removeprefix(ID_PREFIX)}: {first['error']}: "
-                             f"{first.get('reason', '')}{more}; fix it and run apply again")
+        raise bulk_failure(lambda id: f"{USER}/{id.removeprefix(ID_PREFIX)}", failures)
 
 
 def _owned(wanted: Desired, live: Observed) -> dict:
