@@ -225,14 +225,17 @@ def _show(plan: "Plan", fmt: str = "text", compact: bool = False) -> None:
               show_default=True, help="text for people, json for tools (docs/plan-format.md), markdown for a PR.")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there is nothing to change, 2 when there are changes, 1 on error.")
+@click.option("--without-secrets", is_flag=True,
+              help="Plan even where the application secrets cannot be read (a pull request's pipeline): each is a "
+                   "warning, and the password it holds is not compared. apply still needs every one.")
 @target_option
 @display_options
 @safety_options
 @secrets_dir_option
 @connection_options
 @one_line_errors
-def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, compact: bool, targets: tuple[str, ...],
-         **options: Any) -> None:
+def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, without_secrets: bool, compact: bool,
+         targets: tuple[str, ...], **options: Any) -> None:
     """Show what apply would change on the server to match the manifests in DIR; change nothing.
 
     Reads the live state in bulk, compares it with the manifests and prints the changes
@@ -247,10 +250,14 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, com
     from .validate import UNCHECKED_SECRET
 
     connection, policy, secrets = split_options(options)
-    # A plan only compares secrets with the server's: one it cannot read is a warning saying what it could
-    # not compare (in the plan too, for the reviewer); apply still refuses to start without it.
+    # By default a secret plan cannot read fails the plan before any request, as it would fail the apply (a
+    # typo in a variable's name is found at review, not at merge). A plan only compares secrets with the
+    # server's, so --without-secrets makes each a warning saying what it could not compare (in the plan too,
+    # for the reviewer); apply still refuses to start without it.
     warnings: list[str] = []
-    state = _desired_state(directory, dataclasses.replace(secrets, unreadable="warning"), warnings)
+    if without_secrets:
+        secrets = dataclasses.replace(secrets, unreadable="warning")
+    state = _desired_state(directory, secrets, warnings)
     with connect(**connection) as session:
         result = make_plan(session, state, policy, RESOURCES)
     result.warnings += [warning for warning in warnings if UNCHECKED_SECRET in warning]

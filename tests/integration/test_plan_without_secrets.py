@@ -1,5 +1,5 @@
-"""`plan` only compares secrets with the server's: without them it still plans, with a warning per secret it
-could not compare (on stderr and in the plan, for the reviewer of a pull request); `apply` still refuses to
+"""`plan` only compares secrets with the server's: with --without-secrets it plans without them, with a warning
+per secret it could not compare (on stderr and in the plan, for the reviewer of a pull request); `apply` still refuses to
 start without every secret it would write."""
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ def test_plan_without_the_secrets_says_what_it_could_not_compare(couch, tmp_path
 
     for name in secrets:
         monkeypatch.delenv(name, raising=False)
-    run = reconcile(couch, "plan", "--detailed-exitcode", "--format", "json", str(tmp_path / "m"), env=env)
+    strict = reconcile(couch, "plan", str(tmp_path / "m"), env=env)
+    assert strict.code == 1 and strict.sent == [], strict.stderr  # without the flag: refused before any request
+    assert "the environment variable OPS_ADMIN_PASSWORD is not set" in strict.stderr
+
+    run = reconcile(couch, "plan", "--without-secrets", "--detailed-exitcode", "--format", "json",
+                    str(tmp_path / "m"), env=env)
     assert run.code == 0, run.stderr  # nothing it could compare differs: no password change is claimed
     unchecked = [line for line in run.stderr.splitlines() if "not compared with the server's" in line]
     assert {name for name in secrets if any(f"the environment variable {name} is not set" in line
