@@ -169,6 +169,9 @@ class DesiredState:
     # Kinds whose managed objects nothing wants are deleted even without --allow-delete: a manifest said
     # `prune: true` (common.schema.json), or a template prunes what it made for users who are gone.
     prune_kinds: set[str] = field(default_factory=set)
+    # Kind -> key prefixes a template owns: its managed objects under one of them that nothing wants any more
+    # (a user is gone) are deleted without --allow-delete; other managed objects of the kind are not.
+    prune_prefixes: dict[str, set[str]] = field(default_factory=dict)
 
     def add(self, desired: Desired, subject: str, kinds: Mapping[str, Merging]) -> None:
         """Fold `desired` in: a second object with the same (kind, key) is merged by its kind, or, when the
@@ -188,6 +191,11 @@ class DesiredState:
         except ReconcileError as conflict:
             self.diagnostics.append(Diagnostic(desired.source, subject, str(conflict),
                                                "keep one manifest for it, or make them agree"))
+
+    def prunes(self, change_kind: str, key: str) -> bool:
+        """Whether the manifests let apply delete the managed object `key` of `change_kind` that nothing wants."""
+        return change_kind in self.prune_kinds or any(key.startswith(prefix)
+                                                      for prefix in self.prune_prefixes.get(change_kind, ()))
 
     def by_kind(self) -> dict[str, dict[str, Desired]]:
         grouped: dict[str, dict[str, Desired]] = {}

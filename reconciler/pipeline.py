@@ -17,7 +17,7 @@ from .errors import ReconcileError
 from .expand import expand
 from .kinds.base import ResourceKind
 from .load import ManifestError, load
-from .model import DesiredState, Diagnostic, Manifest, Plan
+from .model import Delete, DesiredState, Diagnostic, Manifest, Plan
 from .observe import observe
 from .plan import Policy, checked_plan
 from .reads import observation
@@ -74,7 +74,13 @@ def make_plan(session: CouchSession, state: DesiredState, policy: Policy, kinds:
                     f"apply that kind yet" for name, objects in sorted(state.by_kind().items()) if name not in kinds]
         warnings += template_warnings
         live = observe(session, wanted, kinds, prune=policy.allow_delete,
-                       prune_kinds={name for name in state.prune_kinds if name in kinds})
+                       prune_kinds={name for name in state.prune_kinds | set(state.prune_prefixes) if name in kinds})
     changes, kind_warnings = diff_all(wanted, live, kinds)
+    if not policy.allow_delete:
+        # A kind observed for a template's pruning shows every managed object nothing wants; only the
+        # template's own may go without --allow-delete.
+        changes = [change for change in changes
+                   if not (isinstance(change, Delete) and change.desired is None)
+                   or state.prunes(change.kind, change.key)]
     existing = {name: len(objects) for name, objects in live.items()}
     return checked_plan(session.base, changes, warnings + kind_warnings, existing, policy, kinds)

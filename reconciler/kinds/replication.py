@@ -13,6 +13,7 @@ from ..errors import ReconcileError
 from ..model import (
     REPLICATION,
     REPLICATION_MANIFEST,
+    USER_DATABASES_MANIFEST,
     Change,
     Create,
     Delete,
@@ -39,13 +40,26 @@ def is_url(endpoint: str) -> bool:
     return "://" in endpoint
 
 
+def template_ids(template: str) -> str:
+    """The start of every `_replicator` id the UserDatabases template named `template` makes: what it may
+    delete without --allow-delete once their user is gone, so no Replication manifest may name one so."""
+    return f"{template}."
+
+
 class ReplicationManifest(ManifestKind):
     kind = REPLICATION_MANIFEST
     schema = "replication.schema.json"
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:
+        templates = [m.name for m in every if m.kind == USER_DATABASES_MANIFEST]
         for manifest in manifests:
             spec = manifest.spec
+            owner = next((name for name in templates if manifest.name.startswith(template_ids(name))), None)
+            if owner is not None:
+                yield Diagnostic.at(manifest, ("metadata", "name"),
+                                    f"the name starts with `{template_ids(owner)}`, which names the replications of "
+                                    f"UserDatabases `{owner}` (deleted once their user is gone)",
+                                    "choose a name that does not start with a UserDatabases template's name and a dot")
             for end in ("source", "target"):
                 endpoint = spec[end]
                 if not is_url(endpoint):

@@ -36,7 +36,7 @@ from .base import ManifestKind, ResourceKind
 from .checks import DATABASE_NAME_MAX_BYTES, role_diagnostics, undeclared_database
 from .checks import USER_DATABASE_PREFIX as DEFAULT_PREFIX
 from .design_document import for_databases
-from .replication import replication
+from .replication import replication, template_ids
 from .user import ID_PREFIX, users_on_server
 
 DEFAULT_MAX_JOBS = 500  # [replicator] max_jobs when a node does not set it
@@ -128,8 +128,10 @@ class UserDatabasesManifest(ManifestKind):
         warnings: list[str] = []
         for template in user_templates:
             if any(entry.get("prune", True) for entry in template.manifest.spec.get("replicateTo", [])):
-                # Also when no user is left: the last deleted user's replication goes too.
-                state.prune_kinds.add(REPLICATION)
+                # Also when no user is left: the last deleted user's replication goes too. Only the documents under
+                # this template's own ids (replication_id): a hand-written Replication removed from the manifests
+                # is deleted only with --allow-delete.
+                state.prune_prefixes.setdefault(REPLICATION, set()).add(template_ids(template.name))
             users = sorted(name for name, roles in candidates.items()
                            if name not in admins and template.selects(name, roles))
             databases, refused = _databases(template, users)
@@ -271,7 +273,7 @@ def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[st
 def replication_id(template: UserTemplate, database: str, entry: Mapping[str, Any]) -> str:
     """The `_replicator` document id of one user's replication: the same on every run, so it is updated in
     place, and naming the template, so a reader knows who made it."""
-    return f"{template.name}.{database}.to.{entry['target']}"
+    return f"{template_ids(template.name)}{database}.to.{entry['target']}"
 
 
 def triggered_replication(template: UserTemplate, database: str, entry: Mapping[str, Any]) -> Desired:

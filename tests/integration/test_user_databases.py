@@ -19,6 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from reconcile_runner import config_changed, reconcile, write
+from replication_setup import members_and_databases, replication
 from waiting import wait_for
 from reconciler.kinds.user_databases import user_database
 
@@ -327,3 +328,29 @@ def test_names_that_give_the_same_unpadded_hex_get_no_database(couch, http, uniq
     assert "2 users (`\\x01\\x02t-c-" in plan.stdout  # control characters shown escaped
     assert "get no database: couch_peruser's unpadded hex" in plan.stdout
     assert user_database("userdb-", clashing[0]) not in plan.stdout
+
+
+def test_a_template_prunes_only_its_own_replications(couch, http, unique, tmp_path):
+    """A UserDatabases template deletes the replications it made for users who are gone, without --allow-delete;
+    a hand-written Replication removed from the manifests is another matter: the README promises that such a
+    deletion needs --allow-delete, template or not."""
+    sign_up(couch, http, unique("member"))
+    hand_made, source, target = unique("hand-made"), unique("hand-source"), unique("hand-target")
+    env = {"ADMIN_PASSWORD": couch.password, "REPLICATOR_PASSWORD": "replicator-pw",
+           "REPLICATION_PASSWORD": "replicator-pw"}
+    write(tmp_path, "userdbs.yaml", replicate_to_analytics(couch))
+    write(tmp_path, "hand.yaml", members_and_databases(unique("replicator"), source, target))
+    write(tmp_path, "hand-replication.yaml", replication(couch, hand_made, source, target, unique("replicator")))
+    assert reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env).code == 0
+    assert hand_made in replication_ids(couch, http)
+    (tmp_path / "hand-replication.yaml").unlink()
+
+    applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env)
+    allowed = reconcile(couch, "plan", "--allow-delete", str(tmp_path), env=env)
+
+    assert applied.code == 0, applied.stderr
+    assert f"replication/{hand_made}" not in applied.stdout
+    assert hand_made in replication_ids(couch, http)
+    assert allowed.code == 0, allowed.stderr
+    assert f"- replication/{hand_made}" in allowed.stdout
+

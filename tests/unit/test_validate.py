@@ -207,3 +207,13 @@ def test_values_json_has_no_type_for_are_reported_at_their_line(tmp_path):
         (6, "`spec.security.members.names[0]` must be text, not bytes",
          "see `reconcile schema KIND` for the expected shape")]
 
+
+
+def test_a_replication_manifest_may_not_take_the_ids_a_user_databases_template_prunes(tmp_path):
+    said = messages(tmp_path, {"kind": "UserDatabases", "metadata": {"name": "per-user"}, "spec": {}},
+                    {"kind": "Database", "metadata": {"name": "a"}, "spec": {}},
+                    {"kind": "Database", "metadata": {"name": "b"}, "spec": {}},
+                    {"kind": "Replication", "metadata": {"name": "per-user.mine"}, "spec": {"source": "a", "target": "b"}})
+
+    assert any(message.startswith("m.yaml:") and "`per-user.`" in message and "UserDatabases `per-user`" in message
+               for message in said), said
