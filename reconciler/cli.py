@@ -259,7 +259,7 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, wit
         secrets = dataclasses.replace(secrets, unreadable="warning")
     state = _desired_state(directory, secrets, warnings)
     with connect(**connection) as session:
-        result = make_plan(session, state, policy, RESOURCES)
+        result = _shown_if_refused(lambda: make_plan(session, state, policy, RESOURCES), fmt, compact)
     result.warnings += [warning for warning in warnings if UNCHECKED_SECRET in warning]
     if targets:
         result = targeted(result, targets, RESOURCES)
@@ -268,6 +268,18 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, wit
     _show(result, fmt, compact)
     if detailed_exitcode and result.changes:
         sys.exit(2)
+
+
+def _shown_if_refused(planning: Callable[[], Plan], fmt: str = "text", compact: bool = False) -> Plan:
+    """The plan `planning` makes; a refused one is shown whole (stdout) before the refusal (stderr, exit 1)."""
+    from .plan import PlanRefused
+
+    try:
+        return planning()
+    except PlanRefused as refused:
+        if refused.plan is not None:
+            _show(refused.plan, fmt, compact)
+        raise
 
 
 PROGRESS_BAR_ABOVE = 50  # operations; fewer finish before a bar would help
@@ -331,7 +343,7 @@ def apply(target: str, auto_approve: bool, fmt: str, compact: bool, targets: tup
         raise ReconcileError("apply: stdin is not a terminal, so nobody can confirm; rerun with --auto-approve, "
                              "or apply a plan saved with `reconcile plan --out`")
     with connect(**connection) as session:
-        result = make_plan(session, state, policy, RESOURCES)
+        result = _shown_if_refused(lambda: make_plan(session, state, policy, RESOURCES), fmt, compact)
         if targets:
             result = targeted(result, targets, RESOURCES)
         if fmt == "json":

@@ -6,7 +6,10 @@ Safety rules, checked before anything is shown as a plan that `apply` could run:
   (deletions of unlisted objects are not even looked for without it);
 - like octoDNS, a plan that would update (or delete) more than a share of the
   existing objects of a kind is refused unless forced, once the kind has at least
-  `min_existing` objects (tiny deployments are never blocked).
+  `min_existing` objects (tiny deployments are never blocked). Growth is not churn: an
+  update that only adds items to lists (a role granted to every user by a template, a
+  name added to a security group) keeps everything the object held, so it does not count;
+  one that rewrites or removes any value does.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from .model import Change, Delete, Plan, Replace, Update
 
 
 class PlanRefused(ReconcileError):
-    """The plan breaks a safety rule; one line per problem."""
+    """The plan breaks a safety rule; one line per problem, and the plan refused (shown before the refusal, as
+    octoDNS does: a reviewer sees what the manifests would have done)."""
 
-    def __init__(self, lines: Sequence[str]):
+    def __init__(self, lines: Sequence[str], plan: Plan | None = None):
         super().__init__("\n".join(lines))
         self.lines = list(lines)
+        self.plan = plan
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ def check_safety(plan: Plan, policy: Policy) -> None:
     if not policy.force:
         problems.extend(_threshold_problems(plan, policy))
     if problems:
-        raise PlanRefused(problems)
+        raise PlanRefused(problems, plan)
 
 
 def _threshold_problems(plan: Plan, policy: Policy) -> list[str]:
@@ -84,7 +89,8 @@ def _threshold_problems(plan: Plan, policy: Policy) -> list[str]:
         if existing < policy.min_existing:
             continue
         changes = [change for change in plan.changes if change.kind == kind]
-        updates = sum(isinstance(change, (Update, Replace)) for change in changes)
+        updates = sum(isinstance(change, Replace) or (isinstance(change, Update) and not _grows(change))
+                      for change in changes)
         deletes = sum(isinstance(change, (Delete, Replace)) for change in changes)
         for verb, count, share, option in (("update", updates, policy.max_update_share, "--max-update-share"),
                                           ("delete", deletes, policy.max_delete_share, "--max-delete-share")):
@@ -128,3 +134,13 @@ def targeted(plan: Plan, targets: Sequence[str], kinds: Mapping[str, ResourceKin
     warnings += [f"--target {target} matches no change in this plan" for target in unmatched]
     return replace(plan, changes=[change for change in plan.changes if (change.kind, change.key) in chosen],
                    warnings=list(plan.warnings) + warnings)
+
+
+def _grows(change: Update) -> bool:
+    """Every field of the update is a list that keeps all it held and gains items (no value rewritten)."""
+    def only_adds(before: object, after: object) -> bool:
+        return isinstance(after, list) and (before is None or isinstance(before, list)) \
+            and all(item in after for item in before or [])
+
+    return bool(change.fields) and all(not field.sensitive and only_adds(field.before, field.after)
+                                       for field in change.fields)

@@ -78,9 +78,19 @@ def test_threshold_refuses_a_mass_update_unless_forced(couch, unique, tmp_path):
     write(tmp_path, "dbs.yaml", databases(names, roles="[other]"))
 
     refused = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
-    assert refused.code == 1 and refused.stdout == ""
+    assert refused.code == 1
     assert refused.stderr == ("refusing to update 12 of 12 existing security objects (100% > 30%); check the "
                               "manifests, then rerun with --force or a higher --max-update-share\n")
+    # As octoDNS does, the refused plan is shown whole, so the reviewer sees what the manifests would do.
+    assert f"~ security/{names[0]}" in refused.stdout and "Plan: 0 to add, 12 to change, 0 to destroy." in refused.stdout
+    assert "Apply complete" not in refused.stdout
+    for fmt in ("text", "json", "markdown"):
+        shown = reconcile(couch, "plan", str(tmp_path), "--format", fmt)
+        assert shown.code == 1 and shown.stderr == refused.stderr
+        if fmt == "json":
+            assert len(json.loads(shown.stdout)["changes"]) == 12
+        else:
+            assert shown.stdout.count("security/") == 12, shown.stdout
     assert reconcile(couch, "plan", str(tmp_path), "--max-update-share", "1").code == 0
     forced = reconcile(couch, "apply", str(tmp_path), "--auto-approve", "--force")
     assert forced.code == 0 and "Apply complete: 0 added, 12 changed, 0 destroyed." in forced.stdout

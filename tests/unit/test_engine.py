@@ -14,7 +14,7 @@ from reconciler.apply import StalePlan, check_fresh, execute
 from reconciler.errors import ReconcileError
 from reconciler.kinds.base import ResourceKind
 from reconciler.kinds.fields import field_changes
-from reconciler.model import Create, Delete, Desired, DesiredState, Observed, Plan, Replace, Source, Update
+from reconciler.model import Create, Delete, Desired, DesiredState, FieldChange, Observed, Plan, Replace, Source, Update
 from reconciler.pipeline import make_plan
 from reconciler.plan import PlanRefused, Policy, check_safety, order
 from reconciler.reads import SessionReads
@@ -183,3 +183,26 @@ def test_a_failing_kind_stops_the_apply_with_its_line():
     with pytest.raises(ReconcileError, match="user/u: HTTP 503"):
         execute(server, plan.changes, kinds)
     assert server.writes == [("create", "database", "a")]  # done in order, up to the failure
+
+
+def role_updates(count: int, before: list[str], after: list[str]) -> list[Update]:
+    return [Update("user", f"u{i}", None, fields=(FieldChange("roles", before, after),), version="1")
+            for i in range(count)]
+
+
+def test_granting_a_role_to_every_existing_user_is_growth_but_rewriting_a_third_of_them_is_refused():
+    """The share threshold guards what the users held: an update that only adds to a list keeps all of it."""
+    check_safety(Plan("http://x", role_updates(300, [], ["app-user"]), existing={"user": 300}), Policy())
+    check_safety(Plan("http://x", role_updates(300, ["a"], ["a", "app-user"]), existing={"user": 300}), Policy())
+
+    rewriting = Plan("http://x", role_updates(100, ["a"], ["b"]), existing={"user": 300})
+    with pytest.raises(PlanRefused) as refused:
+        check_safety(rewriting, Policy())
+
+    assert refused.value.lines == ["refusing to update 100 of 300 existing user objects (33% > 30%); check the "
+                                   "manifests, then rerun with --force or a higher --max-update-share"]
+    assert refused.value.plan is rewriting  # shown before the refusal
+    scalar = [Update("user", f"u{i}", None, fields=(FieldChange("email", None, "x@example.com"),), version="1")
+              for i in range(100)]
+    with pytest.raises(PlanRefused):
+        check_safety(Plan("http://x", scalar, existing={"user": 300}), Policy())
