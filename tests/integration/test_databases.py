@@ -100,7 +100,7 @@ def test_deleting_a_database_that_holds_documents_needs_allow_delete_data(couch,
     write(tmp_path, "other.yaml", database(unique("other")))
 
     refused = reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve")
-    assert refused.code == 1 and refused.stdout == ""
+    assert refused.code == 1 and f"- database/{full}" in refused.stdout  # the refused plan, shown whole
     assert refused.stderr == (f"database/{full}: deleting it destroys 1 document; rerun with --allow-delete-data "
                               "if that is intended, or add it back to the manifests\n")
     assert info(couch, http, full)["doc_count"] == 1

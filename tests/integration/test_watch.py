@@ -530,8 +530,9 @@ def test_a_refused_full_reconcile_holds_what_it_concerns_and_sign_ups_still_conv
     text = (directory / "watch.yaml").read_text()
     declared = "metadata: {name: analytics}\nspec: {}"
     assert declared in text
+    # Public: the admin-only members roles go, a rewrite (an update that only adds to lists is growth, never refused).
     (directory / "watch.yaml").write_text(text.replace(declared, "metadata: {name: analytics}\n"
-                                                       "spec: {security: {members: {roles: [app-user]}}}"))
+                                                       "spec: {security: {public: true}}"))
     before = http.get(f"{couch.url}/analytics/_security").json()
     name = unique("refused")
     # Every update is over a share of 0: whatever else the server holds, this plan is refused.
