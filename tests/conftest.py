@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from cleanup import forget_user
 from couchsim.testing import SimServer
 
 TEST_CONFIG = {"chttpd_auth": {"iterations": "1000"}}
@@ -114,10 +115,8 @@ def unique(couch: Couch) -> Iterator[Callable[[str], str]]:
 
 
 def delete_named(http: requests.Session, url: str, name: str) -> None:
-    user_path = f"{url}/_users/{quote('org.couchdb.user:' + name, safe=':')}"
-    current = http.get(user_path)
-    if current.status_code == 200:
-        http.delete(user_path, params={"rev": current.json()["_rev"]})
+    """The user before her databases (see cleanup.forget_user)."""
+    forget_user(http, url, name)
     for db in (name, "userdb-" + name.encode("utf-8").hex()):
         http.delete(f"{url}/{quote(db, safe='')}")
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from cleanup import forget_user
 from waiting import wait_for
 
 
@@ -171,7 +172,7 @@ def new_user(server, new_name) -> Iterator[Callable[..., User]]:
     yield make
     for user in created:
         user.client.close()
-        delete_user(server.admin, user.name)
+        forget_user(server.admin.http, server.admin.base, user.name)
 
 
 @pytest.fixture

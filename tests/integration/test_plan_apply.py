@@ -96,7 +96,8 @@ def test_threshold_refuses_a_mass_update_unless_forced(couch, unique, tmp_path):
     assert forced.code == 0 and "Apply complete: 0 added, 12 changed, 0 destroyed." in forced.stdout
 
 
-def test_no_secret_reaches_any_output_or_plan_file(couch, unique, tmp_path):
+def test_no_secret_reaches_any_output_or_plan_file(secret_admin, unique, tmp_path):
+    couch = secret_admin
     name = unique("u")
     write(tmp_path / "m", "all.yaml", databases([unique("d")]) + f"""---
     apiVersion: reconciler/v1
@@ -239,7 +240,8 @@ def test_a_server_that_does_not_answer_in_time_is_one_line(couch, unique, tmp_pa
                           "or is not CouchDB: rerun when it answers\n")
 
 
-def test_credentials_in_the_server_url_are_used_but_never_shown_or_saved(couch, unique, tmp_path):
+def test_credentials_in_the_server_url_are_used_but_never_shown_or_saved(secret_admin, unique, tmp_path):
+    couch = secret_admin
     user, password = couch.admin
     scheme, _, rest = couch.url.partition("://")
     write(tmp_path / "m", "dbs.yaml", databases([unique("a")]))
