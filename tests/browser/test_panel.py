@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import requests
 
-from reference_world import apply_manifests, sign_up
+from reference_world import apply_manifests, left_as_found, sign_up
 from waiting import wait_for
 
 PANEL = "/analytics-panel/_design/panel/index.html"
@@ -39,6 +39,11 @@ def day(back: int) -> str:
 @pytest.fixture(scope="module")
 def world(module_couch):
     couch = module_couch
+    with left_as_found(couch):
+        yield deploy(couch)
+
+
+def deploy(couch) -> dict:
     apply_manifests(couch)
     admin = requests.Session()
     admin.auth = couch.admin
@@ -53,11 +58,7 @@ def world(module_couch):
     user = f"reader-{suffix}"
     sign_up(admin, couch.url, user, "reader-pw", day(0))
     sign_up(admin, couch.url, f"early-{suffix}", "early-pw", day(3))
-    yield {"couch": couch, "admin": admin, "url": couch.url, "user": user, "writer": writer}
-    if couch.real:
-        for name in (user, f"early-{suffix}"):
-            doc = admin.get(f"{couch.url}/_users/org.couchdb.user:{name}").json()
-            admin.delete(f"{couch.url}/_users/org.couchdb.user:{name}", params={"rev": doc["_rev"]})
+    return {"couch": couch, "admin": admin, "url": couch.url, "user": user, "writer": writer}
             admin.delete(f"{couch.url}/userdb-{name.encode().hex()}")
 
 

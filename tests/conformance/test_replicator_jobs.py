@@ -249,8 +249,14 @@ def test_checkpoints_let_the_next_job_start_where_the_last_one_stopped(server, n
     assert checkpoint["source_last_seq"] == first["checkpointed_source_seq"]
     assert checkpoint["history"][0]["docs_written"] == 4
     server.admin.put(db_url(source, "d4"), json={})
-    second = run_once()
-    assert (second["revisions_checked"], second["docs_written"]) == (1, 1)
+    run_once()
+    # The second session starts from the first one's checkpoint (its history entry says so). Its counters are
+    # no evidence: CouchDB seeds them from the checkpoint history (init_state in
+    # src/couch_replicator/src/couch_replicator_scheduler_job.erl, couch_replicator_stats:max_stats/2).
+    resumed = doc_in(server, source, source_logs[0]["id"])["history"][0]
+    assert resumed["start_last_seq"] == checkpoint["source_last_seq"]
+    assert resumed["session_id"] != checkpoint["history"][0]["session_id"]
+    assert len(server.admin.get(db_url(target, "_all_docs")).json()["rows"]) == 5
 
 
 def test_since_seq_and_create_target_params(server, new_db, new_name, url, rep_docs, poll):
@@ -329,7 +335,8 @@ def test_scheduler_listings_page_filter_by_state_and_accept_other_replicator_dbs
         listed = server.admin.get(f"/_scheduler/docs/{prefix}/_replicator", params={"states": "running"}).json()
         assert [d["doc_id"] for d in listed["docs"]] == ["r1"]
         none = server.admin.get(f"/_scheduler/docs/{prefix}/_replicator", params={"states": "failed"}).json()
-        assert (none["total_rows"], none["docs"]) == (0, [])
+        # Only the rows are filtered: a real 3.4.3 still counts r1 in total_rows here.
+        assert none["docs"] == []
         bad = server.admin.get("/_scheduler/docs", params={"states": "sleeping"})
         assert (bad.status_code, bad.json()["error"]) == (400, "query_parse_error")
         total = server.admin.get("/_scheduler/jobs").json()["total_rows"]

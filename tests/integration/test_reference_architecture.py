@@ -26,7 +26,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from reference_world import apply_manifests, reconcile_manifests, sign_up
+from reference_world import apply_manifests, left_as_found, reconcile_manifests, sign_up
 from waiting import wait_for
 from reconciler.kinds.user_databases import user_database
 
@@ -46,8 +46,9 @@ def path(*parts: str) -> str:
 @pytest.fixture(scope="module")
 def world(module_couch):
     """The deployed reference architecture and two sign-ups; shared by the module's tests, which only read
-    or make writes the others do not count."""
-    return _deploy(module_couch)
+    or make writes the others do not count. Removed afterwards, config included."""
+    with left_as_found(module_couch):
+        yield _deploy(module_couch)
 
 
 def _deploy(couch) -> dict:
