@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 NODE_TESTS := tests/pouchdb
 
-.PHONY: demo test lint install
+.PHONY: test-real demo test lint install
 
 # Reinstalled when pyproject.toml changes (new dependency, new console script).
 $(BIN)/reconcile: pyproject.toml
@@ -35,3 +35,10 @@ lint: install
 # The browser tests also need Debian's chromium at /usr/bin/chromium (`apt-get install chromium`, as .ci/run does).
 test: install $(NODE_TESTS)/node_modules/.package-lock.json
 	$(BIN)/python -m pytest -n auto -q
+
+# The suite against the real CouchDB at $$COUCHDB_URL (and the cluster tests against $$COUCHDB_CLUSTER_URLS when
+# set), one test at a time: tests change the server's global config (couch_peruser, CORS, server admins), which
+# parallel tests on one server would see. -rs lists why each skipped test cannot run on that server.
+test-real: install $(NODE_TESTS)/node_modules/.package-lock.json
+	@test -n "$$COUCHDB_URL" || { echo "test-real: set COUCHDB_URL, COUCHDB_USER and COUCHDB_PASSWORD (see README.md)" >&2; exit 2; }
+	$(BIN)/python -m pytest -n 0 -q -rs
