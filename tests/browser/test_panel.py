@@ -59,7 +59,6 @@ def deploy(couch) -> dict:
     sign_up(admin, couch.url, user, "reader-pw", day(0))
     sign_up(admin, couch.url, f"early-{suffix}", "early-pw", day(3))
     return {"couch": couch, "admin": admin, "url": couch.url, "user": user, "writer": writer}
-            admin.delete(f"{couch.url}/userdb-{name.encode().hex()}")
 
 
 def open_panel(browser, base: str):
