@@ -26,3 +26,9 @@ def forget_user(http: requests.Session, url: str, name: str) -> None:
     deleted = [leaf["ok"]["_rev"] for leaf in leaves.json() if leaf.get("ok", {}).get("_deleted")]
     if deleted:
         http.post(f"{url}/_users/_purge", json={doc_id: deleted})
+
+
+def appeared_on_its_own(database: str) -> bool:
+    """A system database CouchDB creates by itself when first used (`_users` by chttpd_auth_cache, say): never
+    deleted by a test that saw it appear. `_global_changes` is not one: only a cluster setup or a manifest makes it."""
+    return database.startswith("_") and database != "_global_changes"

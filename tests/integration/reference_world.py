@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import requests
 
-from cleanup import forget_user
+from cleanup import appeared_on_its_own, forget_user
 from reconcile_runner import Run, reconcile
 from replication_setup import base_url
 from waiting import wait_for
@@ -85,6 +85,8 @@ def left_as_found(couch) -> Iterator[None]:
             if doc_id.startswith("org.couchdb.user:"):
                 forget_user(http, couch.url, doc_id.removeprefix("org.couchdb.user:"))
         for database in sorted(now_databases - databases):
+            if appeared_on_its_own(database):
+                continue
             http.delete(f"{couch.url}/{quote(database, safe='')}")
         for doc_id in sorted(now_replications - replications):
             doc = f"{couch.url}/_replicator/{quote(doc_id, safe='')}"

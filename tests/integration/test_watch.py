@@ -33,6 +33,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from cleanup import appeared_on_its_own
 from reconcile_runner import reconcile, write
 from reconciler.client import Connection, CouchSession
 from reconciler.kinds import replication as replication_kind
@@ -181,6 +182,8 @@ def leave_as_found(couch):
         if row["id"] not in replications and not row["id"].startswith("_design/"):
             http.delete(f"{couch.url}/_replicator/{quote(row['id'], safe='')}", params={"rev": row["value"]["rev"]})
     for database in set(http.get(f"{couch.url}/_all_dbs").json()) - databases:
+        if appeared_on_its_own(database):
+            continue
         http.delete(f"{couch.url}/{quote(database, safe='')}")
     checkpoint = f"{couch.url}/{CHECKPOINT_DB}/{CHECKPOINT_ID}"
     current = http.get(checkpoint)
@@ -600,8 +603,7 @@ def test_metrics_are_served_while_watch_converges_sign_ups(couch, http, unique, 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "COUCHDB_URL": couch.url, "COUCHDB_USER": couch.user, "COUCHDB_PASSWORD": couch.password,
-           "WATCH_REPLICATION_PASSWORD": SECRET}
+    env = {**os.environ, "COUCHDB_URL": couch.url, "COUCHDB_USER": couch.user, "COUCHDB_PASSWORD": couch.password}
     process = subprocess.Popen([sys.executable, "-c", "from reconciler.cli import main; main()", "watch",
                                 "--interval", "60", "--debounce", "0.1", "--metrics-port", str(port), str(directory)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
