@@ -134,7 +134,7 @@ class Watcher:
     def _database_event(self, database: str, kind: str) -> None:
         if kind in ("created", "deleted"):
             forget_verified(self.session, [(DATABASE, database)])
-            if database in self.static_databases or database in self.owners:
+            if database in self.static_databases or self._owner_of(database) is not None:
                 self.pending.database(database)
         if kind in ("created", "updated"):
             self.fan_in.changed(database)
@@ -222,7 +222,7 @@ class Watcher:
         self.pending = Pending()
         handled = dict(self.feeds.received)
         users = dict(pending.users)
-        owners = {self.owners[db] for db in pending.databases if db in self.owners} - users.keys()
+        owners = {user for db in pending.databases if (user := self._owner_of(db)) is not None} - users.keys()
         started = time.monotonic()
         subject = ", ".join(sorted(users) + sorted(pending.databases))[:200]
         try:
@@ -283,6 +283,17 @@ class Watcher:
 
         execute(self.session, changes, self.kinds, done)
         return len(changes)
+
+    def _owner_of(self, database: str) -> str | None:
+        """The user a database belongs to: as the latest resolution learnt it, else by a template's prefix. A
+        database couch_peruser creates after its user's own reconcile (it waits a start period after each
+        config change, couch_peruser.erl) was not resolved then, and its creation must still bring her
+        per-database objects."""
+        if database in self.owners:
+            return self.owners[database]
+        templates = self.state.templates if self.state is not None else ()
+        return next((user for template in templates if isinstance(template, UserTemplate)
+                     and (user := owner(template.prefix, database)) is not None), None)
 
     def _learn(self, resolved: DesiredState, replace_all: bool) -> None:
         """Which databases belong to which user (for `_db_updates` events) and to the triggered fan-in."""
