@@ -6,7 +6,7 @@ Prints:
 - simple GETs per second (GET /{db}/{doc}, basic auth at the default 600,000 PBKDF2 iterations) through one
   pool of keep-alive connections, and per CPU-second the server process used (the one-core figure, which
   other load on a shared machine does not skew); beside it the floor: the same number of bare requests
-  (anonymous GET /_up) through the same pool. Target: >= 3,000/s on one core (issue 3).
+  (anonymous GET /_up) through the same pool. Target: >= 3,000/s on one core.
 - the server's RSS after creating 10,000 and 100,000 databases, each with its own `_security` object, over
   HTTP (PUT /{db}, PUT /{db}/_security). Target: 100,000 under 1 GiB.
 

@@ -3,7 +3,7 @@
 Never by logging in: CouchDB 3.4 locks a user out after 5 failed `_session`
 attempts, so a rotated secret must be detected offline. CouchDB derives keys
 with the salt's hex *string* as the salt bytes (couch_passwords:pbkdf2/4 gets
-the salt binary as stored), which /work/shared/couchdb-facts.md confirms on 3.4.3.
+the salt binary as stored), which docs/couchdb.md confirms on 3.4.3.
 """
 
 from __future__ import annotations

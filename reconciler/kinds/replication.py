@@ -96,7 +96,7 @@ MANIFEST = ReplicationManifest()
 # user), so the same manifest always means the same document. Ownership: MARKER in the document, as for
 # databases and design documents. CouchDB 3.x needs full URLs (local names are refused with
 # `local_endpoints_not_supported`), so database names resolve against the URL the *server* reaches itself
-# at; credentials go in `auth.basic` (couchdb-facts.md), filled from their secret only when written.
+# at; credentials go in `auth.basic` (docs/couchdb.md), filled from their secret only when written.
 # That URL belongs to the deployment, not to the layout (staging and production differ, a container
 # reaches itself at another address than the CI runner does), so a manifest may leave it to the
 # environment, as it leaves passwords.

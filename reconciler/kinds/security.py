@@ -50,7 +50,7 @@ from .fields import field_changes
 
 GROUPS = ("members", "admins")
 SET_PATHS = tuple(f"{group}.{part}" for group in GROUPS for part in ("names", "roles"))
-# What CouchDB 3.x gives a new database (couchdb-facts.md; `[couchdb] default_security = admin_only`).
+# What CouchDB 3.x gives a new database (docs/couchdb.md; `[couchdb] default_security = admin_only`).
 ADMIN_ONLY = {"members": {"roles": ["_admin"]}, "admins": {"roles": ["_admin"]}}
 
 
@@ -114,7 +114,7 @@ def compose(base: Mapping[str, Any], desired: Desired) -> dict[str, Any]:
 class SecurityResource(ResourceKind):
     name = SECURITY
     order = 20  # after the database it lives in
-    # A `_security` write bumps the database's `update_seq` (couchdb-facts.md, Bulk reads): while that
+    # A `_security` write bumps the database's `update_seq` (docs/couchdb.md, Bulk reads): while that
     # stays the same string, the object read at it is still the server's (see reads.remembering).
     follows_parent_version = True
 

@@ -172,7 +172,7 @@ def user_body(doc: Mapping[str, Any]) -> dict:
 
 def wait_for_auth_ddoc(session: CouchSession, timeout: float = AUTH_DDOC_WAIT) -> None:
     """CouchDB installs `_users/_design/_auth` asynchronously after start-up and until then accepts
-    invalid user documents (couchdb-facts.md): users are created only once it is there."""
+    invalid user documents (docs/couchdb.md): users are created only once it is there."""
     deadline = time.monotonic() + timeout
     while session.request("GET", f"{USERS_DB}/_design/_auth", ok=(404,)).status_code == 404:
         if time.monotonic() > deadline:

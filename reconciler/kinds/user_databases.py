@@ -303,7 +303,7 @@ def _security(security: Mapping[str, Any], user: str) -> dict[str, dict[str, lis
 
 def _replicator_capacity(cluster: nodes.Cluster, state: DesiredState) -> list[str]:
     """CouchDB runs at most `[replicator] max_jobs` replications per node and rotates the rest
-    (`max_churn` per `interval`), so beyond that a continuous fan-in goes stale (couchdb-facts.md: ~23
+    (`max_churn` per `interval`), so beyond that a continuous fan-in goes stale (docs/couchdb.md: ~23
     minutes at 1,000 users)."""
     settings = (str(cluster.value(node, "replicator", "max_jobs") or "") for node in cluster.nodes)
     capacity = sum(int(value) if value.isdigit() else DEFAULT_MAX_JOBS for value in settings)

@@ -27,7 +27,7 @@ def test_conformance_suite_passes_against_real_couchdb_in_docker(docker_couchdb)
 
 
 def test_compose_runs_couchdb_3_on_loopback_with_the_admin_from_the_env_file():
-    """compose/docker-compose.yml (issue 3): official couchdb:3 image, admin from an env file, ports bound to 127.0.0.1
+    """compose/docker-compose.yml: official couchdb:3 image, admin from an env file, ports bound to 127.0.0.1
     only (a known admin password must not be reachable from the network), one node in `single`, three in `cluster`."""
     compose = yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())
     nodes = {name: service for name, service in compose["services"].items() if service["image"] == "couchdb:3"}

@@ -1,6 +1,6 @@
 """Server-level endpoints: /, /_up, /_uuids, /_all_dbs, /_membership, /_node/_local, /_active_tasks, database create/delete.
 
-Each case cites what it relies on: the facts file (/work/shared/couchdb-facts.md), CouchDB source
+Each case cites what it relies on: the facts file (docs/couchdb.md), CouchDB source
 (apache/couchdb, file and function) or CouchDB's documentation.
 """
 

@@ -204,7 +204,7 @@ def test_user_docs_live_in_users_database_only(server, db):
 
 
 def test_iterations_setting_applies_to_new_hashes(server, set_config, new_user):
-    """couch_users_db:save_doc reads [chttpd_auth] iterations on every write (issue 3: "iterations is honoured")."""
+    """couch_users_db:save_doc reads [chttpd_auth] iterations on every write."""
     set_config("chttpd_auth", "iterations", "1234")
     user = new_user(password="pw")
     doc = server.admin.get(user_url(user.name)).json()

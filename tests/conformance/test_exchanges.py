@@ -1,5 +1,5 @@
 """Replays the 91 HTTP exchanges recorded from a real CouchDB 3.4.3 (data/couchdb-3.4.3-exchanges.jsonl,
-rules in ../shared/couchdb-exchanges.md) and checks each answer: status, and after normalisation the body.
+rules in data/couchdb-exchanges.md) and checks each answer: status, and after normalisation the body.
 
 The steps depend on each other, so one module-scoped fixture replays all of them in file order against one
 fresh server and keeps every answer; each test then judges its own step. Any subset (`-k`, a single xdist

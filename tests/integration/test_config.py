@@ -1,6 +1,6 @@
 """Node config on a 3-node cluster: every node read once, drift shown per node, other keys left alone.
 
-Relied on: /work/shared/couchdb-facts.md ("Config": `/_node/{node}/_config` takes only JSON
+Relied on: docs/couchdb.md ("Config": `/_node/{node}/_config` takes only JSON
 strings, an unset key reads 404, config is per node, `/_membership` lists cluster_nodes) and
 apache/couchdb src/chttpd/src/chttpd_cors.erl via reconciler/kinds/cors.py (CORS lives in
 [chttpd] enable_cors and the [cors] section).

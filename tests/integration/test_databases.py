@@ -1,6 +1,6 @@
 """Databases: create, replace and delete through plan/apply, as a pipeline runs them.
 
-Relied on: /work/shared/couchdb-facts.md (a new database's `_security` is the admin-only
+Relied on: docs/couchdb.md (a new database's `_security` is the admin-only
 default; `_dbs_info` rows carry `update_seq`, `doc_count`, `props.partitioned`),
 apache/couchdb src/couch/src/couch_db.erl (`validate_security_object` checks only
 `admins`/`members` and `set_security` stores the whole object, so the ownership marker

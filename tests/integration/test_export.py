@@ -1,8 +1,8 @@
 """`reconcile export`: adopt a live deployment; a plan on what it wrote shows no change.
 
-Relied on: /work/shared/couchdb-facts.md (a new database's `_security` reads back admin-only,
+Relied on: docs/couchdb.md (a new database's `_security` reads back admin-only,
 `{}` makes it public; a stored user has pbkdf2 fields and no `password`; config reads back as
-strings) and issue 5 ("users without secrets, config differing from defaults").
+strings), and what export must leave out: users' secrets, config equal to the defaults.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def test_only_config_differing_from_defaults_is_exported(couch, deployment, tmp_
 
 
 def test_couch_peruser_databases_are_left_to_a_user_databases_template(couch, http, unique, tmp_path):
-    """couchdb-facts.md: with couch_peruser on, each user gets `userdb-<hex of the name>` within ~250 ms."""
+    """docs/couchdb.md: with couch_peruser on, each user gets `userdb-<hex of the name>` within ~250 ms."""
     if couch.real:
         pytest.skip("turning couch_peruser on makes a database for every user of a shared real server")
     node = http.get(f"{couch.url}/_membership").json()["cluster_nodes"][0]

@@ -1,8 +1,8 @@
 """plan and apply end to end: saved plans, thresholds, secrets, confirmation and server errors.
 
-Relied on: issue 5 (exit codes of `--detailed-exitcode`; a plan file holds no secret and a
+Relied on: Terraform's plan/apply contract (exit codes of `--detailed-exitcode`; a plan file holds no secret and a
 stale one is refused; thresholds like octoDNS's MAX_SAFE_UPDATE_PCENT; one line per error,
-exit 1, no traceback, a rerun converges) and /work/shared/couchdb-facts.md (stored users keep
+exit 1, no traceback, a rerun converges) and docs/couchdb.md (stored users keep
 no `password`: a secret can only leak through our own output).
 """
 

@@ -6,14 +6,14 @@ does, and a second apply brings them their database, security, role and replicat
 tries what it may and may not do.
 
 Relied on:
-- /work/shared/couchdb-facts.md, "Security and users": anonymous on an admin-only database is 401, an
+- docs/couchdb.md, "Security and users": anonymous on an admin-only database is 401, an
   authenticated non-member 403; members read and write documents, not design documents, not `_security`;
   `_users` is admin-only and not editable, so a user cannot read or change her own document (roles
   included) and anonymous sign-up is 401; the couch_peruser userdb security.
 - apache/couchdb src/chttpd/src/chttpd_db.erl (`_design_docs` is `all_docs_view` over design documents,
   behind the same reader check as `_all_docs`), src/couch/src/couch_db.erl `check_is_member`
   (readers: members or admins; `_security` writes: db admins only).
-- /work/shared/couchdb-facts.md, "Replication": `_replicator` docs need full URLs, credentials in
+- docs/couchdb.md, "Replication": `_replicator` docs need full URLs, credentials in
   `auth.basic`; a continuous replication carries later writes.
 """
 

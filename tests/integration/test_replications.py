@@ -1,6 +1,6 @@
 """Replications as `_replicator` documents, through plan/apply.
 
-Relied on: /work/shared/couchdb-facts.md ("Replication": full URLs only, local names 403
+Relied on: docs/couchdb.md ("Replication": full URLs only, local names 403
 `local_endpoints_not_supported`; credentials in `auth.basic`; an admin reads the stored password in
 clear and an `owner` added by CouchDB; `/_scheduler/docs` states), CouchDB's replicator docs
 (src/docs/src/replication/replicator.rst: updating a document restarts its job; a document that cannot

@@ -1,10 +1,10 @@
 """Security objects through plan/apply: exact and merge modes, other writers, stale saved plans.
 
-Relied on: /work/shared/couchdb-facts.md (a new database's `_security` is
+Relied on: docs/couchdb.md (a new database's `_security` is
 `{"members":{"roles":["_admin"]},"admins":{"roles":["_admin"]}}`; couch_peruser's
 userdb security names the user in members and admins; a `_security` write bumps
 `update_seq`), apache/couchdb couch_db.erl (`set_security` stores the whole object,
-so keys beside members/admins are kept), and issue 5 (superlogin adds session keys
+so keys beside members/admins are kept), and superlogin's practice (it adds session keys
 as names at run time; `_security` has no `_rev`).
 """
 
@@ -90,7 +90,7 @@ def test_a_saved_plan_is_refused_when_the_security_object_changed_since(couch, h
 
 
 def test_a_database_public_on_purpose_is_declared_explicitly_and_shown_as_public(couch, http, unique, tmp_path):
-    """A read-only catalog PouchDB clients sync from is public on purpose. couchdb-facts.md: a `_security`
+    """A read-only catalog PouchDB clients sync from is public on purpose. docs/couchdb.md: a `_security`
     whose members name no one and no role lets anonymous requests in (a new database is admin-only: 401)."""
     name = unique("catalog")
     write(tmp_path, "dbs.yaml", secured(name, "{members: {roles: [app-user]}}"))

@@ -2,7 +2,7 @@
 
 Relied on: apache/couchdb src/couch/src/couch_passwords.erl (hash_admin_password/2: the value
 "-pbkdf2:PRF-KEY,SALT,ITERATIONS" with [chttpd_auth] iterations and pbkdf2_prf), and
-/work/shared/couchdb-facts.md (a value already in that form is stored as is and authenticates
+docs/couchdb.md (a value already in that form is stored as is and authenticates
 at once; config is per node; `/_membership` lists cluster_nodes).
 """
 
@@ -89,7 +89,7 @@ def test_a_node_holding_another_password_is_named_and_all_nodes_get_one_new_hash
     assert reconcile(cluster, "apply", "--auto-approve", str(tmp_path), env=env).code == 0
     odd = cluster.nodes[1]
     assert http.put(f"{cluster.url}/_node/{odd}/_config/admins/ops", json="set-by-hand").status_code == 200
-    # CouchDB hashes a plaintext admin asynchronously (couchdb-facts.md): a plan read during that moment is
+    # CouchDB hashes a plaintext admin asynchronously (docs/couchdb.md): a plan read during that moment is
     # rightly stale by apply time, so plan once the hand-set value has settled, as it has on a real server.
     wait_for(lambda: admin_values(cluster, http, "ops")[odd] != "set-by-hand", "the hand-set admin to be hashed")
     plan_file = tmp_path.parent / "admins.plan.json"

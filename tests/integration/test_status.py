@@ -1,6 +1,6 @@
 """`reconcile status`: replication health from CouchDB's scheduler, read-only.
 
-Relied on: /work/shared/couchdb-facts.md ("`/_scheduler/docs/_replicator/ID` shows `state`... A wrong
+Relied on: docs/couchdb.md ("`/_scheduler/docs/_replicator/ID` shows `state`... A wrong
 password → `crashing` with a `replication_auth_error`"), CouchDB's replicator docs
 (src/docs/src/replication/replicator.rst, "Replication states": running, pending, crashing, failed,
 completed; src/docs/src/api/server/common.rst `/_scheduler/docs`: `info.changes_pending`,
@@ -82,7 +82,7 @@ def test_a_declared_replication_not_applied_yet_is_missing(couch, unique, tmp_pa
 
 def test_a_replication_pending_past_the_threshold_needs_attention(couch, http, unique, tmp_path, replication_ids):
     """With more continuous replications than `[replicator] max_jobs`, the rest wait `pending` for their
-    turn (couch_replicator_scheduler.erl; couchdb-facts.md "Scale"): normal for a while, not for ever."""
+    turn (couch_replicator_scheduler.erl; docs/couchdb.md "Scale"): normal for a while, not for ever."""
     if couch.real:
         pytest.skip("lowers [replicator] max_jobs for the whole server: couchsim only")
     answer = http.put(f"{couch.url}/_node/_local/_config/replicator/max_jobs", json="2")

@@ -5,7 +5,7 @@ Relied on:
   the UTF-8 name as `string:to_lower(integer_to_list(Byte, 16))` (lowercase hex, no zero padding);
   `ensure_security` with `add_user`: the user's name joins `members.names` and `admins.names`;
   on user deletion with `delete_dbs = false` the database stays and only loses the name.
-- /work/shared/couchdb-facts.md: the userdb security couch_peruser writes
+- docs/couchdb.md: the userdb security couch_peruser writes
   (`{"members":{"roles":["_admin"],"names":[NAME]},"admins":{"roles":["_admin"],"names":[NAME]}}`),
   `josé` -> `userdb-6a6f73c3a9`, databases appear asynchronously after the user is written.
 - reconciler/validate.py DATABASE_NAME_MAX_BYTES (238: the shard file name limit, apache/couchdb#2174).
@@ -218,7 +218,7 @@ def test_delete_with_user_deletes_the_database_only_with_the_data_opt_in(couch, 
 
 
 def test_the_plan_warns_when_continuous_replications_exceed_the_replicator_capacity(couch, http, unique, tmp_path):
-    """couchdb-facts.md: beyond `[replicator] max_jobs` running jobs (per node), the rest queue and rotate."""
+    """docs/couchdb.md: beyond `[replicator] max_jobs` running jobs (per node), the rest queue and rotate."""
     with config_changed(http, f"{couch.url}/_node/_local/_config/replicator/max_jobs", "1"):
         for prefix in ("r1", "r2"):
             sign_up(couch, http, unique(prefix))

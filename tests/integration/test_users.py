@@ -1,9 +1,9 @@
 """Users and roles: plan and apply against a server, as a pipeline runs them.
 
-Relied on: /work/shared/couchdb-facts.md ("Stored user": pbkdf2 fields and no `password`;
+Relied on: docs/couchdb.md ("Stored user": pbkdf2 fields and no `password`;
 verifying derives with the salt's hex string; `_users/_design/_auth` appears asynchronously),
 apache/couchdb src/couch/src/couch_users_db.erl (a write carrying `password` is hashed by the
-server, which drops the plaintext), and issue 5 (never test a password with `_session`:
+server, which drops the plaintext), and `[chttpd_auth_lockout]` (never test a password with `_session`:
 CouchDB 3.4 locks users out after 5 failures).
 """
 
@@ -196,7 +196,7 @@ def test_only_users_the_tool_created_are_deleted_and_only_with_allow_delete(couc
 
 
 def test_users_are_created_only_once_the_auth_design_doc_exists(couch, http, names, tmp_path):
-    """couchdb-facts.md: `_users/_design/_auth` appears asynchronously after start-up and `_users`
+    """docs/couchdb.md: `_users/_design/_auth` appears asynchronously after start-up and `_users`
     accepts invalid documents until then. Simulated by removing it and putting it back 0.6 s later."""
     if couch.real:
         pytest.skip("removes _users/_design/_auth, which a shared real server must keep")

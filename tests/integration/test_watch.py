@@ -2,7 +2,7 @@
 cleanly, network cuts are survived, triggered fan-in moves documents, nothing is deleted without opt-in.
 
 Relied on:
-- /work/shared/couchdb-facts.md: `/_db_updates` answers 404 until `_global_changes` exists; a `_security`
+- docs/couchdb.md: `/_db_updates` answers 404 until `_global_changes` exists; a `_security`
   write bumps `update_seq`; `_replicator` docs need full URLs and credentials in `auth.basic`.
 - apache/couchdb src/couch/src/couch_db.erl `validate_doc_update/3`: `_local/` documents skip validation
   functions, so the checkpoint can live in `_users/_local/...`; src/global_changes/src/global_changes_httpd.erl:
@@ -416,7 +416,7 @@ def test_watch_deletes_nothing_without_allow_delete(couch, http, tmp_path):
 
 def test_a_full_reconcile_reads_security_only_where_update_seq_moved_and_still_repairs_drift(
         couch, http, unique, tmp_path):
-    """A `_security` write bumps `update_seq` (couchdb-facts.md), so an unchanged seq proves an unchanged
+    """A `_security` write bumps `update_seq` (docs/couchdb.md), so an unchanged seq proves an unchanged
     object: the next full reconcile skips those reads, and a hand-made change is still seen and repaired."""
     names = [unique("seq") for _ in range(3)]
     for name in names:

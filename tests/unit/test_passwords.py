@@ -2,7 +2,7 @@
 
 Relied on: apache/couchdb src/couch/src/couch_passwords.erl (hash_admin_password/2 writes
 "-pbkdf2:PRF-KEY,SALT,ITER"; get_unhashed_admins/0 lists the legacy "-pbkdf2-" and "-hashed-"
-forms), /work/shared/couchdb-facts.md (the salt is used as its hex string, checked on 3.4.3),
+forms), docs/couchdb.md (the salt is used as its hex string, checked on 3.4.3),
 and the published admin value of the couch-hash-pwd npm README
 (`couch-hash-pwd -p mysecret` -> "-pbkdf2-515d6a87...,88b2a627...,10"), an independent vector.
 """

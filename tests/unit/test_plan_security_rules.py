@@ -1,6 +1,6 @@
 """How a security manifest compares with what the server holds (reconciler/kinds/security.py).
 
-CouchDB facts relied on (couchdb-facts.md, recorded on 3.4.3): a new database's
+CouchDB facts relied on (docs/couchdb.md, recorded on 3.4.3): a new database's
 `_security` is `{"members":{"roles":["_admin"]},"admins":{"roles":["_admin"]}}`;
 after `PUT _security {}` the database is public. couch_db.erl
 `validate_security_object` checks only `admins` and `members`, and `set_security`

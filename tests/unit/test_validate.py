@@ -69,7 +69,7 @@ def test_server_admin_expands_to_one_object_for_the_chosen_nodes(tmp_path):
 
 
 def test_node_config_values_become_the_strings_couchdb_stores(tmp_path):
-    """couchdb-facts.md: /_config takes only JSON strings ("true", "3600"); a bare true is a 400."""
+    """docs/couchdb.md: /_config takes only JSON strings ("true", "3600"); a bare true is a 400."""
     desired = expand(tmp_path, "NodeConfig", "peruser", {
         "section": "couch_peruser", "values": {"enable": True, "delete_dbs": False, "q": 1, "database_prefix": "u-"}})
     assert [(d.kind, d.key, dict(d.body), dict(d.options)) for d in desired] == [
@@ -106,7 +106,7 @@ def test_a_design_document_expands_once_per_database_with_the_ownership_marker(t
 
 
 def test_a_replication_resolves_names_against_the_server_url_and_keeps_passwords_as_references(tmp_path, monkeypatch):
-    """couchdb-facts.md: _replicator needs full URLs (local names are 403) and takes credentials in
+    """docs/couchdb.md: _replicator needs full URLs (local names are 403) and takes credentials in
     `auth.basic`; the URL is the one the server reaches itself at."""
     monkeypatch.delenv("COUCHDB_REPLICATION_URL", raising=False)
     [replication] = expand(tmp_path, "Replication", "a-to-b", {
