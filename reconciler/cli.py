@@ -21,15 +21,22 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 import click
 
 from . import __version__
-from .cli_options import MANIFEST_DIR, connect, connection_options, safety_options, secrets_dir_option, split_options
+from . import cli_output as output
+from .cli_options import (
+    MANIFEST_DIR,
+    connect,
+    connection_options,
+    display_options,
+    safety_options,
+    secrets_dir_option,
+    split_options,
+    target_option,
+)
 from .errors import ReconcileError
 from .load import Manifest
 from .secrets import SecretPolicy
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from .client import CouchSession
     from .model import DesiredState, Plan
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -167,56 +174,6 @@ def _desired_state(directory: str, secrets: SecretPolicy, keep: list[str] | None
     return state
 
 
-def terminal(stream: Any) -> bool:
-    """Whether a person is at `stream`: colour, progress bars and questions only then."""
-    return stream.isatty()
-
-
-def display_options(command: F) -> F:
-    """--compact and --no-color, for the commands that show a plan."""
-
-    def no_color(ctx: click.Context, _: click.Parameter, value: bool) -> None:
-        if value:
-            ctx.meta["no_color"] = True
-
-    options = [
-        click.option("--compact", is_flag=True,
-                     help="Show the counts per kind and only the first few changes of each kind."),
-        click.option("--no-color", is_flag=True, expose_value=False, callback=no_color,
-                     help="Plain text even on a terminal: no colour, no bold."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-target_option = click.option(
-    "--target", "targets", multiple=True, metavar="KIND[/NAME]",
-    help="Only the changes to this object (repeatable): a kind (`user`) or an object as the plan names it "
-         "(`security/orders`, `user/alice*`), with its parents' changes. For exceptional cases only: the "
-         "plan is partial (README, \"Targeting\").")
-
-
-def console() -> "Console":
-    """A rich console for stdout, without colour when --no-color (or NO_COLOR) says so."""
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=True, no_color=click.get_current_context().meta.get("no_color"))
-
-
-def _show(plan: "Plan", fmt: str = "text", compact: bool = False) -> None:
-    from . import render
-
-    if fmt == "json":
-        click.echo(render.json_document(plan), nl=False)
-    elif fmt == "markdown":
-        click.echo(render.markdown(plan))
-    elif terminal(sys.stdout) and not click.get_current_context().meta.get("no_color"):
-        console().print(render.text(plan, compact), end="")
-    else:
-        click.echo(render.text(plan, compact).plain, nl=False)
-
-
 @main.command(short_help="Show what apply would change on the server; change nothing.")
 @click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
 @click.option("--out", type=click.Path(dir_okay=False), metavar="PLANFILE",
@@ -265,7 +222,7 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, wit
         result = targeted(result, targets, RESOURCES)
     if out:
         save(result, out)
-    _show(result, fmt, compact)
+    output.show(result, fmt, compact)
     if detailed_exitcode and result.changes:
         sys.exit(2)
 
@@ -278,11 +235,8 @@ def _shown_if_refused(planning: Callable[[], Plan], fmt: str = "text", compact: 
         return planning()
     except PlanRefused as refused:
         if refused.plan is not None:
-            _show(refused.plan, fmt, compact)
+            output.show(refused.plan, fmt, compact)
         raise
-
-
-PROGRESS_BAR_ABOVE = 50  # operations; fewer finish before a bar would help
 
 
 @main.command(short_help="Make the server match DIR, or apply a saved PLANFILE.")
@@ -329,17 +283,17 @@ def apply(target: str, auto_approve: bool, fmt: str, compact: bool, targets: tup
                                      "make a plan for this server")
             if saved.changes:
                 check_fresh(session, saved, RESOURCES)
-                _execute(session, saved, fmt)
+                output.execute_showing_progress(session, saved, fmt)
             elif fmt == "json":
-                _execute(session, saved, fmt)
+                output.execute_showing_progress(session, saved, fmt)
             else:
-                _show(saved)
+                output.show(saved)
         return
     if fmt == "json" and not auto_approve:
         raise click.UsageError("--format json shows no plan to confirm: add --auto-approve, or apply a plan saved "
                                "with `reconcile plan --out`")
     state = _desired_state(target, secrets)
-    if not auto_approve and not terminal(sys.stdin):
+    if not auto_approve and not output.terminal(sys.stdin):
         raise ReconcileError("apply: stdin is not a terminal, so nobody can confirm; rerun with --auto-approve, "
                              "or apply a plan saved with `reconcile plan --out`")
     with connect(**connection) as session:
@@ -347,58 +301,16 @@ def apply(target: str, auto_approve: bool, fmt: str, compact: bool, targets: tup
         if targets:
             result = targeted(result, targets, RESOURCES)
         if fmt == "json":
-            _execute(session, result, fmt)
+            output.execute_showing_progress(session, result, fmt)
             return
-        _show(result, compact=compact)
+        output.show(result, compact=compact)
         if not result.changes:
             return
         if not auto_approve:
             answer = click.prompt("\nApply these changes? Only 'yes' will be accepted", default="", show_default=False)
             if answer != "yes":
                 raise ReconcileError("apply cancelled; nothing was changed")
-        _execute(session, result)
-
-
-def _execute(session: "CouchSession", plan: "Plan", fmt: str = "text") -> None:
-    """Apply the plan, showing progress; when a write fails, what was applied and what was not (stdout),
-    then the failure's line (stderr, exit 1). With `fmt` json, stdout is one document saying what was
-    applied, per change, whether or not the apply completed."""
-    from .apply import ApplyFailed, check_secrets, execute
-    from .kinds import RESOURCES
-    from .render import apply_document, apply_summary
-
-    check_secrets(plan.changes, "nothing was applied")
-    applied: list[Any] = []
-
-    def lines(chunk: Any) -> None:
-        applied.extend(chunk)
-        if fmt == "text":
-            for change in chunk:
-                click.echo(f"{change.symbol} {change.kind}/{change.key}: {change.action.past}")
-
-    try:
-        if fmt == "text" and terminal(sys.stdout) and len(plan.changes) > PROGRESS_BAR_ABOVE:
-            from rich.progress import Progress
-
-            # Not transient: the bar's last state (how far it got) stays on screen, above the summary.
-            with Progress(console=console()) as bar:
-                task = bar.add_task("Applying", total=len(plan.changes))
-                execute(session, plan.changes, RESOURCES, lambda chunk: bar.advance(task, len(chunk)))
-        else:
-            execute(session, plan.changes, RESOURCES, lines)
-    except ApplyFailed as failed:
-        if fmt == "json":
-            click.echo(apply_document(plan, failed.applied, failed.uncertain, failed.pending, str(failed.cause)),
-                       nl=False)
-        else:
-            for line in apply_summary(failed.applied, failed.uncertain, failed.pending):
-                click.echo(line)
-        raise failed.cause from None
-    if fmt == "json":
-        click.echo(apply_document(plan, applied), nl=False)
-        return
-    counts = plan.counts()
-    click.echo(f"Apply complete: {counts['add']} added, {counts['change']} changed, {counts['destroy']} destroyed.")
+        output.execute_showing_progress(session, result)
 
 
 @main.command(short_help="Write manifests describing a live server, to adopt it.")

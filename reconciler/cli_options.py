@@ -80,3 +80,28 @@ def _stacked(options: Sequence[Callable[[F], F]], command: F) -> F:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def display_options(command: F) -> F:
+    """--compact and --no-color, for the commands that show a plan."""
+
+    def no_color(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.meta["no_color"] = True
+
+    options = [
+        click.option("--compact", is_flag=True,
+                     help="Show the counts per kind and only the first few changes of each kind."),
+        click.option("--no-color", is_flag=True, expose_value=False, callback=no_color,
+                     help="Plain text even on a terminal: no colour, no bold."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+target_option = click.option(
+    "--target", "targets", multiple=True, metavar="KIND[/NAME]",
+    help="Only the changes to this object (repeatable): a kind (`user`) or an object as the plan names it "
+         "(`security/orders`, `user/alice*`), with its parents' changes. For exceptional cases only: the "
+         "plan is partial (README, \"Targeting\").")

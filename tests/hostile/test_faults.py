@@ -239,7 +239,7 @@ def test_a_database_whose_marker_and_undoing_both_fail_is_named_for_the_user(man
 def test_on_a_terminal_the_progress_bar_stays_above_the_summary(tmp_path, monkeypatch):
     import reconciler.cli
 
-    monkeypatch.setattr(reconciler.cli, "terminal", lambda stream: stream is reconciler.cli.sys.stdout)
+    monkeypatch.setattr(reconciler.cli_output, "terminal", lambda stream: stream is reconciler.cli.sys.stdout)
     (tmp_path / "dbs.yaml").write_text("---\n".join(
         f"apiVersion: reconciler/v1\nkind: Database\nmetadata: {{name: db{n:02}}}\nspec: {{}}\n" for n in range(60)),
         encoding="utf-8")
