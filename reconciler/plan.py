@@ -86,7 +86,7 @@ def check_safety(plan: Plan, policy: Policy) -> None:
 def _threshold_problems(plan: Plan, policy: Policy) -> list[str]:
     problems = []
     for kind, existing in sorted(plan.existing.items()):
-        if existing < policy.min_existing:
+        if existing == 0 or existing < policy.min_existing:  # nothing live to protect (--min-existing 0 too)
             continue
         changes = [change for change in plan.changes if change.kind == kind]
         updates = sum(isinstance(change, Replace) or (isinstance(change, Update) and not _grows(change))

@@ -206,3 +206,9 @@ def test_granting_a_role_to_every_existing_user_is_growth_but_rewriting_a_third_
               for i in range(100)]
     with pytest.raises(PlanRefused):
         check_safety(Plan("http://x", scalar, existing={"user": 300}), Policy())
+
+
+def test_a_kind_with_nothing_live_passes_the_thresholds_even_with_min_existing_zero():
+    """Creating the first objects of a kind rewrites nothing that exists: no share of zero to refuse."""
+    first = Plan("http://x", [Create("database", "a", None)], existing={"database": 0})
+    check_safety(first, Policy(min_existing=0))
