@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from reconciler.client import Connection, CouchSession, connection  # noqa: E402
-from reconciler.expand import expand  # noqa: E402
-from reconciler.pipeline import load_and_validate  # noqa: E402
+from reconciler import pipeline  # noqa: E402
+from reconciler.secrets import SecretPolicy  # noqa: E402
 
 ADMIN = ("admin", "bench-admin-pw")
 
@@ -164,11 +164,11 @@ def couchsim(*config: str, admin: tuple[str, str] = ADMIN) -> Iterator[Couchsim]
 
 def desired_state(folder: Path | str):
     """The folder's manifests as `plan` sees them; a benchmark with invalid manifests stops at once."""
-    manifests, diagnostics = load_and_validate(str(folder))
-    errors = [d for d in diagnostics if d.is_error]
-    if errors:
-        raise SystemExit(f"bench manifests invalid: {errors[0]}")
-    return expand(manifests)
+    try:
+        return pipeline.desired_state(str(folder), SecretPolicy())[0]
+    except pipeline.InvalidManifests as invalid:
+        first = next((diagnostic for diagnostic in invalid.diagnostics if diagnostic.is_error), invalid)
+        raise SystemExit(f"bench manifests invalid: {first}") from None
 
 
 def floor(session: CouchSession, requests: int) -> float:
