@@ -1,4 +1,4 @@
-"""couchsim throughput and memory, measured against `python -m couchsim` in its own process.
+"""couchsim throughput and memory, measured against `python -m couch_reconciler.couchsim` in its own process.
 
     .venv/bin/python bench/couchsim_bench.py [--seconds 5] [--dbs 10000,100000] [--concurrency 16]
 
@@ -128,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     with couchsim() as server:
         pid = server.process.pid
-        print(f"couchsim (python -m couchsim, pid {pid}) at {server.url}; {os.cpu_count()} CPUs shared with the client")
+        print(f"couchsim (python -m couch_reconciler.couchsim, pid {pid}) at {server.url}; {os.cpu_count()} CPUs shared with the client")
         asyncio.run(throughput(server.url, pid, args.seconds, args.concurrency))
         asyncio.run(memory(server.url, pid, [int(n) for n in args.dbs.split(",")], args.concurrency))
 

@@ -33,13 +33,13 @@ from urllib.parse import quote
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ADMIN, couchsim, print_header, sign_up, user_template  # noqa: E402
 
-from reconciler.apply import execute  # noqa: E402
-from reconciler.client import Connection, CouchSession  # noqa: E402
-from reconciler.kinds import RESOURCES  # noqa: E402
-from reconciler.kinds.user_databases import user_database  # noqa: E402
-from reconciler.pipeline import make_plan  # noqa: E402
-from reconciler.plan import Policy  # noqa: E402
-from reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
+from couch_reconciler.apply import execute  # noqa: E402
+from couch_reconciler.client import Connection, CouchSession  # noqa: E402
+from couch_reconciler.kinds import RESOURCES  # noqa: E402
+from couch_reconciler.kinds.user_databases import user_database  # noqa: E402
+from couch_reconciler.pipeline import make_plan  # noqa: E402
+from couch_reconciler.plan import Policy  # noqa: E402
+from couch_reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
 
 CAP = 120.0  # seconds a probe may take before it is reported as not arrived
 

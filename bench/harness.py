@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconciler.client import Connection, CouchSession, connection  # noqa: E402
-from reconciler import pipeline  # noqa: E402
-from reconciler.secrets import SecretPolicy  # noqa: E402
+from couch_reconciler.client import Connection, CouchSession, connection  # noqa: E402
+from couch_reconciler import pipeline  # noqa: E402
+from couch_reconciler.secrets import SecretPolicy  # noqa: E402
 
 ADMIN = ("admin", "bench-admin-pw")
 
@@ -37,7 +37,7 @@ class Couchsim:
 
 
 COUCHSIM_MODELS = ("couchsim models what opening a database that is not open costs (max_dbs_open, LRU; "
-                   "couchsim/README.md), not disk, CPU or network: ratios on couchsim rank designs, "
+                   "couch_reconciler/couchsim/README.md), not disk, CPU or network: ratios on couchsim rank designs, "
                    "absolute times need a real server (--url)")
 
 
@@ -139,10 +139,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def couchsim(*config: str, admin: tuple[str, str] = ADMIN) -> Iterator[Couchsim]:
-    """`python -m couchsim` on a free port, each `config` item a `section/key=value`; stopped on exit."""
+    """`python -m couch_reconciler.couchsim` on a free port, each `config` item a `section/key=value`; stopped on exit."""
     port = free_port()
     settings = [arg for item in config for arg in ("--config", item)]
-    process = subprocess.Popen([sys.executable, "-m", "couchsim", "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "couch_reconciler.couchsim", "--port", str(port),
                                 "--admin", f"{admin[0]}:{admin[1]}", *settings], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = process.stdout.readline()

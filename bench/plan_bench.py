@@ -5,7 +5,7 @@ its floor measured in the same run through the same pool, on couchsim or on any 
     COUCHDB_USER=admin COUCHDB_PASSWORD=... .venv/bin/python bench/plan_bench.py --url http://127.0.0.1:5984 \\
         [--server-pid $(pgrep -f beam.smp)]
 
-Without --url it starts `python -m couchsim` as a subprocess for each N. With --url it works on databases
+Without --url it starts `python -m couch_reconciler.couchsim` as a subprocess for each N. With --url it works on databases
 named `reconciler-bench-*` only, deletes them before and after, and touches nothing else.
 
 For each N it writes N Database manifests (each with a security object) and prints:
@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (Measured, Server, add_server_options, bench_server, desired_state, measured,  # noqa: E402
                      print_ratio, quickest)
 
-from reconciler.apply import execute  # noqa: E402
-from reconciler.client import CouchSession, db_path  # noqa: E402
-from reconciler.kinds import RESOURCES  # noqa: E402
-from reconciler.kinds.security import groups  # noqa: E402
-from reconciler.pipeline import make_plan  # noqa: E402
-from reconciler.plan import Policy  # noqa: E402
+from couch_reconciler.apply import execute  # noqa: E402
+from couch_reconciler.client import CouchSession, db_path  # noqa: E402
+from couch_reconciler.kinds import RESOURCES  # noqa: E402
+from couch_reconciler.kinds.security import groups  # noqa: E402
+from couch_reconciler.pipeline import make_plan  # noqa: E402
+from couch_reconciler.plan import Policy  # noqa: E402
 
 PREFIX = "reconciler-bench-"
 FLOOR_PREFIX = f"{PREFIX}floor-"  # the first apply's floor creates its own databases beside the tool's

@@ -4,7 +4,7 @@
     COUCHDB_URL=http://127.0.0.1:5984 COUCHDB_USER=admin COUCHDB_PASSWORD=... \
         .venv/bin/python bench/replication_bench.py      # the same against a real CouchDB
 
-Without COUCHDB_URL it starts `python -m couchsim` as its own process. It creates a source and a target
+Without COUCHDB_URL it starts `python -m couch_reconciler.couchsim` as its own process. It creates a source and a target
 database and one continuous replication between them (full URLs, auth.basic as the admin), waits until the
 job runs, then N times: PUT a doc into the source and wait on the target's `_changes?feed=longpoll` until the
 doc is there. Printed: median and p95 of that delay, beside the floor: a bare write + read round trip

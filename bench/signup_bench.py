@@ -29,10 +29,10 @@ from urllib.parse import quote
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ADMIN, couchsim, print_header, sign_up, user_template  # noqa: E402
 
-from reconciler.client import Connection, CouchSession  # noqa: E402
-from reconciler.kinds.user_databases import user_database  # noqa: E402
-from reconciler.plan import Policy  # noqa: E402
-from reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
+from couch_reconciler.client import Connection, CouchSession  # noqa: E402
+from couch_reconciler.kinds.user_databases import user_database  # noqa: E402
+from couch_reconciler.plan import Policy  # noqa: E402
+from couch_reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
 
 POLL = 0.05  # seconds between two looks at what is not converged yet
 CAP = 120.0  # seconds after which a user not converged is reported as such

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/userdb_bench.py [--sizes 1000 10000] [--pool 16] [--peruser off on]
 
-For each N (and couch_peruser off, then on) it starts `python -m couchsim`, lowers PBKDF2 rounds, signs
+For each N (and couch_peruser off, then on) it starts `python -m couch_reconciler.couchsim`, lowers PBKDF2 rounds, signs
 N users up with `_bulk_docs` (as an app back end would), and runs against the reference-style template
 (database, security in merge mode, the `app-user` role, one continuous replication to `analytics` each):
 
@@ -29,12 +29,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ADMIN, couchsim, print_beside_floor, print_header, sign_up, user_template  # noqa: E402
 
-from reconciler.apply import execute  # noqa: E402
-from reconciler.client import Connection, CouchSession  # noqa: E402
-from reconciler.kinds import RESOURCES  # noqa: E402
-from reconciler.pipeline import make_plan  # noqa: E402
-from reconciler.plan import Policy  # noqa: E402
-from reconciler.kinds.user_databases import user_database  # noqa: E402
+from couch_reconciler.apply import execute  # noqa: E402
+from couch_reconciler.client import Connection, CouchSession  # noqa: E402
+from couch_reconciler.kinds import RESOURCES  # noqa: E402
+from couch_reconciler.pipeline import make_plan  # noqa: E402
+from couch_reconciler.plan import Policy  # noqa: E402
+from couch_reconciler.kinds.user_databases import user_database  # noqa: E402
 
 def prepare(url: str, count: int, peruser: bool) -> None:
     """Fast hashing, couch_peruser as asked, and N sign-ups written directly, as a back end would."""

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/users_bench.py [--sizes 1000 10000] [--managed 50] [--pool 16]
 
-For each N it starts `python -m couchsim` (CouchDB 3.4's 600,000 PBKDF2 rounds), puts
+For each N it starts `python -m couch_reconciler.couchsim` (CouchDB 3.4's 600,000 PBKDF2 rounds), puts
 N - M users straight into `_users` (as sign-ups would), writes M User manifests with a
 password reference, brings the server to them with one apply (timed, for information:
 the server hashes each password), then measures a plan that finds nothing to change:
@@ -28,12 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ADMIN, couchsim, desired_state, print_beside_floor, print_header, sign_up  # noqa: E402
 
-from reconciler.apply import execute  # noqa: E402
-from reconciler.client import Connection, CouchSession  # noqa: E402
-from reconciler.kinds import RESOURCES  # noqa: E402
-from reconciler.kinds.user import user_hash, users_on_server  # noqa: E402
-from reconciler.pipeline import make_plan  # noqa: E402
-from reconciler.plan import Policy  # noqa: E402
+from couch_reconciler.apply import execute  # noqa: E402
+from couch_reconciler.client import Connection, CouchSession  # noqa: E402
+from couch_reconciler.kinds import RESOURCES  # noqa: E402
+from couch_reconciler.kinds.user import user_hash, users_on_server  # noqa: E402
+from couch_reconciler.pipeline import make_plan  # noqa: E402
+from couch_reconciler.plan import Policy  # noqa: E402
 
 PASSWORD = "bench-user-pw"
 

@@ -15,8 +15,8 @@ import time
 
 import requests
 
-from couchsim.testing import SimServer
-from couchsim.views import DesignIndex, parse_view_query
+from couch_reconciler.couchsim.testing import SimServer
+from couch_reconciler.couchsim.views import DesignIndex, parse_view_query
 
 MAP = "function(d){ if (d.type == 'event') emit([d.user, d.day], d.n); }"
 

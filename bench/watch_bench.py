@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/watch_bench.py [--sizes 1000 10000] [--pool 16] [--replicator-interval 5000]
 
-For each N it starts `python -m couchsim --config chttpd_auth/iterations=1000` (user creation stays cheap:
+For each N it starts `python -m couch_reconciler.couchsim --config chttpd_auth/iterations=1000` (user creation stays cheap:
 CouchDB's 600,000 PBKDF2 rounds would cost ~240 ms of server time per sign-up) with a shorter
 `[replicator] interval` than CouchDB's 60,000 ms (printed), signs N users up with `_bulk_docs` (as an app
 back end would), and measures:
@@ -36,13 +36,13 @@ from urllib.parse import unquote
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ADMIN, couchsim, print_beside_floor, print_header, sign_up, user_template  # noqa: E402
 
-from reconciler.apply import execute  # noqa: E402
-from reconciler.client import Connection, CouchSession  # noqa: E402
-from reconciler.kinds import RESOURCES  # noqa: E402
-from reconciler.pipeline import make_plan  # noqa: E402
-from reconciler.plan import Policy  # noqa: E402
-from reconciler.kinds.user_databases import user_database  # noqa: E402
-from reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
+from couch_reconciler.apply import execute  # noqa: E402
+from couch_reconciler.client import Connection, CouchSession  # noqa: E402
+from couch_reconciler.kinds import RESOURCES  # noqa: E402
+from couch_reconciler.pipeline import make_plan  # noqa: E402
+from couch_reconciler.plan import Policy  # noqa: E402
+from couch_reconciler.kinds.user_databases import user_database  # noqa: E402
+from couch_reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
 
 NEW_USERS = 100
 FULL_AGAIN = 20.0  # seconds: the continuous watch's --interval, to time a second full reconcile

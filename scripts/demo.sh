@@ -34,7 +34,7 @@ if [ -z "${COUCHDB_URL:-}" ]; then
     rm -f "$couchsim_log"
     # --port 0: the kernel picks a free port at bind time and couchsim prints it, so no other server can
     # take it between a check and the bind. Fewer PBKDF2 rounds than CouchDB's 600,000: instant sign-ups.
-    "$BIN/python" -m couchsim --port 0 --admin "admin:$admin_password" --config chttpd_auth/iterations=1000 \
+    "$BIN/python" -m couch_reconciler.couchsim --port 0 --admin "admin:$admin_password" --config chttpd_auth/iterations=1000 \
         >"$couchsim_log" 2>&1 &
     couchsim_pid=$!
     port=''

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from cleanup import forget_user
-from couchsim.testing import SimServer
+from couch_reconciler.couchsim.testing import SimServer
 
 TEST_CONFIG = {"chttpd_auth": {"iterations": "1000"}}
 

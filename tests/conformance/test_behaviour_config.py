@@ -106,7 +106,7 @@ def cluster(server):
             pytest.skip(f"one-node CouchDB ({nodes}); per-node config needs a cluster (compose/ cluster profile)")
         yield server.admin
         return
-    from couchsim.testing import SimServer
+    from couch_reconciler.couchsim.testing import SimServer
 
     with SimServer(admin=(server.admin_name, server.admin_password), nodes=3) as sim:
         admin = Client(sim.url, (server.admin_name, server.admin_password))

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.real_only("compares couchsim with the real CouchDB name
 @pytest.fixture
 def sim(server):
     """(admin, anonymous) clients of a couchsim started beside the real server, with the same admin credentials."""
-    from couchsim.testing import SimServer
+    from couch_reconciler.couchsim.testing import SimServer
 
     with SimServer(admin=(server.admin_name, server.admin_password)) as running:
         admin, anon = Client(running.url, (server.admin_name, server.admin_password)), Client(running.url)

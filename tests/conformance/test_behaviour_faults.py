@@ -1,4 +1,4 @@
-"""couchsim's fault injector (couchsim/faults.py): latency, 5xx, dropped connections, 409 on a path,
+"""couchsim's fault injector (couch_reconciler/couchsim/faults.py): latency, 5xx, dropped connections, 409 on a path,
 per path pattern, method, rate and count; driven from the test process through `couch.sim.faults`, never over HTTP.
 
 A real CouchDB has no such control, so every case here skips against COUCHDB_URL with that reason.

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 
-from couchsim.testing import SimServer
+from couch_reconciler.couchsim.testing import SimServer
 
 DATA = Path(__file__).parent / "data" / "couchdb-3.4.3-exchanges.jsonl"
 STEPS = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]

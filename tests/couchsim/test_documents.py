@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from couchsim.testing import SimServer
+from couch_reconciler.couchsim.testing import SimServer
 
 
 def test_posted_document_is_kept_and_listed(couch, unique):

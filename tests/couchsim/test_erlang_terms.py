@@ -5,7 +5,7 @@ same term (the Erlang notation of each case is in its comment)."""
 
 import pytest
 
-from couchsim.replication.erlang import Atom, pretty
+from couch_reconciler.couchsim.replication.erlang import Atom, pretty
 
 AUTH, UNAUTHORIZED = Atom("replication_auth_error"), Atom("session_request_unauthorized")
 SESSION = "http://127.0.0.1:5984/_session"

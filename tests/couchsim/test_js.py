@@ -1,4 +1,4 @@
-"""couchsim's JavaScript query server (couchsim/js.py) on QuickJS, as CouchDB 3.4 runs design documents.
+"""couchsim's JavaScript query server (couch_reconciler/couchsim/js.py) on QuickJS, as CouchDB 3.4 runs design documents.
 
 Sources: apache/couchdb share/server/{util,views,validate,filter,state}.js, src/couch_quickjs (the
 patch that makes a top-level anonymous ``function(doc){}`` an expression), and
@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from couchsim.js import (
+from couch_reconciler.couchsim.js import (
     CompilationError,
     DesignSandbox,
     DesignSandboxes,
@@ -81,7 +81,7 @@ def test_map_cannot_alter_the_doc_the_next_function_sees():
 
 
 def test_sandbox_helpers(caplog):
-    caplog.set_level(logging.INFO, logger="couchsim.js")
+    caplog.set_level(logging.INFO, logger="couch_reconciler.couchsim.js")
     assert map_one("function(doc){ emit(sum(doc.xs), isArray(doc.xs)); emit(toJSON(doc.o), isArray(doc.o)); log(doc); }",
                    {"_id": "x", "xs": [1, 2, 3], "o": {"k": 1}}) == [[6, True], ['{"k":1}', False]]
     assert "{\"_id\":\"x\",\"xs\":[1,2,3],\"o\":{\"k\":1}}" in caplog.text

@@ -1,11 +1,11 @@
-"""couchsim charges what a real CouchDB spends opening databases (couchsim/open_dbs.py): couch_server keeps at
+"""couchsim charges what a real CouchDB spends opening databases (couch_reconciler/couchsim/open_dbs.py): couch_server keeps at
 most `[couchdb] max_dbs_open` shards open, least recently used closed first (couch_server.erl); a request on a
 database opens all its q shards (fabric_db_info); `_all_dbs` reads the shard map and opens none. These cases
 count the opens; test_behaviour_dbs_info.py times them against any server."""
 
 import requests
 
-from couchsim.testing import SimServer
+from couch_reconciler.couchsim.testing import SimServer
 
 
 def opens_of(sim, http, method, path, **kw):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import requests
 from waiting import wait_for
 
-from couchsim.testing import SimServer
+from couch_reconciler.couchsim.testing import SimServer
 
 
 def test_a_byte_below_0x10_gives_one_hex_digit_in_the_user_database_name():

@@ -8,7 +8,7 @@ connection errors and 5xx); couch_replicator_changes_reader.erl (a broken feed r
 
 import requests
 
-from couchsim.testing import SimServer
+from couch_reconciler.couchsim.testing import SimServer
 from waiting import wait_for
 
 ADMIN = ("admin", "adminpw")

@@ -13,7 +13,7 @@ import pytest
 import requests
 from waiting import wait_for
 
-from couchsim.testing import SimServer
+from couch_reconciler.couchsim.testing import SimServer
 
 ADMIN = ("admin", "adminpw")
 

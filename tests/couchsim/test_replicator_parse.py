@@ -9,7 +9,7 @@ import base64
 
 import pytest
 
-from couchsim.replication.rep import BadRepDoc, parse_rep_doc, replication_id
+from couch_reconciler.couchsim.replication.rep import BadRepDoc, parse_rep_doc, replication_id
 
 
 def rep(**overrides):

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from couchsim.replication.rep import ReplicationCrash, parse_rep_doc, replication_id
-from couchsim.replication.scheduler import Event, Scheduler, consecutive_crashes
-from couchsim.replication.worker import Stats
+from couch_reconciler.couchsim.replication.rep import ReplicationCrash, parse_rep_doc, replication_id
+from couch_reconciler.couchsim.replication.scheduler import Event, Scheduler, consecutive_crashes
+from couch_reconciler.couchsim.replication.worker import Stats
 
 
 def run_alone(scenario) -> None:

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from couchsim import auth as auth_module
-from couchsim.testing import SimServer
+from couch_reconciler.couchsim import auth as auth_module
+from couch_reconciler.couchsim.testing import SimServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_command_line_serves_a_cluster_with_config_and_stops_on_sigterm():
-    """Issue 3: `python -m couchsim --port --admin --nodes --config section/key=value` prints one line when
+    """Issue 3: `python -m couch_reconciler.couchsim --port --admin --nodes --config section/key=value` prints one line when
     ready and stops cleanly on SIGTERM; every node gets the start-up config (per-node stores, /_membership)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "couchsim", "--port", "0", "--admin", "root:rootpw", "--nodes", "3",
+        [sys.executable, "-m", "couch_reconciler.couchsim", "--port", "0", "--admin", "root:rootpw", "--nodes", "3",
          "--config", "chttpd_auth/iterations=1000", "--config", "couchdb/max_document_size=1000"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -1,4 +1,4 @@
-"""couchsim's view indexes (couchsim/views.py) answer as CouchDB 3.x's couch_mrview does.
+"""couchsim's view indexes (couch_reconciler/couchsim/views.py) answer as CouchDB 3.x's couch_mrview does.
 
 The first tests replay the view steps of the recorded exchanges (couchdb-3.4.3-exchanges.jsonl,
 "views data" to "view include_docs") on the index alone, fed by a stand-in database. Sources for
@@ -8,10 +8,10 @@ the rest: couch_mrview_util.erl (validate_args messages, key ranges, inclusive_e
 
 import pytest
 
-from couchsim.collation import collation_key
-from couchsim.errors import CouchError
-from couchsim.js import QueryServerError
-from couchsim.views import DatabaseViews, DesignIndex, NotFound, QueryParseError, parse_view_query
+from couch_reconciler.couchsim.collation import collation_key
+from couch_reconciler.couchsim.errors import CouchError
+from couch_reconciler.couchsim.js import QueryServerError
+from couch_reconciler.couchsim.views import DatabaseViews, DesignIndex, NotFound, QueryParseError, parse_view_query
 
 DASH = {
     "_id": "_design/dash",

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import pytest
 from click.testing import CliRunner
 
-from reconciler.cli import main
+from couch_reconciler.cli import main
 
 CASES = Path(__file__).parent / "cases"
 NAMES = sorted(path.name for path in CASES.iterdir() if path.is_dir())

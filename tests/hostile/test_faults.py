@@ -19,8 +19,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from couchsim.testing import SimServer
-from reconciler.cli import main
+from couch_reconciler.couchsim.testing import SimServer
+from couch_reconciler.cli import main
 
 ADMIN = ("admin", "adminpw")
 MARKER = {"created_by": "couch-reconciler"}
@@ -237,9 +237,9 @@ def test_a_database_whose_marker_and_undoing_both_fail_is_named_for_the_user(man
 
 
 def test_on_a_terminal_the_progress_bar_stays_above_the_summary(tmp_path, monkeypatch):
-    import reconciler.cli
+    import couch_reconciler.cli
 
-    monkeypatch.setattr(reconciler.cli_output, "terminal", lambda stream: stream is reconciler.cli.sys.stdout)
+    monkeypatch.setattr(couch_reconciler.cli_output, "terminal", lambda stream: stream is couch_reconciler.cli.sys.stdout)
     (tmp_path / "dbs.yaml").write_text("---\n".join(
         f"apiVersion: reconciler/v1\nkind: Database\nmetadata: {{name: db{n:02}}}\nspec: {{}}\n" for n in range(60)),
         encoding="utf-8")

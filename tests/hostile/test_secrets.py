@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from reconciler.cli import main
+from couch_reconciler.cli import main
 
 USER = ("apiVersion: reconciler/v1\nkind: User\nmetadata:\n  name: alice\nspec:\n"
         "  password: file:{path}\n")

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 from click.testing import CliRunner
 
-from reconciler.cli import main
+from couch_reconciler.cli import main
 
 DATABASE = "apiVersion: reconciler/v1\nkind: Database\nmetadata:\n  name: canary-db\nspec: {}\n"
 

@@ -15,8 +15,8 @@ from unittest import mock
 import requests
 from click.testing import CliRunner
 
-from couchsim.testing import SimServer
-from reconciler.cli import main
+from couch_reconciler.couchsim.testing import SimServer
+from couch_reconciler.cli import main
 
 # Creating users and admins costs 600k PBKDF2 rounds each on CouchDB 3.4's defaults: tests use fewer.
 FAST_AUTH = {"chttpd_auth": {"iterations": "1000"}}

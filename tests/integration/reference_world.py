@@ -18,7 +18,7 @@ from cleanup import appeared_on_its_own, forget_user
 from reconcile_runner import Run, reconcile
 from replication_setup import base_url
 from waiting import wait_for
-from reconciler.kinds.user_databases import user_database
+from couch_reconciler.kinds.user_databases import user_database
 
 MANIFESTS = Path(__file__).parents[2] / "manifests"
 PERUSER_START_PERIOD = 5.0  # seconds: [couch_peruser] cluster_start_period

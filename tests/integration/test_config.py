@@ -2,7 +2,7 @@
 
 Relied on: docs/couchdb.md ("Config": `/_node/{node}/_config` takes only JSON
 strings, an unset key reads 404, config is per node, `/_membership` lists cluster_nodes) and
-apache/couchdb src/chttpd/src/chttpd_cors.erl via reconciler/kinds/cors.py (CORS lives in
+apache/couchdb src/chttpd/src/chttpd_cors.erl via couch_reconciler/kinds/cors.py (CORS lives in
 [chttpd] enable_cors and the [cors] section).
 """
 

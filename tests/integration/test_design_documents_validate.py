@@ -2,7 +2,7 @@
 
 Relied on: the couchapp folder mapping (a folder is an object, NAME.js a string, NAME.json parsed JSON;
 fields starting with `_` are CouchDB's: src/couch/src/couch_doc.erl `transfer_fields` refuses unknown
-ones with `doc_validation`), and reconciler/javascript.py (CouchDB 3.4 refuses a function that does not
+ones with `doc_validation`), and couch_reconciler/javascript.py (CouchDB 3.4 refuses a function that does not
 compile with 400 `compilation_error`, whose reason hides the line).
 """
 
@@ -99,7 +99,7 @@ def test_without_quickjs_validate_warns_that_it_skipped_the_syntax_check(tmp_pat
     write(tmp_path, "app.yaml", MANIFEST)
     # A None entry in sys.modules makes `import quickjs` raise ImportError, as on a platform without its wheel.
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.modules['quickjs'] = None; from reconciler.cli import main; main()",
+        [sys.executable, "-c", "import sys; sys.modules['quickjs'] = None; from couch_reconciler.cli import main; main()",
          "validate", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (0, f"{tmp_path}: 2 manifests valid\n")
     assert result.stderr == (

@@ -12,7 +12,7 @@ from urllib.parse import quote
 from reconcile_runner import config_changed, reconcile, write
 from reference_world import reconcile_manifests
 from waiting import wait_for
-from reconciler.kinds.user_databases import user_database
+from couch_reconciler.kinds.user_databases import user_database
 
 EXISTING = 300
 

@@ -88,9 +88,9 @@ def test_compact_plan_counts_every_kind_and_lists_the_first_changes(couch, uniqu
 
 @pytest.mark.parametrize("flag, coloured", [((), True), (("--no-color",), False)])
 def test_no_color_on_a_terminal(couch, unique, tmp_path, monkeypatch, flag, coloured):
-    import reconciler.cli
+    import couch_reconciler.cli
 
-    monkeypatch.setattr(reconciler.cli_output, "terminal", lambda stream: stream is reconciler.cli.sys.stdout)
+    monkeypatch.setattr(couch_reconciler.cli_output, "terminal", lambda stream: stream is couch_reconciler.cli.sys.stdout)
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich sees no terminal behind CliRunner: it is told there is one
     write(tmp_path, "dbs.yaml", databases([unique("n")]))

@@ -202,9 +202,9 @@ def test_credentials_without_admin_rights_are_one_line(couch, unique, tmp_path):
 
 @pytest.mark.parametrize("answer, code", [("no", 1), ("yes", 0)])
 def test_on_a_terminal_apply_asks_and_only_yes_applies(couch, unique, tmp_path, monkeypatch, answer, code):
-    import reconciler.cli
+    import couch_reconciler.cli
 
-    monkeypatch.setattr(reconciler.cli_output, "terminal", lambda stream: stream is reconciler.cli.sys.stdin)
+    monkeypatch.setattr(couch_reconciler.cli_output, "terminal", lambda stream: stream is couch_reconciler.cli.sys.stdin)
     name = unique("ask")
     write(tmp_path, "dbs.yaml", databases([name]))
     run = reconcile(couch, "apply", str(tmp_path), input=f"{answer}\n")
@@ -218,9 +218,9 @@ def test_on_a_terminal_apply_asks_and_only_yes_applies(couch, unique, tmp_path, 
 
 
 def test_on_a_terminal_a_large_apply_shows_a_progress_bar_not_lines(couch, unique, tmp_path, monkeypatch):
-    import reconciler.cli
+    import couch_reconciler.cli
 
-    monkeypatch.setattr(reconciler.cli_output, "terminal", lambda stream: stream is reconciler.cli.sys.stdout)
+    monkeypatch.setattr(couch_reconciler.cli_output, "terminal", lambda stream: stream is couch_reconciler.cli.sys.stdout)
     names = [unique(f"p{i}") for i in range(26)]  # 52 changes: a database and its security object each
     write(tmp_path, "dbs.yaml", databases(names))
     run = reconcile(couch, "apply", str(tmp_path), "--auto-approve")

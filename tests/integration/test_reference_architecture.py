@@ -28,7 +28,7 @@ import requests
 
 from reference_world import apply_manifests, left_as_found, reconcile_manifests, sign_up
 from waiting import wait_for
-from reconciler.kinds.user_databases import user_database
+from couch_reconciler.kinds.user_databases import user_database
 
 ANALYTICS_WAIT = 30.0  # seconds for a document to travel through a continuous replication
 

@@ -8,7 +8,7 @@ Relied on:
 - docs/couchdb.md: the userdb security couch_peruser writes
   (`{"members":{"roles":["_admin"],"names":[NAME]},"admins":{"roles":["_admin"],"names":[NAME]}}`),
   `josé` -> `userdb-6a6f73c3a9`, databases appear asynchronously after the user is written.
-- reconciler/validate.py DATABASE_NAME_MAX_BYTES (238: the shard file name limit, apache/couchdb#2174).
+- couch_reconciler/validate.py DATABASE_NAME_MAX_BYTES (238: the shard file name limit, apache/couchdb#2174).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from reconcile_runner import config_changed, reconcile, write
 from replication_setup import members_and_databases, replication
 from waiting import wait_for
-from reconciler.kinds.user_databases import user_database
+from couch_reconciler.kinds.user_databases import user_database
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ,
                               reason="--allow-delete prunes every managed object on the server: couchsim only")

@@ -35,11 +35,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cleanup import appeared_on_its_own
 from reconcile_runner import reconcile, write
-from reconciler.client import Connection, CouchSession
-from reconciler.kinds import replication as replication_kind
-from reconciler.plan import Policy
-from reconciler.kinds.user_databases import user_database
-from reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, run
+from couch_reconciler.client import Connection, CouchSession
+from couch_reconciler.kinds import replication as replication_kind
+from couch_reconciler.plan import Policy
+from couch_reconciler.kinds.user_databases import user_database
+from couch_reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, run
 from waiting import wait_for
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ, reason="drives couchsim's fault injector")
@@ -250,7 +250,7 @@ def test_sign_ups_get_database_security_role_and_replication_within_seconds(couc
 def test_sigterm_stops_cleanly_and_leaves_the_checkpoint_on_the_server(couch, http, unique, tmp_path):
     directory = manifests(couch, tmp_path)
     env = {**os.environ, "COUCHDB_URL": couch.url, "COUCHDB_USER": couch.user, "COUCHDB_PASSWORD": couch.password}
-    process = subprocess.Popen([sys.executable, "-c", "from reconciler.cli import main; main()", "watch",
+    process = subprocess.Popen([sys.executable, "-c", "from couch_reconciler.cli import main; main()", "watch",
                                 "--interval", "60", "--debounce", "0.1", str(directory)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -604,7 +604,7 @@ def test_metrics_are_served_while_watch_converges_sign_ups(couch, http, unique, 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "COUCHDB_URL": couch.url, "COUCHDB_USER": couch.user, "COUCHDB_PASSWORD": couch.password}
-    process = subprocess.Popen([sys.executable, "-c", "from reconciler.cli import main; main()", "watch",
+    process = subprocess.Popen([sys.executable, "-c", "from couch_reconciler.cli import main; main()", "watch",
                                 "--interval", "60", "--debounce", "0.1", "--metrics-port", str(port), str(directory)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}/metrics"

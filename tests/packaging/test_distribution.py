@@ -73,7 +73,7 @@ def test_a_user_installs_the_wheel_without_extras_and_plans(tmp_path, couch, man
     assert "database/main-entities" in result.stdout
     assert result.stdout.splitlines()[-1].startswith("Plan: ")
 
-    result = run(environment, "python", "-m", "couchsim")
+    result = run(environment, "python", "-m", "couch_reconciler.couchsim")
     assert (result.returncode, result.stdout) == (1, "")
     # Whichever of the extra's modules is imported first is the one named.
     assert re.fullmatch(r"couchsim needs the `sim` extra \((aiohttp|quickjs) is not installed\): "

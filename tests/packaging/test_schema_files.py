@@ -1,5 +1,5 @@
 """The JSON Schema files work as files, checked by an independent validator (check-jsonschema) rather than by
-the product's own code: the ones in reconciler/schemas/ as the reference manifests' `$schema=` lines name
+the product's own code: the ones in couch_reconciler/schemas/ as the reference manifests' `$schema=` lines name
 them, the copies `reconcile schema --out DIR` writes, and the self-contained output of `reconcile schema`.
 
 Offline: every run points the proxy at a closed port, so a schema whose `$ref` led to a download fails.
@@ -47,7 +47,7 @@ def test_the_reference_manifests_pass_the_schema_files_their_first_lines_name(tm
     grouped = documents_by_schema(tmp_path)
     assert sum(map(len, grouped.values())) >= 10
     for schema, instances in grouped.items():
-        assert schema.parent == ROOT / "reconciler" / "schemas"
+        assert schema.parent == ROOT / "couch_reconciler" / "schemas"
         result = check_jsonschema(schema, instances)
         assert result.returncode == 0, f"{schema.name}: {result.stdout}{result.stderr}"
         assert "ok -- validation done" in result.stdout
@@ -59,7 +59,7 @@ def test_the_files_schema_out_writes_accept_every_manifest_and_refuse_a_wrong_on
                              timeout=60)
     assert written.returncode == 0, written.stderr
     assert sorted(path.name for path in out.iterdir()) == \
-        sorted(path.name for path in (ROOT / "reconciler" / "schemas").glob("*.schema.json"))
+        sorted(path.name for path in (ROOT / "couch_reconciler" / "schemas").glob("*.schema.json"))
     instances = [path for paths in documents_by_schema(tmp_path).values() for path in paths]
     result = check_jsonschema(out / "manifest.schema.json", instances)
     assert result.returncode == 0, result.stdout + result.stderr

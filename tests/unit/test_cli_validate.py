@@ -20,7 +20,7 @@ import requests
 import yaml
 from click.testing import CliRunner
 
-from reconciler.cli import main
+from couch_reconciler.cli import main
 
 BROKEN = Path(__file__).parents[1] / "manifests" / "broken"
 REFERENCE = Path(__file__).parents[2] / "manifests"

@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from reconciler.apply import StalePlan, check_fresh, execute
-from reconciler.errors import ReconcileError
-from reconciler.kinds.base import ResourceKind
-from reconciler.kinds.fields import field_changes
-from reconciler.model import Create, Delete, Desired, DesiredState, FieldChange, Observed, Plan, Replace, Source, Update
-from reconciler.pipeline import make_plan
-from reconciler.plan import PlanRefused, Policy, check_safety, order
-from reconciler.reads import SessionReads
+from couch_reconciler.apply import StalePlan, check_fresh, execute
+from couch_reconciler.errors import ReconcileError
+from couch_reconciler.kinds.base import ResourceKind
+from couch_reconciler.kinds.fields import field_changes
+from couch_reconciler.model import Create, Delete, Desired, DesiredState, FieldChange, Observed, Plan, Replace, Source, Update
+from couch_reconciler.pipeline import make_plan
+from couch_reconciler.plan import PlanRefused, Policy, check_safety, order
+from couch_reconciler.reads import SessionReads
 
 
 @dataclass

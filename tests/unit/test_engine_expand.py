@@ -1,9 +1,9 @@
-"""expand: manifests -> one Desired per live object; merges and conflicts (reconciler/expand.py)."""
+"""expand: manifests -> one Desired per live object; merges and conflicts (couch_reconciler/expand.py)."""
 
 from __future__ import annotations
 
-from reconciler.expand import expand
-from reconciler.load import load
+from couch_reconciler.expand import expand
+from couch_reconciler.load import load
 
 
 def write(tmp_path, text: str) -> list:

@@ -1,4 +1,4 @@
-"""reconciler.javascript: the syntax check a user gets before CouchDB's opaque 400 compilation_error.
+"""couch_reconciler.javascript: the syntax check a user gets before CouchDB's opaque 400 compilation_error.
 
 What CouchDB 3.4 on QuickJS accepts: apache/couchdb src/couch_quickjs/patches/01-spidermonkey-185-mode.patch
 (anonymous top-level function statements are expressions) and share/server/util.js (the value must be a function).
@@ -6,7 +6,7 @@ What CouchDB 3.4 on QuickJS accepts: apache/couchdb src/couch_quickjs/patches/01
 
 import pytest
 
-from reconciler.javascript import JavaScriptProblem, check_function
+from couch_reconciler.javascript import JavaScriptProblem, check_function
 
 
 @pytest.mark.parametrize("source", [

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import load as load_module
-from reconciler.errors import ReconcileError
-from reconciler.load import Source, load, load_file
-from reconciler.secrets import SecretRef, SecretRefError
+from couch_reconciler import load as load_module
+from couch_reconciler.errors import ReconcileError
+from couch_reconciler.load import Source, load, load_file
+from couch_reconciler.secrets import SecretRef, SecretRefError
 
 DOC = """\
 # comment

@@ -11,7 +11,7 @@ import hashlib
 
 import pytest
 
-from reconciler.passwords import admin_hash, hash_admin_password, user_hash, verify_all, written_by_this_tool
+from couch_reconciler.passwords import admin_hash, hash_admin_password, user_hash, verify_all, written_by_this_tool
 
 LEGACY_ADMIN = "-pbkdf2-515d6a879832819863e12475ad0bb6f03abb7f8e,88b2a6274f9ebeb3e2928a86382590ec,10"
 

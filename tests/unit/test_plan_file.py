@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from reconciler import render
-from reconciler.errors import ReconcileError
-from reconciler.model import Create, Delete, Desired, FieldChange, Plan, Replace, Source, Update
-from reconciler.planfile import is_plan_file, load, save, to_document
-from reconciler.secrets import SecretRef
+from couch_reconciler import render
+from couch_reconciler.errors import ReconcileError
+from couch_reconciler.model import Create, Delete, Desired, FieldChange, Plan, Replace, Source, Update
+from couch_reconciler.planfile import is_plan_file, load, save, to_document
+from couch_reconciler.secrets import SecretRef
 
 SECRET = "s3cret-value-never-shown"
 

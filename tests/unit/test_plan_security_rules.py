@@ -1,4 +1,4 @@
-"""How a security manifest compares with what the server holds (reconciler/kinds/security.py).
+"""How a security manifest compares with what the server holds (couch_reconciler/kinds/security.py).
 
 CouchDB facts relied on (docs/couchdb.md, recorded on 3.4.3): a new database's
 `_security` is `{"members":{"roles":["_admin"]},"admins":{"roles":["_admin"]}}`;
@@ -9,8 +9,8 @@ stores the whole object, so other top-level keys (our ownership marker) survive.
 
 from __future__ import annotations
 
-from reconciler.kinds.security import ADMIN_ONLY, RESOURCE, compose, digest, groups
-from reconciler.model import Desired, Observed, Source
+from couch_reconciler.kinds.security import ADMIN_ONLY, RESOURCE, compose, digest, groups
+from couch_reconciler.model import Desired, Observed, Source
 
 PERUSER = {"members": {"names": ["alice"], "roles": ["_admin"]}, "admins": {"names": ["alice"], "roles": ["_admin"]}}
 

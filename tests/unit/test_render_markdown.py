@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from reconciler import render
-from reconciler.model import Create, Delete, FieldChange, Plan, Source, Update
+from couch_reconciler import render
+from couch_reconciler.model import Create, Delete, FieldChange, Plan, Source, Update
 
 GITHUB_LIMIT = 65_536
 SOURCE = Source("manifests/user-databases.yaml", 5)

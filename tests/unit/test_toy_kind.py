@@ -1,5 +1,5 @@
 """A kind added from outside the product: tests/unit/toy_kind/ holds one module and its schema, registered
-through `reconciler.kinds.register`, and the commands validate, plan and apply it against a server as they
+through `couch_reconciler.kinds.register`, and the commands validate, plan and apply it against a server as they
 do the built-in kinds (docs/architecture.md, "Adding a kind", is this recipe)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Iterator
 import pytest
 from click.testing import CliRunner, Result
 
-from reconciler import kinds
-from reconciler.cli import main
+from couch_reconciler import kinds
+from couch_reconciler.cli import main
 
 TOY = Path(__file__).with_name("toy_kind")
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.kinds import MANIFESTS
-from reconciler.load import load_file
-from reconciler.model import Desired, Diagnostic, Source
-from reconciler.pipeline import load_and_validate
-from reconciler.secrets import SecretRef
+from couch_reconciler.kinds import MANIFESTS
+from couch_reconciler.load import load_file
+from couch_reconciler.model import Desired, Diagnostic, Source
+from couch_reconciler.pipeline import load_and_validate
+from couch_reconciler.secrets import SecretRef
 
 
 def manifests(tmp_path: Path, *documents: dict) -> list:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 
-from reconciler.watch import ActionLog
+from couch_reconciler.watch import ActionLog
 
 REASON = "{badmatch,\n    {error,\n        {conn_failed,{error,econnrefused}}}}"
 

@@ -1,6 +1,6 @@
 """A toy kind, kept outside the product: a `Greeting` manifest wants the document `greeting:NAME` in a
 database. It is the whole recipe of docs/architecture.md ("Adding a kind"): one module and its schema,
-registered with `reconciler.kinds.register`, and no other file of reconciler/ changes.
+registered with `couch_reconciler.kinds.register`, and no other file of couch_reconciler/ changes.
 """
 
 from __future__ import annotations
@@ -8,20 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from reconciler.client import CouchSession, db_path
-from reconciler.kinds.base import ManifestKind, ResourceKind
-from reconciler.kinds.checks import undeclared_database
-from reconciler.kinds.fields import field_changes
-from reconciler.model import DATABASE, Change, Create, Desired, Diagnostic, Manifest, Observed, Update
-from reconciler.ownership import MARKER, MARKER_VALUE, is_marked
-from reconciler.secrets import SecretRef
+from couch_reconciler.client import CouchSession, db_path
+from couch_reconciler.kinds.base import ManifestKind, ResourceKind
+from couch_reconciler.kinds.checks import undeclared_database
+from couch_reconciler.kinds.fields import field_changes
+from couch_reconciler.model import DATABASE, Change, Create, Desired, Diagnostic, Manifest, Observed, Update
+from couch_reconciler.ownership import MARKER, MARKER_VALUE, is_marked
+from couch_reconciler.secrets import SecretRef
 
 GREETING = "greeting"
 
 
 class GreetingManifest(ManifestKind):
     kind = "Greeting"
-    schema = str(Path(__file__).with_name("greeting.schema.json"))  # outside reconciler/schemas/: a full path
+    schema = str(Path(__file__).with_name("greeting.schema.json"))  # outside couch_reconciler/schemas/: a full path
 
     def check(self, manifests: Sequence[Manifest], every: Sequence[Manifest]) -> Iterator[Diagnostic]:
         for manifest in manifests:

@@ -1,4 +1,4 @@
-"""`python -m couchsim --port 5984 --admin admin:PASSWORD [--nodes 3] [--config section/key=value ...]`"""
+"""`python -m couch_reconciler.couchsim --port 5984 --admin admin:PASSWORD [--nodes 3] [--config section/key=value ...]`"""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ except ModuleNotFoundError as missing:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m couchsim",
+    parser = argparse.ArgumentParser(prog="python -m couch_reconciler.couchsim",
                                      description="An in-memory server that answers like Apache CouchDB 3.x.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5984)

@@ -24,7 +24,7 @@ from .security import UserCtx, check_db_admin
 
 
 class DesignHooks(Protocol):
-    """What a write asks of the design documents (couchsim/design.py)."""
+    """What a write asks of the design documents (couch_reconciler/couchsim/design.py)."""
 
     def check_design_doc(self, db: Database, ddoc: dict) -> None: ...
 
@@ -42,7 +42,7 @@ class DatabaseHost(Protocol):
     def db_event(self, name: str, kind: str) -> None: ...
 
 
-# A validator is what a design document's validate_doc_update becomes (couchsim/design.py compiles
+# A validator is what a design document's validate_doc_update becomes (couch_reconciler/couchsim/design.py compiles
 # JavaScript ones): validator(new_doc, old_doc, user_ctx, security) raises CouchError 403/401 to refuse the write.
 Validator = Callable[[dict, "dict | None", UserCtx, dict], None]
 

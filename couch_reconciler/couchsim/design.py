@@ -1,6 +1,6 @@
 """What design documents do on a write and a read: validate_doc_update (CouchDB's built-in `_users`
-validator as Python, every other one in JavaScript), view indexes and `_info` (couchsim/views.py), and
-`_changes` filters, all in QuickJS (couchsim/js.py) as CouchDB 3.4 can run them."""
+validator as Python, every other one in JavaScript), view indexes and `_info` (couch_reconciler/couchsim/views.py), and
+`_changes` filters, all in QuickJS (couch_reconciler/couchsim/js.py) as CouchDB 3.4 can run them."""
 
 from __future__ import annotations
 

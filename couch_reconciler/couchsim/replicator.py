@@ -1,4 +1,4 @@
-"""The replicator of a couchsim Cluster (couchsim/replication/ bound to it): it reads the cluster's replicator
+"""The replicator of a couchsim Cluster (couch_reconciler/couchsim/replication/ bound to it): it reads the cluster's replicator
 databases directly, as CouchDB's replicator opens its own `_replicator` shards, and writes as the
 `_replicator` role."""
 from __future__ import annotations

@@ -34,7 +34,7 @@ import quickjs
 
 from .errors import CouchError
 
-LOG = logging.getLogger("couchsim.js")
+LOG = logging.getLogger("couch_reconciler.couchsim.js")
 
 # couchjs: os_process_timeout (5 s) bounds one call into the query server.
 CALL_TIME_LIMIT_SECONDS = 5

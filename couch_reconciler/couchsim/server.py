@@ -1,4 +1,4 @@
-"""Running the aiohttp app on a socket; shared by `python -m couchsim` and the test fixture."""
+"""Running the aiohttp app on a socket; shared by `python -m couch_reconciler.couchsim` and the test fixture."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ DocListener = Callable[[Database, DocEntry], None]
 
 class ReplicatorHooks:
     """`/_scheduler/*` answers of a cluster whose replicator has not started: the server replaces this object
-    with couchsim/replicator.py's ClusterReplicator when it starts serving."""
+    with couch_reconciler/couchsim/replicator.py's ClusterReplicator when it starts serving."""
 
     def scheduler_docs(self, db_name: str = "_replicator", states: list[str] | None = None,
                        limit: int | None = None, skip: int = 0) -> dict:

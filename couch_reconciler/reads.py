@@ -3,7 +3,7 @@
 `observation(session)` is a plan's scope: reads made through `shared(session, name, read)` inside it (every
 `_users` document, the nodes' config, the `_dbs_info` rows) happen once, and afresh in the next plan.
 `remembering(session)` is `reconcile watch`'s: objects of kinds that declare `follows_parent_version` are
-read again only when their parent's version moved (reconciler/observe.py).
+read again only when their parent's version moved (couch_reconciler/observe.py).
 """
 
 from __future__ import annotations

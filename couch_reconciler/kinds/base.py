@@ -8,17 +8,17 @@ A kind module may play two roles:
   compares one wanted object with its live counterpart, and applies changes.
 
 A module exposes module-level `MANIFEST` and/or `RESOURCE` instances of subclasses of these; the
-registry in `reconciler.kinds` discovers them, so adding a kind is adding one module (and its schema
+registry in `couch_reconciler.kinds` discovers them, so adding a kind is adding one module (and its schema
 file). The abstract methods are required; every other hook has a default that does nothing special,
 and the engine calls it for every kind.
 
-How the engine drives a ResourceKind (reconciler/plan.py, reconciler/apply.py):
+How the engine drives a ResourceKind (couch_reconciler/plan.py, couch_reconciler/apply.py):
 
 1. expand: Desired objects with the same (kind, key) are folded with `merge(first, second)`;
    the default refuses, and a refusal (ReconcileError) makes the second one a conflict diagnostic.
 2. observe(session, wanted, prune=...): once per plan, for kinds that have wanted objects or may
    prune. Return live objects by key: every wanted one that exists and, when `prune` is true,
-   every managed one (carrying this tool's ownership marker, reconciler/ownership.py) that could
+   every managed one (carrying this tool's ownership marker, couch_reconciler/ownership.py) that could
    be deleted. Read in bulk; share reads with other kinds through `reads.shared`.
 3. diff(wanted, live) for every key in wanted | live. `wanted is None` means the manifests no
    longer list it: return `self.prune(live)` (a Delete only when `live.managed`). The engine
@@ -63,7 +63,7 @@ from ..secrets import SecretRef
 
 class ManifestKind(ABC):
     kind: ClassVar[str]  # as written in YAML: "Database"
-    schema: ClassVar[str]  # file name under reconciler/schemas/: "database.schema.json"
+    schema: ClassVar[str]  # file name under couch_reconciler/schemas/: "database.schema.json"
     # False when names need not be unique across the kind (the kind's check then says what must be unique).
     unique_names: ClassVar[bool] = True
 

@@ -1,4 +1,4 @@
-"""What opening a database costs, as on a real CouchDB: the one cost couchsim models (couchsim/README.md).
+"""What opening a database costs, as on a real CouchDB: the one cost couchsim models (couch_reconciler/couchsim/README.md).
 
 A request that reads or writes a database needs its shard files open. couch_server keeps at most
 `[couchdb] max_dbs_open` (500) of them open and closes the least recently used idle one to open another

@@ -1,7 +1,7 @@
 """The `_replicator` database's document rules (couch_replicator_docs:before_doc_update/3 and
 after_doc_read/2, couch_replicator_parse): CouchDB 3.x adds an `owner`, refuses documents it could not
 run (403 with the parser's reason, e.g. `local_endpoints_not_supported` for a bare database name), and hides
-credentials from non-owners. The document processor that runs them is couchsim/replication/doc_processor.py."""
+credentials from non-owners. The document processor that runs them is couch_reconciler/couchsim/replication/doc_processor.py."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ MANIFEST = DatabaseManifest()
 
 # Resource side: a database's existence and its creation-time properties.
 #
-# Ownership lives on the server, in the database's own `_security` object (reconciler/ownership.py):
+# Ownership lives on the server, in the database's own `_security` object (couch_reconciler/ownership.py):
 # databases this tool created carry MARKER there.
 # Hand-made databases and couch_peruser's never do, so they are never pruned.
 class DatabaseResource(ResourceKind):
@@ -221,7 +221,7 @@ CHUNKS_IN_FLIGHT = 2
 def _rows_opening_once(session: CouchSession, names: Collection[str]) -> dict[str, dict]:
     """`_dbs_info` rows of `names` (databases that exist), each read just after the `_security` object
     the security kind wants of that database, which opens it: so the server opens each database once per
-    plan, not once for the row and again for its security (reconciler/databases.py says why that matters).
+    plan, not once for the row and again for its security (couch_reconciler/databases.py says why that matters).
     The objects are kept for the security kind (`security.read_with_databases`). In `reconcile watch` they
     are not read ahead: there the security kind reads only those whose database's update_seq moved."""
     seen = seen_rows(session)

@@ -61,7 +61,7 @@ MANIFEST = ServerAdminManifest()
 
 
 SECTION = "admins"
-# Ownership (reconciler/ownership.py): `[couch_reconciler_admins] NAME = couch-reconciler` on each node the tool
+# Ownership (couch_reconciler/ownership.py): `[couch_reconciler_admins] NAME = couch-reconciler` on each node the tool
 # wrote the admin to. Only admins marked on some node are pruned.
 LOCKOUT = ("reconcile is connected as this admin with another password: changing it mid-run would lock this "
            "run out (nodes change one by one, behind any load balancer)")

@@ -12,8 +12,8 @@ but small callables, so the server wires it with whatever its storage is:
 
 Sources: ``src/couch_mrview/src/couch_mrview_util.erl`` (``validate_args``: parameter rules and
 their error messages; ``update_args``/``key_opts``: ranges), ``couch_mrview_http.erl`` (parameter
-parsing, with couchsim/query.py). Rows sort by key (couchsim/collation.py), then by doc id as raw
-bytes; the built-in reducers are couchsim/reducers.py.
+parsing, with couch_reconciler/couchsim/query.py). Rows sort by key (couch_reconciler/couchsim/collation.py), then by doc id as raw
+bytes; the built-in reducers are couch_reconciler/couchsim/reducers.py.
 """
 
 from __future__ import annotations
