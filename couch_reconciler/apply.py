@@ -2,13 +2,17 @@
 
 Each run of consecutive changes of one kind goes to that kind's `apply` in
 chunks, so a kind can batch (`_bulk_docs`, its pool) and the caller can show
-progress between chunks. A saved plan is checked first: every object it
-touches is read again, and the plan is refused before any write when one
-changed since the plan was made.
+progress between chunks. The chunks of one run overlap (IN_FLIGHT at once), so
+the pool never waits for a chunk's slowest write before the next chunk starts;
+the next run (another kind, which may live in what this one writes) starts once
+this one is written. A saved plan is checked first: every object it touches is
+read again, and the plan is refused before any write when one changed since the
+plan was made.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from itertools import groupby
 from typing import Callable, Mapping, Sequence
@@ -21,6 +25,9 @@ from .reads import observation
 from .secrets import SecretUnreadable
 
 CHUNK = 100  # changes per call of a kind's apply: large enough to batch, small enough to show progress
+# Chunks of one kind written at once. Each spreads its writes over the session's pool; with a second one queued
+# behind it, the pool's threads that finish the first chunk's writes take the next chunk's at once.
+IN_FLIGHT = 2
 
 
 class StalePlan(ReconcileError):
@@ -90,26 +97,70 @@ class ApplyFailed(ReconcileError):
 
 def execute(session: CouchSession, changes: Sequence[Change], kinds: Mapping[str, ResourceKind],
             done: Callable[[Sequence[Change]], None] = lambda chunk: None) -> None:
-    """Apply `changes` (already in plan order); `done` hears of each chunk once it is written; ApplyFailed
-    when a write fails.
+    """Apply `changes` (already in plan order); `done` hears of each chunk once it is written, in plan order;
+    ApplyFailed when a write fails.
 
     A change its parent's creation makes (kinds/base.py `founding`) is reported done without being sent."""
     planned = list(changes)
     folded, founded = _fold_into_parents(planned, kinds)
     applied: set[int] = set()
-    for kind, group in groupby(range(len(folded)), key=lambda at: folded[at].kind):
-        run = list(group)
-        for start in range(0, len(run), CHUNK):
-            chunk = run[start:start + CHUNK]
-            sent = [folded[at] for at in chunk if at not in founded]
-            if sent:
-                secrets = {change.key: dict(change.desired.secrets) for change in sent if change.desired is not None}
-                try:
-                    kinds[kind].apply(session, sent, secrets)
-                except ReconcileError as error:
-                    raise _failed(error, planned, applied, set(chunk), founded) from error
-            applied.update(chunk)
-            done([folded[at] for at in chunk])
+
+    def write(kind: ResourceKind, chunk: Sequence[int]) -> None:
+        sent = [folded[at] for at in chunk if at not in founded]
+        if sent:
+            kind.apply(session, sent, {change.key: dict(change.desired.secrets)
+                                       for change in sent if change.desired is not None})
+
+    def written(chunk: Sequence[int]) -> None:
+        applied.update(chunk)
+        done([folded[at] for at in chunk])
+
+    # Writers only wait for their chunk's writes on the session's pool (never a pool thread waiting on the pool).
+    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="apply") as writers:
+        for kind, group in groupby(range(len(folded)), key=lambda at: folded[at].kind):
+            run = list(group)
+            chunks = [run[start:start + CHUNK] for start in range(0, len(run), CHUNK)]
+            failed = _write_run(writers, lambda chunk: write(kinds[kind], chunk), chunks, written)
+            if failed:
+                failing = {at for index in failed for at in chunks[index]}
+                error = failed[min(failed)]  # the failure earliest in plan order speaks for the run
+                raise _failed(error, planned, applied, failing, founded) from error
+
+
+def _write_run(writers: ThreadPoolExecutor, write: Callable[[Sequence[int]], None], chunks: Sequence[Sequence[int]],
+               written: Callable[[Sequence[int]], None]) -> dict[int, ReconcileError]:
+    """Write the chunks of one run, IN_FLIGHT at once; `written` hears of each written chunk in plan order.
+    After a failure no chunk is started, those already started finish (each then written or failed), and
+    the failures come back by chunk index: what was written is known exactly, what failed may be in part."""
+    pending = list(range(len(chunks)))
+    pending.reverse()  # popped from the end: in plan order
+    in_flight: dict[Future[None], int] = {}
+    finished: set[int] = set()
+    failed: dict[int, ReconcileError] = {}
+    reported = 0
+    while pending or in_flight:
+        while pending and not failed and len(in_flight) < IN_FLIGHT:
+            index = pending.pop()
+            in_flight[writers.submit(write, chunks[index])] = index
+        if not in_flight:
+            break
+        completed, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+        for future in completed:
+            index = in_flight.pop(future)
+            error = future.exception()
+            if error is None:
+                finished.add(index)
+            elif isinstance(error, ReconcileError):
+                failed[index] = error
+            else:
+                raise error
+        while reported in finished:
+            written(chunks[reported])
+            reported += 1
+    for index in sorted(finished):  # written after an earlier chunk failed: on the server all the same
+        if index >= reported:
+            written(chunks[index])
+    return failed
 
 
 def _failed(error: ReconcileError, planned: list[Change], applied: set[int], failing: set[int],

@@ -6,11 +6,12 @@ rules without a server; tests/integration/ runs the real kinds.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import pytest
 
-from couch_reconciler.apply import StalePlan, check_fresh, execute
+from couch_reconciler.apply import ApplyFailed, StalePlan, check_fresh, execute
 from couch_reconciler.errors import ReconcileError
 from couch_reconciler.kinds.base import ResourceKind
 from couch_reconciler.kinds.fields import field_changes
@@ -183,6 +184,35 @@ def test_a_failing_kind_stops_the_apply_with_its_line():
     with pytest.raises(ReconcileError, match="user/u: HTTP 503"):
         execute(server, plan.changes, kinds)
     assert server.writes == [("create", "database", "a")]  # done in order, up to the failure
+
+
+def test_the_next_chunk_is_written_while_one_is_still_under_way_and_a_failure_says_exactly_what_was():
+    """A kind's run is written a chunk at a time with the next chunk already under way (no pause while a chunk's
+    slowest write finishes): when one chunk fails, the one beside it still finishes, no other starts, and the
+    failure names what is on the server, what may be, and what was not sent."""
+    second_failed = threading.Event()
+
+    class SlowFirstChunk(FakeKind):
+        def apply(self, server, changes, secrets):
+            if changes[0].key == "db0100":
+                second_failed.set()
+                raise ReconcileError("database/db0100: HTTP 500; the server failed; rerun when it is healthy")
+            if changes[0].key == "db0000" and not second_failed.wait(timeout=10):
+                raise AssertionError("the second chunk did not start while the first was under way")
+            super().apply(server, changes, secrets)
+
+    kinds = {**KINDS, "database": SlowFirstChunk("database", 10)}
+    server = FakeServer()
+    plan = make_plan(server, wanted(*[db(f"db{i:04}") for i in range(500)]), Policy(), kinds)
+    heard: list[str] = []
+    with pytest.raises(ApplyFailed) as failed:
+        execute(server, plan.changes, kinds, lambda chunk: heard.extend(change.key for change in chunk))
+
+    first, second = [f"db{i:04}" for i in range(100)], [f"db{i:04}" for i in range(100, 200)]
+    assert [change.key for change in failed.value.applied] == first == heard == [key for _, _, key in server.writes]
+    assert [change.key for change in failed.value.uncertain] == second
+    assert [change.key for change in failed.value.pending] == [f"db{i:04}" for i in range(200, 500)]
+    assert str(failed.value).startswith("database/db0100: HTTP 500")
 
 
 def role_updates(count: int, before: list[str], after: list[str]) -> list[Update]:
