@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .database import Database, Validator, format_seq
-from .revisions import DESIGN_PREFIX, DocEntry
+from .revisions import DESIGN_PREFIX, DocEntry, RevNode
 from .errors import CouchError
 from .js import DesignSandboxes, DesignSandbox, view_definitions
 from .security import UserCtx
@@ -87,7 +87,7 @@ class DesignFunctions:
     async def design_info(self, db: Database, ddoc: dict) -> dict:
         return self._indexes(db).index(ddoc).info()
 
-    def view_filter(self, db: Database, view_path: str) -> Callable[[DocEntry], bool]:
+    def view_filter(self, db: Database, view_path: str) -> Callable[[DocEntry, RevNode], bool]:
         """``_changes?filter=_view&view=ddoc/view``: a change passes when the view's map emits for its doc
         (couch_changes:configure_filter("_view", ...) and couch_query_servers:filter_view)."""
         if not view_path:
@@ -102,18 +102,19 @@ class DesignFunctions:
             raise CouchError(404, "not_found", f"missing json key: {parts[1]}")
         sandbox = self._sandboxes.get(ddoc)
 
-        def accept(entry: DocEntry) -> bool:
-            return bool(sandbox.map_docs([parts[1]], [db.doc_json(entry, entry.winner)])[0][0])
+        def accept(entry: DocEntry, node: RevNode) -> bool:
+            return bool(sandbox.map_docs([parts[1]], [db.doc_json(entry, node)])[0][0])
 
         return accept
 
-    def change_filter(self, db: Database, ddoc: dict, name: str, req_json: dict) -> Callable[[DocEntry], bool]:
+    def change_filter(self, db: Database, ddoc: dict, name: str, req_json: dict
+                      ) -> Callable[[DocEntry, RevNode], bool]:
         """``_changes?filter=ddoc/name``: a change passes when ``filters[name](doc, req)`` is truthy;
         `req_json` is the request as couch_httpd_external:json_req_obj/2 gives it to the filter."""
         sandbox = self._sandboxes.get(ddoc)
 
-        def accept(entry: DocEntry) -> bool:
-            return sandbox.filter_docs(name, [db.doc_json(entry, entry.winner, revs=True)], req_json)[0]
+        def accept(entry: DocEntry, node: RevNode) -> bool:
+            return sandbox.filter_docs(name, [db.doc_json(entry, node, revs=True)], req_json)[0]
 
         return accept
 

@@ -128,6 +128,8 @@ class Selector:
                 self._bad(op, arg)
         if op in ("$elemMatch", "$allMatch"):
             return (op, path, self._normalise(arg, [])) if isinstance(arg, dict) else self._bad(op, arg)
+        if op == "$beginsWith" and isinstance(arg, str):  # 3.4: a prefix must be a string, else no such operator
+            return (op, path, arg)
         raise invalid_operator(op)
 
     def matches(self, doc: dict) -> bool:
@@ -175,6 +177,8 @@ class Selector:
             return json_type(value) == arg
         if op == "$regex":
             return isinstance(value, str) and arg.search(value) is not None
+        if op == "$beginsWith":
+            return isinstance(value, str) and value.startswith(arg)
         if op == "$mod":
             return isinstance(value, int) and not isinstance(value, bool) and value % arg[0] == arg[1]
         if op == "$elemMatch":

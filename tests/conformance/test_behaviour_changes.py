@@ -96,6 +96,36 @@ def test_filter_selector(server, db):
     assert sorted(row["id"] for row in body["results"]) == ["b", "c"]
 
 
+def test_filter_selector_matches_tombstones_and_each_leaf(server, db):
+    """couch_changes:filter/5 (src/couch/src/couch_changes.erl) matches the selector against
+    couch_doc:to_json_obj/2 of each revision the style lists: a deletion is {"_id", "_rev", "_deleted": true},
+    so `_deleted` lets tombstones through, and with style=all_docs a row lists only the leaves that pass.
+    `$beginsWith` (src/mango/src/mango_selector.erl, 3.4) compares a string's start; a non-string never matches.
+    docs/couchdb.md, "Replication": the per-user fan-in's selector relies on all three."""
+    fill(server, db, "ann:1", "ann:2", "bob:1", "ann")
+    ann2 = server.admin.get(db_url(db, "ann:2")).json()["_rev"]
+    gone = server.admin.delete(db_url(db, "ann:2"), params={"rev": ann2}).json()["rev"]
+    mine, theirs = "1-" + "a" * 32, "1-" + "b" * 32
+    server.admin.post(db_url(db, "_bulk_docs"), json={"new_edits": False, "docs": [
+        {"_id": "ann:3", "_rev": mine, "owner": "ann"}, {"_id": "ann:3", "_rev": theirs, "owner": "bob"}]})
+    selector = {"_id": {"$beginsWith": "ann:"}, "$or": [{"owner": "ann"}, {"n": {"$lt": 2}}, {"_deleted": True}]}
+    rows = {row["id"]: row for row in changes(server, db, "POST", {"selector": selector}, filter="_selector",
+                                               style="all_docs")["results"]}
+    assert sorted(rows) == ["ann:1", "ann:2", "ann:3"]
+    assert rows["ann:2"]["changes"] == [{"rev": gone}] and rows["ann:2"]["deleted"] is True
+    assert rows["ann:3"]["changes"] == [{"rev": mine}]
+    # main_only matches the winner alone: the owner "bob" revision wins (the higher hash), and does not pass.
+    winners = changes(server, db, "POST", {"selector": selector}, filter="_selector")["results"]
+    assert sorted(row["id"] for row in winners) == ["ann:1", "ann:2"]
+
+
+def test_begins_with_needs_a_string(server, db):
+    """mango_selector:norm_ops/1 accepts `$beginsWith` only with a string: any other argument is no operator at
+    all, 400 invalid_operator (the same answer as a misspelt operator)."""
+    response = server.admin.post(db_url(db, "_find"), json={"selector": {"_id": {"$beginsWith": 1}}})
+    assert response.status_code == 400 and response.json()["error"] == "invalid_operator"
+
+
 def test_filter_selector_without_selector_is_400(server, db):
     """couch_changes:get_selector_and_fields: filter=_selector without a POST body -> 400 bad_request
     "Selector must be specified in POST payload"."""

@@ -223,6 +223,35 @@ def test_doc_ids_selector_and_filter_replicate_only_the_chosen_docs(server, new_
     assert ids == ["keep-1", "keep-2"]
 
 
+def test_a_selector_replication_carries_the_deletions_it_matches(server, new_db, url, rep_docs, poll):
+    """The fan-in's provenance filter (docs/couchdb.md, "Replication"): a selector that admits tombstones
+    (`_deleted`, couch_changes:filter/5 matches couch_doc:to_json_obj/2 of each revision) replicates a deletion
+    of a document it replicated, while documents outside it (another namespace, another owner, a design
+    document) never reach the target."""
+    source, target = new_db(), new_db()
+    for doc_id, owner in (("ann:1", "ann"), ("ann:2", "ann"), ("ann:3", "bob"), ("bob:1", "ann"),
+                          ("_design/x", "ann")):
+        assert server.admin.put(db_url(source, doc_id), json={"owner": owner}).status_code == 201
+    selector = {"_id": {"$beginsWith": "ann:"}, "$or": [{"owner": "ann"}, {"_deleted": True}]}
+    doc = {"source": as_admin(server, url, source), "target": as_admin(server, url, target), "selector": selector}
+
+    def run_once():
+        rep_id = rep_docs()
+        assert server.admin.put(db_url("_replicator", rep_id), json=doc).status_code == 201
+        poll(lambda: (d := doc_in(server, "_replicator", rep_id)) and d.get("_replication_state") == "completed",
+             timeout=15, what="selector replication completed")
+
+    run_once()
+    ids = [row["id"] for row in server.admin.get(db_url(target, "_all_docs")).json()["rows"]]
+    assert ids == ["ann:1", "ann:2"]
+    rev = server.admin.get(db_url(source, "ann:2")).json()["_rev"]
+    server.admin.delete(db_url(source, "ann:2"), params={"rev": rev})  # a tombstone without `owner`
+    run_once()
+    ids = [row["id"] for row in server.admin.get(db_url(target, "_all_docs")).json()["rows"]]
+    assert ids == ["ann:1"]
+    assert server.admin.get(db_url(target, "ann:2")).json() == {"error": "not_found", "reason": "deleted"}
+
+
 def test_checkpoints_let_the_next_job_start_where_the_last_one_stopped(server, new_db, url, rep_docs, poll):
     """protocol.rst "Record Replication Checkpoint": both sides keep `_local/<replication id>` with
     `source_last_seq` and a history; a later job with the same replication id reads it and only checks the

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
 from ..database import Database, format_seq
-from ..revisions import DESIGN_PREFIX, DocEntry
+from ..revisions import DESIGN_PREFIX, DocEntry, RevNode
 from ..errors import bad_request, not_found
 from ..mango import Selector
 from ..query import ABSENT, boolean, integer, json_value
@@ -35,8 +35,13 @@ async def changes(req: Request, db: Database) -> web.StreamResponse:
     timeout = integer(req.query, "timeout", 60000) / 1000
     accept = change_filter(req, db, body)
 
-    def row(entry: DocEntry, seq: str) -> dict:
+    def passing(entry: DocEntry) -> list[RevNode]:
+        """The revisions a filter lets through: couch_changes:filter/5 matches each one style lists (the winner,
+        or every leaf with style=all_docs), tombstones included, and the row lists only those that pass."""
         leaves = sorted(entry.leaves, key=lambda n: (n.pos, n.digest), reverse=True) if all_leaves else [entry.winner]
+        return [node for node in leaves if accept(entry, node)]
+
+    def row(entry: DocEntry, leaves: list[RevNode], seq: str) -> dict:
         out: dict[str, Any] = {"seq": seq, "id": entry.id, "changes": [{"rev": n.rev} for n in leaves]}
         if entry.deleted:
             out["deleted"] = True
@@ -64,8 +69,9 @@ async def changes(req: Request, db: Database) -> web.StreamResponse:
                 number = entry.seq if db.q == 1 else number + 1
                 marks = marks.copy()
                 marks[entry.shard] = entry.seq
-            if accept(entry):
-                rows.append(row(entry, last_seq()))
+            leaves = passing(entry)
+            if leaves:
+                rows.append(row(entry, leaves, last_seq()))
         if not descending:
             number, marks = db.seq, [db.seq] * db.q
         return rows, 0
@@ -82,10 +88,11 @@ async def changes(req: Request, db: Database) -> web.StreamResponse:
     return json_response({"results": rows, "last_seq": last_seq(), "pending": pending})
 
 
-def change_filter(req: Request, db: Database, body: dict):
+def change_filter(req: Request, db: Database, body: dict) -> Callable[[DocEntry, RevNode], bool]:
+    """Whether one revision of a document passes the request's filter."""
     name = req.query.get("filter")
     if name is None:
-        return lambda entry: True
+        return lambda entry, node: True
     if name == "_doc_ids":
         ids = json_value(req.query, "doc_ids")
         if ids is ABSENT:
@@ -93,14 +100,16 @@ def change_filter(req: Request, db: Database, body: dict):
         if not isinstance(ids, list):
             raise bad_request("`doc_ids` filter parameter is not a list of doc ids.")
         wanted = set(i for i in ids if isinstance(i, str))
-        return lambda entry: entry.id in wanted
+        return lambda entry, node: entry.id in wanted
     if name == "_design":
-        return lambda entry: entry.id.startswith(DESIGN_PREFIX)
+        return lambda entry, node: entry.id.startswith(DESIGN_PREFIX)
     if name == "_selector":
         if "selector" not in body:
             raise bad_request("Selector must be specified in POST payload")
         selector = Selector(body["selector"])
-        return lambda entry: not entry.deleted and selector.matches(db.doc_json(entry, entry.winner))
+        # couch_changes:filter/5 matches couch_doc:to_json_obj of the revision: a tombstone is
+        # {"_id", "_rev", "_deleted": true} plus what its body kept, so a selector can let deletions through.
+        return lambda entry, node: selector.matches(db.doc_json(entry, node))
     if name == "_view":
         return req.cluster.design.view_filter(db, req.query.get("view", ""))
     ddoc_name, _, filter_name = name.partition("/")
