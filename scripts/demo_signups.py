@@ -6,7 +6,8 @@ wants (the role that opens main-entities, security, a replication to analytics) 
 `wait-for-log FILE TEXT`: waits until a line of FILE (watch's log) holds TEXT. `flow`: one of them writes
 to her database and to main-entities, and the admin dashboard in analytics counts both documents once the
 replications carried them. `history`: the four users' devices sync three weeks of documents they wrote
-offline (dated, typed, with their owner), so the analytics panel has something to show. `panel`: prints
+offline (dated, typed, each with its owner and an id in her namespace), so the analytics panel has something
+to show. `panel`: prints
 the panel's address and how to sign in.
 """
 
@@ -17,6 +18,7 @@ import os
 import random
 import sys
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
@@ -80,6 +82,12 @@ def wait_for_log(path: str, text: str) -> None:
     until(logged, f"`{text}` in {path}")
 
 
+def document(name: str, **fields: str) -> dict:
+    """A document as the app writes it: an id in her namespace (`NAME:`) and her name as its owner, which the
+    provenance validation asks of every user's write (docs/reference-architecture.md, "Provenance")."""
+    return {"_id": f"{name}:{uuid.uuid4().hex}", "owner": name, **fields}
+
+
 def as_user(name: str, password: str) -> requests.Session:
     user = requests.Session()
     user.auth = (name.encode("utf-8"), password.encode("utf-8"))  # CouchDB compares UTF-8 bytes
@@ -92,7 +100,7 @@ def flow(admin: requests.Session) -> None:
     day = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     ids = []
     for database, kind in ((user_database(name), "journal-entry"), ("main-entities", "shared-task")):
-        answer = user.post(f"{URL}/{database}", json={"type": kind, "owner": name, "created_at": day})
+        answer = user.post(f"{URL}/{database}", json=document(name, type=kind, created_at=day))
         print(f"{name}: POST /{database} -> {answer.status_code}")
         ids.append(answer.json()["id"])
     print(f"{name}: GET /analytics -> {user.get(f'{URL}/analytics').status_code} (admin-only)")
@@ -119,10 +127,13 @@ def history(admin: requests.Session) -> None:
             for _ in range(int(chance.expovariate(1 / busy))):
                 kind = chance.choice(list(KINDS))
                 at = today - timedelta(days=back, minutes=chance.randrange(60 * 24))
-                docs[KINDS[kind]].append({"type": kind, "owner": name, "created_at": at.strftime("%Y-%m-%dT%H:%M:%SZ")})
+                docs[KINDS[kind]].append(document(name, type=kind, created_at=at.strftime("%Y-%m-%dT%H:%M:%SZ")))
         for where, database in (("private", user_database(name)), ("shared", "main-entities")):
             answer = user.post(f"{URL}/{database}/_bulk_docs", json={"docs": docs[where]})
             answer.raise_for_status()
+            refused = [row for row in answer.json() if "error" in row]
+            if refused:
+                sys.exit(f"{name}: {database} refused {len(refused)} documents: {refused[0]}")
             written += [row["id"] for row in answer.json()]
         print(f"{name}: synced {len(docs['private'])} documents to {user_database(name)} "
               f"and {len(docs['shared'])} to main-entities")

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from .. import nodes
 from ..client import CouchSession
 from ..databases import every_database_info, existing_databases
+from ..errors import ReconcileError
 from ..model import (
     DATABASE,
     DESIGN_DOCUMENT_MANIFEST,
@@ -50,6 +51,26 @@ def user_database(prefix: str, user: str) -> str:
     return prefix + "".join(format(byte, "x") for byte in user.encode("utf-8"))
 
 
+def database_user(prefix: str, database: str) -> str | None:
+    """The user whose database this is: the hex read back, checked by writing it again (couch_peruser's
+    hex has no zero padding, so a name with a byte below 0x10 may not read back: it is then not known)."""
+    try:
+        name = bytes.fromhex(database.removeprefix(prefix)).decode("utf-8")
+    except ValueError:
+        return None
+    return name if user_database(prefix, name) == database else None
+
+
+def provenance_selector(user: str, owner_field: str) -> dict[str, Any]:
+    """The selector of a replicateTo entry with `ownerField`: only her documents leave her database, those
+    whose `_id` starts with `NAME:` (no user name holds `:`, so that namespace is hers alone and ids never
+    collide across users in the target) and that name her in the owner field, plus the deletions of such ids
+    (a tombstone keeps no body: docs/couchdb.md, "Replication"). It lives in `_replicator`, which only server
+    admins write, where a validate_doc_update in her database could be removed by her: she administers it
+    (docs/couchdb.md, "couch_peruser"). Design documents never match, so none of hers reaches the target."""
+    return {"_id": {"$beginsWith": f"{user}:"}, "$or": [{owner_field: user}, {"_deleted": True}]}
+
+
 class UserTemplate(Template):
     """A UserDatabases manifest and the DesignDocument manifests that name it as their `userDatabases`."""
 
@@ -61,6 +82,11 @@ class UserTemplate(Template):
     def prefix(self) -> str:
         prefix: str = self.manifest.spec.get("prefix", DEFAULT_PREFIX)
         return prefix
+
+    @property
+    def attributes_owners(self) -> bool:
+        """Some replication of this template passes only documents that name their user."""
+        return any("ownerField" in entry for entry in self.manifest.spec.get("replicateTo", []))
 
     def selects(self, name: str, roles: Iterable[str]) -> bool:
         select = self.manifest.spec.get("select", {})
@@ -189,11 +215,14 @@ def _databases(template: UserTemplate, users: Sequence[str]) -> tuple[dict[str, 
     """Database -> user for the users who can have one, and a warning for those who cannot (one user's
     name never fails the whole plan)."""
     too_long: list[str] = []
+    unreadable: list[str] = []
     owners: dict[str, list[str]] = {}
     for user in users:
         database = user_database(template.prefix, user)
         if len(database.encode()) > DATABASE_NAME_MAX_BYTES:
             too_long.append(user)
+        elif template.attributes_owners and database_user(template.prefix, database) != user:
+            unreadable.append(user)
         else:
             owners.setdefault(database, []).append(user)
     where = f"{template.manifest.where('metadata', 'name')}: {template.manifest.subject}"
@@ -203,6 +232,12 @@ def _databases(template: UserTemplate, users: Sequence[str]) -> tuple[dict[str, 
                         f"UTF-8 name> would pass CouchDB's {DATABASE_NAME_MAX_BYTES}-byte limit (a name of at "
                         f"most {(DATABASE_NAME_MAX_BYTES - len(template.prefix.encode())) // 2} bytes fits); "
                         "give them shorter names or a shorter `prefix`")
+    if unreadable:
+        # `reconcile watch` names a triggered run's user from its database (database_user): it could not say
+        # whose documents the run may carry.
+        warnings.append(f"{where}: {_listing(unreadable)} get no database: a character below U+0010 in the "
+                        "name makes couch_peruser's unpadded hex ambiguous, so the owner its replications admit "
+                        "(`ownerField`) could not be told from the database; rename them")
     clashing = sorted(user for names in owners.values() if len(names) > 1 for user in names)
     if clashing:
         warnings.append(f"{where}: {_listing(clashing)} get no database: couch_peruser's unpadded hex gives "
@@ -262,9 +297,9 @@ def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[st
     for design in template.design_documents:
         yield from for_databases(design, sorted(databases))  # reads the folder once for every database
     for index, entry in enumerate(spec.get("replicateTo", [])):
-        for database in sorted(databases):
+        for database, user in sorted(databases.items()):
             if entry.get("fanIn", "continuous") == "continuous":
-                yield replication(replication_id(template, database, entry), _replication_spec(database, entry),
+                yield replication(replication_id(template, database, entry), _replication_spec(database, user, entry),
                                   manifest.base_dir, manifest.where("spec", "replicateTo", index))
             else:
                 yield triggered_replication(template, database, entry)
@@ -283,14 +318,20 @@ def triggered_replication(template: UserTemplate, database: str, entry: Mapping[
     rewrites it, so its content is never drift)."""
     index = list(template.manifest.spec.get("replicateTo", [])).index(entry)
     desired = replication(replication_id(template, database, entry),
-                          {**_replication_spec(database, entry), "continuous": False},
+                          {**_replication_spec(database, database_user(template.prefix, database), entry),
+                           "continuous": False},
                           template.manifest.base_dir, template.manifest.where("spec", "replicateTo", index))
     return replace(desired, options={**desired.options, "triggered": True})
 
 
-def _replication_spec(database: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+def _replication_spec(database: str, user: str | None, entry: Mapping[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = {"source": database, "target": entry["target"], "continuous": True}
     spec.update({key: entry[key] for key in ("auth", "replicationBaseUrl") if key in entry})
+    if "ownerField" in entry:
+        if user is None:  # _databases gives such a user no database: nothing may replicate it unfiltered
+            raise ReconcileError(f"{database}: its user cannot be read back from the name, so its replication "
+                                 f"to {entry['target']} cannot admit only her documents")
+        spec["selector"] = provenance_selector(user, entry["ownerField"])
     return spec
 
 

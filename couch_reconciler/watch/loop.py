@@ -15,7 +15,7 @@ from ..errors import ReconcileError, ServerError
 from ..kinds import RESOURCES
 from ..kinds.base import ResourceKind
 from ..kinds.user import ID_PREFIX, USERS_DB
-from ..kinds.user_databases import UserTemplate
+from ..kinds.user_databases import UserTemplate, database_user
 from ..model import DATABASE, REPLICATION, Change, Create, Delete, DesiredState, Plan, Replace
 from ..pipeline import InvalidManifests, desired_state, make_plan
 from ..plan import PlanRefused, Policy, check_safety
@@ -28,7 +28,7 @@ from .fan_in import TriggeredFanIn
 from .feeds import Batch, backoff
 from .log import Log
 from .metrics import Metrics
-from .narrowing import changed_objects, narrowed, owner
+from .narrowing import changed_objects, narrowed
 from .settings import Settings
 
 
@@ -293,7 +293,7 @@ class Watcher:
             return self.owners[database]
         templates = self.state.templates if self.state is not None else ()
         return next((user for template in templates if isinstance(template, UserTemplate)
-                     and (user := owner(template.prefix, database)) is not None), None)
+                     and (user := database_user(template.prefix, database)) is not None), None)
 
     def _learn(self, resolved: DesiredState, replace_all: bool) -> None:
         """Which databases belong to which user (for `_db_updates` events) and to the triggered fan-in."""
@@ -306,7 +306,7 @@ class Watcher:
             databases = {key for (kind, key), desired in resolved.objects.items()
                          if kind == DATABASE and desired.source == origin}
             owners.update({database: user for database in databases
-                           if (user := owner(template.prefix, database)) is not None})
+                           if (user := database_user(template.prefix, database)) is not None})
             self.fan_in.learn(template, databases, replace_all)
         if replace_all:
             self.owners = owners

@@ -45,12 +45,3 @@ def changed_objects(before: DesiredState, after: DesiredState) -> int:
     old, new = contents(before), contents(after)
     return sum(1 for key in old.keys() | new.keys() if old.get(key) != new.get(key))
 
-
-def owner(prefix: str, database: str) -> str | None:
-    """The user whose database this is: the hex read back, checked by writing it again (couch_peruser's
-    hex has no zero padding, so a name with a byte below 0x10 may not read back: it is then not known)."""
-    try:
-        name = bytes.fromhex(database.removeprefix(prefix)).decode("utf-8")
-    except ValueError:
-        return None
-    return name if user_database(prefix, name) == database else None

@@ -14,7 +14,11 @@ Relied on:
   behind the same reader check as `_all_docs`), src/couch/src/couch_db.erl `check_is_member`
   (readers: members or admins; `_security` writes: db admins only).
 - docs/couchdb.md, "Replication": `_replicator` docs need full URLs, credentials in
-  `auth.basic`; a continuous replication carries later writes.
+  `auth.basic`; a continuous replication carries later writes; a `selector` replicates only the revisions it
+  matches (couch_changes:filter/5), tombstones included when it admits `_deleted`.
+- docs/couchdb.md, "couch_peruser" and "Security and users": she administers her own database (ensure_security
+  puts her back among its admins), so she may delete its validate_doc_update; in main-entities she is a member
+  and may not; no user name holds `:`.
 """
 
 from __future__ import annotations
@@ -89,12 +93,51 @@ def test_anonymous_can_read_or_write_nothing(world):
     assert anonymous.put(f"{url}/_users/org.couchdb.user:intruder", json=signup).status_code == 401
 
 
+def mine(world, key: str, suffix: str, **fields) -> dict:
+    """A document as the app writes it for a user: an id in her namespace and her name as its owner."""
+    return {"_id": f"{world[key]}:{suffix}", "owner": world[key], **fields}
+
+
 def test_a_user_reads_and_writes_main_entities_and_her_own_database(world):
     url, a = world["url"], as_user(world, "a")
     for database in ("main-entities", user_database("userdb-", world["a"])):
-        written = a.post(f"{url}/{path(database)}", json={"type": "note", "owner": world["a"]})
+        doc = mine(world, "a", f"note-{time.time_ns()}", type="note")
+        written = a.put(f"{url}/{path(database, doc['_id'])}", json=doc)
         assert written.status_code == 201, (database, written.text)
-        assert a.get(f"{url}/{path(database, written.json()['id'])}").status_code == 200
+        assert a.get(f"{url}/{path(database, doc['_id'])}").status_code == 200
+
+
+def test_a_document_that_claims_another_owner_or_namespace_is_refused(world):
+    """The provenance validation (manifests/design/provenance): in main-entities and in her own database, a user's
+    document has an id starting with `NAME:` and `owner: NAME`; anything else, and any write to another user's
+    document in main-entities, is 403 forbidden."""
+    url, a, b, name, other = world["url"], as_user(world, "a"), as_user(world, "b"), world["a"], world["b"]
+    theirs = mine(world, "b", f"shared-{time.time_ns()}", type="shared-note")
+    assert b.put(f"{url}/main-entities/{path(theirs['_id'])}", json=theirs).status_code == 201
+    stored = b.get(f"{url}/main-entities/{path(theirs['_id'])}").json()
+    for database in ("main-entities", user_database("userdb-", name)):
+        forgeries = [
+            {"_id": f"{name}:claims-{time.time_ns()}", "owner": other},  # another owner, her namespace
+            {"_id": f"{other}:claims-{time.time_ns()}", "owner": other},  # another user's namespace and name
+            {"_id": f"{other}:mixed-{time.time_ns()}", "owner": name},  # another namespace, her name
+            {"_id": f"{name}x:{time.time_ns()}", "owner": name},  # a namespace that merely starts like hers
+            {"_id": f"note-{time.time_ns()}", "owner": name},  # no namespace
+            {"_id": f"{name}:no-owner-{time.time_ns()}"},
+        ]
+        for forged in forgeries:
+            answer = a.put(f"{url}/{path(database, forged['_id'])}", json=forged)
+            assert answer.status_code == 403 and answer.json()["error"] == "forbidden", (database, forged, answer.text)
+        posted = a.post(f"{url}/{path(database)}", json={"type": "note", "owner": name})  # a server-made uuid
+        assert posted.status_code == 403, (database, posted.text)
+        bulk = a.post(f"{url}/{path(database)}/_bulk_docs", json={"docs": forgeries}).json()
+        assert [row.get("error") for row in bulk] == ["forbidden"] * len(forgeries), (database, bulk)
+    # main-entities: her name as the owner of his document, or his document changed or deleted, is refused too.
+    for attempt in ({**stored, "owner": name}, {**stored, "text": "edited by someone else"},
+                    {**stored, "_deleted": True}):
+        answer = a.put(f"{url}/main-entities/{path(theirs['_id'])}", json=attempt)
+        assert answer.status_code == 403, answer.text
+    assert a.delete(f"{url}/main-entities/{path(theirs['_id'])}", params={"rev": stored["_rev"]}).status_code == 403
+    assert b.get(f"{url}/main-entities/{path(theirs['_id'])}").json() == stored
 
 
 def test_a_user_cannot_read_write_or_list_the_design_documents_of_another_users_database(world):
@@ -130,12 +173,14 @@ def test_a_user_cannot_give_herself_roles(world):
 def test_documents_from_her_database_and_main_entities_reach_analytics_and_the_dashboard_counts_them(world):
     url, a, admin, name = world["url"], as_user(world, "a"), world["admin"], world["a"]
     day = "2026-11-25T08:00:00Z"
-    private = a.post(f"{url}/{path(user_database('userdb-', name))}",
-                     json={"type": "journal-entry", "owner": name, "created_at": day}).json()["id"]
-    shared = a.post(f"{url}/main-entities", json={"type": "shared-task", "owner": name, "created_at": day}).json()["id"]
+    private = mine(world, "a", "journal-1", type="journal-entry", created_at=day)
+    shared = mine(world, "a", "shared-1", type="shared-task", created_at=day)
+    for database, doc in ((user_database("userdb-", name), private), ("main-entities", shared)):
+        assert a.put(f"{url}/{path(database, doc['_id'])}", json=doc).status_code == 201
+    private, shared = private["_id"], shared["_id"]
 
     for doc_id in (private, shared):
-        wait_for(lambda: admin.get(f"{url}/analytics/{doc_id}").status_code == 200, f"{doc_id} in analytics",
+        wait_for(lambda: admin.get(f"{url}/analytics/{path(doc_id)}").status_code == 200, f"{doc_id} in analytics",
                  ANALYTICS_WAIT)
 
     def count(view: str, key) -> int:
@@ -146,3 +191,71 @@ def test_documents_from_her_database_and_main_entities_reach_analytics_and_the_d
     assert count("by_type", "journal-entry") == 1 and count("by_type", "shared-task") == 1
     assert count("by_user", name) >= 2
     assert count("by_day", ["2026", "11", "25"]) >= 2
+
+
+def test_provenance_holds_in_analytics_against_a_user_who_removes_her_validation(world):
+    """She administers her own database (couch_peruser), so she can delete its provenance validation and store
+    anything there. What reaches analytics is decided by the selector of her replication, in `_replicator`
+    (server admins only): nothing claiming another owner, nothing in another user's namespace (his document in
+    analytics stays his), none of her design documents (not even one that would outrank the dashboard); her
+    own documents and her deletions still arrive. `by_user` counts each user's documents and nothing forged."""
+    url, admin, name, other = world["url"], world["admin"], world["a"], world["b"]
+    a, b = as_user(world, "a"), as_user(world, "b")
+    hers, his = user_database("userdb-", name), user_database("userdb-", other)
+    run = time.time_ns()
+    his_docs = [mine(world, "b", f"diary-{run}-{i}", type="diary") for i in range(3)]
+    assert all(row.get("ok") for row in b.post(f"{url}/{path(his)}/_bulk_docs", json={"docs": his_docs}).json())
+    victim = his_docs[0]["_id"]
+    wait_for(lambda: all(admin.get(f"{url}/analytics/{path(d['_id'])}").status_code == 200 for d in his_docs),
+             f"{other}'s documents in analytics", ANALYTICS_WAIT)
+    before = admin.get(f"{url}/analytics/{path(victim)}").json()
+
+    validation = f"{url}/{path(hers)}/_design/provenance"
+    current = a.get(validation)
+    assert current.status_code == 200, "the template deploys the provenance validation into her database"
+    assert a.delete(validation, params={"rev": current.json()["_rev"]}).status_code == 200  # she may: her database
+
+    # Revision 99 of another user's document would win any conflict in analytics, were it replicated.
+    forged = [{"_id": victim, "_rev": f"99-{'f' * 32}", "owner": other, "type": "diary", "text": "forged"},
+              {"_id": f"{other}:planted-{run}", "_rev": f"1-{'e' * 32}", "owner": other, "type": "diary"},
+              {"_id": f"{name}:claims-{run}", "_rev": f"1-{'d' * 32}", "owner": other, "type": "diary"},
+              {"_id": f"forged-{run}", "_rev": f"1-{'c' * 32}", "owner": name, "type": "note"},
+              {"_id": "_design/dashboard", "_rev": f"99-{'b' * 32}",
+               "views": {"by_user": {"map": "function (doc) { emit('forged', 1000); }", "reduce": "_sum"}}}]
+    honest = [mine(world, "a", f"kept-{run}", type="journal-entry"), mine(world, "a", f"gone-{run}", type="note")]
+    stored = a.post(f"{url}/{path(hers)}/_bulk_docs", json={"docs": forged, "new_edits": False})
+    assert stored.status_code == 201 and stored.json() == [], stored.text  # her database took every forgery
+    revs = {row["id"]: row["rev"] for row in a.post(f"{url}/{path(hers)}/_bulk_docs", json={"docs": honest}).json()}
+    gone = honest[1]["_id"]
+    wait_for(lambda: admin.get(f"{url}/analytics/{path(gone)}").status_code == 200, f"{gone} in analytics",
+             ANALYTICS_WAIT)
+    assert a.delete(f"{url}/{path(hers, gone)}", params={"rev": revs[gone]}).status_code == 200
+    # Her deletion travels (a tombstone carries no owner): once it has arrived, every earlier write was handled.
+    wait_for(lambda: admin.get(f"{url}/analytics/{path(gone)}").json().get("reason") == "deleted",
+             f"the deletion of {gone} in analytics", ANALYTICS_WAIT)
+
+    assert admin.get(f"{url}/analytics/{path(honest[0]['_id'])}").status_code == 200
+    assert admin.get(f"{url}/analytics/{path(victim)}", params={"conflicts": "true"}).json() == before
+    for doc in forged[1:4]:
+        assert admin.get(f"{url}/analytics/{path(doc['_id'])}").status_code == 404, doc["_id"]
+    dashboard = admin.get(f"{url}/analytics/_design/dashboard").json()
+    assert "forged" not in json.dumps(dashboard) and not dashboard["_rev"].startswith("99-")
+
+    def by_user(user: str) -> int:
+        rows = admin.get(f"{url}/analytics/_design/dashboard/_view/by_user",
+                         params={"group": "true", "key": json.dumps(user)}).json()["rows"]
+        return rows[0]["value"] if rows else 0
+
+    def his_in_analytics() -> list[str]:
+        rows = admin.get(f"{url}/analytics/_all_docs", params={"startkey": json.dumps(f"{other}:"),
+                                                                "endkey": json.dumps(f"{other}:\ufff0")}).json()["rows"]
+        return [row["id"] for row in rows]
+
+    # Every document in his namespace is one he wrote (here, or in main-entities by another test of this module,
+    # which may still be on its way), and by_user counts exactly those for him.
+    wait_for(lambda: by_user(other) == len(his_in_analytics()), f"by_user to count {other}'s documents",
+             ANALYTICS_WAIT)
+    assert {d["_id"] for d in his_docs} <= set(his_in_analytics()) and forged[1]["_id"] not in his_in_analytics()
+    assert by_user("forged") == 0
+    # The next apply (or watch) puts her validation back: it is the tool's, in every user database.
+    assert "design_document" in reconcile_manifests(world["couch"], "plan").stdout

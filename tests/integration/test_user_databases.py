@@ -19,6 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from reconcile_runner import config_changed, reconcile, write
+from reference_world import left_as_found
 from replication_setup import members_and_databases, replication
 from waiting import wait_for
 from couch_reconciler.kinds.user_databases import user_database
@@ -354,3 +355,23 @@ def test_a_template_prunes_only_its_own_replications(couch, http, unique, tmp_pa
     assert allowed.code == 0, allowed.stderr
     assert f"- replication/{hand_made}" in allowed.stdout
 
+
+
+def test_an_owner_field_gives_each_users_replication_her_namespace_and_names_no_ambiguous_user(
+        couch, http, unique, tmp_path):
+    """`ownerField`: each user's replication carries the selector that admits only her documents (`_id` "NAME:…",
+    the field naming her) and deletions of such ids (docs/couchdb.md, "Replication"). A name whose database does not
+    read back to it (couch_peruser's unpadded hex of a byte below 0x10) gets no database: its replication could
+    not tell whose documents to admit."""
+    name, ambiguous = unique("zoë"), "\x01" + unique("x")
+    write(tmp_path, "userdbs.yaml", replicate_to_analytics(couch, "      ownerField: owner\n"))
+    with left_as_found(couch):  # the ambiguous user, analytics and the replications too
+        for user in (name, ambiguous):
+            sign_up(couch, http, user)
+        applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path), env={"ADMIN_PASSWORD": couch.password})
+        doc = http.get(f"{couch.url}/_replicator/per-user.{user_database('userdb-', name)}.to.analytics").json()
+
+    assert applied.code == 0, applied.stdout + applied.stderr
+    assert doc["selector"] == {"_id": {"$beginsWith": f"{name}:"}, "$or": [{"owner": name}, {"_deleted": True}]}
+    assert "get no database: a character below U+0010 in the name" in applied.stdout
+    assert user_database("userdb-", ambiguous) not in applied.stdout

@@ -10,7 +10,9 @@
 // (docs.couchdb.org, api/server/authn.html#cookie-authentication); couch_peruser names her database
 // userdb-<hex of the UTF-8 name> (apache/couchdb src/couch_peruser/src/couch_peruser.erl user_db_name/1);
 // replication keeps every conflicting leaf and picks the same winner everywhere
-// (docs.couchdb.org, replication/conflicts.html); views index only the winning revision.
+// (docs.couchdb.org, replication/conflicts.html); views index only the winning revision; a write a
+// validate_doc_update refuses is a 403 `forbidden` row of `_bulk_docs`, which PouchDB's replication reports
+// as `denied` and counts in `doc_write_failures` (docs.couchdb.org, ddocs/ddocs.html#validate-document-update-functions).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import PouchDB from "pouchdb-core";
@@ -97,7 +99,8 @@ test(`${NAME} syncs her database and ${SHARED} from two devices, keeps a conflic
   await t.test("her first device writes offline, then syncs both databases both ways", async () => {
     for (const [where, type, count] of [["private", "journal-entry", 3], ["shared", "shared-task", 2]]) {
       for (let i = 0; i < count; i++) {
-        const doc = { _id: `${type}-${i}-${NAME}`, type, owner: NAME, created_at: DAY, text: `${type} ${i} ✓` };
+        // The app's document shape: an id in her namespace and her name as the owner (the provenance validation).
+        const doc = { _id: `${NAME}:${type}-${i}`, type, owner: NAME, created_at: DAY, text: `${type} ${i} ✓` };
         await phone[where].put(doc);
         written[where].push(doc._id);
       }
@@ -155,6 +158,25 @@ test(`${NAME} syncs her database and ${SHARED} from two devices, keeps a conflic
     // The same winner everywhere: CouchDB's deterministic choice, not the order the devices synced in.
     const winners = await Promise.all([server.private, phone.private, laptop.private].map((db) => db.get(id)));
     assert.equal(new Set(winners.map((doc) => doc._rev)).size, 1);
+  });
+
+  await t.test("documents claiming another owner or another user's ids are denied when she syncs", async () => {
+    const other = "someone-else";
+    const forged = [
+      { _id: `${NAME}:forged-owner`, type: "journal-entry", owner: other, created_at: DAY },
+      { _id: `${other}:planted`, type: "journal-entry", owner: other, created_at: DAY },
+    ];
+    for (const where of ["private", "shared"]) {
+      const tablet = new PouchDB(`tablet-${where}`, { adapter: "memory" });
+      for (const doc of forged) await tablet.put(doc);
+      const denied = [];
+      const result = await tablet.replicate.to(server[where]).on("denied", (error) => denied.push(error.id));
+      assert.equal(result.doc_write_failures, forged.length, `${where}: ${JSON.stringify(result.errors)}`);
+      assert.deepEqual(denied.sort(), forged.map((doc) => doc._id).sort(), `${where}: each forgery denied`);
+      for (const doc of forged) {
+        await assert.rejects(server[where].get(doc._id), { status: 404 }, `${where}: ${doc._id} is not on the server`);
+      }
+    }
   });
 
   await t.test("the analytics panel's per-user view counts every document she wrote, once", async () => {

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from couch_reconciler.kinds import MANIFESTS
+from couch_reconciler.kinds.user_databases import UserTemplate, triggered_replication, user_database
 from couch_reconciler.load import load_file
 from couch_reconciler.model import Desired, Diagnostic, Source
 from couch_reconciler.pipeline import load_and_validate
@@ -217,3 +218,30 @@ def test_a_replication_manifest_may_not_take_the_ids_a_user_databases_template_p
 
     assert any(message.startswith("m.yaml:") and "`per-user.`" in message and "UserDatabases `per-user`" in message
                for message in said), said
+
+
+def user_databases_feeding_analytics(**entry) -> tuple[dict, dict]:
+    return ({"kind": "UserDatabases", "metadata": {"name": "per-user"},
+             "spec": {"replicateTo": [{"target": "analytics", **entry}]}},
+            {"kind": "Database", "metadata": {"name": "analytics"}, "spec": {}})
+
+
+def test_a_triggered_run_admits_only_its_users_documents_and_their_deletions(tmp_path):
+    """`ownerField`: the one-shot document watch writes for a user database carries the selector of the user it
+    reads back from the database's name (docs/couchdb.md, "Replication": `$beginsWith`, tombstones)."""
+    def run(**entry):
+        [template, _] = manifests(tmp_path, *user_databases_feeding_analytics(fanIn="triggered", **entry))
+        return triggered_replication(UserTemplate(template), user_database("userdb-", "zoë"),
+                                     template.spec["replicateTo"][0]).body
+
+    owned = run(ownerField="owner")
+    assert owned["selector"] == {"_id": {"$beginsWith": "zoë:"}, "$or": [{"owner": "zoë"}, {"_deleted": True}]}
+    assert owned["continuous"] is False
+    assert "selector" not in run()
+
+
+def test_an_owner_field_is_a_plain_field_name(tmp_path):
+    """A dot would make Mango read a nested path, a `$` an operator: the schema refuses both, at their line."""
+    for bad in ("a.b", "$or", "_id"):
+        found = messages(tmp_path, *user_databases_feeding_analytics(ownerField=bad))
+        assert len(found) == 1 and found[0].startswith("m.yaml:8: ") and "ownerField" in found[0], found

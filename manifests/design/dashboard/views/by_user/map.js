@@ -1,4 +1,8 @@
 function (doc) {
-  // Documents carry their author: the user database they were written in, or the app's owner field.
-  emit(doc.owner || doc.user || "(unknown)", 1);
+  // A user's documents carry her name twice: `owner` and the start of the `_id` ("NAME:..."), which only she can
+  // write (the provenance selector of her replication, the validation in main-entities). A document that is not
+  // in its owner's namespace (one a server admin wrote) is nobody's.
+  var owner = doc.owner;
+  var hers = typeof owner === "string" && doc._id.slice(0, owner.length + 1) === owner + ":";
+  emit(hers ? owner : "(unknown)", 1);
 }
