@@ -212,22 +212,18 @@ class Database:
         return {"_id": docid, "_rev": f"0-{generation}", **body}
 
     def put_local(self, doc: dict) -> dict:
-        """couch_db local doc semantics: rev `0-N`, N counts updates; a stale rev is a conflict."""
+        """couch_db_updater.erl `increment_local_doc_revs`: a local doc has no revision check. A write stores
+        rev `0-N+1` after the `0-N` it names (`0-1` naming none), whatever is stored; a delete always succeeds,
+        stored or not (rev `0-0`); a rev not of the form `0-N` is an error."""
         docid = doc["_id"]
         if self.local is None:
             self.local = {}
-        current = self.local.get(docid)
-        given = doc.get("_rev")
-        current_rev = f"0-{current[0]}" if current else None
-        if given != current_rev and not (current is None and given is None):
-            raise conflict()
         body = {k: v for k, v in doc.items() if k not in META_MEMBERS}
         if doc.get("_deleted"):
-            if current is None:
-                raise not_found("missing")
-            del self.local[docid]
+            self.local.pop(docid, None)
             return {"ok": True, "id": docid, "rev": "0-0"}
-        generation = (current[0] if current else 0) + 1
+        given = doc.get("_rev")
+        generation = 1 if given is None else _local_generation(given) + 1
         self.local[docid] = (generation, body)
         return {"ok": True, "id": docid, "rev": f"0-{generation}"}
 
@@ -533,3 +529,11 @@ def parse_since(value: Any, current: int) -> int:
     if head.isdigit():
         return int(head)
     raise bad_request("Malformed sequence supplied in 'since' parameter.")
+
+
+def _local_generation(rev: object) -> int:
+    """N of a local doc's rev `0-N`; anything else is CouchDB's 500 "Invalid rev format"."""
+    number = rev.removeprefix("0-") if isinstance(rev, str) and rev.startswith("0-") else ""
+    if not number.isdigit():
+        raise CouchError(500, "error", "Invalid rev format")
+    return int(number)

@@ -155,6 +155,39 @@ def test_local_docs_have_0_n_revs_and_stay_out_of_listings(server, db):
     assert server.admin.get(db_url(db, "_local", "cp")).status_code == 404
 
 
+def test_local_docs_have_no_revision_check(server, db):
+    """A `_local` doc is written whatever rev the write names, and deleted without one: couch_db_updater.erl
+    `increment_local_doc_revs` makes the new rev `0-(N+1)` from the `0-N` given (`0-1` from none, `0-0` for a
+    delete, stored or not) and compares nothing; a rev not of the form `0-N` is a 500 "Invalid rev format"."""
+    assert server.admin.put(db_url(db, "_local", "r"), json={"v": 1}).json()["rev"] == "0-1"
+    assert answer(server.admin.put(db_url(db, "_local", "r"), json={"v": 2})) == (
+        201, {"ok": True, "id": "_local/r", "rev": "0-1"})
+    assert server.admin.put(db_url(db, "_local", "r"), json={"v": 3, "_rev": "0-7"}).json()["rev"] == "0-8"
+    assert server.admin.get(db_url(db, "_local", "r")).json() == {"_id": "_local/r", "_rev": "0-8", "v": 3}
+    assert answer(server.admin.put(db_url(db, "_local", "r"), json={"_rev": "2-abc"})) == (
+        500, {"error": "error", "reason": "Invalid rev format"})
+    bulk = server.admin.post(db_url(db, "_bulk_docs"), json={"docs": [
+        {"_id": "_local/r", "v": 4}, {"_id": "_local/gone", "_deleted": True}]})
+    assert bulk.json() == [{"ok": True, "id": "_local/r", "rev": "0-1"}, {"ok": True, "id": "_local/gone", "rev": "0-0"}]
+    assert answer(server.admin.delete(db_url(db, "_local", "r"))) == (200, {"ok": True, "id": "_local/r", "rev": "0-0"})
+    assert server.admin.delete(db_url(db, "_local", "r")).status_code == 404
+
+
+def test_local_docs_lists_a_key_range_with_the_documents(server, db):
+    """`GET /{db}/_local_docs` takes `_all_docs`' key options (api/local.rst): a start/end key range of ids,
+    `include_docs`, `keys`; `total_rows` and `offset` are null."""
+    for name in ("a.1", "a.2", "b.1"):
+        server.admin.put(db_url(db, "_local", name), json={"n": name})
+    ranged = server.admin.get(db_url(db, "_local_docs"), params={
+        "include_docs": "true", "start_key": '"_local/a."', "end_key": '"_local/a.\ufff0"'}).json()
+    assert ranged == {"total_rows": None, "offset": None, "rows": [
+        {"id": f"_local/{n}", "key": f"_local/{n}", "value": {"rev": "0-1"},
+         "doc": {"_id": f"_local/{n}", "_rev": "0-1", "n": n}} for n in ("a.1", "a.2")]}
+    keyed = server.admin.post(db_url(db, "_local_docs"), json={"keys": ["_local/none", "_local/b.1"]}).json()
+    assert keyed["rows"] == [{"key": "_local/none", "error": "not_found"},
+                             {"id": "_local/b.1", "key": "_local/b.1", "value": {"rev": "0-1"}}]
+
+
 def test_bulk_docs_reports_per_doc_results(server, db):
     """chttpd_db _bulk_docs: 201 and one result per doc in order; a stale rev is a per-doc conflict (recorded exchange "bulk docs")."""
     rev = put(server, db, "x", {})
