@@ -34,6 +34,8 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._faults: tuple[Fault, ...] = ()
         self._random = random.Random(seed)
+        self._handling = 0  # requests a rule fired for whose handling has not ended (a delayed one goes on alone)
+        self._settled = threading.Condition(self._lock)
 
     def inject(self, path: str = ".*", method: str | None = None, status: int | None = None,
                latency: float = 0.0, drop: bool = False, rate: float = 1.0, count: int | None = None) -> Fault:
@@ -70,5 +72,20 @@ class FaultInjector:
                 if fault.rate < 1.0 and self._random.random() >= fault.rate:
                     continue
                 fault.fired += 1
+                self._handling += 1
                 return fault
         return None
+
+    def handled(self) -> None:
+        """The server is done with a request `match` returned a rule for (answered, dropped or refused)."""
+        with self._lock:
+            self._handling -= 1
+            self._settled.notify_all()
+
+    def wait_settled(self, timeout: float) -> None:
+        """Until the server has finished every request a rule fired for: a request delayed past its client's
+        timeout is still handled (the client gave up, the server did not), and its effect lands then."""
+        with self._lock:
+            if not self._settled.wait_for(lambda: self._handling == 0, timeout):
+                raise TimeoutError(f"{self._handling} request(s) a fault fired for still in the server after "
+                                   f"{timeout} s")

@@ -14,7 +14,7 @@ from aiohttp import web
 from ..cluster import Cluster
 from ..revisions import DESIGN_PREFIX, LOCAL_PREFIX
 from ..errors import CouchError, db_not_found, not_found
-from ..faults import FaultInjector
+from ..faults import Fault, FaultInjector
 from ..security import check_member, check_server_admin, is_db_admin
 from . import all_docs, bulk, changes, databases, find, server
 from .attachments import attachment_request
@@ -132,10 +132,7 @@ def split_path(raw_path: str) -> list[str]:
     return [unquote(part) for part in path.split("/") if part]
 
 
-async def injected_fault(faults: FaultInjector, http: web.Request) -> web.Response | None:
-    fault = faults.match(http.method, http.raw_path)
-    if fault is None:
-        return None
+async def injected_fault(fault: Fault, http: web.Request) -> web.Response | None:
     if fault.latency:
         await asyncio.sleep(fault.latency)
     if fault.drop:
@@ -151,10 +148,15 @@ async def injected_fault(faults: FaultInjector, http: web.Request) -> web.Respon
 
 def make_app(cluster: Cluster, faults: FaultInjector | None = None) -> web.Application:
     async def handle(http: web.Request) -> web.StreamResponse:
-        if faults is not None:
-            answer = await injected_fault(faults, http)
-            if answer is not None:
-                return answer
+        fault = faults.match(http.method, http.raw_path) if faults is not None else None
+        if faults is None or fault is None:
+            return await serve(http)
+        try:
+            return await injected_fault(fault, http) or await serve(http)
+        finally:
+            faults.handled()
+
+    async def serve(http: web.Request) -> web.StreamResponse:
         parts = split_path(http.raw_path)
         try:
             ctx, fresh_cookie = await cluster.auth.authenticate(http.headers, http.cookies)
