@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Collection, Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, batched, db_path
+from ..creations import RECORD_PREFIX, RECORDS_DB, forget_creations, record_creations, recorded_creations
 from ..databases import (
     INFO_KEYS_PER_REQUEST,
     database_infos,
@@ -26,9 +27,11 @@ from ..model import (
     Delete,
     Desired,
     Diagnostic,
+    FieldChange,
     Manifest,
     Observed,
     Replace,
+    Update,
 )
 from ..ownership import MARKER, MARKER_VALUE, is_marked
 from ..reads import is_remembering, wanted_in_plan
@@ -36,7 +39,7 @@ from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
 from .checks import USER_DATABASE_PREFIX, database_name_problem, role_diagnostics
 from .fields import field_changes
-from .security import ADMIN_ONLY, read_observed, read_securities, read_with_databases
+from .security import ADMIN_ONLY, read_observed, read_securities, read_security, read_with_databases
 
 
 class DatabaseManifest(ManifestKind):
@@ -107,8 +110,8 @@ MANIFEST = DatabaseManifest()
 # Resource side: a database's existence and its creation-time properties.
 #
 # Ownership lives on the server, in the database's own `_security` object (couch_reconciler/ownership.py):
-# databases this tool created carry MARKER there.
-# Hand-made databases and couch_peruser's never do, so they are never pruned.
+# databases this tool created carry MARKER there, and a creation record (couch_reconciler/creations.py) names those
+# whose marker may be missing. Hand-made databases and couch_peruser's carry neither, so they are never pruned.
 class DatabaseResource(ResourceKind):
     name = DATABASE
     order = 10  # first: everything else lives in a database
@@ -122,21 +125,29 @@ class DatabaseResource(ResourceKind):
             existing = set(infos)
         else:
             existing = existing_databases(session, names)
+        # Only a database that exists may be one whose marker is missing.
+        recorded = recorded_creations(session) if existing else frozenset()
+        if not prune:
             # A row costs the server about what a `_security` read does: read only those whose figures the
             # plan uses (update_seq in watch, which skips unchanged databases' reads by it; what the manifest
-            # compares or warns about), not one per database.
+            # compares or warns about; the version of a marker to restore), not one per database.
             figures = names if is_remembering(session) else {d.key for d in wanted if FIGURES & set(d.options)}
-            infos = _rows_opening_once(session, existing & figures)
+            infos = _rows_opening_once(session, existing & (figures | recorded))
         # None records a database seen missing, so that nobody asks for it again.
         seen_rows(session).update({**dict.fromkeys(names - existing), **infos})
         live = {name: _observed(name, infos.get(name)) for name in names & existing}
+        # A recorded database this tool sent the creation of: its marker may be missing (one read each; a
+        # record outlives only a failed apply, so there are few).
+        for name, security in read_securities(session, sorted(recorded & names & existing)).items():
+            if not is_marked(security):
+                live[name] = _observed(name, infos.get(name), managed=True, unmarked=True)
         if prune:
             # Only an unlisted database can be pruned, and only when this tool made it: one `_security` read
             # each (no bulk read exists), system databases never.
             unlisted = sorted(name for name in infos if name not in names and not name.startswith("_"))
             for name, security in read_securities(session, unlisted).items():
-                if is_marked(security):
-                    live[name] = _observed(name, infos[name], managed=True)
+                if is_marked(security) or name in recorded:
+                    live[name] = _observed(name, infos[name], managed=True, unmarked=not is_marked(security))
         return live
 
     def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:
@@ -150,12 +161,12 @@ class DatabaseResource(ResourceKind):
                  **{key: wanted.options[key] for key in ("q", "n") if key in wanted.options}}
         if live is None:
             return Create(self.name, wanted.key, wanted.source, after=after, fields=field_changes({}, after))
-        if "partitioned" not in wanted.options:
-            return None  # left to its creation, as q and n are: not read (observe), nothing to compare
+        # `partitioned` unwritten is left to the creation, as q and n are: not read (observe), nothing to compare.
         # q and n are creation parameters only (see warnings); `partitioned` changes what documents are.
-        fields = field_changes(live.body, {"partitioned": after["partitioned"]})
+        fields = field_changes(live.body, {"partitioned": after["partitioned"]}) if "partitioned" in wanted.options \
+            else ()
         if not fields:
-            return None
+            return _marker_restored(wanted, live) if live.facts.get("unmarked") else None
         return Replace(self.name, wanted.key, wanted.source, before=dict(live.body), after=after, fields=fields,
                        version=live.version, destroys=_documents(live),
                        notes=("`partitioned` is fixed when a database is created",))
@@ -171,10 +182,36 @@ class DatabaseResource(ResourceKind):
 
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
-        list(session.map(lambda change: self._apply_one(session, change), changes))
+        created = [change.key for change in changes if isinstance(change, (Create, Replace))]
+        recorded = record_creations(session, created) if created else False
 
-    def _apply_one(self, session: CouchSession, change: Change) -> None:
+        def attempt(change: Change) -> ReconcileError | None:
+            try:
+                self._apply_one(session, change, recorded)
+            except ReconcileError as error:
+                return error
+            return None
+
+        # Every change of the batch runs to its end, so that the records of those done can go even when one fails.
+        failures = list(session.map(attempt, changes))
+        # Records exist for what this batch recorded, and for the databases a plan marks or prunes by theirs.
+        done = [change.key for change, failure in zip(changes, failures)
+                if failure is None and (recorded or isinstance(change, (Update, Delete)))]
+        failure = next((failure for failure in failures if failure is not None), None)
+        if failure is None:
+            forget_creations(session, done)
+            return
+        try:
+            forget_creations(session, done)
+        except ReconcileError:
+            pass  # the failure below is the one to tell; a record of a marked database changes nothing
+        raise failure
+
+    def _apply_one(self, session: CouchSession, change: Change, recorded: bool) -> None:
         subject = f"database/{change.key}"
+        if isinstance(change, Update):
+            _restore_marker(session, subject, change.key)
+            return
         if isinstance(change, (Delete, Replace)):
             # 404: already gone (an interrupted apply, or someone else): what was wanted.
             session.request("DELETE", db_path(change.key), ok=(404,), what=subject)
@@ -194,13 +231,40 @@ class DatabaseResource(ResourceKind):
                 session.request("PUT", db_path(change.key, "_security"), body={**security, MARKER: MARKER_VALUE},
                                 retry=True, what=f"{subject}: writing its _security and ownership marker")
             except ReconcileError as error:
+                if recorded:
+                    raise ReconcileError(f"{error}; {subject} was created without it: the next apply writes it "
+                                         f"(a creation record, {RECORDS_DB}/{RECORD_PREFIX}{change.key}, says this "
+                                         "tool created it)") from None
                 raise _unmade(session, subject, change.key, error) from None
 
 
+# The plan field of a marker restored (shown as adopting the database, couch_reconciler/render.py).
+RESTORE_MARKER = FieldChange(MARKER, None, MARKER_VALUE)
+
+
+def _marker_restored(wanted: Desired, live: Observed) -> Update:
+    return Update(DATABASE, wanted.key, wanted.source, before=dict(live.body), after=dict(live.body),
+                  fields=(RESTORE_MARKER,), version=live.version,
+                  notes=(f"restores its ownership marker in _security, which an interrupted apply left out (a "
+                         f"creation record, {RECORDS_DB}/{RECORD_PREFIX}{wanted.key}, shows this tool sent the "
+                         "request that created it)",))
+
+
+def _restore_marker(session: CouchSession, subject: str, name: str) -> None:
+    """The marker added to the `_security` object as it is now: every other key stays (another writer's
+    names, couch_peruser's), as the security kind's merge does."""
+    current = read_security(session, name)
+    if current is None:
+        raise ReconcileError(f"{subject}: deleted since the plan was made; run plan again")
+    if not is_marked(current):
+        session.request("PUT", db_path(name, "_security"), body={**current, MARKER: MARKER_VALUE}, retry=True,
+                        what=f"{subject}: restoring its ownership marker")
+
+
 def _unmade(session: CouchSession, subject: str, name: str, error: ReconcileError) -> ReconcileError:
-    """CouchDB creates a database from a body-less PUT, so its marker needs a second write; when that fails,
-    nothing on the server would say this tool created it (and it would never be pruned). The database, created
-    a moment ago and empty, is deleted again: a rerun creates it with its marker."""
+    """Without a creation record (a server with no `_users`), nothing on the server would say this tool created
+    a database whose marker write failed (it would never be pruned). The database, created a moment ago and
+    empty, is deleted again: a rerun creates it with its marker."""
     try:
         session.request("DELETE", db_path(name), ok=(404,), retry=True, what=subject)
     except ReconcileError:
@@ -241,14 +305,16 @@ def _rows_opening_once(session: CouchSession, names: Collection[str]) -> dict[st
     return {**{name: info for name in names if (info := seen.get(name)) is not None}, **rows}
 
 
-def _observed(name: str, info: Mapping | None, managed: bool = False) -> Observed:
-    """The database as its `_dbs_info` row shows it; without a row (not read), only that it exists."""
+def _observed(name: str, info: Mapping | None, managed: bool = False, unmarked: bool = False) -> Observed:
+    """The database as its `_dbs_info` row shows it; without a row (not read), only that it exists. `unmarked`:
+    this tool created it (a creation record) and its marker is missing."""
+    flag = {"unmarked": True} if unmarked else {}
     if info is None:
-        return Observed(DATABASE, name, {}, None, managed=managed)
+        return Observed(DATABASE, name, {}, None, managed=managed, facts=flag)
     cluster = info.get("cluster") or {}
     return Observed(DATABASE, name, {"partitioned": bool((info.get("props") or {}).get("partitioned", False))},
                     str(info.get("update_seq")), managed=managed,
-                    facts={"doc_count": info.get("doc_count", 0), "q": cluster.get("q"), "n": cluster.get("n")})
+                    facts={"doc_count": info.get("doc_count", 0), "q": cluster.get("q"), "n": cluster.get("n"), **flag})
 
 
 def _documents(live: Observed) -> str | None:

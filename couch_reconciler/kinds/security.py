@@ -43,6 +43,7 @@ from ..client import CouchSession, db_path, decode
 from ..databases import existing_databases
 from ..errors import ReconcileError
 from ..model import DATABASE, SECURITY, Change, Create, Desired, FieldChange, Observed, Update
+from ..ownership import MARKER
 from ..reads import shared
 from ..secrets import SecretRef
 from .base import ResourceKind
@@ -79,8 +80,10 @@ def read_with_databases(session: CouchSession) -> dict[str, Observed | None]:
 
 
 def digest(security: Mapping[str, Any]) -> str:
-    """The version of an object that has no `_rev`: equal objects give equal digests."""
-    canonical = json.dumps(security, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The version of an object that has no `_rev`: equal objects give equal digests. The ownership marker is
+    left out: it is the database kind's, which may restore it earlier in the same apply."""
+    kept = {key: value for key, value in security.items() if key != MARKER}
+    canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 

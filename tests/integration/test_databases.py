@@ -89,6 +89,35 @@ def test_hand_made_databases_are_never_deleted(couch, http, unique, tmp_path):
     assert hand_made not in plan.stdout and userdb not in plan.stdout
 
 
+def test_a_database_created_after_apply_gave_up_on_it_is_pruned_by_its_creation_record(couch, http, unique, tmp_path):
+    """CouchDB creates a database from a body-less PUT, so nothing in a database says who made it; a PUT that got
+    no answer in time may still create it afterwards, unmarked. The record apply wrote before the PUT
+    (couch_reconciler/creations.py) makes it this tool's: `--allow-delete` prunes it once no manifest lists it,
+    while a hand-made database beside it, with no record, stays."""
+    if couch.real:
+        pytest.skip("delays an answer with couchsim's fault injector; --allow-delete prunes every database this "
+                    "tool created on the server")
+    late, hand_made = unique("late"), unique("hand")
+    assert http.put(f"{couch.url}/{hand_made}").status_code == 201
+    write(tmp_path, "dbs.yaml", database(late))
+    couch.sim.faults.inject(path=f"^/{late}(\\?|$)", method="PUT", latency=1.0, count=1)
+    gave_up = reconcile(couch, "apply", str(tmp_path), "--auto-approve", "--timeout", "0.3")
+    couch.sim.faults.wait_settled(30)
+    assert gave_up.code == 1 and "the write may or may not have happened" in gave_up.stderr
+    assert "couch_reconciler" not in http.get(f"{couch.url}/{late}/_security").json()  # created late, unmarked
+    (tmp_path / "dbs.yaml").unlink()
+    write(tmp_path, "other.yaml", database(unique("other")))
+
+    assert late not in reconcile(couch, "plan", str(tmp_path)).stdout
+    pruning = reconcile(couch, "plan", str(tmp_path), "--allow-delete")
+    assert f"  - database/{late}\n      # no manifest lists it; couch-reconciler created it" in pruning.stdout
+    assert hand_made not in pruning.stdout
+    assert reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve").code == 0
+    assert info(couch, http, late) is None and info(couch, http, hand_made) is not None
+    records = http.get(f"{couch.url}/_users/_local_docs").json()["rows"]
+    assert [row["id"] for row in records if late in row["id"]] == []
+
+
 def test_deleting_a_database_that_holds_documents_needs_allow_delete_data(couch, http, unique, tmp_path):
     if couch.real:
         pytest.skip("--allow-delete prunes every database this tool created on the server: couchsim only")

@@ -85,10 +85,11 @@ def test_a_design_document_from_a_folder_deploys(couch, http, deployed, tmp_path
 def test_an_unchanged_design_document_sends_nothing_beyond_the_read(couch, deployed, tmp_path):
     noop = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
     assert noop.code == 0, noop.stderr
-    # One _dbs_info read for the database (its doc_count serves the design documents too) and one
-    # range read of its design documents with attachment stubs: no write, no attachment upload.
+    # One _dbs_info read for the database (its doc_count serves the design documents too), one of the
+    # records of databases being created (couch_reconciler/creations.py), and one range read of its design
+    # documents with attachment stubs: no write, no attachment upload.
     assert [(method, url.removeprefix(couch.url)) for method, url, _ in noop.sent] == [
-        ("POST", "/_dbs_info"), ("GET", f"/{deployed}/_all_docs")]
+        ("POST", "/_dbs_info"), ("GET", "/_users/_local_docs"), ("GET", f"/{deployed}/_all_docs")]
 
 
 @pytest.mark.parametrize("level", ["1", "0"])

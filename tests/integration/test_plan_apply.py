@@ -168,14 +168,20 @@ def test_a_failing_server_stops_apply_with_one_line_and_a_rerun_converges(couch,
     failed = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
     assert failed.code == 1
     assert failed.stderr.startswith(f"database/{second}: writing its _security and ownership marker: HTTP 503")
-    assert failed.stderr.endswith(f"the server failed; rerun when it is healthy; database/{second} was deleted "
-                                  "again (it was empty) so that the next apply creates it with its marker\n")
+    assert failed.stderr.endswith(f"the server failed; rerun when it is healthy; database/{second} was created "
+                                  "without it: the next apply writes it (a creation record, _users/_local/"
+                                  f"couch-reconciler-creating:{second}, says this tool created it)\n")
     assert len(failed.stderr.splitlines()) == 1
     fault.remove()
 
+    plan = reconcile(couch, "plan", str(tmp_path))
+    assert f"  ~ database/{second}  (" in plan.stdout and "      # adopts it: marks it as managed" in plan.stdout
+    assert "# restores its ownership marker in _security, which an interrupted apply left out" in plan.stdout
     rerun = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
     assert rerun.code == 0, rerun.stderr
     assert reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode").code == 0
+    http = couch.session()
+    assert http.get(f"{couch.url}/{second}/_security").json()["couch_reconciler"] == {"created_by": "couch-reconciler"}
 
 
 def test_json_and_markdown_formats(couch, unique, tmp_path):
