@@ -34,6 +34,7 @@ from .cli_options import (
 )
 from .errors import ReconcileError
 from .load import Manifest
+from .paths import Roots
 from .secrets import SecretPolicy
 
 if TYPE_CHECKING:
@@ -218,6 +219,7 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, wit
     with connect(**connection) as session:
         result = _shown_if_refused(lambda: make_plan(session, state, policy, RESOURCES), fmt, compact)
     result.warnings += [warning for warning in warnings if UNCHECKED_SECRET in warning]
+    result = dataclasses.replace(result, manifest_root=Roots.of(directory).manifests, secrets_dirs=secrets.dirs)
     if targets:
         result = targeted(result, targets, RESOURCES)
     if out:

@@ -19,8 +19,9 @@ MANIFEST_DIR = click.Path(exists=False, file_okay=True, dir_okay=True)
 
 
 def secrets_dir_option(command: F) -> F:
+    # Resolved here, as the manifest folder is: `file:` secrets are compared with them once resolved themselves.
     return click.option("--secrets-dir", "secrets_dirs", multiple=True, metavar="DIR",
-                        type=click.Path(exists=True, file_okay=False),
+                        type=click.Path(exists=True, file_okay=False, resolve_path=True),
                         help="A folder outside the manifest folder that `file:` secrets may name, e.g. where the "
                              "deployment mounts them (repeatable). Without it, `file:` must stay inside the "
                              "manifest folder.")(command)

@@ -298,6 +298,10 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     existing: dict[str, int] = field(default_factory=dict)  # live objects in scope per kind (threshold base)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    # The folders its `file:` secrets were confined to when it was made (resolved): the manifest folder, then
+    # each `--secrets-dir`. A saved plan's secrets are checked against them again before apply reads one.
+    manifest_root: str | None = None
+    secrets_dirs: tuple[str, ...] = ()
 
     def counts(self) -> dict[str, int]:
         """Terraform's arithmetic: a replace is one to add and one to destroy."""

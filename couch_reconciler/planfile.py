@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from .errors import ReconcileError
 from .model import Action, Change, Desired, FieldChange, Plan, Source
-from .secrets import SecretRef
+from .secrets import SecretRef, SecretUnreadable
 
 FORMAT = "couch-reconciler/plan"
 FORMAT_VERSION = 1
@@ -28,6 +28,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
         "summary": {**plan.counts(), "text": plan.summary()},
         "warnings": list(plan.warnings),
         "existing": dict(sorted(plan.existing.items())),
+        "roots": {"manifests": plan.manifest_root, "secrets_dirs": list(plan.secrets_dirs)},
         "changes": [_change_document(change) for change in plan.changes],
     }
 
@@ -59,11 +60,40 @@ def load(path: str) -> Plan:
                              f"{FORMAT_VERSION}; make the plan again with this version of reconcile")
     try:
         changes = [_change_from(item) for item in document["changes"]]
-        return Plan(document["server"], changes, list(document.get("warnings", [])),
-                    dict(document.get("existing", {})), document["created_at"])
-    except (KeyError, TypeError, ValueError) as error:
+        roots = document.get("roots") or {}
+        plan = Plan(document["server"], changes, list(document.get("warnings", [])),
+                    dict(document.get("existing", {})), document["created_at"], roots.get("manifests"),
+                    tuple(roots.get("secrets_dirs") or ()))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ReconcileError(f"{path}: damaged plan file ({type(error).__name__}: {error}); make the plan again") \
             from None
+    _check_confined(path, plan)
+    return plan
+
+
+def _check_confined(path: str, plan: Plan) -> None:
+    """A plan file names secret files by absolute paths, and anyone who can edit it could point one anywhere
+    (`/etc/shadow`, sent to the server as a password): every `file:` secret must still resolve, links included,
+    inside the folders the plan recorded, as `plan` required of the manifests."""
+    files = [(change, ref) for change in plan.changes if change.desired is not None
+             for ref in change.desired.secrets.values() if ref.is_file]
+    if not files:
+        return
+    if plan.manifest_root is None:
+        raise ReconcileError(f"{path}: the plan file records no manifest folder, so its file: secrets cannot be "
+                             "checked; make the plan again with this version of reconcile")
+    roots = [plan.manifest_root, *plan.secrets_dirs]
+    outside = []
+    for change, ref in files:
+        try:
+            ref.confine(roots)
+        except SecretUnreadable:
+            outside.append(f"{change.kind}/{change.key} ({ref.ref})")
+    if outside:
+        more = f" and {len(outside) - 1} more" if len(outside) > 1 else ""
+        raise ReconcileError(f"{path}: the secret file of {outside[0]}{more} lies outside the manifest folder "
+                             f"{plan.manifest_root} and the --secrets-dir folders the plan was made with (the plan file, "
+                             "or a link in the folder, was changed since); nothing was sent: make the plan again")
 
 
 def is_plan_file(path: str) -> bool:

@@ -48,7 +48,7 @@ def test_plan_file_round_trips_and_holds_references_not_secrets(tmp_path, monkey
 def test_json_document_has_the_documented_top_level_shape(tmp_path, monkeypatch):
     document = json.loads(render.json_document(sample_plan(tmp_path, monkeypatch)))
     assert list(document) == ["format", "format_version", "created_at", "server", "summary", "warnings",
-                              "existing", "changes"]
+                              "existing", "roots", "changes"]
     assert document["summary"] == {"add": 2, "change": 2, "destroy": 2,
                                    "text": "Plan: 2 to add, 2 to change, 2 to destroy."}
     password = document["changes"][2]["fields"][0]
