@@ -84,6 +84,9 @@ def left_as_found(couch) -> Iterator[None]:
         for doc_id in sorted(now_users - users):
             if doc_id.startswith("org.couchdb.user:"):
                 forget_user(http, couch.url, doc_id.removeprefix("org.couchdb.user:"))
+            elif doc_id.startswith("_design/"):  # the manifests' sign-ups view
+                doc = f"{couch.url}/_users/{doc_id}"
+                http.delete(doc, params={"rev": http.get(doc).json()["_rev"]})
         for database in sorted(now_databases - databases):
             if appeared_on_its_own(database):
                 continue

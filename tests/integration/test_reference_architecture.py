@@ -150,11 +150,17 @@ def test_a_user_cannot_read_write_or_list_the_design_documents_of_another_users_
 
 
 def test_no_user_can_read_or_write_analytics_or_its_security(world):
+    """Only server admins and the replications (as `ops`) write analytics: a user's document in her own
+    namespace, one in bulk, a design document are all 403 there, so the fan-in is her only way in."""
     url = world["url"]
     for key in ("a", "b"):
         user = as_user(world, key)
+        own = mine(world, key, f"direct-{time.time_ns()}", type="forged")
         assert user.get(f"{url}/analytics/_all_docs").status_code == 403
         assert user.post(f"{url}/analytics", json={"type": "forged"}).status_code == 403
+        assert user.put(f"{url}/analytics/{path(own['_id'])}", json=own).status_code == 403
+        assert user.post(f"{url}/analytics/_bulk_docs", json={"docs": [own], "new_edits": False}).status_code == 403
+        assert user.put(f"{url}/analytics/_design/mine", json={"views": {}}).status_code == 403
         assert user.get(f"{url}/analytics/_security").status_code == 403
         assert user.put(f"{url}/analytics/_security", json={}).status_code == 403
         assert user.get(f"{url}/analytics/_design/dashboard/_view/by_type").status_code == 403
