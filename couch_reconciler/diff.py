@@ -23,7 +23,7 @@ def diff_all(wanted: Mapping[str, Mapping[str, Desired]], observed: Mapping[str,
                 changes[(name, key)] = replace(change, desired=want.get(key))
             warnings.extend(kind.warnings(want.get(key), live.get(key)))
         warnings.extend(kind.summary_warnings(
-            [change for (kind_name, _), change in changes.items() if kind_name == name], live))
+            [change for (kind_name, _), change in changes.items() if kind_name == name], live, want))
     _reset_children(changes, wanted, observed, kinds)
     return list(changes.values()), warnings
 

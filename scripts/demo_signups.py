@@ -2,13 +2,12 @@
 
 `sign-up`: the app's back end creates two users (no role, `signed_up_at` for the panel's sign-ups per day),
 and waits for couch_peruser to create their databases. `converged`: waits until `reconcile watch` gave each of them what the manifests' template
-wants (the role that opens main-entities, security, a replication to analytics) and shows it.
+wants (the role that opens main-entities, security, a first one-shot replication to analytics) and shows it.
 `wait-for-log FILE TEXT`: waits until a line of FILE (watch's log) holds TEXT. `flow`: one of them writes
 to her database and to main-entities, and the admin dashboard in analytics counts both documents once the
-replications carried them. `history`: the four users' devices sync three weeks of documents they wrote
-offline (dated, typed, each with its owner and an id in her namespace), so the analytics panel has something
-to show. `panel`: prints
-the panel's address and how to sign in.
+replications carried them (watch's one-shot run for hers). `history`: the four users' devices sync three
+weeks of documents they wrote offline (dated, typed, each with its owner and an id in her namespace), so the
+analytics panel has something to show. `panel`: prints the panel's address and how to sign in.
 """
 
 from __future__ import annotations

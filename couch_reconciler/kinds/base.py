@@ -24,8 +24,8 @@ How the engine drives a ResourceKind (couch_reconciler/plan.py, couch_reconciler
    longer list it: return `self.prune(live)` (a Delete only when `live.managed`). The engine
    fills `Change.desired` itself; a Delete or Replace that destroys data sets `Change.destroys`
    ("12 documents"), which needs --allow-delete-data. `warnings(wanted, live)` yields plan notes;
-   `summary_warnings(changes, live)` yields notes about all of the kind's changes at once (a view
-   rebuild across thousands of databases).
+   `summary_warnings(changes, live, wanted)` yields notes about all of the kind's objects at once (a
+   view rebuild across thousands of databases).
 4. apply(session, changes, secrets): changes of this kind only, in plan order, in chunks (the
    engine reports progress between chunks); `secrets` maps a change's key to its {field: SecretRef},
    resolved only here. Raise ReconcileError/ServerError with one line naming the object on failure.
@@ -114,7 +114,8 @@ class ResourceKind(ABC):
     def warnings(self, wanted: Desired | None, live: Observed | None) -> Iterable[str]:
         return ()
 
-    def summary_warnings(self, changes: Sequence[Change], live: Mapping[str, Observed]) -> Iterable[str]:
+    def summary_warnings(self, changes: Sequence[Change], live: Mapping[str, Observed],
+                         wanted: Mapping[str, Desired]) -> Iterable[str]:
         return ()
 
     def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:

@@ -276,7 +276,8 @@ class DesignDocumentResource(ResourceKind):
         return Update(self.name, wanted.key, wanted.source, before=dict(live.body), after=after,
                       fields=_shown(fields), version=live.version, notes=notes)
 
-    def summary_warnings(self, changes: Sequence[Change], live: Mapping[str, Observed]) -> Iterator[str]:
+    def summary_warnings(self, changes: Sequence[Change], live: Mapping[str, Observed],
+                         wanted: Mapping[str, Desired]) -> Iterator[str]:
         """One warning per design document whose views change, with how many databases and documents the
         rebuild touches (a UserDatabases template may change thousands at once)."""
         rebuilt: dict[str, list[Change]] = {}

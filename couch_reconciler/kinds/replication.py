@@ -196,11 +196,27 @@ class ReplicationResource(ResourceKind):
             yield (f"{wanted.source}: replication/{wanted.key}: CouchDB marked it failed "
                    f"({live.facts.get('reason')}); fix the manifest, and apply writes it again")
 
-    def summary_warnings(self, changes: Sequence[Change], live: Mapping[str, Observed]) -> Iterator[str]:
-        behind = sorted(str(observed.facts["state_time"]) for observed in live.values() if observed.facts.get("behind"))
-        if behind:
-            yield (f"fanIn triggered is stale: {len(behind)} user database(s) written since their last one-shot run "
-                   f"(the oldest ended {behind[0]}) wait for `reconcile watch`, which starts those runs; is it running?")
+    def summary_warnings(self, changes: Sequence[Change], live: Mapping[str, Observed],
+                         wanted: Mapping[str, Desired]) -> Iterator[str]:
+        # Per fan-in (the template's replicateTo line and its target): the user databases whose one-shot run
+        # is due, written since their last run or never replicated at all, which only watch starts.
+        stale: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+        for key, desired in wanted.items():
+            observed = live.get(key)
+            if not desired.options.get("triggered") or (observed is not None and not observed.facts.get("behind")):
+                continue
+            ended, never = stale.setdefault((str(desired.source), _local_database(desired.body["target"]) or ""),
+                                            ([], []))
+            if observed is None:
+                never.append(key)
+            else:
+                ended.append(str(observed.facts["state_time"]))
+        for (source, target), (ended, never) in sorted(stale.items()):
+            parts = ([f"{len(ended)} written since their last run (the oldest ended {min(ended)})"] if ended else []) \
+                + ([f"{len(never)} never replicated"] if never else [])
+            yield (f"{source}: fanIn triggered into {target} is stale: {len(ended) + len(never)} user database(s) "
+                   f"wait for `reconcile watch`, which starts their one-shot runs; is it running? "
+                   f"({'; '.join(parts)})")
         switching = sum(1 for observed in live.values() if observed.facts.get("switching"))
         if switching:
             yield (f"{switching} continuous replication(s) of a `fanIn: triggered` entry switch to one-shot runs: "

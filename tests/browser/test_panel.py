@@ -1,5 +1,6 @@
 """The analytics panel (manifests/panel.yaml) in a real browser, on the reference architecture as
-`reconcile apply manifests/` deploys it: an admin signs in with /_session and reads the figures the views and
+`reconcile apply manifests/` deploys it (with `reconcile watch` running, which replicates the users'
+databases into analytics): an admin signs in with /_session and reads the figures the views and
 the scheduler return; a user who is not an admin sees only "Not authorised"; a reload with the server
 unreachable shows the last figures under a banner that says so.
 
@@ -23,8 +24,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import requests
 
-from reference_world import apply_manifests, left_as_found, sign_up
+from reference_world import apply_manifests, left_as_found, sign_up, watching_manifests
 from waiting import wait_for
+from couch_reconciler.kinds.user_databases import user_database
 
 PANEL = "/analytics-panel/_design/panel/index.html"
 STORED = "analytics-panel:last-figures"
@@ -40,7 +42,12 @@ def day(back: int) -> str:
 def world(module_couch):
     couch = module_couch
     with left_as_found(couch):
-        yield deploy(couch)
+        world = deploy(couch)
+        with watching_manifests(couch):
+            for name in world["signed_up"]:  # the fan-in card counts the users whose database replicates
+                doc = f"{couch.url}/_replicator/per-user.{user_database('userdb-', name)}.to.analytics"
+                wait_for(lambda: world["admin"].get(doc).status_code == 200, f"watch's first run for {name}")
+            yield world
 
 
 def deploy(couch) -> dict:
@@ -62,7 +69,8 @@ def deploy(couch) -> dict:
     user = f"reader-{suffix}"
     sign_up(admin, couch.url, user, "reader-pw", day(0))
     sign_up(admin, couch.url, f"early-{suffix}", "early-pw", day(3))
-    return {"couch": couch, "admin": admin, "url": couch.url, "user": user, "writer": writer}
+    return {"couch": couch, "admin": admin, "url": couch.url, "user": user, "writer": writer,
+            "signed_up": [user, f"early-{suffix}"]}
 
 
 def open_panel(browser, base: str):
@@ -243,7 +251,9 @@ def test_a_page_a_user_uploads_runs_no_script_even_for_a_signed_in_admin(world, 
     attachments = {"page.html": {"content_type": "text/html", "data": base64.b64encode(page_html).decode()},
                    "x.js": {"content_type": "application/javascript",
                             "data": base64.b64encode(b'document.title = "ran too"').decode()}}
-    stored = user.put(f"{world['url']}/{database}/trap", json={"_attachments": attachments})
+    # In her namespace, as the provenance validation watch deploys into her database asks.
+    trap = f"{world['url']}/{database}/{world['user']}:trap"
+    stored = user.put(trap, json={"owner": world["user"], "_attachments": attachments})
     assert stored.status_code == 201, stored.text
 
     page = open_panel(browser, world["url"])
@@ -251,7 +261,7 @@ def test_a_page_a_user_uploads_runs_no_script_even_for_a_signed_in_admin(world, 
     page.wait_for_selector("#dashboard:not([hidden])")  # the panel's own scripts run
     blocked: list[str] = []
     page.on("console", lambda message: blocked.append(message.text))
-    page.goto(f"{world['url']}/{database}/trap/page.html")
+    page.goto(f"{trap}/page.html")
     page.wait_for_load_state("load")
     assert page.title() == "inert"
     assert any("Content Security Policy" in line for line in blocked), blocked

@@ -1,6 +1,7 @@
 """`make demo` as a newcomer runs it: the reference architecture deployed on couchsim, two sign-ups made on
-the server and converged by `reconcile watch` (not by another apply), watch stopped by SIGTERM with exit 0,
-and a document reaching analytics; it ends with the analytics panel's address and how to sign in there.
+the server and converged by `reconcile watch` (not by another apply), documents reaching analytics through
+watch's one-shot replications (fanIn: triggered), watch stopped by SIGTERM with exit 0; it ends with the
+analytics panel's address and how to sign in there.
 
 The demo always starts its own couchsim on a free port (COUCHDB_URL removed from its environment); its
 replications reach that server through COUCHDB_REPLICATION_URL, which the demo sets.
@@ -32,7 +33,8 @@ def test_the_demo_shows_watch_converging_two_sign_ups_and_a_document_reaching_an
     for user in (r"Mark\.O\+demo@example\.com", "zoë"):
         assert re.search(rf"reconcile  targeted/[^:\n]*{user}[^:\n]*: \d+ change\(s\) applied", out), user
     for database in ("userdb-7a6fc3ab", "userdb-4d61726b2e4f2b64656d6f406578616d706c652e636f6d"):
-        assert f"create     replication/per-user.{database}.to.analytics: done" in out
+        # fanIn: triggered: watch's first one-shot run of each new user database, not a continuous document.
+        assert f"trigger    replication/per-user.{database}.to.analytics: one-shot replication started" in out
     assert "zoë: roles ['app-user']; userdb-7a6fc3ab members ['zoë']" in out
 
     # SIGTERM stops watch cleanly, and no process of the demo outlives it.

@@ -2,8 +2,9 @@
 
 The manifests are applied unchanged, as `make demo` applies them (demo.env secrets, and
 $COUCHDB_REPLICATION_URL naming the URL this server reaches itself at). Two users then sign up directly on the server, as the app's back end
-does, and a second apply brings them their database, security, role and replication. Then each client
-tries what it may and may not do.
+does, and a second apply brings them their role (couch_peruser made their database and security). Their
+fan-in to analytics is `fanIn: triggered`: `reconcile watch`, running beside the server from then on as
+the deployment runs it, starts their one-shot replications. Then each client tries what it may and may not do.
 
 Relied on:
 - docs/couchdb.md, "Security and users": anonymous on an admin-only database is 401, an
@@ -14,8 +15,9 @@ Relied on:
   behind the same reader check as `_all_docs`), src/couch/src/couch_db.erl `check_is_member`
   (readers: members or admins; `_security` writes: db admins only).
 - docs/couchdb.md, "Replication": `_replicator` docs need full URLs, credentials in
-  `auth.basic`; a continuous replication carries later writes; a `selector` replicates only the revisions it
-  matches (couch_changes:filter/5), tombstones included when it admits `_deleted`.
+  `auth.basic`; a continuous replication carries later writes; a one-shot one copies what its source holds
+  and ends `completed`; a `selector` replicates only the revisions it matches (couch_changes:filter/5),
+  tombstones included when it admits `_deleted`.
 - docs/couchdb.md, "couch_peruser" and "Security and users": she administers her own database (ensure_security
   puts her back among its admins), so she may delete its validate_doc_update; in main-entities she is a member
   and may not; no user name holds `:`.
@@ -24,17 +26,18 @@ Relied on:
 from __future__ import annotations
 
 import json
+import re
 import time
 from urllib.parse import quote
 
 import pytest
 import requests
 
-from reference_world import apply_manifests, left_as_found, reconcile_manifests, sign_up
+from reference_world import apply_manifests, left_as_found, reconcile_manifests, sign_up, watching_manifests
 from waiting import wait_for
 from couch_reconciler.kinds.user_databases import user_database
 
-ANALYTICS_WAIT = 30.0  # seconds for a document to travel through a continuous replication
+ANALYTICS_WAIT = 30.0  # seconds for a document to reach analytics (watch's debounce, then a one-shot run)
 
 
 def client(auth: tuple[str | bytes, str | bytes] | None) -> requests.Session:
@@ -49,10 +52,12 @@ def path(*parts: str) -> str:
 
 @pytest.fixture(scope="module")
 def world(module_couch):
-    """The deployed reference architecture and two sign-ups; shared by the module's tests, which only read
-    or make writes the others do not count. Removed afterwards, config included."""
+    """The deployed reference architecture and two sign-ups, then `reconcile watch` running; shared by the
+    module's tests, which only read or make writes the others do not count. Removed afterwards, config included."""
     with left_as_found(module_couch):
-        yield _deploy(module_couch)
+        world = _deploy(module_couch)
+        with watching_manifests(module_couch):
+            yield world
 
 
 def _deploy(couch) -> dict:
@@ -66,7 +71,7 @@ def _deploy(couch) -> dict:
     third = reconcile_manifests(couch, "plan", "--detailed-exitcode")
     assert third.code == 0, third.stdout + third.stderr
     return {"couch": couch, "admin": admin, "url": couch.url, "a": users["zoë"], "b": users["mark"],
-            "second": second}
+            "second": second, "third": third}
 
 
 def as_user(world, key: str) -> requests.Session:
@@ -75,13 +80,26 @@ def as_user(world, key: str) -> requests.Session:
     return client((name.encode("utf-8"), f"{name}-pw".encode("utf-8")))
 
 
-def test_signups_get_their_database_role_and_replication_at_the_next_apply(world):
-    applied = world["second"].stdout
+def test_signups_get_their_role_at_the_next_apply_and_their_fan_in_from_watch(world):
+    applied, planned = world["second"].stdout, world["third"].stdout
     for key in ("a", "b"):
         database = user_database("userdb-", world[key])
         assert f"~ user/{world[key]}: updated" in applied  # the app-user role
-        assert f"+ replication/per-user.{database}.to.analytics: created" in applied
         assert f"database/{database}" not in applied  # couch_peruser made it; the tool does not fight it
+        assert f"replication/per-user.{database}" not in applied  # watch starts the one-shot runs, not apply
+    assert "`fanIn: triggered` replications are started by `reconcile watch`, not by apply" in applied
+    # Before watch ran, the plan says plainly which fan-in is stale and for how many users (the server may hold
+    # other tests' users too).
+    stale = re.search(r"user-databases\.yaml:\d+: fanIn triggered into analytics is stale: \d+ user database\(s\) "
+                      r"wait for `reconcile watch`.*\((\d+) never replicated\)", planned)
+    assert stale and int(stale.group(1)) >= 2, planned
+
+    # With watch running, each has her one-shot replication into analytics, and it completes.
+    for key in ("a", "b"):
+        doc_path = f"{world['url']}/_replicator/per-user.{user_database('userdb-', world[key])}.to.analytics"
+        doc = wait_for(lambda: (found := world["admin"].get(doc_path).json()).get("_replication_state") == "completed"
+                       and found, f"the one-shot replication of {world[key]} to complete", ANALYTICS_WAIT)
+        assert doc["continuous"] is False and doc["couch_reconciler_trigger"]["update_seq"]
 
 
 def test_anonymous_can_read_or_write_nothing(world):

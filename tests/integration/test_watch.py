@@ -633,7 +633,7 @@ def test_metrics_are_served_while_watch_converges_sign_ups(couch, http, unique, 
 
 def databases_waiting(plan_text: str) -> int:
     """How many user databases the plan's stale fan-in warning counts (0 without the warning)."""
-    found = re.search(r"fanIn triggered is stale: (\d+) user database", plan_text)
+    found = re.search(r"fanIn triggered into analytics is stale: (\d+) user database", plan_text)
     return int(found.group(1)) if found else 0
 
 

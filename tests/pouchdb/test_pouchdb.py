@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from reference_world import apply_manifests, left_as_found, sign_up
+from reference_world import apply_manifests, left_as_found, sign_up, watching_manifests
 
 HERE = Path(__file__).parent
 NODE_TIMEOUT = 180  # seconds for the whole Node run, replication to analytics included
@@ -35,12 +35,13 @@ def syncs_two_devices(couch, unique, node: str) -> None:
     admin = couch.session()
     name, password = unique("zoë-日本"), "correct horse ✓ battery"
     sign_up(admin, couch.url, name, password, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    # The next apply gives her the role that opens main-entities and the replication into analytics.
+    # The next apply gives her the role that opens main-entities; watch, running as the deployment runs it,
+    # replicates her database into analytics whenever she writes (fanIn: triggered).
     apply_manifests(couch)
-
     env = {**os.environ, "COUCHDB_URL": couch.url, "COUCHDB_USER": couch.user, "COUCHDB_PASSWORD": couch.password,
            "POUCHDB_USER": name, "POUCHDB_PASSWORD": password, "ANALYTICS_WAIT": "60"}
-    run = subprocess.run([node, "--test", "--test-reporter=spec", "sync.test.js"], cwd=HERE, env=env,
-                         capture_output=True, text=True, timeout=NODE_TIMEOUT)
+    with watching_manifests(couch):
+        run = subprocess.run([node, "--test", "--test-reporter=spec", "sync.test.js"], cwd=HERE, env=env,
+                             capture_output=True, text=True, timeout=NODE_TIMEOUT)
     assert run.returncode == 0, run.stdout + run.stderr
     assert re.search(r"^ℹ pass [1-9]", run.stdout, re.M) and re.search(r"^ℹ fail 0$", run.stdout, re.M), run.stdout
