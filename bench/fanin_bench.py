@@ -2,7 +2,7 @@
 and the switch from `fanIn: continuous` under load, on couchsim with CouchDB's default `[replicator]`
 settings (max_jobs 500, interval 60 s, max_churn 20: nothing is overridden but PBKDF2's rounds).
 
-    .venv/bin/python bench/fanin_bench.py [--sizes 1000 10000] [--probes 20] [--switch-size 1000] [--pool 16]
+    .venv/bin/python bench/fanin_bench.py [--sizes 1000 10000] [--probes 20] [--switch-sizes 1000 10000] [--pool 16]
 
 For each N: N users sign up, the template's first apply gives them a database (fanIn continuous when the
 switch is measured, else triggered), watch starts with `fanIn: triggered` and, as soon as its full
@@ -10,11 +10,16 @@ reconcile is done, one document is written into the databases of `--probes` user
 range (the first, the newest and evenly between), one after another, while watch's catch-up (every
 database replicated once, or switched) still runs. Printed: p50, p95, max of the delays until each is in
 `analytics`, beside the floor: the delay of one continuous replication already running (the same write
-into its source, measured the same way, on the same server before the fan-in's own jobs exist).
+into its source, measured the same way, on the same server before the fan-in's own jobs exist), with
+the load average (the machine is shared).
 
-The switch (at `--switch-size` users): the highest count of one-shot jobs in CouchDB's scheduler seen
-(`_scheduler/jobs`, a job id without `+continuous`), sampled every 0.1 s, against `--max-triggered`; how
-many databases were triggered more than once with no write in between; and how long it took.
+The switch under load (at each of `--switch-sizes`): every user has a continuous replication, CouchDB's
+scheduler runs 500 and holds the rest pending, and watch starts with `fanIn: triggered`; the probes are
+written while it switches. Printed besides: the highest count of one-shot jobs in CouchDB's scheduler seen
+(`_scheduler/jobs`, a job id without `+continuous`), sampled every 0.1 s, against `--max-triggered`; when
+the continuous jobs were gone; how many databases were triggered more than once with no write in between;
+how long it took. Then, once caught up, the requests watch sends without writes and per database written,
+which must not grow with the number of users.
 """
 
 from __future__ import annotations
@@ -98,6 +103,32 @@ class Watching:
         self.session.close()
 
 
+class Scheduler:
+    """Samples `_scheduler/jobs` every 0.1 s: the most one-shot jobs seen (a continuous job's id ends with
+    `+continuous`, couch_replicator_ids.erl `replication_id/1`), and when the last continuous one went."""
+
+    def __init__(self, connection: Connection):
+        self.one_shot, self.continuous_gone = 0, None
+        self.began = time.perf_counter()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._sample, args=(connection,), daemon=True)
+        self.thread.start()
+
+    def _sample(self, connection: Connection) -> None:
+        with CouchSession(connection) as probe:
+            while not self.stopping.is_set():
+                jobs = [job["id"] for job in probe.get("_scheduler/jobs", params={"limit": "100000"})["jobs"]]
+                self.one_shot = max(self.one_shot, sum(1 for job in jobs if not job.endswith("+continuous")))
+                # The floor's own continuous job stays: the fan-in's are gone when it is the only one.
+                if self.continuous_gone is None and sum(1 for job in jobs if job.endswith("+continuous")) <= 1:
+                    self.continuous_gone = time.perf_counter() - self.began
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+
+
 def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings: Settings) -> None:
     connection = Connection(url, *ADMIN, pool=pool, timeout=120)
     names = [f"user-{index:06d}" for index in range(count)]
@@ -110,18 +141,10 @@ def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings
         execute(session, plan.changes, RESOURCES)
         print(f"  setup: {count} users, first apply (fanIn {'continuous' if switch else 'triggered'}) "
               f"{len(plan.changes)} changes in {time.perf_counter() - began:.1f} s", flush=True)
-    seen_jobs = [0]
-    sampling = threading.Event()
-
-    def sample() -> None:
-        with CouchSession(connection) as probe:
-            while not sampling.is_set():
-                jobs = probe.get("_scheduler/jobs", params={"limit": "100000"})["jobs"]
-                seen_jobs[0] = max(seen_jobs[0], sum(1 for job in jobs if "+continuous" not in job["id"]))
-                time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+        if switch:  # under load: CouchDB's scheduler full, the rest of the continuous jobs pending
+            while len(session.get("_scheduler/jobs", params={"limit": "100000"})["jobs"]) < min(count + 1, 500):
+                time.sleep(0.2)
+    scheduler = Scheduler(connection)
     began = time.perf_counter()
     watch = Watching(connection, url, settings)
     try:
@@ -133,27 +156,51 @@ def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings
         arrived = sum(1 for delay in delays if delay < CAP)
         print(f"  delay to analytics over {len(delays)} users from the first to the newest, written while the "
               f"catch-up of {behind} databases runs: {stats(delays)} ({arrived}/{len(delays)} within {CAP:.0f} s); "
-              f"floor (one running continuous replication) {stats(floors)}", flush=True)
+              f"floor (one running continuous replication) {stats(floors)}; load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
         while fan_in.dirty or fan_in.running:
             time.sleep(0.2)
         took = time.perf_counter() - began
-        sampling.set()
+        scheduler.stop()
         twice = sum(1 for doc_id, runs in watch.triggers().items()
                     if runs > 1 and not any(doc_id.startswith(f"per-user.{user_database('userdb-', names[i])}.")
                                             for i in spread(count, probes)))
         label = "switch from continuous" if switch else "catch-up"
+        gone = ("" if not switch else "; continuous jobs gone from the scheduler "
+                + ("never" if scheduler.continuous_gone is None else f"{scheduler.continuous_gone:.1f} s")
+                + " after watch started")
         print(f"  {label}: {behind} databases in {took:.1f} s; one-shot jobs in the scheduler at most "
-              f"{seen_jobs[0]} (--max-triggered {settings.max_triggered}); databases triggered twice without a "
-              f"write between: {twice}", flush=True)
+              f"{scheduler.one_shot} (--max-triggered {settings.max_triggered}){gone}; databases triggered twice "
+              f"without a write between: {twice}", flush=True)
+        steady(watch, names)
     finally:
-        sampling.set()
+        scheduler.stop()
         watch.stop()
+
+
+def steady(watch: Watching, names: list[str], quiet: float = 10.0, writes: int = 10) -> None:
+    """What watch sends once caught up: while nothing is written (its feeds' long polls), and per database
+    written (a one-shot run: its update_seq, a plan and apply of its document, polls until it completed). Both
+    follow what changed, not how many user databases there are."""
+    session = watch.session
+    before = session.requests_sent
+    time.sleep(quiet)
+    idle = session.requests_sent - before
+    before = session.requests_sent
+    with CouchSession(session.connection) as writer:
+        for index in range(writes):
+            database = user_database("userdb-", names[index * len(names) // writes])
+            arrival(writer, database, f"steady-{index}")
+    per_write = (session.requests_sent - before) / writes
+    print(f"  watch caught up, {len(names)} user databases: {idle} requests in {quiet:.0f} s without writes, "
+          f"{per_write:.1f} per database written ({writes} written one after another)", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
-    parser.add_argument("--switch-size", type=int, default=1000, help="users for the mode switch (0: none)")
+    parser.add_argument("--switch-sizes", type=int, nargs="*", default=[1000, 10000],
+                        help="users for the mode switch under load (none: no switch)")
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--pool", type=int, default=16)
     args = parser.parse_args()
@@ -162,7 +209,7 @@ def main() -> None:
     print_header("fanin_bench", args.pool, " --config chttpd_auth/iterations=1000 ([replicator] defaults: "
                  f"max_jobs 500, interval 60000 ms, max_churn 20); watch debounce {settings.debounce} s, "
                  f"max_triggered {settings.max_triggered}")
-    runs = [(count, False) for count in args.sizes] + ([(args.switch_size, True)] if args.switch_size else [])
+    runs = [(count, False) for count in args.sizes] + [(count, True) for count in args.switch_sizes]
     for count, switch in runs:
         with couchsim("chttpd_auth/iterations=1000") as server:
             print(f"N = {count} users{', switching from fanIn continuous' if switch else ''}:", flush=True)

@@ -168,10 +168,10 @@ class ReplicationResource(ResourceKind):
             return self.prune(live)
         if wanted.options.get("triggered"):
             # `reconcile watch` writes it on each run (kinds/user_databases.triggered_replication). A continuous
-            # one (the entry's fanIn was switched) is made one-shot by watch too, as one of its runs: at most
-            # --max-triggered at once and marked with the update_seq it starts at, where rewriting them all here
-            # would start every one at once in CouchDB's scheduler and have watch trigger each again. The plan
-            # says how many wait for that (summary_warnings).
+            # one (the entry's fanIn was switched) is watch's to switch too: it deletes them together and starts
+            # the one-shot runs, at most --max-triggered at once, each marked with the update_seq it starts at,
+            # where rewriting them all here would start every one at once in CouchDB's scheduler and have watch
+            # trigger each again. The plan says how many wait for that (summary_warnings).
             return None
         with_secret = [end for end in ENDPOINTS if end in wanted.secrets]
         if live is None:
@@ -220,8 +220,9 @@ class ReplicationResource(ResourceKind):
         switching = sum(1 for observed in live.values() if observed.facts.get("switching"))
         if switching:
             yield (f"{switching} continuous replication(s) of a `fanIn: triggered` entry switch to one-shot runs: "
-                   "`reconcile watch` rewrites them, at most --max-triggered at once, each as the next run of its "
-                   "database (they keep replicating continuously until then); apply leaves them as they are")
+                   "`reconcile watch` deletes them in bulk at its next full reconcile (CouchDB's scheduler drops "
+                   "their jobs) and replicates each database once by a one-shot run, at most --max-triggered at "
+                   "once; apply leaves them as they are (they keep replicating continuously until then)")
 
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:

@@ -24,7 +24,7 @@ from ..errors import ReconcileError, ServerError
 from ..kinds.base import ResourceKind
 from ..kinds.replication import TRIGGER_FIELD
 from ..kinds.user_databases import UserTemplate, replication_id, triggered_replication
-from ..model import REPLICATION, Change, Desired, DesiredState
+from ..model import REPLICATION, Change, Delete, Desired, DesiredState
 from ..pipeline import make_plan
 from ..plan import Policy
 from ..replicator import replicator_docs_by_id
@@ -97,16 +97,35 @@ class TriggeredFanIn:
             return
         docs = self._docs([r.doc_id for routes in self.routes.values() for r in routes])
         seqs = self._seqs(list(self.routes))
+        switched: list[Change] = []
         for database, routes in self.routes.items():
             for route in routes:
                 doc = docs.get(route.doc_id) or {}
                 started = (doc.get(TRIGGER_FIELD) or {}).get("update_seq")
-                if doc.get("continuous") is True:  # the entry's fanIn was switched: its next run makes it one-shot
+                if doc.get("continuous") is True:  # the entry's fanIn was switched
+                    switched.append(Delete(REPLICATION, route.doc_id, None, version=doc["_rev"]))
                     self.dirty.setdefault(database, CATCH_UP)
                 elif doc and doc.get("_replication_state") not in FINISHED:
                     self.running.setdefault(route.doc_id, Run(route, started, time.monotonic()))
                 elif seqs.get(database) != started:
                     self.dirty.setdefault(database, CATCH_UP)
+        if switched:
+            self._switch(switched)
+
+    def _switch(self, continuous: Sequence[Change]) -> None:
+        """The continuous documents of a switched entry go at once, in bulk: CouchDB's scheduler drops their
+        jobs as it sees the deletions (couch_replicator_doc_processor.erl `process_change/2`), so the
+        one-shot runs never queue behind up to `max_jobs` of them, and each database's next run (a new
+        document under the same id, resuming from the same checkpoint) is its only trigger. One that cannot
+        be deleted now (written meanwhile) is rewritten by its run instead."""
+        try:
+            execute(self.session, continuous, self.kinds)
+        except ReconcileError as error:
+            self.log("switch", "replication", "", f"{error}; their runs rewrite them", level="warning")
+            return
+        self.log("switch", "replication", "", f"{len(continuous)} continuous document(s) of `fanIn: triggered` "
+                 "entries deleted; each database replicates by a one-shot run, at most "
+                 f"{self.max_triggered} at once")
 
     def tick(self) -> None:
         if self.running:

@@ -34,7 +34,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from cleanup import appeared_on_its_own
-from reconcile_runner import reconcile, write
+from reconcile_runner import config_changed, reconcile, write
 from couch_reconciler.client import Connection, CouchSession
 from couch_reconciler.kinds import replication as replication_kind
 from couch_reconciler.plan import Policy
@@ -336,6 +336,59 @@ def test_switching_to_triggered_fan_in_makes_the_continuous_document_one_shot(co
         wait_for(lambda: http.get(f"{couch.url}/analytics/after-switch").status_code == 200)
         log.wait(lambda r: r["action"] == "replicate" and r["key"] == doc_id and r["outcome"].startswith("completed"))
     assert http.get(f"{couch.url}/_replicator/{doc_id}").json()["continuous"] is False
+
+
+def scheduler_jobs(couch, http) -> list[str]:
+    """The ids of the jobs in CouchDB's replication scheduler (a continuous one ends with `+continuous`,
+    couch_replicator_ids.erl `replication_id/1`)."""
+    return [job["id"] for job in http.get(f"{couch.url}/_scheduler/jobs", params={"limit": "10000"}).json()["jobs"]]
+
+
+@SIM_ONLY
+def test_a_switch_under_load_drops_the_continuous_jobs_and_runs_each_database_once(couch, http, unique, tmp_path):
+    """More continuous jobs than `[replicator] max_jobs`: the switch to triggered does not wait for CouchDB to
+    rotate them out (max_churn per interval). Watch deletes their documents together, so the scheduler drops
+    them, then replicates each database once, never more than --max-triggered one-shot jobs at a time, and
+    what was written before the switch (unreplicated by the jobs left pending) reaches analytics.
+    SIM_ONLY: lowers max_jobs for the whole server."""
+    names = [unique("load") for _ in range(6)]
+    for name in names:
+        sign_up(couch, http, name)
+    databases = [user_database("userdb-", name) for name in names]
+    ids = {f"per-user.{database}.to.analytics" for database in databases}
+    # couch_replicator_scheduler:maybe_start_newly_added_job/2 starts a new job only while the scheduler holds
+    # fewer than max_jobs jobs, itself included: 3 leaves room for 2 one-shot jobs once the continuous ones go.
+    with config_changed(http, f"{couch.url}/_node/_local/_config/replicator/max_jobs", "3"):
+        assert reconcile(couch, "apply", "--auto-approve", str(manifests(couch, tmp_path))).code == 0
+        wait_for(lambda: len(scheduler_jobs(couch, http)) == len(names), "the continuous jobs to be scheduled")
+        for index, database in enumerate(databases):
+            assert http.put(f"{couch.url}/{database}/before-{index}", json={}).status_code == 201
+        one_shot, sampling = [0], threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                one_shot[0] = max(one_shot[0], sum(1 for job in scheduler_jobs(couch, http)
+                                                   if not job.endswith("+continuous")))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            with watching(couch, manifests(couch, tmp_path, fan_in="triggered"),
+                          settings=replace(FAST, max_triggered=2)) as log:
+                switch = log.wait(lambda r: r["action"] == "switch")
+                assert switch["outcome"].startswith(f"{len(names)} continuous document(s)"), switch
+                assert not any(job.endswith("+continuous") for job in scheduler_jobs(couch, http))
+                wait_for(lambda: all(http.get(f"{couch.url}/analytics/before-{index}").status_code == 200
+                                     for index in range(len(names))), "what was written before the switch", 30)
+                wait_for(lambda: all(http.get(f"{couch.url}/_replicator/{doc_id}").json().get("_replication_state")
+                                     == "completed" for doc_id in ids), "every one-shot run to complete", 30)
+        finally:
+            sampling.set()
+            sampler.join(timeout=5)
+    assert 1 <= one_shot[0] <= 2
+    triggered = [r["key"] for r in log.records() if r["action"] == "trigger" and r["outcome"].startswith("one-shot")]
+    assert sorted(triggered) == sorted(ids)  # each database once
 
 
 def delete_user(couch, http, name: str) -> None:
