@@ -1,10 +1,17 @@
-"""Removing what a test made on a shared (possibly real) server without upsetting couch_peruser."""
+"""Leaving a shared (possibly real) server as a test found it, without upsetting couch_peruser."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
 from urllib.parse import quote
 
 import requests
+
+USER_PREFIX = "org.couchdb.user:"
+# The system databases a test may give another `_security` (and must give back).
+SYSTEM_DBS = ("_users", "_replicator")
 
 
 def forget_user(http: requests.Session, url: str, name: str) -> None:
@@ -12,10 +19,10 @@ def forget_user(http: requests.Session, url: str, name: str) -> None:
 
     couch_peruser replays `_users` from seq 0 whenever its config changes; the tombstone of a user whose
     database is gone (deleted before her, or never made) makes it crash on ensure_security and restart every
-    5 s for ever, so no later sign-up gets a database (src/couch_peruser/src/couch_peruser.erl). A purged
-    tombstone is no longer in the feed. A server without `_purge` (couchsim) keeps the tombstone: harmless
-    there, as its couch_peruser does not replay."""
-    doc_id = "org.couchdb.user:" + name
+    5 s for ever, so no later sign-up on that shard gets a database (src/couch_peruser/src/couch_peruser.erl).
+    A purged tombstone is no longer in the feed. A server without `_purge` (couchsim) keeps the tombstone:
+    harmless there, as its couch_peruser does not replay."""
+    doc_id = USER_PREFIX + name
     path = f"{url}/_users/{quote(doc_id, safe=':')}"
     current = http.get(path)
     if current.status_code == 200:
@@ -32,3 +39,72 @@ def appeared_on_its_own(database: str) -> bool:
     """A system database CouchDB creates by itself when first used (`_users` by chttpd_auth_cache, say): never
     deleted by a test that saw it appear. `_global_changes` is not one: only a cluster setup or a manifest makes it."""
     return database.startswith("_") and database != "_global_changes"
+
+
+@dataclass
+class Snapshot:
+    databases: set[str]
+    users: set[str]  # every id `_users/_changes` lists: users, design documents, tombstones
+    replications: set[str]
+    security: dict[str, object]
+    config: dict[str, dict]
+
+
+def snapshot(http: requests.Session, url: str) -> Snapshot:
+    nodes = http.get(f"{url}/_membership").json()["cluster_nodes"]
+    users = {row["id"] for row in http.get(f"{url}/_users/_changes").json()["results"]}
+    replications = {row["id"] for row in http.get(f"{url}/_replicator/_all_docs").json()["rows"]}
+    return Snapshot(set(http.get(f"{url}/_all_dbs").json()), users, replications,
+                    {db: http.get(f"{url}/{db}/_security").json() for db in SYSTEM_DBS},
+                    {node: http.get(f"{url}/_node/{node}/_config").json() for node in nodes})
+
+
+def restore(http: requests.Session, url: str, before: Snapshot) -> None:
+    """Undo what was added since `before`, in the order CouchDB tolerates: `_replicator` documents first (a
+    running job could create its target again), then users (tombstones purged) before their databases, then
+    the system databases' security, then every node's config (couch_peruser, CORS, server admins...)."""
+    now = snapshot(http, url)
+    for doc_id in sorted(now.replications - before.replications):
+        doc = f"{url}/_replicator/{quote(doc_id, safe='')}"
+        current = http.get(doc)
+        if current.status_code == 200:
+            http.delete(doc, params={"rev": current.json()["_rev"]})
+    for doc_id in sorted(now.users - before.users):
+        if doc_id.startswith(USER_PREFIX):
+            forget_user(http, url, doc_id.removeprefix(USER_PREFIX))
+        elif doc_id.startswith("_design/"):
+            doc = f"{url}/_users/{quote(doc_id, safe='/')}"
+            current = http.get(doc)
+            if current.status_code == 200:
+                http.delete(doc, params={"rev": current.json()["_rev"]})
+    for database in sorted(now.databases - before.databases):
+        if not appeared_on_its_own(database):
+            http.delete(f"{url}/{quote(database, safe='')}")
+    for database, security in before.security.items():
+        if now.security[database] != security:
+            http.put(f"{url}/{database}/_security", json=security)
+    for node, config in now.config.items():
+        old_config = before.config.get(node, {})
+        for section in config.keys() | old_config.keys():
+            values, old_values = config.get(section, {}), old_config.get(section, {})
+            for key in values.keys() | old_values.keys():
+                old = old_values.get(key)
+                if old == values.get(key):
+                    continue
+                path = f"{url}/_node/{node}/_config/{quote(section, safe='')}/{quote(key, safe='')}"
+                if old is None:
+                    http.delete(path)
+                else:  # an admin's stored hash is put back as it is, not hashed again
+                    http.put(path, json=old, params={"raw": "true"} if section == "admins" else None)
+
+@contextmanager
+def left_as_found(url: str, admin: tuple[str, str]) -> Iterator[None]:
+    """Whatever the block adds to the server at `url` goes afterwards (see `restore`), so that the next test
+    (or module, or a second run of the suite) finds the server as this one did."""
+    with requests.Session() as http:
+        http.auth = admin
+        before = snapshot(http, url)
+        try:
+            yield
+        finally:
+            restore(http, url, before)

@@ -8,19 +8,18 @@ when the test ends. `@pytest.mark.real_only(reason)` cases only run against a re
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator
-from urllib.parse import quote
 
 import pytest
 import requests
 
-from cleanup import forget_user
+from cleanup import left_as_found
+from real_servers import real_admin, real_cluster, real_server
 from couch_reconciler.couchsim.testing import SimServer
 
 TEST_CONFIG = {"chttpd_auth": {"iterations": "1000"}}
@@ -51,13 +50,6 @@ class Couch:
         http.auth = self.admin
         self.sessions.append(http)
         return http
-
-
-def real_server() -> tuple[str, tuple[str, str]] | None:
-    url = os.environ.get("COUCHDB_URL")
-    if not url:
-        return None
-    return url.rstrip("/"), (os.environ.get("COUCHDB_USER", "admin"), os.environ.get("COUCHDB_PASSWORD", ""))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -95,30 +87,29 @@ def module_couch() -> Iterator[Couch]:
 
 
 @pytest.fixture
-def unique(couch: Couch) -> Iterator[Callable[[str], str]]:
-    """unique("db") -> "t-db-<random>": a name valid for a database or a user, never used before. On a real
-    server, whatever carries such a name (database, `_users` doc, its couch_peruser database) is deleted
-    after the test."""
-    names: list[str] = []
-
-    def make(prefix: str = "x") -> str:
-        name = f"t-{prefix}-{secrets.token_hex(5)}"
-        names.append(name)
-        return name
-
-    yield make
-    if couch.real and names:
-        with requests.Session() as http:
-            http.auth = couch.admin
-            for name in names:
-                delete_named(http, couch.url, name)
+def unique() -> Callable[[str], str]:
+    """unique("db") -> "t-db-<random>": a name valid for a database or a user, never used before."""
+    return lambda prefix="x": f"t-{prefix}-{secrets.token_hex(5)}"
 
 
-def delete_named(http: requests.Session, url: str, name: str) -> None:
-    """The user before her databases (see cleanup.forget_user)."""
-    forget_user(http, url, name)
-    for db in (name, "userdb-" + name.encode("utf-8").hex()):
-        http.delete(f"{url}/{quote(db, safe='')}")
+@pytest.fixture(autouse=True)
+def real_server_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On a real server, a test leaves it as it found it: whatever the test added there (users, databases,
+    `_replicator` documents, config, server admins) goes afterwards (cleanup.left_as_found), so the suite runs
+    in any order, and twice in a row, against the same server. Autouse fixtures come first in their scope, so
+    this one ends last, after the test's own fixtures. A module that shares one deployment among its tests
+    (`module_couch`) leaves the server as found at its end instead."""
+    urls = []
+    real = real_server()
+    if real is not None and "couch" in request.fixturenames:
+        urls.append(real[0])
+    cluster = real_cluster()
+    if cluster is not None and "cluster" in request.fixturenames and cluster[0][0] not in urls:
+        urls.append(cluster[0][0])
+    with ExitStack() as stack:
+        for url in urls:
+            stack.enter_context(left_as_found(url, real_admin()))
+        yield
 
 
 @pytest.fixture

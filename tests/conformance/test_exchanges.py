@@ -6,7 +6,9 @@ fresh server and keeps every answer; each test then judges its own step. Any sub
 worker) still replays the whole sequence, so results never depend on which tests run or where.
 
 Against a real server only when it is declared fresh (COUCHDB_FRESH=1 with COUCHDB_URL): the recording
-starts from an untouched server and creates fixed names (rec-a, rec-carl...).
+starts from an untouched server and creates fixed names (rec-a, rec-carl...). The replay removes them
+afterwards, as every test of this suite leaves the server as it found it, so a second run on the same
+server replays on what is again an untouched server.
 
 One inference about the recording: step "post doc no id" creates a document with a server-generated id, yet
 every later `_all_docs` answer of rec-a lacks it (total_rows 2, then 4). Its random id could not have been
@@ -27,7 +29,9 @@ from typing import Any
 import pytest
 import requests
 
+from cleanup import left_as_found
 from couch_reconciler.couchsim.testing import SimServer
+from real_servers import real_server
 
 DATA = Path(__file__).parent / "data" / "couchdb-3.4.3-exchanges.jsonl"
 STEPS = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -129,14 +133,15 @@ def wait_for_auth_ddoc(url: str, admin: tuple[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def outcomes() -> dict[str, Outcome]:
-    real_url = os.environ.get("COUCHDB_URL")
-    if real_url:
+    real = real_server()
+    if real is not None:
         if os.environ.get("COUCHDB_FRESH") != "1":
             pytest.skip("the recorded exchanges need a fresh server: set COUCHDB_FRESH=1 for a COUCHDB_URL "
-                        "that nothing has touched yet")
-        admin = (os.environ.get("COUCHDB_USER", "admin"), os.environ.get("COUCHDB_PASSWORD", ""))
-        wait_for_auth_ddoc(real_url.rstrip("/"), admin)
-        return replay(real_url.rstrip("/"), admin)
+                        "that nothing but this suite (which leaves it as it found it) has touched")
+        url, admin = real
+        wait_for_auth_ddoc(url, admin)
+        with left_as_found(url, admin):
+            return replay(url, admin)
     with SimServer(admin=("admin", "adminpw"), config={"chttpd_auth": {"iterations": "1000"}}) as sim:
         return replay(sim.url, sim.admin)
 

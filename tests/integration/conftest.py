@@ -9,7 +9,8 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from reconcile_runner import SimCluster, real_cluster, sim_cluster
+from real_servers import real_cluster
+from reconcile_runner import SimCluster, sim_cluster
 from waiting import wait_for
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import textwrap
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,15 +85,6 @@ def config_changed(http: requests.Session, url: str, value: str) -> Iterator[Non
             http.put(url, json=before.json())
         else:
             http.delete(url)
-
-
-def real_cluster() -> tuple[list[str], tuple[str, str]] | None:
-    """COUCHDB_CLUSTER_URLS (comma-separated, one URL per node of one real cluster) with COUCHDB_USER and
-    COUCHDB_PASSWORD: where the tests of what is per node (config, server admins) run instead of a 3-node couchsim."""
-    urls = [url.strip().rstrip("/") for url in os.environ.get("COUCHDB_CLUSTER_URLS", "").split(",") if url.strip()]
-    if not urls:
-        return None
-    return urls, (os.environ.get("COUCHDB_USER", "admin"), os.environ.get("COUCHDB_PASSWORD", ""))
 
 
 @dataclass

@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 import requests
 
-from cleanup import appeared_on_its_own, forget_user
 from reconcile_runner import Run, reconcile
 from replication_setup import base_url
 from waiting import wait_for
@@ -108,48 +107,3 @@ def sign_up(admin: requests.Session, url: str, name: str, password: str, signed_
              f"couch_peruser to create the database of {name} (it waits {PERUSER_START_PERIOD:g} s after a "
              "config change; is [couch_peruser] crash-looping on an old _users tombstone? see its log)",
              PERUSER_START_PERIOD + 25.0, 0.1)
-
-
-@contextmanager
-def left_as_found(couch) -> Iterator[None]:
-    """Whatever the block adds to the server goes afterwards, in the order couch_peruser tolerates: new users
-    (tombstones purged), then new databases and `_replicator` documents, then every node's config as it was
-    (couch_peruser, CORS, server admins such as `ops`), so later modules find the server as this one did."""
-    http = requests.Session()
-    http.auth = couch.admin
-    nodes = http.get(f"{couch.url}/_membership").json()["cluster_nodes"]
-
-    def snapshot() -> tuple[set[str], set[str], set[str], dict[str, dict]]:
-        users = {row["id"] for row in http.get(f"{couch.url}/_users/_all_docs").json()["rows"]}
-        replications = {row["id"] for row in http.get(f"{couch.url}/_replicator/_all_docs").json()["rows"]}
-        config = {node: http.get(f"{couch.url}/_node/{node}/_config").json() for node in nodes}
-        return set(http.get(f"{couch.url}/_all_dbs").json()), users, replications, config
-
-    databases, users, replications, config = snapshot()
-    try:
-        yield
-    finally:
-        now_databases, now_users, now_replications, now_config = snapshot()
-        for doc_id in sorted(now_users - users):
-            if doc_id.startswith("org.couchdb.user:"):
-                forget_user(http, couch.url, doc_id.removeprefix("org.couchdb.user:"))
-            elif doc_id.startswith("_design/"):  # the manifests' sign-ups view
-                doc = f"{couch.url}/_users/{doc_id}"
-                http.delete(doc, params={"rev": http.get(doc).json()["_rev"]})
-        for database in sorted(now_databases - databases):
-            if appeared_on_its_own(database):
-                continue
-            http.delete(f"{couch.url}/{quote(database, safe='')}")
-        for doc_id in sorted(now_replications - replications):
-            doc = f"{couch.url}/_replicator/{quote(doc_id, safe='')}"
-            http.delete(doc, params={"rev": http.get(doc).json()["_rev"]})
-        for node in nodes:
-            for section, values in now_config[node].items():
-                for key, value in values.items():
-                    before = config[node].get(section, {}).get(key)
-                    path = f"{couch.url}/_node/{node}/_config/{quote(section, safe='')}/{quote(key, safe='')}"
-                    if before is None:
-                        http.delete(path)
-                    elif before != value:  # an admin's stored hash is put back as it is, not hashed again
-                        http.put(path, json=before, params={"raw": "true"} if section == "admins" else None)
-        http.close()

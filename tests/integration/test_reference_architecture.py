@@ -33,7 +33,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from reference_world import apply_manifests, left_as_found, reconcile_manifests, sign_up, watching_manifests
+from cleanup import left_as_found
+from reference_world import apply_manifests, reconcile_manifests, sign_up, watching_manifests
 from waiting import wait_for
 from couch_reconciler.kinds.user_databases import user_database
 
@@ -54,7 +55,7 @@ def path(*parts: str) -> str:
 def world(module_couch):
     """The deployed reference architecture and two sign-ups, then `reconcile watch` running; shared by the
     module's tests, which only read or make writes the others do not count. Removed afterwards, config included."""
-    with left_as_found(module_couch):
+    with left_as_found(module_couch.url, module_couch.admin):
         world = _deploy(module_couch)
         with watching_manifests(module_couch):
             yield world

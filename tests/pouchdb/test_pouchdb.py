@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from reference_world import apply_manifests, left_as_found, sign_up, watching_manifests
+from reference_world import apply_manifests, sign_up, watching_manifests
 
 HERE = Path(__file__).parent
 NODE_TIMEOUT = 180  # seconds for the whole Node run, replication to analytics included
@@ -26,11 +26,6 @@ def test_pouchdb_syncs_two_devices_keeps_a_conflict_and_analytics_counts_her_doc
     assert node, "node is not installed (Debian: apt-get install nodejs)"
     assert (HERE / "node_modules" / "pouchdb-core").is_dir(), "run `npm ci --prefix tests/pouchdb` (make test does)"
 
-    with left_as_found(couch):
-        syncs_two_devices(couch, unique, node)
-
-
-def syncs_two_devices(couch, unique, node: str) -> None:
     apply_manifests(couch)
     admin = couch.session()
     name, password = unique("zoë-日本"), "correct horse ✓ battery"
