@@ -58,11 +58,13 @@ class PerUser:
     """couch_peruser's gen_server. It listens only once "the cluster is stable": `cluster_start_period`
     seconds (5) after it starts (mem3_cluster), and it starts again on every change of its config section
     or of the authentication database; each start replays the users' changes from the first one
-    (couch_changes from since 0), so users written meanwhile are handled then, and existing users whose
-    database is missing get it again. A deleted user whose database is gone, with `delete_dbs = false`,
-    makes the listener end (fabric:get_all_security/2 throws database_does_not_exist, which
-    init_changes_handler/1 catches); couch_peruser stops on its 'DOWN', its supervisor starts it again,
-    and it reaches the same change every start period: while it loops, no later user gets a database."""
+    (couch_changes from since 0, one listener per shard of the users' database), so users written meanwhile
+    are handled then, and existing users whose database is missing get it again. A deleted user whose
+    database is gone, with `delete_dbs = false`, makes her shard's listener end
+    (fabric:get_all_security/2 throws database_does_not_exist, which init_changes_handler/1 catches);
+    couch_peruser stops on its 'DOWN', its supervisor starts it again, and that listener reaches the same
+    change every start period: while it loops, no later user of that shard gets a database (the other
+    shards' listeners get through their changes)."""
 
     def __init__(self, cluster: PerUserHost):
         self.cluster = cluster
@@ -96,23 +98,29 @@ class PerUser:
 
     def on_doc(self, db: Database, entry: DocEntry) -> None:
         if self.listening and db is self.users_db() and entry.id.startswith(USER_PREFIX):
-            asyncio.get_running_loop().call_soon(self.handle, entry)
+            asyncio.get_running_loop().call_soon(self.handle_live, entry)
+
+    def handle_live(self, entry: DocEntry) -> None:
+        if self.listening and not self.handle(entry):
+            self.start()  # couch_peruser stops on the listener's 'DOWN': restarted by its supervisor
 
     def start_listening(self) -> None:
-        """start_listening/1: follow the users' changes from the first one."""
+        """start_listening/1: every shard's listener follows its changes from the first one; one that ends
+        stops only its own shard's replay, then couch_peruser starts again."""
         self.timer = None
         db = self.users_db()
         if db is None or not self.enabled:
             return
         self.listening = True
+        ended: set[int] = set()
         for entry in db.changes_since(0):
-            if entry.id.startswith(USER_PREFIX) and not self.handle(entry):
-                return
+            if entry.shard not in ended and entry.id.startswith(USER_PREFIX) and not self.handle(entry):
+                ended.add(entry.shard)
+        if ended:
+            self.start()
 
     def handle(self, entry: DocEntry) -> bool:
-        """changes_handler/3 for one user document; False when it ended the listener."""
-        if not self.listening:
-            return False
+        """changes_handler/3 for one user document; False when it ended its shard's listener."""
         config = self.cluster.config
         name = entry.id[len(USER_PREFIX):]
         db_name = user_db_name(config.get("couch_peruser", "database_prefix"), name)
@@ -122,7 +130,6 @@ class PerUser:
                 if existing is not None:
                     self.cluster.delete_db(db_name)
             elif existing is None:
-                self.start()  # the listener ended: restarted by the supervisor, after a start period
                 return False
             else:
                 existing.set_security(without_user(existing.security, name))

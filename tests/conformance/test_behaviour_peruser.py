@@ -35,7 +35,7 @@ def peruser(server, set_config, new_user, poll):
     """Enables couch_peruser with `delete_dbs = true` and gives `user_with_db(prefix)`: a new user once her
     database exists. After the case it deletes those users and waits until couch_peruser has deleted their
     databases: a user deleted while `delete_dbs = false`, or after her database, stops couch_peruser at
-    every later start (see test_a_deleted_user_without_a_database_stops_couch_peruser), so the suite never
+    every later start (see test_a_deleted_user_without_a_database_stops_couch_peruser_on_her_shard), so the suite never
     leaves one behind."""
     made: list[tuple[str, str]] = []
     set_config("couch_peruser", "enable", "true")
@@ -131,21 +131,39 @@ def test_delete_dbs_true_removes_the_database_with_the_user(server, peruser, pol
     poll(lambda: not exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} deleted")
 
 
-def test_a_deleted_user_without_a_database_stops_couch_peruser(server, set_config, peruser, new_user, poll):
+def shard_of_user(server, name):
+    """The range of the `_users` shard that holds the user's document (mem3_httpd `/{db}/_shards/{docid}`)."""
+    return server.admin.get(db_url("_users", "_shards", f"org.couchdb.user:{name}")).json()["range"]
+
+
+def test_a_deleted_user_without_a_database_stops_couch_peruser_on_her_shard(server, set_config, peruser, new_name,
+                                                                             new_user, poll):
     """With `delete_dbs = false` a deleted user makes couch_peruser remove her name from her database's security
     (ensure_security/3); when that database is gone, fabric:get_all_security/2 throws database_does_not_exist,
-    init_changes_handler/1 ends the listener, couch_peruser stops on its 'DOWN' and starts again, and replays
-    to the same change every start period: later users get no database (facts: "a restart loop every 5 s").
-    `delete_dbs = true` gets past it (delete_user_db/2 accepts a missing database)."""
+    init_changes_handler/1 ends the listener of her `_users` shard (start_listening/1 runs one per shard),
+    couch_peruser stops on its 'DOWN' and starts again, and that listener replays to the same change every start
+    period: later users on that shard get no database, those on another shard do (facts: "a restart loop every
+    5 s"). `delete_dbs = true` gets past it (delete_user_db/2 accepts a missing database). The tombstone is
+    purged after the case (new_user), so the loop ends with it."""
     leaving, leaving_db = peruser()
+    shard = shard_of_user(server, leaving.name)
     set_config("couch_peruser", "delete_dbs", "false")
     assert server.admin.delete(db_url(leaving_db)).status_code == 200
     delete_user(server.admin, leaving.name)
-    later = new_user()
-    later_db = userdb(later.name)
+    names = [new_name("later") for _ in range(12)]
+    same = next(name for name in names if shard_of_user(server, name) == shard)  # 1 - 2^-12 for q = 2
+    other = next((name for name in names if shard_of_user(server, name) != shard), None)
+    later = new_user(name=same)
+    elsewhere = new_user(name=other) if other is not None else None  # a q = 1 `_users` has no other shard
     time.sleep(2 * START_PERIOD + 2)  # at least one start and replay
-    assert not exists(server, later_db), "couch_peruser went past a deleted user whose database is gone"
+    assert not exists(server, userdb(later.name)), "couch_peruser went past a deleted user whose database is gone"
+    if elsewhere is not None:
+        poll(lambda: exists(server, userdb(elsewhere.name)), timeout=LISTENING_WAIT,
+             what="the database of a user on another shard")
     set_config("couch_peruser", "delete_dbs", "true")
+    later_db = userdb(later.name)
     poll(lambda: exists(server, later_db), timeout=LISTENING_WAIT, what=f"{later_db} once delete_dbs is true")
-    delete_user(server.admin, later.name)
-    poll(lambda: not exists(server, later_db), timeout=NEW_USER_WAIT, what=f"{later_db} deleted with its user")
+    for user in filter(None, (later, elsewhere)):
+        delete_user(server.admin, user.name)
+        poll(lambda: not exists(server, userdb(user.name)), timeout=NEW_USER_WAIT,
+             what=f"{userdb(user.name)} deleted with its user")

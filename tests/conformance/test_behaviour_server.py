@@ -1,4 +1,5 @@
-"""Server-level endpoints: /, /_up, /_uuids, /_all_dbs, /_membership, /_node/_local, /_active_tasks, database create/delete.
+"""Server-level endpoints: /, /_up, /_uuids, /_all_dbs, /_membership, /_node/_local, /_active_tasks, database create/delete
+and where its shards are.
 
 Each case cites what it relies on: the facts file (docs/couchdb.md), CouchDB source
 (apache/couchdb, file and function) or CouchDB's documentation.
@@ -212,6 +213,25 @@ def test_create_database_with_q_and_partitioned(server, new_name):
         assert info["props"] == {"partitioned": True}
     finally:
         server.admin.delete(db_url(name))
+
+
+def test_shards_map_ranges_to_nodes_and_a_document_to_its_range(server, new_db):
+    """mem3_httpd:handle_shards_req/2 (CouchDB docs, API -> Database -> /{db}/_shards): the q ranges of the hash
+    ring (mem3_util:make_key_ranges/3), each with the nodes holding a copy; `/_shards/{docid}` names the range
+    and nodes of the shard that holds the document. n is at most the node count, so with n = 3 on three nodes
+    (or 1 on one) every copy is on every node; POST is 405 "Only GET allowed"."""
+    nodes = server.admin.get("/_membership").json()["cluster_nodes"]
+    db = new_db(q="4")
+    shards = server.admin.get(db_url(db, "_shards")).json()["shards"]
+    assert sorted(shards) == ["00000000-3fffffff", "40000000-7fffffff", "80000000-bfffffff", "c0000000-ffffffff"]
+    copies = server.admin.get(db_url(db)).json()["cluster"]["n"]
+    assert all(len(holders) == min(copies, len(nodes)) and set(holders) <= set(nodes) for holders in shards.values())
+    ranges = {server.admin.get(db_url(db, "_shards", f"doc-{i}")).json()["range"] for i in range(20)}
+    assert ranges <= set(shards) and len(ranges) > 1
+    located = server.admin.get(db_url(db, "_shards", "doc-0")).json()
+    assert located["nodes"] == shards[located["range"]]
+    refused = server.admin.post(db_url(db, "_shards"), json={})
+    assert answer(refused) == (405, {"error": "method_not_allowed", "reason": "Only GET allowed"})
 
 
 def test_http_1_1_keep_alive(server):

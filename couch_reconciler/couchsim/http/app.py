@@ -52,6 +52,7 @@ DB_HANDLERS = {
     "_ensure_full_commit": databases.ensure_full_commit,
     "_security": databases.security,
     "_revs_limit": databases.revs_limit,
+    "_shards": databases.shards,
     "_find": find.find_handler,
     "_index": find.index_handler,
 }

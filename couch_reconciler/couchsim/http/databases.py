@@ -1,5 +1,5 @@
 """Database endpoints (chttpd_db.erl): create and delete, `_security`, `_revs_limit`, `_ensure_full_commit`,
-`_compact` and `_view_cleanup`."""
+`_compact` and `_view_cleanup`; `_shards` (mem3_httpd.erl)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ..database import Database
-from ..errors import CouchError, bad_request, forbidden
+from ..database import Database, shard_ranges
+from ..errors import CouchError, bad_request, forbidden, method_not_allowed
 from ..security import check_db_admin, is_db_admin, validate_security_object
 from .base import Request, allow, json_response
 
@@ -77,3 +77,18 @@ async def ensure_full_commit(req: Request, db: Database) -> web.Response:
         raise CouchError(415, "bad_content_type", "Content-Type must be application/json")
     # mem3:shard_creation_time/1: the suffix of the database's shard files, its creation time in seconds.
     return json_response({"ok": True, "instance_start_time": str(db.created)}, 201)
+
+
+async def shards(req: Request, db: Database) -> web.Response:
+    """mem3_httpd:handle_shards_req/2: `/{db}/_shards` maps each range to the nodes holding a copy, and
+    `/{db}/_shards/{docid}` names the range (and nodes) of the shard that holds that document. Every copy is
+    on the first `n` nodes (all of them when n is the node count, couchsim's default, as mem3 places them)."""
+    if req.method not in ("GET", "HEAD"):  # chttpd answers HEAD as GET; the 405 names GET alone
+        raise method_not_allowed("GET")
+    nodes = req.cluster.node_names[:db.n]
+    ranges = [f"{begin:08x}-{end:08x}" for begin, end in shard_ranges(db.q)]
+    if len(req.parts) == 2:
+        return json_response({"shards": {name: nodes for name in ranges}})
+    if len(req.parts) == 3:
+        return json_response({"range": ranges[db.shard_index(req.parts[2])], "nodes": nodes})
+    raise CouchError(404, "not_found", "missing")
