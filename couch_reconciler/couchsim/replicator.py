@@ -37,6 +37,10 @@ class ClusterHost:
         return [db.doc_json(entry, entry.winner) for entry in db.iter_entries()
                 if not entry.deleted and not entry.id.startswith("_design/")]
 
+    def doc_count(self, db_name: str) -> int:
+        db = self.cluster.dbs.get(db_name)
+        return 0 if db is None else db.doc_count
+
     def rep_doc(self, db_name: str, doc_id: str) -> dict | None:
         db = self.cluster.dbs.get(db_name)
         entry = db.entry(doc_id) if db is not None else None

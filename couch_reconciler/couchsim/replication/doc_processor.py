@@ -40,6 +40,9 @@ class ReplicatorHost(Protocol):
 
     def rep_doc(self, db_name: str, doc_id: str) -> dict | None: ...
 
+    def doc_count(self, db_name: str) -> int:
+        """The replicator database's `doc_count` (design documents included), 0 when it does not exist."""
+
     async def save_rep_doc(self, db_name: str, body: dict) -> bool:
         """Write as the replicator itself (role `_replicator`: no owner stamping, no validation).
         False on a conflict."""
@@ -263,14 +266,17 @@ class DocProcessor:
 
     def scheduler_docs(self, db_name: str = "_replicator", states: list[str] | None = None,
                        limit: int | None = None, skip: int = 0) -> dict:
+        """couch_replicator_fabric:docs/5 over the database's `_all_docs`: the rows are filtered by state (and
+        design documents left out) before `skip` and `limit`, but `total_rows` and `offset` come from
+        `_all_docs` itself: every document counts, whatever its state (handle_message({meta, ...}))."""
         docs = []
         for body in self.host.rep_docs(db_name):
             info = self.scheduler_doc(db_name, body["_id"])
             if info is not None and (not states or info["state"] in states):
                 docs.append(info)
-        offset = min(skip, len(docs))
-        end = None if limit is None else offset + limit
-        return {"total_rows": len(docs), "offset": offset, "docs": docs[offset:end]}
+        total = self.host.doc_count(db_name)
+        end = None if limit is None else skip + limit
+        return {"total_rows": total, "offset": min(total, skip), "docs": docs[skip:end]}
 
     def _endpoints(self, rep: Rep) -> dict:
         return {"source": rep.source.url, "target": rep.target.url, "source_proxy": None, "target_proxy": None}

@@ -27,6 +27,24 @@ from .rep import REP_ID_VERSION, Rep, ReplicationCrash, iso8601
 LAST_CHECKPOINT_TIMEOUT_S = 2
 
 
+def compare_rep_history(source: list[dict], target: list[dict]) -> tuple[Any, list[dict]]:
+    """couch_replicator_scheduler_job:compare_rep_history/2: walking both histories from the newest entry, the
+    first session either side shares gives the start seq (its `recorded_seq`), and the history after that entry
+    of the side it was found on; no common session: from the start, no history."""
+    for i in range(min(len(source), len(target))):
+        if any(entry.get("session_id") == source[i].get("session_id") for entry in target[i:]):
+            return source[i].get("recorded_seq", 0), source[i + 1:]
+        if any(entry.get("session_id") == target[i].get("session_id") for entry in source[i + 1:]):
+            return target[i].get("recorded_seq", 0), target[i + 1:]
+    return 0, []
+
+
+# The counters a checkpoint history entry records (do_checkpoint/1), by their names in Stats.
+HISTORY_STATS = (("revisions_checked", "missing_checked"), ("missing_revisions_found", "missing_found"),
+                 ("docs_read", "docs_read"), ("docs_written", "docs_written"),
+                 ("doc_write_failures", "doc_write_failures"))
+
+
 @dataclass
 class Stats:
     revisions_checked: int = 0
@@ -34,7 +52,7 @@ class Stats:
     docs_read: int = 0
     docs_written: int = 0
     doc_write_failures: int = 0
-    changes_pending: int | None = 0
+    changes_pending: int | None = None  # see Replication.report_pending
     checkpointed_source_seq: Any = 0
     source_seq: Any = 0
     through_seq: Any = 0
@@ -73,6 +91,8 @@ class Replication:
         self.history: list[dict] = []
         self.start_seq: Any = 0
         self.checkpoint_revs: dict[str, str | None] = {"source": None, "target": None}
+        self.processed = False  # has the job replicated a change yet
+        self.pending_asked: float | None = None
 
     @staticmethod
     async def _open_db(client: EndpointClient, create: bool, params: dict) -> None:
@@ -91,7 +111,9 @@ class Replication:
             raise ReplicationCrash(f"db_not_found: could not open {uri}")
 
     async def _read_checkpoints(self) -> None:
-        """Find the start sequence from `_local/<id>` on both sides (compare_replication_logs/2)."""
+        """Find the start sequence from `_local/<id>` on both sides (compare_replication_logs/2), and seed the
+        job's counters from the latest history entry it resumes from (init_state/1: couch_replicator_stats
+        max_stats/2 of the job's own and that entry's), so the figures add up across runs."""
         base = self.rep.id[0]
         if not self.rep.use_checkpoints:
             return
@@ -105,12 +127,12 @@ class Replication:
             return
         if src.get("session_id") == tgt.get("session_id"):
             self.start_seq, self.history = src.get("source_last_seq", 0), src.get("history", [])
-            return
-        target_sessions = {h.get("session_id"): h for h in tgt.get("history", [])}
-        for entry in src.get("history", []):
-            if entry.get("session_id") in target_sessions:
-                self.start_seq, self.history = entry.get("recorded_seq", 0), src.get("history", [])
-                return
+        else:
+            self.start_seq, self.history = compare_rep_history(src.get("history", []), tgt.get("history", []))
+        if self.history:
+            latest = self.history[0]
+            for field, key in HISTORY_STATS:
+                setattr(self.stats, field, max(getattr(self.stats, field), latest.get(key, 0)))
 
     async def checkpoint(self) -> None:
         """Record the through sequence in `_local/<id>` on both sides, as do_checkpoint/1 does."""
@@ -234,6 +256,17 @@ class Replication:
             raise
         return self.stats
 
+    def report_pending(self, pending: int) -> None:
+        """couch_replicator_scheduler_job:get_pending_count/1, as update_task/1 reports it. The job asks the
+        source again only once `connection_timeout` has passed since it last asked, and reports the count it
+        got then in between. It asks from the highest seq it has done, the number 0 until it has replicated a
+        change: the fallback for a numeric seq compares it with the source's `update_seq`, a string on any
+        clustered database, and gives null."""
+        now = time.monotonic()
+        if self.pending_asked is None or now - self.pending_asked > self.rep.connection_timeout_ms / 1000:
+            self.pending_asked = now
+            self.stats.changes_pending = pending if self.processed else None
+
     async def _run_once(self, on_progress) -> None:
         method, params, body = self._changes_request("normal", self.start_seq)
         status, answer = await self.source.request(method, "_changes", params=params, body=body)
@@ -244,10 +277,12 @@ class Replication:
         size = max(1, self.rep.worker_batch_size)
         for i in range(0, len(results), size):
             await self._replicate_batch(results[i:i + size])
+            self.processed = True
+            self.report_pending(max(0, len(results) - i - size))
             on_progress(self.stats)
         self.stats.through_seq = self.stats.source_seq
-        self.stats.changes_pending = 0
         await self.checkpoint()
+        self.report_pending(0)
         on_progress(self.stats)
 
     async def _run_continuous(self, on_progress) -> None:
@@ -266,8 +301,9 @@ class Replication:
                         queue.put_nowait(item)
                         break
                     batch.append(item)
-                self.stats.changes_pending = queue.qsize()
                 await self._replicate_batch(batch)
+                self.processed = True
+                self.report_pending(queue.qsize())
                 on_progress(self.stats)
         finally:
             reader.cancel()
@@ -278,6 +314,7 @@ class Replication:
             while True:
                 await asyncio.sleep(self.rep.checkpoint_interval_ms / 1000)
                 await self.checkpoint()
+                self.report_pending(queue.qsize())
                 on_progress(self.stats)
         except ReplicationCrash as crash:
             queue.put_nowait(crash)
