@@ -22,10 +22,11 @@ def rep_doc(server, new_name):
         server.admin.delete(db_url("_replicator", doc_id), params={"rev": current.json()["_rev"]})
 
 
-def endpoint(server, db, password):
-    """Facts: the URL is the one the server uses to reach the database, which can differ from the client's."""
+def endpoint(server, db, password, name=None):
+    """Facts: the URL is the one the server uses to reach the database, which can differ from the client's.
+    As the server admin unless another `name` is given."""
     return {"url": f"{server.url_from_server}/{db}",
-            "auth": {"basic": {"username": server.admin_name, "password": password}}}
+            "auth": {"basic": {"username": name or server.admin_name, "password": password}}}
 
 
 @pytest.mark.parametrize("side", ["source", "target"])
@@ -68,11 +69,14 @@ def test_replicator_all_docs_and_changes_need_a_server_admin(server, new_user):
         assert answer(user.client.get(path)) == NOT_SERVER_ADMIN
 
 
-def test_wrong_password_shows_as_crashing_in_the_scheduler(server, new_db, rep_doc, poll):
-    """Facts: "A wrong password -> crashing with a replication_auth_error" in /_scheduler/docs/_replicator/ID."""
+def test_wrong_password_shows_as_crashing_in_the_scheduler(server, new_db, new_user, rep_doc, poll):
+    """Facts: "A wrong password -> crashing with a replication_auth_error" in /_scheduler/docs/_replicator/ID.
+    The wrong password is a user's of the case's own: five failed logins lock an account out for 5 minutes
+    ([chttpd_auth_lockout]), which must never be the server admin's."""
     source, target = new_db(), new_db()
-    doc = {"source": endpoint(server, source, "wrong-password"), "target": endpoint(server, target, server.admin_password),
-           "continuous": True}
+    reader = new_user()
+    doc = {"source": endpoint(server, source, "wrong-password", reader.name),
+           "target": endpoint(server, target, server.admin_password), "continuous": True}
     assert server.admin.put(db_url("_replicator", rep_doc), json=doc).status_code == 201
 
     def state():
