@@ -19,7 +19,6 @@ from urllib.parse import quote
 import pytest
 
 from reconcile_runner import config_changed, reconcile, write
-from reference_world import left_as_found
 from replication_setup import members_and_databases, replication
 from waiting import wait_for
 from couch_reconciler.kinds.user_databases import user_database
@@ -365,11 +364,10 @@ def test_an_owner_field_gives_each_users_replication_her_namespace_and_names_no_
     not tell whose documents to admit."""
     name, ambiguous = unique("zoë"), "\x01" + unique("x")
     write(tmp_path, "userdbs.yaml", replicate_to_analytics(couch, "      ownerField: owner\n"))
-    with left_as_found(couch):  # the ambiguous user, analytics and the replications too
-        for user in (name, ambiguous):
-            sign_up(couch, http, user)
-        applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path), env={"ADMIN_PASSWORD": couch.password})
-        doc = http.get(f"{couch.url}/_replicator/per-user.{user_database('userdb-', name)}.to.analytics").json()
+    for user in (name, ambiguous):
+        sign_up(couch, http, user)
+    applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path), env={"ADMIN_PASSWORD": couch.password})
+    doc = http.get(f"{couch.url}/_replicator/per-user.{user_database('userdb-', name)}.to.analytics").json()
 
     assert applied.code == 0, applied.stdout + applied.stderr
     assert doc["selector"] == {"_id": {"$beginsWith": f"{name}:"}, "$or": [{"owner": name}, {"_deleted": True}]}
