@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Collection, Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, batched, db_path
@@ -39,7 +40,15 @@ from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
 from .checks import USER_DATABASE_PREFIX, database_name_problem, role_diagnostics
 from .fields import field_changes
-from .security import ADMIN_ONLY, read_observed, read_securities, read_security, read_with_databases
+from .security import (
+    ADMIN_ONLY,
+    compose,
+    groups,
+    read_observed,
+    read_securities,
+    read_security,
+    read_with_databases,
+)
 
 
 class DatabaseManifest(ManifestKind):
@@ -158,9 +167,14 @@ class DatabaseResource(ResourceKind):
         if wanted is None:
             return self.prune(live, destroys=_documents)
         after = {"partitioned": bool(wanted.body.get("partitioned", False)),
-                 **{key: wanted.options[key] for key in ("q", "n") if key in wanted.options}}
+                 **{key: wanted.options[key] for key in ("q", "n") if key in wanted.options},
+                 **wanted.options.get("creation", {})}
         if live is None:
-            return Create(self.name, wanted.key, wanted.source, after=after, fields=field_changes({}, after))
+            owner = wanted.options.get("owner")
+            notes = (f"{owner} creates it too: created as {owner} does and left {owner}'s (no ownership marker), "
+                     "so that this apply completes it",) if owner else ()
+            return Create(self.name, wanted.key, wanted.source, after=after, fields=field_changes({}, after),
+                          notes=notes)
         # `partitioned` unwritten is left to the creation, as q and n are: not read (observe), nothing to compare.
         # q and n are creation parameters only (see warnings); `partitioned` changes what documents are.
         fields = field_changes(live.body, {"partitioned": after["partitioned"]}) if "partitioned" in wanted.options \
@@ -182,7 +196,7 @@ class DatabaseResource(ResourceKind):
 
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
-        created = [change.key for change in changes if isinstance(change, (Create, Replace))]
+        created = [change.key for change in changes if _made_here(change)]
         recorded = record_creations(session, created) if created else False
 
         def attempt(change: Change) -> ReconcileError | None:
@@ -196,7 +210,7 @@ class DatabaseResource(ResourceKind):
         failures = list(session.map(attempt, changes))
         # Records exist for what this batch recorded, and for the databases a plan marks or prunes by theirs.
         done = [change.key for change, failure in zip(changes, failures)
-                if failure is None and (recorded or isinstance(change, (Update, Delete)))]
+                if failure is None and (recorded and _made_here(change) or isinstance(change, (Update, Delete)))]
         failure = next((failure for failure in failures if failure is not None), None)
         if failure is None:
             forget_creations(session, done)
@@ -220,13 +234,22 @@ class DatabaseResource(ResourceKind):
             params = {key: str(after[key]) for key in ("q", "n") if key in after}
             if after.get("partitioned"):
                 params["partitioned"] = "true"
+            options = change.desired.options if change.desired is not None else {}
             response = session.request("PUT", db_path(change.key), params=params, ok=(412,), what=subject)
             if response.status_code == 412:
-                raise ReconcileError(f"{subject}: someone created it since the plan was made; run plan again")
+                if not options.get("exists_ok"):
+                    raise ReconcileError(f"{subject}: someone created it since the plan was made; run plan again")
+                _merge_founded(session, subject, change.key, after.get("security"), change.desired)
+                return
             # CouchDB 3.x creates it admin-only; the marker beside that makes it this tool's to prune later. When
             # the plan also sets its security, the engine hands that object over (the security kind's `founding`)
             # and this one PUT writes both.
             security = after.get("security", ADMIN_ONLY)
+            if options.get("owner"):  # another's database (couch_peruser's): no marker, no record, nothing to undo
+                if "security" in after:
+                    session.request("PUT", db_path(change.key, "_security"), body=security, retry=True,
+                                    what=f"{subject}: writing its _security")
+                return
             try:
                 session.request("PUT", db_path(change.key, "_security"), body={**security, MARKER: MARKER_VALUE},
                                 retry=True, what=f"{subject}: writing its _security and ownership marker")
@@ -236,6 +259,29 @@ class DatabaseResource(ResourceKind):
                                          f"(a creation record, {RECORDS_DB}/{RECORD_PREFIX}{change.key}, says this "
                                          "tool created it)") from None
                 raise _unmade(session, subject, change.key, error) from None
+
+
+def _made_here(change: Change) -> bool:
+    """A creation that makes the database this tool's (recorded, then marked): not one made for another
+    owner (couch_peruser's database, created as couch_peruser creates it)."""
+    owner = change.desired.options.get("owner") if change.desired is not None else None
+    return isinstance(change, (Create, Replace)) and owner is None
+
+
+def _merge_founded(session: CouchSession, subject: str, name: str, founded: Mapping | None,
+                   desired: Desired | None) -> None:
+    """A database someone else created first (couch_peruser, a concurrent apply), which the plan accepts as it
+    is: not this tool's (no marker), and the security object its creation was to write is merged into what
+    that creator wrote (its names and roles stay)."""
+    if founded is None or desired is None:
+        return
+    current = read_security(session, name)
+    if current is None:
+        raise ReconcileError(f"{subject}: deleted again while this apply created it; run plan again")
+    wanted = compose(current, replace(desired, kind=SECURITY, body=founded, options={"mode": "merge"}))
+    if groups(wanted) != groups(current):
+        session.request("PUT", db_path(name, "_security"), body=wanted, retry=True,
+                        what=f"{subject}: merging its _security into the one its creator wrote")
 
 
 # The plan field of a marker restored (shown as adopting the database, couch_reconciler/render.py).

@@ -159,9 +159,10 @@ class SecurityResource(ResourceKind):
     def founding(self, change: Change) -> tuple[str, dict] | None:
         """The object a database created by the same apply starts with, written by its creation: no re-read
         and no second write. Safe in both modes: a new database holds only what its creation wrote (merging
-        into that gives the same object), and couch_peruser writes security only into the databases it creates
-        itself for its users, which a plan never creates (templates wait for it; a manifest's database of that
-        name would fail at creation with 412)."""
+        into that gives the same object). couch_peruser may write a user database's security between its
+        creation and this write: a template's object for such a database names the user as couch_peruser does
+        (kinds/user_databases.py), so nothing of couch_peruser's is lost. A database a plan accepts as it
+        finds it (`exists_ok`) and that someone created first gets this object merged into what it holds."""
         if not isinstance(change, Create) or change.desired is None:
             return None
         return ("security", compose(ADMIN_ONLY, change.desired))

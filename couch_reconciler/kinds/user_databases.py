@@ -18,9 +18,10 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .. import nodes
 from ..client import CouchSession
-from ..databases import every_database_info, existing_databases
+from ..databases import every_database_info
 from ..errors import ReconcileError
 from ..model import (
+    CONFIG,
     DATABASE,
     DESIGN_DOCUMENT_MANIFEST,
     REPLICATION,
@@ -41,6 +42,7 @@ from .replication import replication, template_ids
 from .user import ID_PREFIX, users_on_server
 
 DEFAULT_MAX_JOBS = 500  # [replicator] max_jobs when a node does not set it
+PERUSER_Q = 1  # [couch_peruser] q when a node does not set it (couch_peruser.erl)
 SHOWN = 10  # users named in a warning before "and N more"
 
 
@@ -162,10 +164,7 @@ class UserDatabasesManifest(ManifestKind):
                            if name not in admins and template.selects(name, roles))
             databases, refused = _databases(template, users)
             warnings += refused
-            if _peruser_creates(cluster, template.prefix):
-                databases, waiting = _made_by_couch_peruser(session, template, databases)
-                warnings += waiting
-            for desired in _objects(template, users, databases):
+            for desired in _objects(template, users, databases, _couch_peruser_q(cluster, state, template.prefix)):
                 state.add(desired, template.manifest.subject, kinds)
             if any(entry.get("fanIn") == "triggered" for entry in template.manifest.spec.get("replicateTo", [])):
                 warnings.append(f"{template.manifest.where('spec', 'replicateTo')}: {template.manifest.subject}: "
@@ -245,26 +244,23 @@ def _databases(template: UserTemplate, users: Sequence[str]) -> tuple[dict[str, 
     return {database: names[0] for database, names in owners.items() if len(names) == 1}, warnings
 
 
-def _peruser_creates(cluster: nodes.Cluster, prefix: str) -> bool:
-    """couch_peruser is on, on every node, and names databases as this template does."""
-    return all(cluster.value(node, "couch_peruser", "enable") == "true"
-               and (cluster.value(node, "couch_peruser", "database_prefix") or DEFAULT_PREFIX) == prefix
-               for node in cluster.nodes)
+def _couch_peruser_q(cluster: nodes.Cluster, state: DesiredState, prefix: str) -> int | None:
+    """couch_peruser's `q` when it makes this template's databases once this plan is applied (it is on, or the
+    manifests turn it on, on every node, with this prefix); None when it does not."""
+    def after(node: str, key: str) -> str | None:
+        desired = state.objects.get((CONFIG, f"couch_peruser/{key}"))
+        targets = None if desired is None else desired.options.get("nodes", "all")
+        if desired is not None and (targets in (None, "all") or node in targets):
+            value: str | None = desired.body.get("value")
+            return value
+        return cluster.value(node, "couch_peruser", key)
 
-
-def _made_by_couch_peruser(session: CouchSession, template: UserTemplate,
-                           databases: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """With couch_peruser on, CouchDB creates each user's database (and its security) within a second of the
-    sign-up: the template completes the databases that exist and waits for the others rather than race
-    couch_peruser to create them (a database the tool created would also become the tool's to prune)."""
-    existing = existing_databases(session, sorted(databases))
-    waiting = sorted(user for database, user in databases.items() if database not in existing)
-    if not waiting:
-        return dict(databases), []
-    return ({database: user for database, user in databases.items() if database in existing},
-            [f"{template.manifest.where('metadata', 'name')}: {template.manifest.subject}: {_listing(waiting)} "
-             "have no database yet: couch_peruser creates it after the sign-up; the next apply (or watch cycle) "
-             "completes it"])
+    if not all(after(node, "enable") == "true" and (after(node, "database_prefix") or DEFAULT_PREFIX) == prefix
+               for node in cluster.nodes):
+        return None
+    # couch_peruser.erl creates them with `config:get_integer("couch_peruser", "q", 1)` shards.
+    q = after(cluster.nodes[0], "q") if cluster.nodes else None
+    return int(q) if q is not None and q.isdigit() and int(q) > 0 else PERUSER_Q
 
 
 def _listing(users: Sequence[str]) -> str:
@@ -278,12 +274,28 @@ def _listing(users: Sequence[str]) -> str:
     return f"{len(users)} user{'s' if len(users) != 1 else ''} ({shown}{more})"
 
 
-def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[str, str]) -> Iterator[Desired]:
+def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[str, str],
+             peruser_q: int | None) -> Iterator[Desired]:
     """What the template wants: its roles for every selected user (a user without a database still uses
-    the shared ones), then each database with its security, design documents and replications."""
+    the shared ones), then each database with its security, design documents and replications.
+
+    Every selected user's database is wanted, whether or not it exists yet, so that one apply completes
+    every user. Where couch_peruser makes them (`peruser_q`: on, or turned on by these manifests), a
+    missing one is created as couch_peruser creates it (its `q`, the user as member and admin) and left
+    couch_peruser's, unmarked: whichever of the two creates it first, the database is the same and its
+    owner too. couch_peruser adds the user's name only where it is missing (couch_peruser.erl
+    `add_user`), so once the tool's object names her, couch_peruser writes no security of its own there.
+    A database that exists by the time the apply creates it (couch_peruser, a concurrent apply) is
+    accepted as it is (`exists_ok`): the template compares nothing a database is created with."""
     manifest, spec = template.manifest, template.manifest.spec
     security = spec.get("security", {})
     mode = security.get("mode", "merge")
+    created: dict[str, Any] = {"exists_ok": True}
+    if peruser_q is not None:
+        created.update(owner="couch_peruser", creation={"q": peruser_q})
+    # In merge mode the user is also an admin of her database, as couch_peruser makes her; exact mode says
+    # the admins exactly (couch_peruser adds her again at its next replay: docs/reference-architecture.md).
+    admin = peruser_q is not None and mode == "merge"
     grant = list(spec.get("grantRoles", []))
     if grant:
         # A merge into the user's roles, as a Role membership: roles given by others stay.
@@ -291,9 +303,10 @@ def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[st
             yield Desired(USER, user, body={"roles": grant}, source=manifest.where("spec", "grantRoles"),
                           options={"mode": "merge"})
     for database, user in sorted(databases.items()):
-        yield Desired(DATABASE, database, body={"partitioned": False}, source=manifest.where("metadata", "name"))
-        yield Desired(SECURITY, database, body=_security(security, user), source=manifest.where("spec", "security"),
-                      options={"mode": mode})
+        yield Desired(DATABASE, database, body={"partitioned": False}, source=manifest.where("metadata", "name"),
+                      options=created)
+        yield Desired(SECURITY, database, body=_security(security, user, admin),
+                      source=manifest.where("spec", "security"), options={"mode": mode})
     for design in template.design_documents:
         yield from for_databases(design, sorted(databases))  # reads the folder once for every database
     for index, entry in enumerate(spec.get("replicateTo", [])):
@@ -335,11 +348,14 @@ def _replication_spec(database: str, user: str | None, entry: Mapping[str, Any])
     return spec
 
 
-def _security(security: Mapping[str, Any], user: str) -> dict[str, dict[str, list[str]]]:
-    members, admins = security.get("members", {}), security.get("admins", {})
-    return {"members": {"names": [user] + [n for n in members.get("names", []) if n != user],
-                        "roles": list(members.get("roles", []))},
-            "admins": {"names": list(admins.get("names", [])), "roles": list(admins.get("roles", []))}}
+def _security(security: Mapping[str, Any], user: str, admin: bool) -> dict[str, dict[str, list[str]]]:
+    """The user first among the members (and the admins with `admin`), then the template's names and roles."""
+    def names(group: str, first: bool) -> list[str]:
+        written = list(security.get(group, {}).get("names", []))
+        return [user] + [name for name in written if name != user] if first else written
+
+    return {group: {"names": names(group, first), "roles": list(security.get(group, {}).get("roles", []))}
+            for group, first in (("members", True), ("admins", admin))}
 
 
 def _replicator_capacity(cluster: nodes.Cluster, state: DesiredState) -> list[str]:

@@ -17,6 +17,7 @@ import os
 from urllib.parse import quote
 
 import pytest
+import requests
 
 from reconcile_runner import config_changed, reconcile, write
 from replication_setup import members_and_databases, replication
@@ -271,26 +272,60 @@ def test_templates_whose_prefixes_overlap_are_refused_before_any_request(couch, 
     assert "UserDatabases/staff: prefix `userdb-staff-` overlaps `userdb-` of UserDatabases/per-user" in plan.stderr
 
 
-def test_with_couch_peruser_on_a_new_users_database_is_left_to_couch_peruser(couch, http, unique, tmp_path):
-    """A user the manifests create gets her database from couch_peruser after the write: the plan waits for it
-    (never racing couch_peruser, never claiming its database), and the next apply completes it."""
+def test_with_couch_peruser_on_a_user_the_manifests_create_is_complete_after_one_apply(couch, http, unique, tmp_path):
+    """A user the manifests create gets her database in the same apply, created as couch_peruser creates it
+    (its `q`, 1 unless set; the user as member and admin) and left couch_peruser's (no ownership marker):
+    whichever of the two makes it, it is the same database, and the next plan has nothing to do."""
     with config_changed(http, f"{couch.url}/_node/_local/_config/couch_peruser/enable", "true"):
         name = "日本-" + unique("new")
         database = user_database("userdb-", name)
         write(tmp_path, "userdbs.yaml", template("  security: {members: {roles: [app-user]}}\n")
               + f"---\napiVersion: reconciler/v1\nkind: User\nmetadata: {{name: {name}}}\nspec: {{}}\n")
 
-        first = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
-        wait_for(lambda: security(couch, http, database), "couch_peruser to make the database")
-        second = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
+        applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
+        planned = reconcile(couch, "plan", "--detailed-exitcode", str(tmp_path))
 
-        assert first.code == 0 and second.code == 0, first.stderr + second.stderr
-        assert "have no database yet: couch_peruser creates it" in first.stdout
-        assert f"database/{database}" not in first.stdout + second.stdout
-        assert f"~ security/{database}: updated" in second.stdout
+        assert applied.code == 0, applied.stderr
+        assert f"+ database/{database}: created" in applied.stdout
+        assert planned.code == 0, planned.stdout
         held = security(couch, http, database)
-        assert held["members"]["roles"] == ["_admin", "app-user"] and held["admins"]["names"] == [name]
+        assert held["members"] == {"names": [name], "roles": ["_admin", "app-user"]}
+        assert held["admins"]["names"] == [name]
         assert "couch_reconciler" not in held  # couch_peruser's database, never the tool's to prune
+        assert http.get(f"{couch.url}/{quote(database, safe='')}").json()["cluster"]["q"] == 1
+
+
+def test_a_user_database_couch_peruser_makes_while_the_apply_runs_is_taken_as_it_is(couch, http, unique, tmp_path,
+                                                                                    monkeypatch):
+    """couch_peruser (or a concurrent apply) may create a user's database between the plan and its creation: the
+    apply takes it as it is and merges the template's security into what couch_peruser wrote."""
+    with config_changed(http, f"{couch.url}/_node/_local/_config/couch_peruser/enable", "true"):
+        name = unique("raced")
+        database = user_database("userdb-", name)
+        write(tmp_path, "userdbs.yaml", template("  security: {members: {roles: [app-user]}}\n")
+              + f"---\napiVersion: reconciler/v1\nkind: User\nmetadata: {{name: {name}}}\nspec: {{}}\n")
+        path = f"{couch.url}/{database}"
+        original = requests.Session.request
+
+        def first_made_by_couch_peruser(self, method, url, *args, **kwargs):
+            if (method, url) == ("PUT", path):
+                # What couch_peruser does (couch_peruser.erl ensure_user_db, ensure_security with add_user).
+                assert original(self, "PUT", url).status_code == 201
+                made = {"members": {"roles": ["_admin"], "names": [name]}, "admins": {"roles": ["_admin"], "names": [name]}}
+                assert original(self, "PUT", f"{url}/_security", json=made).status_code == 200
+            return original(self, method, url, *args, **kwargs)
+
+        monkeypatch.setattr(requests.Session, "request", first_made_by_couch_peruser)
+        applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path))
+        monkeypatch.undo()
+        planned = reconcile(couch, "plan", "--detailed-exitcode", str(tmp_path))
+
+        assert applied.code == 0, applied.stderr
+        assert planned.code == 0, planned.stdout
+        held = security(couch, http, database)
+        assert held["members"] == {"roles": ["_admin", "app-user"], "names": [name]}
+        assert held["admins"] == {"roles": ["_admin"], "names": [name]}
+        assert "couch_reconciler" not in held
 
 
 def test_a_saved_plan_of_the_template_applies_and_refuses_once_stale(couch, http, unique, tmp_path):

@@ -1,0 +1,74 @@
+"""The reference architecture (manifests/) converges in one apply on a server that already has users, with
+couch_peruser on, and with couch_peruser off (then the same plan turns it on): one `apply --auto-approve`
+(no --force), then `plan --detailed-exitcode` exits 0.
+
+Relied on (docs/couchdb.md, "couch_peruser"): after any `[couch_peruser]` config change it handles no sign-up
+for its start period (5 s), then replays `_users` from the start, creating each missing database; so while
+the apply that turns it on runs, couch_peruser may create any user's database at any moment, before or
+after the tool wanted to. The users are written in one `_users/_bulk_docs`, without passwords, as a back
+end that migrates accounts would (no PBKDF2 to pay per user).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from urllib.parse import quote
+
+import pytest
+
+from reconcile_runner import config_changed
+from reference_world import PERUSER_START_PERIOD, left_as_found, reconcile_manifests
+from waiting import wait_for
+from couch_reconciler.kinds.user_databases import user_database
+
+PREFIX = "userdb-"
+# A real couch_peruser creates some tens of databases a second on a loaded machine, after its start period.
+PERUSER_RATE = 20.0
+
+
+def existing_users(couch, http, unique, count: int) -> list[str]:
+    """`count` users written in one `_bulk_docs`, as a back end writes them: no role, no password."""
+    stem = unique("conv")
+    names = [f"{stem}-{index:04}" for index in range(count)]
+    if names:
+        docs = [{"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": []} for name in names]
+        answer = http.post(f"{couch.url}/_users/_bulk_docs", json={"docs": docs})
+        assert answer.status_code == 201 and all("ok" in row for row in answer.json()), answer.text
+    return names
+
+
+def user_databases(couch, http, names: list[str]) -> set[str]:
+    """Which of these users' databases exist: one `_all_dbs` page over the prefix their names share."""
+    if not names:
+        return set()
+    first, last = (user_database(PREFIX, name) for name in (min(names), max(names)))
+    listed = http.get(f"{couch.url}/_all_dbs", params={"start_key": f'"{first}"', "end_key": f'"{last}"'}).json()
+    return set(listed) & {user_database(PREFIX, name) for name in names}
+
+
+@pytest.mark.parametrize("existing", [0, 5, 300, 1000])
+@pytest.mark.parametrize("peruser", ["on", "off"])
+def test_one_apply_of_the_reference_manifests_converges(couch, http, unique, peruser, existing):
+    # couchsim is this test's own, and goes with it; a real server is left as it was found.
+    with left_as_found(couch) if couch.real else nullcontext():
+        config = f"{couch.url}/_node/_local/_config/couch_peruser"
+        with config_changed(http, f"{config}/enable", "true" if peruser == "on" else "false"), \
+                config_changed(http, f"{config}/database_prefix", PREFIX):
+            names = existing_users(couch, http, unique, existing)
+            if peruser == "on":
+                # Every existing user has her database, as on a server where couch_peruser has been on.
+                wait_for(lambda: len(user_databases(couch, http, names)) == len(names),
+                         f"couch_peruser to create the {existing} users' databases",
+                         PERUSER_START_PERIOD + existing / PERUSER_RATE + 20.0, 0.2)
+
+            applied = reconcile_manifests(couch, "apply", "--auto-approve")
+            planned = reconcile_manifests(couch, "plan", "--detailed-exitcode")
+
+            assert applied.code == 0, applied.stdout[-3000:] + applied.stderr
+            assert planned.code == 0, planned.stdout[-3000:] + planned.stderr
+            assert user_databases(couch, http, names) == {user_database(PREFIX, name) for name in names}
+            for created in ("alice", "bob"):  # users the manifests create get their database in the same apply
+                assert http.get(f"{couch.url}/{user_database(PREFIX, created)}").status_code == 200
+            if names:
+                user = http.get(f"{couch.url}/_users/{quote('org.couchdb.user:' + names[-1], safe=':')}").json()
+                assert user["roles"] == ["app-user"]
