@@ -30,6 +30,17 @@ def is_marked(doc: Mapping[str, Any]) -> bool:
     return doc.get(MARKER) == MARKER_VALUE
 
 
+def left_as_found(wanted: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """The body to write over an existing design or `_replicator` document: the marker as the live document
+    holds it (or not). The tool marks what it creates; a document it finds, exported from a live server or
+    written by hand, stays unmarked when a manifest takes it over, so it is never deleted (a database or user
+    it finds is never marked either)."""
+    body = {key: value for key, value in wanted.items() if key != MARKER}
+    if MARKER in live:
+        body[MARKER] = live[MARKER]
+    return body
+
+
 def is_marker_path(path: str) -> bool:
     """A plan field that is the marker itself, or inside it."""
     return path == MARKER or path.startswith(MARKER + ".")

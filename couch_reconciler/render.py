@@ -82,14 +82,10 @@ def _counts(changes: Sequence[Change]) -> str:
 def change_lines(change: Change) -> list[str]:
     """What a reviewer needs under one change: its fields, what it destroys, its notes.
 
-    The ownership marker the tool writes into design and replication documents is bookkeeping, not a
-    reviewer's concern, on every create; an existing document that gets it is adopted, and says so, as
-    it makes the document one `--allow-delete` may later remove.
+    The ownership marker the tool writes into the design and replication documents it creates is
+    bookkeeping, not a reviewer's concern (a document it finds keeps its marker, or its lack of one).
     """
-    shown = [item for item in change.fields if not is_marker_path(item.path)]
-    lines = [_field_line(change, item) for item in shown]
-    if len(shown) < len(change.fields) and not isinstance(change, Create):
-        lines.append("# adopts it: marks it as managed by couch-reconciler (--allow-delete may remove it later)")
+    lines = [_field_line(change, item) for item in change.fields if not is_marker_path(item.path)]
     if change.destroys:
         lines.append(f"destroys: {change.destroys}")
     lines.extend(f"# {note}" for note in change.notes)

@@ -28,7 +28,7 @@ from ..model import (
     Source,
     Update,
 )
-from ..ownership import MARKER, MARKER_VALUE, is_marked
+from ..ownership import MARKER, MARKER_VALUE, is_marked, left_as_found
 from ..paths import PathRefused, check
 from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
@@ -262,9 +262,10 @@ class DesignDocumentResource(ResourceKind):
     def diff(self, wanted: Desired | None, live: Observed | None) -> Change | None:
         if wanted is None:
             return self.prune(live)
-        after = dict(wanted.body)
         if live is None:
+            after = dict(wanted.body)
             return Create(self.name, wanted.key, wanted.source, after=after, fields=_shown(field_changes({}, after)))
+        after = left_as_found(wanted.body, live.body)
         fields = field_changes(live.body, after)
         if not fields:
             return None
@@ -311,6 +312,8 @@ class DesignDocumentResource(ResourceKind):
         if staged:
             stage(session, database, name, desired, subject)
         body = upload_body(desired, change.before, subject)
+        if change.before is not None:  # a document found on the server keeps its marker, or its lack of one
+            body = left_as_found(body, change.before)
         if change.version is not None:
             body["_rev"] = change.version
         response = session.request("PUT", db_path(database, "_design", name), body=body, ok=(409,), what=subject)

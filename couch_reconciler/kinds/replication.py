@@ -25,7 +25,7 @@ from ..model import (
     Source,
     Update,
 )
-from ..ownership import MARKER, MARKER_VALUE, is_marked
+from ..ownership import MARKER, MARKER_VALUE, is_marked, left_as_found
 from ..replicator import REPLICATOR, replicator_docs, replicator_docs_by_id
 from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
@@ -180,14 +180,15 @@ class ReplicationResource(ResourceKind):
         before = dict(live.body)
         if "owner" in wanted.body:  # owned by the manifest only when it names one
             before["owner"] = live.facts.get("owner")
-        fields = field_changes(before, wanted.body)
+        after = left_as_found(wanted.body, live.body)
+        fields = field_changes(before, after)
         passwords = _password_fields(end for end in with_secret if not live.facts["password_matches"].get(end))
         if not fields and not passwords:
             return None
         notes: tuple[str, ...] = ()
         if live.facts.get("state") == "failed":
             notes = (f"CouchDB marked it failed ({live.facts.get('reason')}); writing it makes CouchDB start it again",)
-        return Update(self.name, wanted.key, wanted.source, before=before, after=dict(wanted.body),
+        return Update(self.name, wanted.key, wanted.source, before=before, after=after,
                       fields=fields + passwords, version=live.version, notes=notes)
 
     def warnings(self, wanted: Desired | None, live: Observed | None) -> Iterator[str]:
@@ -241,6 +242,13 @@ class ReplicationResource(ResourceKind):
             raise bulk_failure(lambda id: f"{REPLICATION}/{id}", failures)
 
 
+def fields_to_change(wanted: Desired, doc: Mapping[str, Any]) -> tuple[str, ...]:
+    """The fields a plan would change to make the stored document `wanted` (none: it leaves it alone); a
+    password counts only when its secret is readable and differs."""
+    change = RESOURCE.diff(wanted, _observed(doc, wanted))
+    return () if change is None else tuple(item.path for item in change.fields)
+
+
 def _observed(doc: Mapping[str, Any], wanted: Desired | None, behind: bool = False) -> Observed:
     """The document without what CouchDB adds and without any credential (an admin reads the stored
     passwords in clear: they are compared here, with the wanted secrets, and dropped)."""
@@ -249,6 +257,7 @@ def _observed(doc: Mapping[str, Any], wanted: Desired | None, behind: bool = Fal
     for end in ENDPOINTS:
         if end not in body:
             continue
+        body[end] = as_endpoint_object(body[end])
         stored = _password(body[end])
         if wanted is not None and end in wanted.secrets:
             # A password that cannot be read (a plan run without it) is not checked: no change is claimed.
@@ -261,6 +270,21 @@ def _observed(doc: Mapping[str, Any], wanted: Desired | None, behind: bool = Fal
                            "switching": wanted is not None and bool(wanted.options.get("triggered"))
                            and body.get("continuous") is True,
                            "behind": behind, "state_time": doc.get("_replication_state_time")})
+
+
+def as_endpoint_object(endpoint: Any) -> Any:
+    """A URL string endpoint in the object form the tool writes. CouchDB reads both alike: a string is the
+    object's `url`, and credentials in the URL's userinfo are basic auth (docs/couchdb.md, Replication), so
+    a hand-made `"source": "http://ops:pw@host/db"` is the manifest's `source` with `sourceAuth`."""
+    if not isinstance(endpoint, str):
+        return endpoint
+    parts = urlsplit(endpoint)
+    if parts.username is None:
+        return {"url": endpoint}
+    basic = {"username": unquote(parts.username)}
+    if parts.password is not None:
+        basic["password"] = unquote(parts.password)
+    return {"url": parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl(), "auth": {"basic": basic}}
 
 
 def _behind(session: CouchSession, docs: Sequence[Mapping[str, Any]]) -> set[str]:

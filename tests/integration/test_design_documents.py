@@ -258,11 +258,9 @@ def test_a_design_document_whose_manifest_is_gone_is_found_for_deletion(couch, h
     assert design(couch, http, deployed) is None
 
 
-def test_the_ownership_marker_is_kept_out_of_the_reviewers_plan_but_not_the_plan_file(couch, http, unique,
-                                                                                        tmp_path):
-    """The marker is bookkeeping a reviewer need not read on a create; adopting a hand-made design
-    document is said in words, since it makes the document one `--allow-delete` may later remove.
-    The JSON plan (docs/plan-format.md) keeps every field apply writes, the marker among them."""
+def test_the_ownership_marker_is_kept_out_of_the_reviewers_plan_but_not_the_plan_file(couch, unique, tmp_path):
+    """The marker is bookkeeping a reviewer need not read on a create; the JSON plan (docs/plan-format.md)
+    keeps every field apply writes, the marker among them."""
     database = unique("ddoc")
     write(tmp_path, "app.yaml", manifests(database).replace("path: ddoc", "views: {all: {map: 'function (d) {}'}}"))
 
@@ -273,13 +271,28 @@ def test_the_ownership_marker_is_kept_out_of_the_reviewers_plan_but_not_the_plan
     assert f"+ design_document/{database}/_design/app" in text.stdout
     assert 'views.all.map: "function (d) {}"' in text.stdout
     assert "couch_reconciler" not in text.stdout and "couch_reconciler" not in markdown.stdout
-    assert "adopts" not in text.stdout
     assert "couch_reconciler.created_by" in as_json.stdout
 
-    http.put(f"{couch.url}/{database}").raise_for_status()
-    http.put(f"{couch.url}/{database}/_design/app", json={"views": {"all": {"map": "function (d) {}"}}})
-    adopting = reconcile(couch, "plan", str(tmp_path))
 
-    assert f"~ design_document/{database}/_design/app" in adopting.stdout
-    assert "couch_reconciler" not in adopting.stdout
-    assert "# adopts it: marks it as managed by couch-reconciler" in adopting.stdout
+def test_a_hand_made_design_document_a_manifest_takes_over_stays_unmarked(couch, http, unique, tmp_path):
+    """The tool marks what it creates, and deletes only that: a design document it found (written by hand,
+    or exported by `reconcile export`) is updated to the manifest's content but never marked, so even with
+    --allow-delete it stays once its manifest is gone."""
+    database = unique("ddoc")
+    http.put(f"{couch.url}/{database}").raise_for_status()
+    http.put(f"{couch.url}/{database}/_design/app",
+             json={"views": {"all": {"map": "function (d) {}"}}}).raise_for_status()
+    write(tmp_path, "app.yaml", manifests(database).replace("path: ddoc", "views: {all: {map: 'function (d) {}'}}"))
+    assert reconcile(couch, "plan", "--detailed-exitcode", str(tmp_path)).code == 0  # the same content: no change
+
+    write(tmp_path, "app.yaml", manifests(database).replace("path: ddoc", "views: {all: {map: 'function (e) {}'}}"))
+    updating = reconcile(couch, "plan", str(tmp_path))
+    assert f"~ design_document/{database}/_design/app" in updating.stdout
+    assert 'views.all.map: "function (d) {}" -> "function (e) {}"' in updating.stdout
+    assert reconcile(couch, "apply", "--auto-approve", str(tmp_path)).code == 0
+    assert design(couch, http, database)["views"]["all"]["map"] == "function (e) {}"
+    assert "couch_reconciler" not in design(couch, http, database)
+
+    write(tmp_path, "app.yaml", manifests(database).split("---")[0])
+    assert reconcile(couch, "apply", "--allow-delete", "--auto-approve", str(tmp_path)).code == 0
+    assert design(couch, http, database) is not None
