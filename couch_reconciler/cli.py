@@ -323,17 +323,25 @@ def export(directory: str, **connection: Any) -> None:
     """Write manifests describing the live server into DIR, so an existing deployment can adopt the tool.
 
     Databases with their _security, users with their roles and extra fields, a Role for every
-    role named, and node config that differs from CouchDB's defaults; `reconcile plan DIR`
-    then shows no change. No password or hash is written: a User without `password` leaves
-    the password unmanaged until you add a reference. DIR/README.md says what was left out
-    (server admins, couch_peruser databases). Existing files are never overwritten.
+    role named, node config that differs from CouchDB's defaults, replications, and design
+    documents (their functions and attachments as files under DIR/design/); with couch_peruser
+    on, a UserDatabases template for the users' databases, and only the users it does not
+    account for. `reconcile plan DIR` then shows no change. No password or hash is written: a
+    User without `password` leaves the password unmanaged, and replications reference theirs
+    as environment variables DIR/README.md names. The README also says what was left out
+    (server admins, what no manifest can express). Existing files are never overwritten.
     """
     from .export import export as export_server
 
     with connect(**connection) as session:
         result = export_server(session, directory)
+    template = result.template
     click.echo(f"{directory}: wrote {len(result.databases)} databases, {len(result.users)} users, "
-               f"{len(result.roles)} roles and {len(result.config)} config sections; read {directory}/README.md")
+               f"{len(result.roles)} roles, {len(result.config)} config sections, "
+               f"{len(result.documents.replications)} replications, "
+               f"{len(result.documents.design_documents) + (len(template.design_documents) if template else 0)} "
+               "design documents" + (f" and a UserDatabases template for {len(template.covered)} users" if template
+                                      else "") + f"; read {directory}/README.md")
 
 
 @main.command(short_help="Show the health of the managed replications.")

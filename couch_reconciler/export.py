@@ -19,12 +19,14 @@ import yaml
 
 from . import nodes
 from .client import CouchSession
+from .export_documents import DESIGN_FOLDER, Documents, Secrets, documents, manifest
+from .export_template import TemplateExport, user_template
 from .databases import all_database_infos
 from .errors import ReconcileError
 from .kinds.checks import user_name_problem
 from .kinds.security import read_securities
 from .kinds.user import all_user_docs, user_body
-from .load import API_VERSION
+from .replicator import replicator_docs
 from .model import DATABASE_MANIFEST, NODE_CONFIG_MANIFEST, ROLE_MANIFEST, USER_MANIFEST
 from .ownership import MARKER_SECTION
 
@@ -85,6 +87,11 @@ SKIPPED_KEYS = frozenset({
     ("chttpd", "docroot"), ("httpd", "port"), ("httpd", "bind_address"), ("log", "file"),
 })
 SECRET_WORDS = ("secret", "password", "key_file")
+SHOWN = 5  # uses of a secret the README names before "and N more"
+
+
+FILES = ("databases.yaml", "users.yaml", "roles.yaml", "config.yaml", "replications.yaml",
+         "design-documents.yaml", "user-databases.yaml", "README.md", DESIGN_FOLDER)
 
 
 @dataclass
@@ -95,29 +102,42 @@ class Export:
     users: list[dict] = field(default_factory=list)
     roles: list[dict] = field(default_factory=list)
     config: list[dict] = field(default_factory=list)
+    documents: Documents = field(default_factory=Documents)
+    template: TemplateExport | None = None
+    secrets: Secrets = field(default_factory=Secrets)
     server_admins: list[str] = field(default_factory=list)
     public_databases: list[str] = field(default_factory=list)
     skipped_user_databases: int = 0
     unexportable_config: list[str] = field(default_factory=list)  # "section/key" a manifest cannot name
-    unexportable_users: list[str] = field(default_factory=list)  # names a User manifest cannot hold
+    unexportable_users: list[str] = field(default_factory=list)  # names a User manifest may not hold
 
 
 def export(session: CouchSession, directory: str) -> Export:
     """Read the server and write its manifests into `directory` (created if needed; existing files are kept)."""
-    files = {name: os.path.join(directory, name)
-             for name in ("databases.yaml", "users.yaml", "roles.yaml", "config.yaml", "README.md")}
-    existing = [path for path in files.values() if os.path.exists(path)]
+    existing = [path for name in FILES if os.path.lexists(path := os.path.join(directory, name))]
     if existing:
         raise ReconcileError(f"{existing[0]} already exists; export into an empty folder "
                              "(it never overwrites manifests)")
     result = read(session)
     os.makedirs(directory, exist_ok=True)
+    template = result.template
     for name, documents in (("databases.yaml", result.databases), ("users.yaml", result.users),
-                            ("roles.yaml", result.roles), ("config.yaml", result.config)):
+                            ("roles.yaml", result.roles), ("config.yaml", result.config),
+                            ("replications.yaml", result.documents.replications),
+                            ("design-documents.yaml", result.documents.design_documents
+                             + (template.design_documents if template else [])),
+                            ("user-databases.yaml", [template.manifest] if template else [])):
         if documents:
-            with open(files[name], "w", encoding="utf-8") as handle:
+            with open(os.path.join(directory, name), "w", encoding="utf-8") as handle:
                 yaml.safe_dump_all(documents, handle, sort_keys=False, allow_unicode=True)
-    with open(files["README.md"], "w", encoding="utf-8") as handle:
+    folders = {**result.documents.folders, **(template.folders if template else {})}
+    for folder, files in folders.items():
+        for name, content in files.items():
+            path = os.path.join(directory, folder, *name.split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(content)
+    with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as handle:
         handle.write(readme(result))
     return result
 
@@ -126,14 +146,15 @@ def read(session: CouchSession) -> Export:
     cluster = nodes.cluster(session)
     result = Export()
     prefix = _user_database_prefix(cluster)
-    infos = {}
+    infos, user_databases, system = {}, set(), []
     for name, info in all_database_infos(session).items():
-        if name.startswith("_"):
-            continue  # system databases: CouchDB owns them
         if prefix and name.startswith(prefix):
-            result.skipped_user_databases += 1  # couch_peruser's: a UserDatabases template describes them
-            continue
-        infos[name] = info
+            user_databases.add(name)  # couch_peruser's: a UserDatabases template describes them
+        elif name.startswith("_"):
+            system.append(name)  # CouchDB owns them, but not the design documents put in them (a `_users` view)
+        else:
+            infos[name] = info
+    result.skipped_user_databases = len(user_databases)
     roles: set[str] = set()
     for name, security in sorted(read_securities(session, sorted(infos)).items()):
         spec: dict[str, Any] = {"partitioned": True} if infos[name].get("props", {}).get("partitioned") else {}
@@ -148,8 +169,19 @@ def read(session: CouchSession) -> Export:
             result.public_databases.append(name)
         spec["security"] = principals
         roles.update(role for part in principals.values() if isinstance(part, dict) for role in part.get("roles", []))
-        result.databases.append(_manifest(DATABASE_MANIFEST, name, spec))
-    for doc in all_user_docs(session):
+        result.databases.append(manifest(DATABASE_MANIFEST, name, spec))
+    result.server_admins = sorted({name for node in cluster.nodes
+                                   for name in cluster.config[node].get("admins", {})})
+    users = list(all_user_docs(session))
+    replications = list(replicator_docs(session))
+    if prefix:
+        result.template = user_template(session, prefix, users, set(result.server_admins), user_databases,
+                                        replications, result.secrets)
+        roles.update(result.template.manifest["spec"].get("grantRoles", []))
+    covered = result.template.covered if result.template else set()
+    for doc in users:
+        if doc["name"] in covered:
+            continue
         if user_name_problem(doc["name"]):  # a manifest could not declare it: validate would refuse the folder
             result.unexportable_users.append(doc["name"])
             continue
@@ -158,16 +190,18 @@ def read(session: CouchSession) -> Export:
         if body:
             spec["fields"] = body
         roles.update(spec["roles"])
-        result.users.append(_manifest(USER_MANIFEST, doc["name"], spec))
-    result.roles = [_manifest(ROLE_MANIFEST, role, {"description": "exported from the live server"})
+        result.users.append(manifest(USER_MANIFEST, doc["name"], spec))
+    result.roles = [manifest(ROLE_MANIFEST, role, {"description": "exported from the live server"})
                     for role in sorted(roles) if not role.startswith("_")]
     result.config = list(_config_manifests(cluster, result.unexportable_config))
-    result.server_admins = sorted({name for node in cluster.nodes
-                                   for name in cluster.config[node].get("admins", {})})
+    taken = result.template.replication_ids if result.template else set()
+    result.documents = documents(session, sorted(infos), sorted([*infos, *system]),
+                                 [doc for doc in replications if doc["_id"] not in taken], result.secrets)
     return result
 
 
 def readme(result: Export) -> str:
+    template = result.template
     lines = [
         "# Manifests exported from a live CouchDB",
         "",
@@ -176,6 +210,11 @@ def readme(result: Export) -> str:
         f"- {len(result.databases)} databases with their `_security` (databases.yaml)",
         f"- {len(result.users)} users (users.yaml) and {len(result.roles)} roles (roles.yaml)",
         f"- {len(result.config)} node-config sections that differ from CouchDB's defaults (config.yaml)",
+        f"- {len(result.documents.replications)} replications (replications.yaml)",
+        f"- {len(result.documents.design_documents) + len(template.design_documents if template else [])} design "
+        f"documents (design-documents.yaml, their files under {DESIGN_FOLDER}/)",
+        *([f"- the UserDatabases template `{template.manifest['metadata']['name']}` (user-databases.yaml)"]
+          if template else []),
         "",
         "## Passwords are not managed yet",
         "",
@@ -202,18 +241,40 @@ def readme(result: Export) -> str:
                          "left as they are:")
     lines += _named_list("Config not exported", result.unexportable_config,
                          "These keys (or their sections) hold `/`, which a NodeConfig cannot name; manage them by hand:")
-    if result.skipped_user_databases:
-        lines += ["", "## Per-user databases (not exported)", "",
-                  f"Left out: {result.skipped_user_databases} made by couch_peruser (one per user). Describe "
-                  "them with a `UserDatabases` manifest."]
+    lines += _named_list("Secrets to set", [f"`{name}`: {', '.join(uses[:SHOWN])}"
+                                            + (f" and {len(uses) - SHOWN} more" if len(uses) > SHOWN else "")
+                                            for name, uses in sorted(result.secrets.uses.items())],
+                         "The replications' passwords were not exported: each is referenced as an environment",
+                         "variable (one per user name and password). Set them from your secret store before",
+                         "`reconcile plan` (or plan with `--without-secrets`, which leaves them uncompared):",
+                         quoted=False)
+    lines += _named_list("Not exported", result.documents.unexportable,
+                         "No manifest can say exactly what these hold, so they are left as they are on the server",
+                         "(a plan on this folder neither changes nor deletes them):", quoted=False)
+    if template:
+        name = template.manifest["metadata"]["name"]
+        lines += ["", "## Per-user databases", "",
+                  f"couch_peruser is on: the UserDatabases template `{name}` stands for the "
+                  f"{result.skipped_user_databases} user database(s) and their users (what every one of them has:",
+                  "granted roles, `_security` roles, design documents, replications). users.yaml lists only the "
+                  f"users it does not account for; {_users(len(template.covered))} left to it, their other fields "
+                  "(an email given at sign-up) unmanaged, as for any user no manifest lists."]
+        lines += _named_list("What most user databases have, but not all", template.notes,
+                             "Not in the template, which holds only what every user has, so that a plan changes "
+                             "nothing:", quoted=False)
     return "\n".join(lines) + "\n"
 
 
-def _named_list(title: str, names: Sequence[str], *explanation: str) -> list[str]:
-    """A README section listing `names` under what the reader should do about them; nothing when none."""
+def _users(count: int) -> str:
+    return f"{count} user is" if count == 1 else f"{count} users are"
+
+
+def _named_list(title: str, names: Sequence[str], *explanation: str, quoted: bool = True) -> list[str]:
+    """A README section listing `names` (or sentences) under what the reader should do about them; nothing
+    when none."""
     if not names:
         return []
-    return ["", f"## {title}", "", *explanation, "", *(f"- `{name}`" for name in names)]
+    return ["", f"## {title}", "", *explanation, "", *(f"- `{name}`" if quoted else f"- {name}" for name in names)]
 
 
 def _config_manifests(cluster: nodes.Cluster, unexportable: list[str]) -> Iterable[dict]:
@@ -241,9 +302,9 @@ def _config_manifests(cluster: nodes.Cluster, unexportable: list[str]) -> Iterab
                     if value is not None and value != default:
                         per_node.setdefault(node, {})[key] = value
         if shared:
-            yield _manifest(NODE_CONFIG_MANIFEST, section, {"section": section, "values": shared})
+            yield manifest(NODE_CONFIG_MANIFEST, section, {"section": section, "values": shared})
         for node, own in per_node.items():
-            yield _manifest(NODE_CONFIG_MANIFEST, f"{section}@{node}", {"section": section, "values": own,
+            yield manifest(NODE_CONFIG_MANIFEST, f"{section}@{node}", {"section": section, "values": own,
                                                                   "nodes": [node]})
 
 
@@ -252,6 +313,3 @@ def _user_database_prefix(cluster: nodes.Cluster) -> str | None:
         return None
     return cluster.value(cluster.nodes[0], "couch_peruser", "database_prefix") or "userdb-"
 
-
-def _manifest(kind: str, name: str, spec: Mapping[str, Any]) -> dict:
-    return {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name}, "spec": dict(spec)}

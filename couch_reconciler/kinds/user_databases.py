@@ -309,13 +309,20 @@ def _objects(template: UserTemplate, users: Sequence[str], databases: Mapping[st
                       source=manifest.where("spec", "security"), options={"mode": mode})
     for design in template.design_documents:
         yield from for_databases(design, sorted(databases))  # reads the folder once for every database
-    for index, entry in enumerate(spec.get("replicateTo", [])):
-        for database, user in sorted(databases.items()):
-            if entry.get("fanIn", "continuous") == "continuous":
-                yield replication(replication_id(template, database, entry), _replication_spec(database, user, entry),
-                                  manifest.base_dir, manifest.where("spec", "replicateTo", index))
-            else:
-                yield triggered_replication(template, database, entry)
+    for index in range(len(spec.get("replicateTo", []))):
+        yield from entry_replications(template, index, databases)
+
+
+def entry_replications(template: UserTemplate, index: int, databases: Mapping[str, str]) -> Iterator[Desired]:
+    """The `_replicator` document replicateTo entry `index` wants for each of `databases` (database -> user)."""
+    manifest = template.manifest
+    entry = manifest.spec["replicateTo"][index]
+    for database, user in sorted(databases.items()):
+        if entry.get("fanIn", "continuous") == "continuous":
+            yield replication(replication_id(template, database, entry), _replication_spec(database, user, entry),
+                              manifest.base_dir, manifest.where("spec", "replicateTo", index))
+        else:
+            yield triggered_replication(template, database, entry)
 
 
 def replication_id(template: UserTemplate, database: str, entry: Mapping[str, Any]) -> str:

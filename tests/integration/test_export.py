@@ -117,7 +117,10 @@ def test_couch_peruser_databases_are_left_to_a_user_databases_template(couch, ht
 
     assert exported.code == 0, exported.stderr
     assert not (out / "databases.yaml").exists()
-    assert "Left out: 1 made by couch_peruser" in (out / "README.md").read_text()
+    template = yaml.safe_load((out / "user-databases.yaml").read_text())
+    assert template["kind"] == "UserDatabases" and template["spec"]["prefix"] == "userdb-"
+    assert not (out / "users.yaml").exists() or name not in (out / "users.yaml").read_text()
+    assert "1 user is left to it" in (out / "README.md").read_text()
     planned = reconcile(couch, "plan", "--detailed-exitcode", str(out))
     assert planned.code == 0, planned.stdout + planned.stderr
 
