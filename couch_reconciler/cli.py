@@ -30,7 +30,7 @@ from .cli_options import (
     safety_options,
     secrets_dir_option,
     split_options,
-    target_option,
+    target_options,
 )
 from .errors import ReconcileError
 from .load import Manifest
@@ -186,14 +186,14 @@ def _desired_state(directory: str, secrets: SecretPolicy, keep: list[str] | None
 @click.option("--without-secrets", is_flag=True,
               help="Plan even where the application secrets cannot be read (a pull request's pipeline): each is a "
                    "warning, and the password it holds is not compared. apply still needs every one.")
-@target_option
+@target_options
 @display_options
 @safety_options
 @secrets_dir_option
 @connection_options
 @one_line_errors
 def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, without_secrets: bool, compact: bool,
-         targets: tuple[str, ...], **options: Any) -> None:
+         targets: tuple[str, ...], excludes: tuple[str, ...], **options: Any) -> None:
     """Show what apply would change on the server to match the manifests in DIR; change nothing.
 
     Reads the live state in bulk, compares it with the manifests and prints the changes
@@ -201,7 +201,7 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, wit
     including a plan a safety rule refuses (a deletion or replacement not allowed, or more
     updates or deletions than the share thresholds allow).
     """
-    from .kinds import RESOURCES
+    from .kinds import MANIFESTS, RESOURCES
     from .pipeline import make_plan
     from .plan import targeted
     from .planfile import save
@@ -220,8 +220,8 @@ def plan(directory: str, out: str | None, fmt: str, detailed_exitcode: bool, wit
         result = _shown_if_refused(lambda: make_plan(session, state, policy, RESOURCES), fmt, compact)
     result.warnings += [warning for warning in warnings if UNCHECKED_SECRET in warning]
     result = dataclasses.replace(result, manifest_root=Roots.of(directory).manifests, secrets_dirs=secrets.dirs)
-    if targets:
-        result = targeted(result, targets, RESOURCES)
+    if targets or excludes:
+        result = targeted(result, targets, RESOURCES, MANIFESTS, excludes)
     if out:
         save(result, out)
     output.show(result, fmt, compact)
@@ -247,13 +247,14 @@ def _shown_if_refused(planning: Callable[[], Plan], fmt: str = "text", compact: 
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one document on stdout saying what was applied, per change (with DIR, needs "
                    "--auto-approve: the plan is not shown).")
-@target_option
+@target_options
 @display_options
 @safety_options
 @secrets_dir_option
 @connection_options
 @one_line_errors
-def apply(target: str, auto_approve: bool, fmt: str, compact: bool, targets: tuple[str, ...], **options: Any) -> None:
+def apply(target: str, auto_approve: bool, fmt: str, compact: bool, targets: tuple[str, ...], excludes: tuple[str, ...],
+          **options: Any) -> None:
     """Change the server to match the manifests in DIR, or apply exactly a plan saved with `plan --out`.
 
     With DIR: plans (as `reconcile plan` does), shows the plan and asks for confirmation
@@ -263,16 +264,16 @@ def apply(target: str, auto_approve: bool, fmt: str, compact: bool, targets: tup
     references. A rerun after a failure converges.
     """
     from .apply import check_fresh, check_secrets
-    from .kinds import RESOURCES
+    from .kinds import MANIFESTS, RESOURCES
     from .pipeline import make_plan
     from .plan import targeted
     from .planfile import is_plan_file, load
 
     connection, policy, secrets = split_options(options)
     if is_plan_file(target):
-        if targets:
-            raise click.UsageError("--target narrows a plan being made; a saved plan is applied whole (make it "
-                                   "with `reconcile plan --target ... --out`)")
+        if targets or excludes:
+            raise click.UsageError("--target and --exclude narrow a plan being made; a saved plan is applied whole "
+                                   "(make it with `reconcile plan --target ... --out`)")
         saved = load(target)
         unknown = sorted({change.kind for change in saved.changes} - set(RESOURCES))
         if unknown:
@@ -300,8 +301,8 @@ def apply(target: str, auto_approve: bool, fmt: str, compact: bool, targets: tup
                              "or apply a plan saved with `reconcile plan --out`")
     with connect(**connection) as session:
         result = _shown_if_refused(lambda: make_plan(session, state, policy, RESOURCES), fmt, compact)
-        if targets:
-            result = targeted(result, targets, RESOURCES)
+        if targets or excludes:
+            result = targeted(result, targets, RESOURCES, MANIFESTS, excludes)
         if fmt == "json":
             output.execute_showing_progress(session, result, fmt)
             return

@@ -101,8 +101,17 @@ def display_options(command: F) -> F:
     return command
 
 
-target_option = click.option(
-    "--target", "targets", multiple=True, metavar="KIND[/NAME]",
-    help="Only the changes to this object (repeatable): a kind (`user`) or an object as the plan names it "
-         "(`security/orders`, `user/alice*`), with its parents' changes. For exceptional cases only: the "
-         "plan is partial (README, \"Targeting\").")
+def target_options(command: F) -> F:
+    """--target and --exclude: a plan narrowed to some objects, for exceptional cases (README, "Targeting")."""
+    options = [
+        click.option("--target", "targets", multiple=True, metavar="KIND[/NAME]",
+                     help="Only the changes to this object (repeatable): a kind (`user`), an object as the plan "
+                          "names it (`security/orders`, `user/alice*`), or a manifest (`UserDatabases/per-user`: "
+                          "what it wants), with its parents' changes. For exceptional cases only: the plan is "
+                          "partial (README, \"Targeting\")."),
+        click.option("--exclude", "excludes", multiple=True, metavar="KIND[/NAME]",
+                     help="Leave out the changes to this object (repeatable), named as for --target; a manifest "
+                          "(`UserDatabases/per-user`) leaves out what only it wants, e.g. pending sign-ups. The "
+                          "plan is partial (README, \"Targeting\")."),
+    ]
+    return _stacked(options, command)

@@ -172,6 +172,9 @@ class DesiredState:
     # Kind -> key prefixes a template owns: its managed objects under one of them that nothing wants any more
     # (a user is gone) are deleted without --allow-delete; other managed objects of the kind are not.
     prune_prefixes: dict[str, set[str]] = field(default_factory=dict)
+    # (kind, key) -> the manifests that want the object ("UserDatabases/per-user", "User/alice"), so a plan can
+    # be narrowed to, or without, what one manifest wants (every object a template makes for its users).
+    origins: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     def add(self, desired: Desired, subject: str, kinds: Mapping[str, Merging]) -> None:
         """Fold `desired` in: a second object with the same (kind, key) is merged by its kind, or, when the
@@ -179,6 +182,7 @@ class DesiredState:
         if desired.options.get("prune"):
             self.prune_kinds.add(desired.kind)
         identity = (desired.kind, desired.key)
+        self.origins[identity] = self.origins.get(identity, frozenset()) | {subject}
         first = self.objects.get(identity)
         if first is None:
             self.objects[identity] = desired
@@ -302,6 +306,9 @@ class Plan:
     # each `--secrets-dir`. A saved plan's secrets are checked against them again before apply reads one.
     manifest_root: str | None = None
     secrets_dirs: tuple[str, ...] = ()
+    # (kind, key) of a change -> the manifests that want it (DesiredState.origins), for --target/--exclude;
+    # not saved in plan files, which are narrowed before they are saved.
+    origins: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         """Terraform's arithmetic: a replace is one to add and one to destroy."""

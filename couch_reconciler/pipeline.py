@@ -83,4 +83,6 @@ def make_plan(session: CouchSession, state: DesiredState, policy: Policy, kinds:
                    if not (isinstance(change, Delete) and change.desired is None)
                    or state.prunes(change.kind, change.key)]
     existing = {name: len(objects) for name, objects in live.items()}
-    return checked_plan(session.base, changes, warnings + kind_warnings, existing, policy, kinds)
+    origins = {(change.kind, change.key): state.origins.get((change.kind, change.key), frozenset())
+               for change in changes}
+    return checked_plan(session.base, changes, warnings + kind_warnings, existing, policy, kinds, origins)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 from .errors import ReconcileError
 from .kinds.base import ResourceKind
@@ -45,9 +45,10 @@ class Policy:
 
 
 def checked_plan(server: str, changes: Sequence[Change], warnings: Sequence[str], existing: Mapping[str, int],
-                 policy: Policy, kinds: Mapping[str, ResourceKind]) -> Plan:
+                 policy: Policy, kinds: Mapping[str, ResourceKind],
+                 origins: Mapping[tuple[str, str], frozenset[str]] | None = None) -> Plan:
     """The changes in apply order, checked: PlanRefused when a safety rule says no."""
-    result = Plan(server, order(changes, kinds), list(warnings), dict(existing))
+    result = Plan(server, order(changes, kinds), list(warnings), dict(existing), origins=dict(origins or {}))
     check_safety(result, policy)
     return result
 
@@ -101,39 +102,69 @@ def _threshold_problems(plan: Plan, policy: Policy) -> list[str]:
     return problems
 
 
-def targeted(plan: Plan, targets: Sequence[str], kinds: Mapping[str, ResourceKind]) -> Plan:
-    """Only the changes `targets` name (`KIND` or `KIND/NAME`, NAME with `*` wildcards, as the plan writes
-    them), with the changes of their parents (a security object's database) that the plan also holds, as
-    Terraform's `-target` brings the target's dependencies. The plan says what it left out."""
-    wanted: list[tuple[str, str | None]] = []
-    for target in targets:
-        kind, slash, rest = target.partition("/")
-        if kind.lower() not in kinds:
-            raise ReconcileError(f"--target {target}: unknown kind `{kind}`; "
-                                 f"{closest(kind.lower(), kinds, 'the kinds are')}")
-        wanted.append((kind.lower(), rest if slash else None))
+def targeted(plan: Plan, targets: Sequence[str], kinds: Mapping[str, ResourceKind], manifest_kinds: Collection[str],
+             excludes: Sequence[str] = ()) -> Plan:
+    """The plan narrowed as Terraform's `-target` and `-exclude` narrow one: only the changes `targets` name
+    (all when none), less those `excludes` name, with the changes of their parents (a security object's
+    database) that the plan also holds. A selector is `KIND` or `KIND/NAME` (NAME with `*` wildcards): a
+    resource kind as the plan writes it (`user/alice`), or a manifest as YAML names it
+    (`UserDatabases/per-user`: every change it wants, for a template what it makes for its users). An
+    exclusion by manifest leaves out only the changes no other manifest wants. The plan says what it left out."""
+    selectors = [(option, selector, _selector(option, selector, kinds, manifest_kinds))
+                 for option, given in (("--target", targets), ("--exclude", excludes)) for selector in given]
     by_address = {(change.kind, change.key): change for change in plan.changes}
-    chosen: set[tuple[str, str]] = set()
+    matched: dict[str, set[tuple[str, str]]] = {"--target": set(), "--exclude": set()}
     unmatched = []
-    for target, (kind, pattern) in zip(targets, wanted):
-        matched = [address for address in by_address if address[0] == kind
-                   and (pattern is None or fnmatch.fnmatchcase(address[1], pattern))]
-        if not matched:
-            unmatched.append(target)
-        for address in matched:
-            while address in by_address and address not in chosen:
-                chosen.add(address)
-                parent = kinds[address[0]].parent(address[1])
-                if parent is None:
-                    break
-                address = parent
+    for option, selector, match in selectors:
+        found = {address for address in by_address if match(address, plan.origins.get(address, frozenset()),
+                                                            option == "--exclude")}
+        if not found:
+            unmatched.append(f"{option} {selector}")
+        matched[option] |= found
+    kept = (matched["--target"] if targets else set(by_address)) - matched["--exclude"]
+    chosen: set[tuple[str, str]] = set()
+    for address in kept:
+        while address in by_address and address not in chosen:
+            chosen.add(address)
+            parent = kinds[address[0]].parent(address[1])
+            if parent is None:
+                break
+            address = parent
     left_out = len(plan.changes) - len(chosen)
-    warnings = [f"--target: a partial plan: {left_out} of {len(plan.changes)} changes are left out (not shown, "
+    options = " and ".join(option for option, given in (("--target", targets), ("--exclude", excludes)) if given)
+    warnings = [f"{options}: a partial plan: {left_out} of {len(plan.changes)} changes are left out (not shown, "
                 "not saved, not applied), so the server will still differ from the manifests; run a full plan "
                 "once the exceptional situation is over"]
-    warnings += [f"--target {target} matches no change in this plan" for target in unmatched]
+    warnings += [f"{selector} matches no change in this plan" for selector in unmatched]
     return replace(plan, changes=[change for change in plan.changes if (change.kind, change.key) in chosen],
                    warnings=list(plan.warnings) + warnings)
+
+
+Match = Callable[[tuple[str, str], frozenset[str], bool], bool]
+
+
+def _selector(option: str, selector: str, kinds: Mapping[str, ResourceKind], manifest_kinds: Collection[str]) -> Match:
+    """Whether a change (its address, the manifests that want it, whether it is being excluded) is selected."""
+    kind, slash, pattern = selector.partition("/")
+
+    def named(name: str) -> bool:
+        return not slash or fnmatch.fnmatchcase(name, pattern)
+
+    if kind.lower() in kinds:
+        return lambda address, origins, excluding: address[0] == kind.lower() and named(address[1])
+    manifest = next((name for name in manifest_kinds if name.lower() == kind.lower()), None)
+    if manifest is None:
+        raise ReconcileError(f"{option} {selector}: unknown kind `{kind}`; "
+                             f"{closest(kind, [*kinds, *manifest_kinds], 'the kinds are')}")
+
+    def wanted_by(subject: str) -> bool:
+        origin_kind, _, name = subject.partition("/")
+        return origin_kind == manifest and named(name)
+
+    # Excluding a manifest's changes leaves those another manifest wants too (a user's own manifest beside
+    # the role a template grants her): they are not only that manifest's.
+    return lambda address, origins, excluding: bool(origins) and (
+        all(map(wanted_by, origins)) if excluding else any(map(wanted_by, origins)))
 
 
 def _grows(change: Update) -> bool:

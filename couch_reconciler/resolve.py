@@ -24,7 +24,8 @@ def resolve(session: CouchSession, state: DesiredState, prune: bool = False,
     if not state.templates:
         return state, []
     resolved = DesiredState(dict(state.objects), list(state.diagnostics), prune_kinds=set(state.prune_kinds),
-                            prune_prefixes={kind: set(prefixes) for kind, prefixes in state.prune_prefixes.items()})
+                            prune_prefixes={kind: set(prefixes) for kind, prefixes in state.prune_prefixes.items()},
+                            origins=dict(state.origins))
     warnings: list[str] = []
     for name in dict.fromkeys(template.manifest.kind for template in state.templates):
         templates = [template for template in state.templates if template.manifest.kind == name]

@@ -194,8 +194,8 @@ def _keep_databases_of_gone_users(session: CouchSession, templates: Sequence[Use
         template = next((t for t in keeping if name.startswith(t.prefix)), None)
         if template is not None and (DATABASE, name) not in state.objects:
             partitioned = bool((info.get("props") or {}).get("partitioned", False))
-            state.objects[(DATABASE, name)] = Desired(DATABASE, name, body={"partitioned": partitioned},
-                                                        source=template.manifest.where("spec", "deleteWithUser"))
+            state.add(Desired(DATABASE, name, body={"partitioned": partitioned},
+                              source=template.manifest.where("spec", "deleteWithUser")), template.manifest.subject, {})
 
 
 def _candidates(docs: Iterable[Mapping[str, Any]], state: DesiredState) -> dict[str, list[str]]:
