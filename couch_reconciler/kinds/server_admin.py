@@ -75,6 +75,11 @@ class ServerAdminResource(ResourceKind):
     unchanged secret is recognised by verifying it against that hash (never by logging in)."""
 
     name = SERVER_ADMIN
+    # Before every kind that may use an admin (a replication running as her). Writes that depend on a new
+    # admin need no wait for her to authenticate: a precomputed hash is usable as soon as each node's PUT
+    # has answered (docs/couchdb.md, "Security and users": chttpd_node.erl answers after config:set stored
+    # it, and couch_auth_cache:get_admin/1 reads it at every request), and apply writes the next kind only
+    # once this one's writes have all answered.
     order = 4
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
