@@ -1,17 +1,21 @@
 """A first apply with a fault at each of its requests in turn (500, 503, 409, a dropped connection, no
 answer in time): the summary a failed apply prints is true (what it calls applied is on the server, what it
 calls not applied is not), a rerun converges, and every object the tool created carries its ownership mark.
+Then the same walk over the first apply of the reference manifests (manifests/) on a server with users and
+couch_peruser on: after each fault, one clean rerun and the next plan has nothing to do.
 
 couchsim's fault injector fires before the request is handled, so a faulty write here never happened;
-the "may or may not have happened" case of a real server is what the summary's `maybe applied` is for.
+the "may or may not have happened" case of a real server is what the summary's `maybe applied` is for
+(and the timeout: the server answers, and makes the write, after apply stopped waiting).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 from urllib.parse import quote
 
 import pytest
@@ -20,6 +24,9 @@ from click.testing import CliRunner
 
 from couch_reconciler.couchsim.testing import SimServer
 from couch_reconciler.cli import main
+from couch_reconciler.kinds.user_databases import user_database
+from reference_world import MANIFESTS as REFERENCE_MANIFESTS, demo_env
+from waiting import wait_for
 
 ADMIN = ("admin", "adminpw")
 MARKER = {"created_by": "couch-reconciler"}
@@ -87,34 +94,65 @@ def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def reconcile(sim: SimServer, *args: str) -> "CliRunner.invoke":
+LAYOUT_SECRETS = {"FAULTS_OPS_PASSWORD": "ops-password", "FAULTS_ALICE_PASSWORD": "alice-password"}
+
+
+def reconcile(sim: SimServer, *args: str, secrets: Mapping[str, str] = LAYOUT_SECRETS) -> "CliRunner.invoke":
     env = {"COUCHDB_URL": sim.url, "COUCHDB_USER": ADMIN[0], "COUCHDB_PASSWORD": ADMIN[1],
-           "COUCHDB_REPLICATION_URL": sim.url, "FAULTS_OPS_PASSWORD": "ops-password",
-           "FAULTS_ALICE_PASSWORD": "alice-password"}
+           "COUCHDB_REPLICATION_URL": sim.url, **secrets}
     return CliRunner(env=env).invoke(main, list(args))
 
 
-def server() -> SimServer:
-    return SimServer(admin=ADMIN, config={"chttpd_auth": {"iterations": "1000"}})
+def server(config: Mapping[str, Mapping[str, str]] | None = None) -> SimServer:
+    return SimServer(admin=ADMIN, config={"chttpd_auth": {"iterations": "1000"}, **(config or {})})
 
 
-def first_apply_requests(manifests: Path) -> list[tuple[str, str]]:
-    """(method, path) of every request a first apply sends, in order, as the server receives them."""
+def first_apply_requests(sim: SimServer, manifests: Path, secrets: Mapping[str, str] = LAYOUT_SECRETS
+                         ) -> list[tuple[str, str, int]]:
+    """(method, path, how many times it was sent before) of every request a first apply sends to `sim`,
+    sorted: kinds write over a pool, so the order of a run is not the next run's, and each test worker must
+    number the requests alike."""
     seen: list[tuple[str, str]] = []
-    with server() as sim:
-        original = requests.Session.request
+    original = requests.Session.request
 
-        def record(self: requests.Session, method: str, url: str, *args: object, **kwargs: object):
-            seen.append((method, url.removeprefix(sim.url).split("?")[0]))
-            return original(self, method, url, *args, **kwargs)
+    def record(self: requests.Session, method: str, url: str, *args: object, **kwargs: object):
+        seen.append((method, url.removeprefix(sim.url).split("?")[0]))
+        return original(self, method, url, *args, **kwargs)
 
-        requests.Session.request = record  # type: ignore[method-assign]
-        try:
-            result = reconcile(sim, "apply", "--auto-approve", str(manifests))
-        finally:
-            requests.Session.request = original  # type: ignore[method-assign]
-        assert result.exit_code == 0, result.output
-    return seen
+    requests.Session.request = record  # type: ignore[method-assign]
+    try:
+        result = reconcile(sim, "apply", "--auto-approve", str(manifests), secrets=secrets)
+    finally:
+        requests.Session.request = original  # type: ignore[method-assign]
+    assert result.exit_code == 0, result.output
+    counted: dict[tuple[str, str], int] = {}
+    numbered = []
+    for method, path in seen:
+        numbered.append((method, path, counted.get((method, path), 0)))
+        counted[(method, path)] = counted.get((method, path), 0) + 1
+    return sorted(numbered)
+
+
+def inject(sim: SimServer, request: tuple[str, str, int], fault: str) -> None:
+    """`fault` at the request numbered `request`: the same request sent before it goes through."""
+    method, path, earlier = request
+    pattern = "^" + re.escape(path) + r"(\?|$)"
+    if earlier:
+        sim.faults.inject(path=pattern, method=method, count=earlier)
+    sim.faults.inject(path=pattern, method=method, count=1, **FAULTS[fault])
+
+
+def faulty_apply(sim: SimServer, manifests: Path, fault: str, secrets: Mapping[str, str] = LAYOUT_SECRETS
+                 ) -> "CliRunner.invoke":
+    """apply with the faults injected, then the faults cleared and what the server still does for a request
+    apply gave up on done; a failure says so in one line, never a traceback."""
+    failed = reconcile(sim, "apply", "--auto-approve", "--timeout", TIMEOUT, str(manifests), secrets=secrets)
+    sim.faults.clear()
+    sim.faults.wait_settled(30)  # a request apply gave up on is still handled, its write made late
+    assert "Traceback" not in failed.output
+    if failed.exit_code != 0:
+        assert len(failed.stderr.splitlines()) == 1, failed.stderr
+    return failed
 
 
 def planned_changes(sim: SimServer, manifests: Path) -> set[tuple[str, str]]:
@@ -169,14 +207,8 @@ REQUESTS = 24  # the first apply's requests (the test below pins it): one case p
 
 @pytest.fixture(scope="module")
 def first_requests(manifests: Path) -> list[tuple[str, str, int]]:
-    """(method, path, how many times it was sent before) of each request, sorted: kinds write over a pool,
-    so the order of a run is not the next run's, and each test worker must number the requests alike."""
-    seen: dict[tuple[str, str], int] = {}
-    numbered = []
-    for method, path in first_apply_requests(manifests):
-        numbered.append((method, path, seen.get((method, path), 0)))
-        seen[(method, path)] = seen.get((method, path), 0) + 1
-    return sorted(numbered)
+    with server() as sim:
+        return first_apply_requests(sim, manifests)
 
 
 def test_the_cases_cover_every_request_of_a_first_apply(first_requests):
@@ -186,20 +218,12 @@ def test_the_cases_cover_every_request_of_a_first_apply(first_requests):
 
 @pytest.mark.parametrize("index, fault", list(fault_cases()))
 def test_a_fault_leaves_a_true_summary_and_a_rerun_restores_every_mark(index, fault, manifests, first_requests):
-    method, path, earlier = first_requests[index]
     with server() as sim:
-        pattern = "^" + re.escape(path) + r"(\?|$)"
-        if earlier:  # the same request sent before this one goes through
-            sim.faults.inject(path=pattern, method=method, count=earlier)
-        sim.faults.inject(path=pattern, method=method, count=1, **FAULTS[fault])
+        inject(sim, first_requests[index], fault)
 
-        failed = reconcile(sim, "apply", "--auto-approve", "--timeout", TIMEOUT, str(manifests))
-        sim.faults.clear()
-        sim.faults.wait_settled(30)  # a request apply gave up on is still handled, its write made late
+        failed = faulty_apply(sim, manifests, fault)
 
-        assert "Traceback" not in failed.output
         if failed.exit_code != 0:
-            assert len(failed.stderr.splitlines()) == 1, failed.stderr
             left = planned_changes(sim, manifests)
             told = summary(failed.stdout)
             if told["applied"] | told["maybe applied"] | told["not applied"]:
@@ -273,3 +297,58 @@ def test_on_a_terminal_the_progress_bar_stays_above_the_summary(tmp_path, monkey
     bar = failed.stdout.index("Applying")
     assert failed.stdout.index("Apply stopped: 0 of 60 changes applied, 60 may or may not have been", bar)
     assert failed.stderr.startswith("database/db59: HTTP 500")
+
+
+# The reference manifests on a server as they meet it in production: users signed up, couch_peruser on (its
+# start period set to 0, `[couch_peruser] cluster_start_period`, couch_peruser.erl: every case's server is ready
+# at once), each user with her database. The first apply then creates what the manifests declare, ops, the
+# role grants, and the databases of alice and bob (the manifests' users) as couch_peruser would.
+PERUSER_ON = {"couch_peruser": {"enable": "true", "database_prefix": "userdb-", "cluster_start_period": "0"}}
+SIGNED_UP = 5
+REFERENCE_REQUESTS = 62  # the first apply's requests (the test below pins it)
+# Each request is faulted once, the five kinds in turn over the requests in their sorted order, so each kind
+# meets about a fifth of them, of every sort: the whole product (five cases per request) would cost this walk
+# alone about half an hour of a loaded 2-core machine.
+KINDS = tuple(FAULTS)
+
+
+@contextmanager
+def reference_server() -> Iterator[SimServer]:
+    with server(PERUSER_ON) as sim, requests.Session() as http:
+        http.auth = ADMIN
+        docs = [{"_id": f"org.couchdb.user:user{n}", "name": f"user{n}", "type": "user", "roles": []}
+                for n in range(SIGNED_UP)]
+        assert http.post(f"{sim.url}/_users/_bulk_docs", json={"docs": docs}).status_code == 201
+        databases = {user_database("userdb-", doc["name"]) for doc in docs}
+        wait_for(lambda: databases <= set(http.get(f"{sim.url}/_all_dbs").json()), "couch_peruser's databases")
+        yield sim
+
+
+def reference_cases() -> Iterator[tuple[int, str]]:
+    for index in range(REFERENCE_REQUESTS):
+        yield index, KINDS[index % len(KINDS)]
+
+
+@pytest.fixture(scope="module")
+def reference_requests() -> list[tuple[str, str, int]]:
+    with reference_server() as sim:
+        return first_apply_requests(sim, REFERENCE_MANIFESTS, demo_env())
+
+
+def test_the_reference_cases_cover_every_request_of_its_first_apply(reference_requests):
+    assert len(reference_requests) == REFERENCE_REQUESTS
+    assert {fault for _, fault in reference_cases()} == set(FAULTS)
+
+
+@pytest.mark.parametrize("index, fault", list(reference_cases()))
+def test_a_fault_in_the_first_apply_of_the_reference_manifests_then_one_rerun_converges(index, fault,
+                                                                                        reference_requests):
+    with reference_server() as sim:
+        inject(sim, reference_requests[index], fault)
+        faulty_apply(sim, REFERENCE_MANIFESTS, fault, demo_env())
+
+        rerun = reconcile(sim, "apply", "--auto-approve", str(REFERENCE_MANIFESTS), secrets=demo_env())
+        planned = reconcile(sim, "plan", "--detailed-exitcode", str(REFERENCE_MANIFESTS), secrets=demo_env())
+
+    assert rerun.exit_code == 0, rerun.output
+    assert planned.exit_code == 0, planned.output
