@@ -88,23 +88,36 @@ class Watcher:
                     next_full = time.monotonic() + min(backoff(failures, self.settings.backoff_cap),
                                                       self.settings.interval)
                 continue
-            batches, fatal = self.feeds.drain(timeout=min(0.2, max(next_full - now, 0.01)))
-            for batch in batches:
-                self._take(batch)
+            try:
+                fatal = self._between(min(0.2, max(next_full - now, 0.01)))
+            except Exception as error:  # a defect: said in one line, and watch goes on (a thread must not end mute)
+                self.log("watch", "loop", "", f"failed: {failure(error)}; going on", level="error")
+                self.stopping.wait(self.settings.backoff_cap)
+                continue
             if fatal is not None:
                 self.log("stop", "watch", "", f"{fatal}", level="error")
                 self.feeds.save(force=True)
                 return 1
-            self.feeds.poll(self._database_event)
-            self._act_on_pending()
-            if not self.held:
-                self.fan_in.tick()
-            self.feeds.save()
-            self.metrics.not_converged.set(len(self.pending.users))
-            self.metrics.positions("received", self.feeds.received)
-            self.metrics.positions("handled", self.feeds.positions)
         self.feeds.stopped()
         return 0
+
+    def _between(self, timeout: float) -> ServerError | None:
+        """What happens between full reconciles, once: the feeds' events (waiting up to `timeout` for the
+        first), targeted reconciles, the fan-in, the checkpoint. A fatal feed error is returned."""
+        batches, fatal = self.feeds.drain(timeout=timeout)
+        for batch in batches:
+            self._take(batch)
+        if fatal is not None:
+            return fatal
+        self.feeds.poll(self._database_event)
+        self._act_on_pending()
+        if not self.held:
+            self.fan_in.tick()
+        self.feeds.save()
+        self.metrics.not_converged.set(len(self.pending.users))
+        self.metrics.positions("received", self.feeds.received)
+        self.metrics.positions("handled", self.feeds.positions)
+        return None
 
     # ------------------------------------------------------------------ events
     def _take(self, batch: Batch) -> None:
@@ -171,11 +184,11 @@ class Watcher:
     def _full_reconcile(self) -> bool:
         started = time.monotonic()
         self.log("reconcile", "full", "", "started")
-        if not self._read_manifests():
-            self._measured("full", "invalid", started)
-            return True  # nothing to retry sooner: the folder changes with the next deployment
-        assert self.state is not None
         try:
+            if not self._read_manifests():
+                self._measured("full", "invalid", started)
+                return True  # nothing to retry sooner: the folder changes with the next deployment
+            assert self.state is not None
             with observation(self.session):
                 plan = make_plan(self.session, self.state, replace(self.policy, force=True), self.kinds)
                 self._learn(resolve(self.session, self.state)[0], replace_all=True)  # the same reads: no request
@@ -194,8 +207,8 @@ class Watcher:
             self._refused(refused, None)
             self._measured("full", "refused", started)
             return True
-        except ReconcileError as error:
-            self.log("reconcile", "full", "", f"failed: {error}", level="error")
+        except Exception as error:  # a defect too: logged, and retried as a server's failure is
+            self.log("reconcile", "full", "", f"failed: {failure(error)}", level="error")
             self._measured("full", "failed", started)
             return False
         self._measured("full", "applied", started, done)
@@ -240,11 +253,12 @@ class Watcher:
             self.feeds.handled(handled)
             self._measured("targeted", "refused", started)
             return
-        except ReconcileError as error:
+        except Exception as error:  # a defect too: the burst is kept and retried, never dropped
             pending.failures += 1
             delay = backoff(pending.failures, self.settings.backoff_cap)
             pending.not_before = time.monotonic() + delay
-            self.log("reconcile", "targeted", subject, f"failed: {error}; retrying in {delay:.1f}s", level="error")
+            self.log("reconcile", "targeted", subject, f"failed: {failure(error)}; retrying in {delay:.1f}s",
+                     level="error")
             self.pending = pending.merge(self.pending)
             self._measured("targeted", "failed", started)
             return
@@ -312,6 +326,14 @@ class Watcher:
             self.owners = owners
         else:
             self.owners.update(owners)
+
+
+def failure(error: Exception) -> str:
+    """A failure's line: a server's or the manifests' as they say it, any other exception (a defect of this
+    tool) with its type, so that watch's log names it and watch goes on."""
+    if isinstance(error, ReconcileError):
+        return str(error)
+    return f"unexpected {type(error).__name__}: {error} (a defect of couch-reconciler; please report this line)"
 
 
 def stop_on_signals(stopping: threading.Event) -> None:

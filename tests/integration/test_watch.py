@@ -38,7 +38,8 @@ from couch_reconciler.client import Connection, CouchSession
 from couch_reconciler.kinds import replication as replication_kind
 from couch_reconciler.plan import Policy
 from couch_reconciler.kinds.user_databases import user_database
-from couch_reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, run
+from couch_reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, loop, run
+from couch_reconciler.watch.fan_in import TriggeredFanIn
 from waiting import wait_for
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ, reason="drives couchsim's fault injector")
@@ -699,3 +700,41 @@ def test_without_watch_the_plan_says_the_triggered_fan_in_is_stale_and_since_whe
     assert databases_waiting(plan.stdout) == waiting_before + 1, plan.stdout
     assert "is it running?" in plan.stdout, plan.stdout
     assert "(the oldest ended 20" in plan.stdout, plan.stdout
+
+
+def failing_once(real, when=lambda *args: True):
+    """`real`, except that its first call for which `when(*args)` holds raises what a defect would."""
+    failed: list[bool] = []
+
+    def call(*args, **kwargs):
+        if not failed and when(*args):
+            failed.append(True)
+            raise ZeroDivisionError("division by zero")
+        return real(*args, **kwargs)
+
+    return call
+
+
+def test_a_defect_in_a_targeted_reconcile_is_one_log_line_and_the_sign_up_still_converges(
+        couch, http, unique, tmp_path, monkeypatch):
+    """An exception no one expected (a defect of the tool, here raised by the narrowing of her sign-up's plan) ends
+    neither watch nor the burst: one error line names it, and the retry converges her."""
+    name = unique("defect")
+    monkeypatch.setattr(loop, "narrowed", failing_once(loop.narrowed, lambda state, users, databases: name in users))
+    with watching(couch, manifests(couch, tmp_path)) as log:
+        sign_up(couch, http, name)
+        failed = log.wait(lambda r: r["kind"] == "targeted" and "ZeroDivisionError" in r["outcome"])
+        wait_for(lambda: converged(couch, http, name), f"{name} converged by the retry", 60.0, 0.2)
+    assert failed["level"] == "error" and name in failed["key"]
+    assert failed["outcome"].startswith("failed: unexpected ZeroDivisionError: division by zero")
+
+
+def test_a_defect_between_reconciles_is_one_log_line_and_watch_goes_on(couch, http, unique, tmp_path, monkeypatch):
+    """The same for what watch does between reconciles (here the fan-in's tick): logged, and the loop goes on."""
+    monkeypatch.setattr(TriggeredFanIn, "tick", failing_once(TriggeredFanIn.tick))
+    with watching(couch, manifests(couch, tmp_path)) as log:
+        failed = log.wait(lambda r: r["kind"] == "loop" and "ZeroDivisionError" in r["outcome"])
+        name = unique("after")
+        sign_up(couch, http, name)
+        wait_for(lambda: converged(couch, http, name), f"{name} converged after the defect", 60.0, 0.2)
+    assert failed["level"] == "error" and failed["outcome"].endswith("please report this line); going on")
