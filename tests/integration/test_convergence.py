@@ -11,13 +11,12 @@ end that migrates accounts would (no PBKDF2 to pay per user).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from urllib.parse import quote
 
 import pytest
 
 from reconcile_runner import config_changed
-from reference_world import PERUSER_START_PERIOD, left_as_found, reconcile_manifests
+from reference_world import PERUSER_START_PERIOD, reconcile_manifests
 from waiting import wait_for
 from couch_reconciler.kinds.user_databases import user_database
 
@@ -49,26 +48,24 @@ def user_databases(couch, http, names: list[str]) -> set[str]:
 @pytest.mark.parametrize("existing", [0, 5, 300, 1000])
 @pytest.mark.parametrize("peruser", ["on", "off"])
 def test_one_apply_of_the_reference_manifests_converges(couch, http, unique, peruser, existing):
-    # couchsim is this test's own, and goes with it; a real server is left as it was found.
-    with left_as_found(couch) if couch.real else nullcontext():
-        config = f"{couch.url}/_node/_local/_config/couch_peruser"
-        with config_changed(http, f"{config}/enable", "true" if peruser == "on" else "false"), \
-                config_changed(http, f"{config}/database_prefix", PREFIX):
-            names = existing_users(couch, http, unique, existing)
-            if peruser == "on":
-                # Every existing user has her database, as on a server where couch_peruser has been on.
-                wait_for(lambda: len(user_databases(couch, http, names)) == len(names),
-                         f"couch_peruser to create the {existing} users' databases",
-                         PERUSER_START_PERIOD + existing / PERUSER_RATE + 20.0, 0.2)
+    config = f"{couch.url}/_node/_local/_config/couch_peruser"
+    with config_changed(http, f"{config}/enable", "true" if peruser == "on" else "false"), \
+            config_changed(http, f"{config}/database_prefix", PREFIX):
+        names = existing_users(couch, http, unique, existing)
+        if peruser == "on":
+            # Every existing user has her database, as on a server where couch_peruser has been on.
+            wait_for(lambda: len(user_databases(couch, http, names)) == len(names),
+                     f"couch_peruser to create the {existing} users' databases",
+                     PERUSER_START_PERIOD + existing / PERUSER_RATE + 20.0, 0.2)
 
-            applied = reconcile_manifests(couch, "apply", "--auto-approve")
-            planned = reconcile_manifests(couch, "plan", "--detailed-exitcode")
+        applied = reconcile_manifests(couch, "apply", "--auto-approve")
+        planned = reconcile_manifests(couch, "plan", "--detailed-exitcode")
 
-            assert applied.code == 0, applied.stdout[-3000:] + applied.stderr
-            assert planned.code == 0, planned.stdout[-3000:] + planned.stderr
-            assert user_databases(couch, http, names) == {user_database(PREFIX, name) for name in names}
-            for created in ("alice", "bob"):  # users the manifests create get their database in the same apply
-                assert http.get(f"{couch.url}/{user_database(PREFIX, created)}").status_code == 200
-            if names:
-                user = http.get(f"{couch.url}/_users/{quote('org.couchdb.user:' + names[-1], safe=':')}").json()
-                assert user["roles"] == ["app-user"]
+        assert applied.code == 0, applied.stdout[-3000:] + applied.stderr
+        assert planned.code == 0, planned.stdout[-3000:] + planned.stderr
+        assert user_databases(couch, http, names) == {user_database(PREFIX, name) for name in names}
+        for created in ("alice", "bob"):  # users the manifests create get their database in the same apply
+            assert http.get(f"{couch.url}/{user_database(PREFIX, created)}").status_code == 200
+        if names:
+            user = http.get(f"{couch.url}/_users/{quote('org.couchdb.user:' + names[-1], safe=':')}").json()
+            assert user["roles"] == ["app-user"]
