@@ -19,7 +19,8 @@ written while it switches. Printed besides: the highest count of one-shot jobs i
 (`_scheduler/jobs`, a job id without `+continuous`), sampled every 0.1 s, against `--max-triggered`; when
 the continuous jobs were gone; how many databases were triggered more than once with no write in between;
 how long it took. Then, once caught up, the requests watch sends without writes and per database written,
-which must not grow with the number of users.
+which must not grow with the number of users, and `reconcile status` of the server as it is then (its
+requests, time and lines: the summary must fit a screen at 10,000 users).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from couch_reconciler.kinds import RESOURCES  # noqa: E402
 from couch_reconciler.kinds.user_databases import user_database  # noqa: E402
 from couch_reconciler.pipeline import make_plan  # noqa: E402
 from couch_reconciler.plan import Policy  # noqa: E402
+from couch_reconciler.status import health, render_text  # noqa: E402
 from couch_reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
 
 CAP = 120.0  # seconds a probe may take before it is reported as not arrived
@@ -173,9 +175,23 @@ def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings
               f"{scheduler.one_shot} (--max-triggered {settings.max_triggered}){gone}; databases triggered twice "
               f"without a write between: {twice}", flush=True)
         steady(watch, names)
+        status(connection, url, "triggered")
     finally:
         scheduler.stop()
         watch.stop()
+
+
+def status(connection: Connection, url: str, fan_in: str) -> None:
+    """`reconcile status` of this server, caught up, with watch running: its requests, its time, and how many
+    lines its text takes (the summary must fit a screen)."""
+    with CouchSession(connection) as session:
+        began = time.perf_counter()
+        result = health(session, user_template(url, fan_in), pending_threshold=300.0, stale_threshold=300.0)
+        took, sent = time.perf_counter() - began, session.requests_sent
+    text = render_text(result)
+    print(f"  reconcile status: {sent} requests in {took:.1f} s; {len(text.splitlines())} lines, exit "
+          f"{0 if result.healthy else 2}:", flush=True)
+    print("    | " + text.rstrip("\n").replace("\n", "\n    | "), flush=True)
 
 
 def steady(watch: Watching, names: list[str], quiet: float = 10.0, writes: int = 10) -> None:

@@ -345,32 +345,36 @@ def export(directory: str, **connection: Any) -> None:
                                       else "") + f"; read {directory}/README.md")
 
 
-@main.command(short_help="Show the health of the managed replications.")
+@main.command(short_help="Show the health of the fan-ins and the managed replications.")
 @click.argument("directory", metavar="DIR", type=MANIFEST_DIR)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text for people, json for tools.")
+@click.option("--all", "every", is_flag=True, help="List every replication, not only those that need attention.")
+@click.option("--stale-threshold", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              metavar="SECONDS", help="A fan-in whose oldest undelivered change is older than this needs attention.")
 @click.option("--pending-threshold", type=click.FloatRange(min=0), default=300.0, show_default=True,
               metavar="SECONDS", help="A replication pending longer than this needs attention.")
 @secrets_dir_option
 @connection_options
 @one_line_errors
-def status(directory: str, fmt: str, pending_threshold: float, secrets_dirs: tuple[str, ...],
-           **connection: Any) -> None:
-    """Show the state of every replication the manifests in DIR declare (and every one this tool wrote),
-    as CouchDB's replication scheduler reports it, with its last error and lag. Changes nothing.
+def status(directory: str, fmt: str, every: bool, stale_threshold: float, pending_threshold: float,
+           secrets_dirs: tuple[str, ...], **connection: Any) -> None:
+    """Show, for each fan-in of a UserDatabases template, how many of its users have their replication, the
+    replications' states and the oldest change not delivered yet (a time); then what needs attention, and the
+    replications that are not healthy (--all: every replication the manifests in DIR declare or this tool
+    wrote), as CouchDB's replication scheduler reports them. Reads in bulk; changes nothing.
 
-    Exit status: 0 when all are running or completed; 2 when one is crashing, failed, missing, or
-    pending longer than --pending-threshold; 1 on errors.
+    Exit status: 0 when all is well; 2 when a user has no replication, a fan-in's oldest undelivered change is
+    older than --stale-threshold, or a replication is crashing, failed, missing, or pending longer than
+    --pending-threshold; 1 on errors.
     """
-    from .model import REPLICATION
-    from .status import render_json, render_text, replication_status
+    from .status import health, render_json, render_text
 
     state = _desired_state(directory, SecretPolicy(dirs=secrets_dirs))  # reads, writes nothing: no secret read
-    declared = {desired.key: desired.source for (kind, _), desired in state.objects.items() if kind == REPLICATION}
     with connect(**connection) as session:
-        statuses = replication_status(session, declared, pending_threshold)
-    click.echo(render_json(statuses) if fmt == "json" else render_text(statuses), nl=False)
-    if not all(item.healthy for item in statuses):
+        result = health(session, state, pending_threshold, stale_threshold)
+    click.echo(render_json(result) if fmt == "json" else render_text(result, every), nl=False)
+    if not result.healthy:
         sys.exit(2)
 
 

@@ -206,7 +206,7 @@ class ReplicationResource(ResourceKind):
             observed = live.get(key)
             if not desired.options.get("triggered") or (observed is not None and not observed.facts.get("behind")):
                 continue
-            ended, never = stale.setdefault((str(desired.source), _local_database(desired.body["target"]) or ""),
+            ended, never = stale.setdefault((str(desired.source), local_database(desired.body["target"]) or ""),
                                             ([], []))
             if observed is None:
                 never.append(key)
@@ -293,7 +293,7 @@ def _behind(session: CouchSession, docs: Sequence[Mapping[str, Any]]) -> set[str
     kind (`planned_database_infos`): no request more for the databases a plan wants."""
     completed = {doc["_id"]: doc for doc in docs
                  if doc.get(TRIGGER_FIELD) and doc.get("_replication_state") == "completed"}
-    sources = {doc_id: _local_database(doc.get("source")) for doc_id, doc in completed.items()}
+    sources = {doc_id: local_database(doc.get("source")) for doc_id, doc in completed.items()}
     infos = planned_database_infos(session, sorted({name for name in sources.values() if name}))
     now = datetime.now(timezone.utc)
     behind = set()
@@ -306,7 +306,7 @@ def _behind(session: CouchSession, docs: Sequence[Mapping[str, Any]]) -> set[str
     return behind
 
 
-def _local_database(endpoint: Any) -> str | None:
+def local_database(endpoint: Any) -> str | None:
     """The database an endpoint names: the last segment of its URL."""
     url = endpoint.get("url") if isinstance(endpoint, Mapping) else endpoint
     return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]) if isinstance(url, str) else None

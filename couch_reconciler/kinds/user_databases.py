@@ -150,8 +150,7 @@ class UserDatabasesManifest(ManifestKind):
         the cluster runs at once."""
         user_templates = [template for template in templates if isinstance(template, UserTemplate)]
         cluster = nodes.cluster(session)
-        admins = {name for node in cluster.nodes for name in cluster.config[node].get("admins", {})}
-        candidates = _candidates(users_on_server(session), state)
+        selected = selected_users(session, user_templates, state)
         conflicts_before = len(state.diagnostics)
         warnings: list[str] = []
         for template in user_templates:
@@ -160,8 +159,7 @@ class UserDatabasesManifest(ManifestKind):
                 # this template's own ids (replication_id): a hand-written Replication removed from the manifests
                 # is deleted only with --allow-delete.
                 state.prune_prefixes.setdefault(REPLICATION, set()).add(template_ids(template.name))
-            users = sorted(name for name, roles in candidates.items()
-                           if name not in admins and template.selects(name, roles))
+            users = selected[template.name]
             databases, refused = _databases(template, users)
             warnings += refused
             for desired in _objects(template, users, databases, _couch_peruser_q(cluster, state, template.prefix)):
@@ -196,6 +194,18 @@ def _keep_databases_of_gone_users(session: CouchSession, templates: Sequence[Use
             partitioned = bool((info.get("props") or {}).get("partitioned", False))
             state.add(Desired(DATABASE, name, body={"partitioned": partitioned},
                               source=template.manifest.where("spec", "deleteWithUser")), template.manifest.subject, {})
+
+
+def selected_users(session: CouchSession, templates: Sequence[UserTemplate], state: DesiredState
+                   ) -> dict[str, list[str]]:
+    """Template name -> the users it selects, sorted: every user on the server and every user the manifests
+    create, with the roles this plan gives them, server admins (never selected) left out. Reads `_users` and
+    the nodes' config through the plan's shared reads."""
+    cluster = nodes.cluster(session)
+    admins = {name for node in cluster.nodes for name in cluster.config[node].get("admins", {})}
+    candidates = _candidates(users_on_server(session), state)
+    return {template.name: sorted(name for name, roles in candidates.items()
+                                  if name not in admins and template.selects(name, roles)) for template in templates}
 
 
 def _candidates(docs: Iterable[Mapping[str, Any]], state: DesiredState) -> dict[str, list[str]]:

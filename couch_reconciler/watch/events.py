@@ -194,9 +194,9 @@ class Feeds:
         """Every event up to these positions was acted upon."""
         self.positions.update({name: seq for name, seq in positions.items() if name in self.positions})
 
-    def save(self, force: bool = False) -> None:
-        self.checkpoint.write(self.positions, force)
+    def save(self, force: bool = False, report: Mapping[str, Any] | None = None) -> None:
+        self.checkpoint.write(self.positions, force, report)
 
     def stopped(self) -> None:
-        self.save(force=True)
+        self.save(force=True, report={"running": False})
         self.log("stop", "watch", "", f"stopped; feed positions saved in {CHECKPOINT_DB}/{CHECKPOINT_ID}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..apply import execute
@@ -69,6 +70,7 @@ class TriggeredFanIn:
         self.routes: dict[str, list[Route]] = {}  # database -> its triggered replications
         self.dirty: dict[str, float] = {}  # database -> when it first changed, not replicated since
         self.running: dict[str, Run] = {}  # doc id -> its run in flight
+        self.caught_up = 0.0  # monotonic time of the latest catch-up, when it found databases behind
 
     def learn(self, template: UserTemplate, databases: Iterable[str], replace_all: bool) -> None:
         if template not in self.templates:
@@ -97,6 +99,7 @@ class TriggeredFanIn:
             return
         docs = self._docs([r.doc_id for routes in self.routes.values() for r in routes])
         seqs = self._seqs(list(self.routes))
+        behind_before = CATCH_UP in self.dirty.values()
         switched: list[Change] = []
         for database, routes in self.routes.items():
             for route in routes:
@@ -109,8 +112,21 @@ class TriggeredFanIn:
                     self.running.setdefault(route.doc_id, Run(route, started, time.monotonic()))
                 elif seqs.get(database) != started:
                     self.dirty.setdefault(database, CATCH_UP)
+        if not behind_before and CATCH_UP in self.dirty.values():
+            self.caught_up = time.monotonic()
         if switched:
             self._switch(switched)
+
+    def report(self) -> dict[str, object]:
+        """The queue as `reconcile status` shows it: databases waiting for a run, runs in flight, and since when
+        the oldest waits (a database a catch-up found behind waits since that catch-up: when it was written
+        before is unknown)."""
+        waiting = [self.caught_up if when == CATCH_UP else when for when in self.dirty.values()]
+        oldest = None
+        if waiting:
+            age = time.monotonic() - min(waiting)
+            oldest = (datetime.now(timezone.utc) - timedelta(seconds=age)).isoformat(timespec="seconds")
+        return {"waiting": len(self.dirty), "running": len(self.running), "oldest_waiting": oldest}
 
     def _switch(self, continuous: Sequence[Change]) -> None:
         """The continuous documents of a switched entry go at once, in bulk: CouchDB's scheduler drops their

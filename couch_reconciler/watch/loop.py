@@ -113,11 +113,15 @@ class Watcher:
         self._act_on_pending()
         if not self.held:
             self.fan_in.tick()
-        self.feeds.save()
+        self.feeds.save(report=self._report())
         self.metrics.not_converged.set(len(self.pending.users))
         self.metrics.positions("received", self.feeds.received)
         self.metrics.positions("handled", self.feeds.positions)
         return None
+
+    def _report(self) -> dict[str, object]:
+        """What `reconcile status` reads of this watch in its checkpoint (watch/checkpoint.py)."""
+        return {"running": True, "held": self.held, "fan_in": self.fan_in.report()}
 
     # ------------------------------------------------------------------ events
     def _take(self, batch: Batch) -> None:

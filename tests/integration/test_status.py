@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import quote
 
 import pytest
 
 from reconcile_runner import assert_no_secret, reconcile, write
-from replication_setup import members_and_databases, replication, replication_manifests, scheduler_doc
+from replication_setup import base_url, members_and_databases, replication, replication_manifests, scheduler_doc
 from waiting import wait_for
+from couch_reconciler.kinds.user_databases import user_database
 
 PASSWORD = "status-s3cret-pw"
 # The replication checkpoints every 2 s instead of CouchDB's default 30 s ([replicator] checkpoint_interval,
@@ -70,7 +72,7 @@ def test_a_broken_replication_shows_in_status_and_exits_2(couch, http, unique, t
              and (doc.get("info") or {}).get("changes_pending") is not None,
              "the fixed replication to report its figures once it has replicated a document",
              timeout=(CHECKPOINT_MS + CONNECTION_TIMEOUT_MS) / 1000 + 20)
-    healthy = reconcile(couch, "status", str(tmp_path), env=fixed)
+    healthy = reconcile(couch, "status", str(tmp_path), "--all", env=fixed)
     assert healthy.code == 0 and "All healthy." in healthy.stdout
     line = next(line for line in healthy.stdout.splitlines() if line.startswith(name))
     assert line.split()[1:3] == ["running", "0"]  # changes pending: the lag CouchDB reports
@@ -112,3 +114,62 @@ def test_a_replication_pending_past_the_threshold_needs_attention(couch, http, u
     assert impatient.code == 2
     pending = [line for line in impatient.stdout.splitlines() if " pending " in line]
     assert len(pending) == 2 and all("(more than 0.5s)" in line for line in pending)
+
+
+def fan_in_manifests(couch, target: str, names: list[str], fan_in: str) -> str:
+    """A UserDatabases template over exactly `names` replicating each user's database into `target`."""
+    return f"""
+    apiVersion: reconciler/v1
+    kind: UserDatabases
+    metadata: {{name: per-user}}
+    spec:
+      select: {{namePattern: "{'|'.join(names)}"}}
+      replicateTo:
+        - target: {target}
+          fanIn: {fan_in}
+          replicationBaseUrl: {base_url(couch)}
+          auth: {{username: {couch.user}, password: env:REPLICATION_PASSWORD}}
+    ---
+    apiVersion: reconciler/v1
+    kind: Database
+    metadata: {{name: {target}}}
+    spec: {{}}
+    """
+
+
+def sign_up(couch, http, name: str) -> None:
+    """What the app's back end does: a `_users` document, no role."""
+    answer = http.put(f"{couch.url}/_users/{quote('org.couchdb.user:' + name, safe=':')}",
+                      json={"name": name, "type": "user", "roles": [], "password": "pw"})
+    assert answer.status_code == 201, answer.text
+
+
+def test_twenty_users_without_their_replication_exit_2_and_are_named(couch, http, unique, tmp_path, replication_ids):
+    """Users signed up after the last apply have no replication into the fan-in's target: the summary counts
+    them, the line under "Needs attention" names the first few, and the exit status is 2."""
+    target, names = unique("fan"), sorted(unique("fan") for _ in range(25))
+    write(tmp_path, "fan-in.yaml", fan_in_manifests(couch, target, names, "continuous"))
+    env = {"REPLICATION_PASSWORD": couch.password}
+    replicated, late = names[:5], names[5:]
+    for name in replicated:
+        sign_up(couch, http, name)
+    replication_ids.extend(f"per-user.{user_database('userdb-', name)}.to.{target}" for name in replicated)
+    assert reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env).code == 0
+    for name in late:
+        sign_up(couch, http, name)
+
+    shown = reconcile(couch, "status", str(tmp_path), env=env)
+    assert shown.code == 2, shown.stdout + shown.stderr
+    assert "  users         25: 5 with a replication, 20 without" in shown.stdout
+    listed = ", ".join(f"`{name}`" for name in late[:5])
+    assert f"per-user -> {target}: 20 users ({listed} and 15 more) without a replication" in shown.stdout
+    assert writes(shown) == []
+    as_json = json.loads(reconcile(couch, "status", str(tmp_path), "--format", "json", env=env).stdout)
+    [fan_in] = [item for item in as_json["fan_ins"] if item["name"] == f"per-user -> {target}"]
+    assert (fan_in["users"], fan_in["without"], as_json["healthy"]) == (25, late, False)
+
+    assert reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env).code == 0
+    replication_ids.extend(f"per-user.{user_database('userdb-', name)}.to.{target}" for name in late)
+    complete = reconcile(couch, "status", str(tmp_path), env=env)
+    assert "  users         25: 25 with a replication, 0 without" in complete.stdout
+    assert "without a replication" not in complete.stdout

@@ -49,8 +49,9 @@ SECRET = "watch-replication-secret"
 
 
 def manifests(couch, directory: Path, fan_in: str = "continuous", database: str | None = None,
-              global_changes: bool = True) -> Path:
-    """The watch manifests, and with `database` one more Database (prune: true) in its own file."""
+              global_changes: bool = True, select: str = ".*") -> Path:
+    """The watch manifests (the template selecting the users whose name matches `select`), and with `database`
+    one more Database (prune: true) in its own file."""
     if database is not None:
         write(directory, "extra.yaml", f"""
             apiVersion: reconciler/v1
@@ -79,6 +80,7 @@ def manifests(couch, directory: Path, fan_in: str = "continuous", database: str 
         metadata: {{name: per-user}}
         spec:
           grantRoles: [app-user]
+          select: {{namePattern: "{select}"}}
           replicateTo:
             - target: analytics
               fanIn: {fan_in}
@@ -738,3 +740,33 @@ def test_a_defect_between_reconciles_is_one_log_line_and_watch_goes_on(couch, ht
         sign_up(couch, http, name)
         wait_for(lambda: converged(couch, http, name), f"{name} converged after the defect", 60.0, 0.2)
     assert failed["level"] == "error" and failed["outcome"].endswith("please report this line); going on")
+
+
+def test_status_says_whether_watch_runs_and_since_when_a_triggered_fan_in_is_stale(couch, http, unique, tmp_path):
+    """While watch runs, status says so and the fan-in is healthy; once it stopped, a write waits for nothing:
+    status counts the database, says since when (the later of its last run's end and watch's last sign) and
+    why, and exits 2 once that is older than --stale-threshold."""
+    name = unique("status")
+    sign_up(couch, http, name)
+    database = user_database("userdb-", name)
+    directory = manifests(couch, tmp_path, fan_in="triggered", select=name)
+    env = {"WATCH_REPLICATION_PASSWORD": couch.password}
+    with watching(couch, directory) as log:
+        assert http.put(f"{couch.url}/{database}/before", json={}).status_code == 201
+        wait_for(lambda: http.get(f"{couch.url}/analytics/before").status_code == 200)
+        log.wait(lambda r: r["action"] == "replicate" and database in r["key"] and r["outcome"].startswith("completed"))
+        running = reconcile(couch, "status", str(directory), env=env)
+    assert running.code == 0, running.stdout
+    assert "  users         1: 1 with a replication, 0 without" in running.stdout
+    assert "  watch         running (" in running.stdout
+
+    assert http.put(f"{couch.url}/{database}/after", json={}).status_code == 201
+    stopped = reconcile(couch, "status", str(directory), env=env)
+    assert stopped.code == 0, stopped.stdout  # stale for less than the default 300 s
+    assert "  watch         not running (last seen " in stopped.stdout
+    assert ("  undelivered   1 user database(s) hold changes not delivered yet; the oldest change written at or "
+            "after 20") in stopped.stdout
+    assert "no `reconcile watch` runs to deliver it" in stopped.stdout
+    strict = wait_for(lambda: (run := reconcile(couch, "status", "--stale-threshold", "0", str(directory),
+                                                env=env)).code == 2 and run, "status to count the change stale")
+    assert "per-user -> analytics: stale: a change written at or after 20" in strict.stdout
