@@ -21,7 +21,8 @@ than a threshold (with more continuous jobs than `[replicator] max_jobs`, jobs t
 
 Everything is read in bulk, whatever the number of users: `_users` and `_replicator` (`_all_docs`, pages of
 1,000), `/_scheduler/docs/_replicator` (pages of 1,000), the nodes' config, `_dbs_info` of the user databases
-whose delivery depends on it (100 per request) and watch's checkpoint: never one request per user.
+whose delivery depends on it (100 per request; none for a triggered fan-in while watch runs: its queue says
+what waits) and watch's checkpoint: never one request per user.
 """
 
 from __future__ import annotations
@@ -159,9 +160,12 @@ def _delivery(session: CouchSession, routes: Mapping[str, tuple[FanIn, str]], do
               scheduled: Mapping[str, dict], statuses: Mapping[str, ReplicationStatus],
               watch: dict[str, Any] | None, now: datetime) -> None:
     """Fill each fan-in's users without a replication, its states, and what is not delivered since when."""
+    # A running watch's queue says what a triggered fan-in has not delivered: no database need be opened.
+    queued = watch is not None and watch["alive"] and not watch.get("held")
+
     def depends_on_seq(doc_id: str, mode: str) -> bool:  # a triggered one's last run ended; a continuous one idles
         state = statuses[doc_id].state
-        return state == "completed" if mode == "triggered" else state not in ("running", "completed")
+        return (state == "completed" and not queued) if mode == "triggered" else state not in ("running", "completed")
 
     sources = {doc_id: local_database(documents[doc_id].get("source")) for doc_id, (fan_in, _) in routes.items()
                if doc_id in documents and depends_on_seq(doc_id, fan_in.mode)}
@@ -190,9 +194,10 @@ def _delivery(session: CouchSession, routes: Mapping[str, tuple[FanIn, str]], do
                 ended.setdefault(fan_in, []).append(when)
     for fan_in in {fan_in for fan_in, _ in routes.values()}:
         oldest: datetime | None = None
-        if fan_in.mode == "triggered" and watch is not None and watch["alive"] and not watch.get("held"):
-            oldest = _timestamp((watch.get("fan_in") or {}).get("oldest_waiting"))
-            fan_in.how = "waiting in `reconcile watch`'s queue"
+        if fan_in.mode == "triggered" and watch is not None and queued:
+            queue = watch.get("fan_in") or {}
+            fan_in.undelivered += int(queue.get("waiting") or 0)
+            oldest, fan_in.how = _timestamp(queue.get("oldest_waiting")), "waiting in `reconcile watch`'s queue"
         elif fan_in.mode == "triggered" and fan_in in ended:
             seen = _timestamp(watch.get("saved_at")) if watch is not None else None
             # Written after its run ended; and had watch still run after that, it would have been delivered.

@@ -759,6 +759,7 @@ def test_status_says_whether_watch_runs_and_since_when_a_triggered_fan_in_is_sta
     assert running.code == 0, running.stdout
     assert "  users         1: 1 with a replication, 0 without" in running.stdout
     assert "  watch         running (" in running.stdout
+    assert not any("_dbs_info" in url for url in running.paths())  # watch's queue says what waits: no database opened
 
     assert http.put(f"{couch.url}/{database}/after", json={}).status_code == 201
     stopped = reconcile(couch, "status", str(directory), env=env)
