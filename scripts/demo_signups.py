@@ -105,8 +105,10 @@ def flow(admin: requests.Session) -> None:
     print(f"{name}: GET /analytics -> {user.get(f'{URL}/analytics').status_code} (admin-only)")
     for doc_id in ids:
         until(lambda: admin.get(f"{URL}/analytics/{doc_id}").status_code == 200, f"{doc_id} in analytics")
-    rows = admin.get(f"{URL}/analytics/_design/dashboard/_view/by_type", params={"group": "true"}).json()["rows"]
-    print("analytics dashboard, documents per type: " + json.dumps({row["key"]: row["value"] for row in rows}))
+    for view, what in (("by_type", "type"), ("by_user", "user")):
+        rows = admin.get(f"{URL}/analytics/_design/dashboard/_view/{view}", params={"group": "true"}).json()["rows"]
+        print(f"analytics dashboard, documents per {what}: "
+              + json.dumps({row["key"]: row["value"] for row in rows}, ensure_ascii=False))
 
 
 HISTORY_DAYS = 21
