@@ -17,6 +17,12 @@ from .model import Desired, Observed
 
 T = TypeVar("T")
 
+# What a kind's observation reads (`ResourceKind.reads`): kinds reading different things are observed at once.
+CLUSTER_CONFIG = "cluster config"  # `/_membership` and each node's config (couch_reconciler/nodes.py)
+DATABASES = "databases"  # which databases exist, their `_dbs_info` rows, what lives inside them
+USER_DOCUMENTS = "user documents"  # the user documents
+REPLICATION_DOCUMENTS = "replication documents"  # the replication documents
+
 
 @dataclass(eq=False)
 class SessionReads:

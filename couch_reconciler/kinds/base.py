@@ -19,7 +19,11 @@ How the engine drives a ResourceKind (couch_reconciler/plan.py, couch_reconciler
 2. observe(session, wanted, prune=...): once per plan, for kinds that have wanted objects or may
    prune. Return live objects by key: every wanted one that exists and, when `prune` is true,
    every managed one (carrying this tool's ownership marker, couch_reconciler/ownership.py) that could
-   be deleted. Read in bulk; share reads with other kinds through `reads.shared`.
+   be deleted. Read in bulk; share reads with other kinds through `reads.shared`. `reads` names what
+   observe reads (couch_reconciler/reads.py: CLUSTER_CONFIG, DATABASES, USER_DOCUMENTS,
+   REPLICATION_DOCUMENTS): kinds whose reads
+   are disjoint are observed at once, each on its own thread, and kinds sharing a read in `order`, so the
+   later one reuses what the earlier read. A kind that declares no reads (None) is observed alone.
 3. diff(wanted, live) for every key in wanted | live. `wanted is None` means the manifests no
    longer list it: return `self.prune(live)` (a Delete only when `live.managed`). The engine
    fills `Change.desired` itself; a Delete or Replace that destroys data sets `Change.destroys`
@@ -45,9 +49,9 @@ How the engine drives a ResourceKind (couch_reconciler/plan.py, couch_reconciler
    differ from `body` by the time this change would run (another writer at creation, a merge that
    must see what is there).
 8. follows_parent_version (with `parent`): True when the object cannot change without its parent's
-   Observed.version changing (a `_security` write bumps its database's `update_seq`). Kinds are
-   observed in `order`, parents first; inside `reads.remembering` (`reconcile watch`) the engine
-   then skips re-reading objects whose parent's version is unchanged.
+   Observed.version changing (a `_security` write bumps its database's `update_seq`). Such a kind shares
+   a read with its parent kind, so it is observed after it; inside `reads.remembering` (`reconcile watch`)
+   the engine then skips re-reading objects whose parent's version is unchanged.
 """
 
 from __future__ import annotations
@@ -93,6 +97,8 @@ class ResourceKind(ABC):
     name: ClassVar[str]  # as in Desired.kind: "database"
     order: ClassVar[int]  # apply order, lower first: database 10, security 20, design docs 30, user 40...
     follows_parent_version: ClassVar[bool] = False
+    # What observe reads (names in couch_reconciler/reads.py); None: unknown, so observed alone, in `order`.
+    reads: ClassVar[frozenset[str] | None] = None
 
     @abstractmethod
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False

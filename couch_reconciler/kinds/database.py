@@ -35,7 +35,7 @@ from ..model import (
     Update,
 )
 from ..ownership import MARKER, MARKER_VALUE, is_marked
-from ..reads import is_remembering, wanted_in_plan
+from ..reads import DATABASES, is_remembering, wanted_in_plan
 from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
 from .checks import USER_DATABASE_PREFIX, database_name_problem, role_diagnostics
@@ -124,6 +124,7 @@ MANIFEST = DatabaseManifest()
 class DatabaseResource(ResourceKind):
     name = DATABASE
     order = 10  # first: everything else lives in a database
+    reads = frozenset({DATABASES})
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:

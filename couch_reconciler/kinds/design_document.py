@@ -7,6 +7,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..client import CouchSession, db_path
 from ..databases import planned_database_infos
+from ..reads import DATABASES
 from ..ddoc_folder import ATTACHMENTS, BUILTIN_REDUCERS, OUTSIDE_HINT, DesignFolder, md5_digest, read_folder
 from ..ddoc_staging import STAGED_SUFFIX, delete_if_present, stage
 from ..ddoc_stored import as_wanted, stored_content, upload_body
@@ -226,6 +227,7 @@ SHOWN_CHARACTERS = 60
 class DesignDocumentResource(ResourceKind):
     name = DESIGN_DOCUMENT
     order = 30  # after the database and its security object
+    reads = frozenset({DATABASES})  # the rows the database kind read (doc_count)
 
     def parent(self, key: str) -> tuple[str, str]:
         return (DATABASE, split_key(key)[0])

@@ -21,6 +21,7 @@ from ..model import (
 )
 from ..nodes import config_desired
 from ..ownership import MARKER_SECTION
+from ..reads import CLUSTER_CONFIG
 from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
 from .cors import MANIFEST as CORS
@@ -98,6 +99,7 @@ class ConfigResource(ResourceKind):
 
     name = CONFIG
     order = 3  # node settings (couch_peruser, default_security) shape what later objects get
+    reads = frozenset({CLUSTER_CONFIG})
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:

@@ -26,6 +26,7 @@ from ..model import (
     Update,
 )
 from ..ownership import MARKER, MARKER_VALUE, is_marked, left_as_found
+from ..reads import DATABASES, REPLICATION_DOCUMENTS
 from ..replicator import REPLICATOR, replicator_docs, replicator_docs_by_id
 from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
@@ -148,6 +149,8 @@ def replication(doc_id: str, spec: Mapping[str, Any], base_dir: str, source: Sou
 class ReplicationResource(ResourceKind):
     name = REPLICATION
     order = 50  # after the databases it connects and the users it may run as
+    # The databases' rows too: a triggered run's source update_seq, from those the database kind read (`_behind`).
+    reads = frozenset({REPLICATION_DOCUMENTS, DATABASES})
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:

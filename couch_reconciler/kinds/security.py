@@ -44,7 +44,7 @@ from ..databases import existing_databases
 from ..errors import ReconcileError
 from ..model import DATABASE, SECURITY, Change, Create, Desired, FieldChange, Observed, Update
 from ..ownership import MARKER
-from ..reads import shared
+from ..reads import DATABASES, shared
 from ..secrets import SecretRef
 from .base import ResourceKind
 from .fields import field_changes
@@ -117,6 +117,7 @@ def compose(base: Mapping[str, Any], desired: Desired) -> dict[str, Any]:
 class SecurityResource(ResourceKind):
     name = SECURITY
     order = 20  # after the database it lives in
+    reads = frozenset({DATABASES})  # which exist, and the objects the database kind read as it opened them
     # A `_security` write bumps the database's `update_seq` (docs/couchdb.md, Bulk reads): while that
     # stays the same string, the object read at it is still the server's (see reads.remembering).
     follows_parent_version = True

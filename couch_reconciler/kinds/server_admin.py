@@ -23,6 +23,7 @@ from ..model import (
     Update,
 )
 from ..ownership import ADMIN_MARKER_VALUE, MARKER_SECTION
+from ..reads import CLUSTER_CONFIG
 from ..passwords import (
     DEFAULT_ITERATIONS,
     DEFAULT_PRF,
@@ -81,6 +82,7 @@ class ServerAdminResource(ResourceKind):
     # it, and couch_auth_cache:get_admin/1 reads it at every request), and apply writes the next kind only
     # once this one's writes have all answered.
     order = 4
+    reads = frozenset({CLUSTER_CONFIG})
 
     def observe(self, session: CouchSession, wanted: Sequence[Desired], prune: bool = False
                 ) -> Mapping[str, Observed]:

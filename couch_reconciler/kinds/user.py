@@ -23,7 +23,7 @@ from ..model import (
 )
 from ..ownership import OWNER, OWNER_FIELD
 from ..passwords import user_hash, verify_all
-from ..reads import shared
+from ..reads import USER_DOCUMENTS, shared
 from ..secrets import SecretRef
 from .base import ManifestKind, ResourceKind
 from .checks import user_name_problem
@@ -76,6 +76,7 @@ AUTH_DDOC_WAIT = 30.0
 class UserResource(ResourceKind):
     name = USER
     order = 40
+    reads = frozenset({USER_DOCUMENTS})
 
     def merge(self, first: Desired, second: Desired) -> Desired:
         """A User manifest and Role memberships for one user: the roles are the union (the User's first).

@@ -215,6 +215,38 @@ def test_the_next_chunk_is_written_while_one_is_still_under_way_and_a_failure_sa
     assert str(failed.value).startswith("database/db0100: HTTP 500")
 
 
+def test_kinds_reading_different_things_are_observed_at_once_and_kinds_sharing_a_read_in_order():
+    """A plan reads `_users` while it reads the databases' security objects, not after; a security object is
+    observed once its database is (it reuses that read), and a kind that declares no reads is observed alone."""
+    users_started = threading.Event()
+    seen: list[str] = []
+
+    class Declaring(FakeKind):
+        def __init__(self, name, order, reads, parent=None):
+            super().__init__(name, order, parent=parent)
+            self.reads = reads
+
+        def observe(self, server, wanted, prune=False):
+            if self.name == "database" and not users_started.wait(timeout=10):
+                raise AssertionError("the users were not read beside the databases")
+            seen.append(self.name)
+            if self.name == "user":
+                users_started.set()
+            return super().observe(server, wanted, prune)
+
+    kinds = {"database": Declaring("database", 10, frozenset({"databases"})),
+             "security": Declaring("security", 20, frozenset({"databases"}), parent="database"),
+             "user": Declaring("user", 40, frozenset({"user documents"})),
+             "plugin": Declaring("plugin", 60, None)}
+    server = FakeServer(objects={("user", "u"): ({"roles": []}, "1-a", False)})
+    plan = make_plan(server, wanted(db("a"), sec("a", ["x"]), Desired("user", "u", {"roles": ["r"]}, Source("u.yaml", 1)),
+                                    Desired("plugin", "p", {}, Source("p.yaml", 1))), Policy(), kinds)
+
+    assert [(c.action, c.kind) for c in plan.changes] == [("create", "database"), ("create", "security"),
+                                                          ("update", "user"), ("create", "plugin")]
+    assert seen == ["user", "database", "security", "plugin"]
+
+
 def role_updates(count: int, before: list[str], after: list[str]) -> list[Update]:
     return [Update("user", f"u{i}", None, fields=(FieldChange("roles", before, after),), version="1")
             for i in range(count)]
