@@ -1,7 +1,7 @@
 """Benchmark: first apply, `plan` and a no-op `apply` over N databases with security objects, each beside
 its floor measured in the same run through the same pool, on couchsim or on any CouchDB.
 
-    .venv/bin/python bench/plan_bench.py [--sizes 1000 10000] [--pool 16] [--runs 3]
+    .venv/bin/python bench/plan_bench.py [--sizes 1000 10000] [--pool 16] [--runs 3] [--mixed]
     COUCHDB_USER=admin COUCHDB_PASSWORD=... .venv/bin/python bench/plan_bench.py --url http://127.0.0.1:5984 \\
         [--server-pid $(pgrep -f beam.smp)]
 
@@ -16,7 +16,10 @@ For each N it writes N Database manifests (each with a security object) and prin
   GET db/_security x N; the no-op apply also beside a naive script that GETs each `_security` one after
   the other on one connection and compares it with the manifest;
 - the ratio to each floor, the client's CPU time and the server's (the couchsim process's, or --server-pid's,
-  from /proc; "unknown" otherwise).
+  from /proc; "unknown" otherwise);
+- with --mixed, a plan of other kinds too, as a deployment has them: N users (two with a password to verify) and
+  a node setting beside the N databases, beside the floor of its bare reads one after the other and all at once
+  (GET db/_security x N beside the `_users` pages): the plan reads what kinds read side by side.
 
 Figures are printed, never asserted: timing belongs in benchmarks, not tests.
 """
@@ -28,6 +31,7 @@ import json
 import os
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping
 
@@ -39,9 +43,11 @@ from harness import (Measured, Server, add_server_options, bench_server, desired
                      print_ratio, quickest)
 
 from couch_reconciler.apply import execute  # noqa: E402
-from couch_reconciler.client import CouchSession, db_path  # noqa: E402
+from couch_reconciler.client import CouchSession, batched, db_path  # noqa: E402
 from couch_reconciler.kinds import RESOURCES  # noqa: E402
 from couch_reconciler.kinds.security import groups  # noqa: E402
+from couch_reconciler.kinds.user import ID_PREFIX, USERS_DB  # noqa: E402
+from couch_reconciler.nodes import config_path  # noqa: E402
 from couch_reconciler.pipeline import make_plan  # noqa: E402
 from couch_reconciler.plan import Policy  # noqa: E402
 
@@ -61,6 +67,52 @@ def write_manifests(folder: Path, count: int) -> None:
             f"    admins: {{names: [owner-{i}]}}\n"
             for i in range(start, min(start + per_file, count))]
         (folder / f"databases-{start // per_file:03d}.yaml").write_text("---\n".join(documents))
+
+
+USERS_WITH_PASSWORD = 2
+CONFIG_SECTION = PREFIX.rstrip("-")
+
+
+def write_mixed(folder: Path, count: int) -> None:
+    """N users holding the role (the first ones with a password, to verify as a plan does) and one node setting."""
+    password = "{password: env:BENCH_USER_PASSWORD, roles: [app-user]}"
+    documents = [f"apiVersion: reconciler/v1\nkind: User\nmetadata: {{name: {PREFIX}user-{i:06d}}}\n"
+                 f"spec: {password if i < USERS_WITH_PASSWORD else '{roles: [app-user]}'}\n" for i in range(count)]
+    documents.append(f"apiVersion: reconciler/v1\nkind: NodeConfig\nmetadata: {{name: {CONFIG_SECTION}}}\n"
+                     f"spec: {{section: {CONFIG_SECTION}, values: {{marker: bench}}}}\n")
+    (folder / "users.yaml").write_text("---\n".join(documents))
+
+
+def bench_users(session: CouchSession) -> list[dict]:
+    """Every user document of this benchmark on the server."""
+    first = f"{ID_PREFIX}{PREFIX}"
+    return list(session.all_docs(USERS_DB, "reading _users", first, first + "\ufff0"))
+
+
+def drop_bench_users(server: Server) -> None:
+    with CouchSession(server.connection) as session:
+        docs = [{"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True} for doc in bench_users(session)]
+        session.bulk_docs(USERS_DB, batched(docs, 1000), "deleting the benchmark's users")
+        for node in session.get("_membership")["cluster_nodes"]:
+            session.request("DELETE", config_path(node, CONFIG_SECTION, "marker"), ok=(404,))
+
+
+def floor_mixed_reads(server: Server, names: list[str], at_once: bool) -> Measured:
+    """GET db/_security x N and the `_users` pages through the tool's pool, one after the other or side by side."""
+    with CouchSession(server.connection) as session, measured(server) as floor:
+        def securities() -> None:
+            list(session.map(lambda name: session.request("GET", db_path(name, "_security")), names))
+
+        if at_once:
+            with ThreadPoolExecutor(1) as beside:
+                users = beside.submit(bench_users, session)
+                securities()
+                users.result()
+        else:
+            securities()
+            bench_users(session)
+    floor.requests = session.requests_sent
+    return floor
 
 
 def bench_databases(session: CouchSession) -> list[str]:
@@ -162,13 +214,35 @@ def measure(server: Server, folder: Path, count: int, runs: int) -> None:
     drop_bench_databases(server)
 
 
+def measure_mixed(server: Server, folder: Path, count: int, runs: int) -> None:
+    """A plan over N databases, N users and a node setting, after a first apply made them all."""
+    drop_bench_databases(server)
+    drop_bench_users(server)
+    write_mixed(folder, count)
+    names = sorted(key for kind, key in desired_state(folder).objects if kind == "security")
+    tool(server, folder, write=True)
+    measures = {"tool": lambda: tool(server, folder, write=False),
+                "GET db/_security x N, then the _users pages": lambda: floor_mixed_reads(server, names, False),
+                "GET db/_security x N beside the _users pages": lambda: floor_mixed_reads(server, names, True)}
+    floors = quickest(runs, measures)
+    run = floors.pop("tool")
+    if run.changes:
+        raise SystemExit(f"mixed plan: {run.changes} changes right after the first apply")
+    print_ratio(f"plan of {count} databases, {count} users and a node setting", run, floors)
+    drop_bench_databases(server)
+    drop_bench_users(server)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--runs", type=int, default=1, help="measure each figure and floor this many times and "
                                                              "print the quickest (for a busy machine)")
+    parser.add_argument("--mixed", action="store_true", help="also plan N users and a node setting beside the "
+                                                              "N databases (what kinds read side by side)")
     add_server_options(parser)
     args = parser.parse_args()
+    os.environ.setdefault("BENCH_USER_PASSWORD", "bench-user-pw")
     for count in args.sizes:
         with bench_server(args) as server, tempfile.TemporaryDirectory() as folder:
             if count == args.sizes[0]:
@@ -177,6 +251,8 @@ def main() -> None:
             write_manifests(Path(folder), count)
             print(f"N = {count} databases with security objects:")
             measure(server, Path(folder), count, args.runs)
+            if args.mixed:
+                measure_mixed(server, Path(folder), count, args.runs)
 
 
 if __name__ == "__main__":
