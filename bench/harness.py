@@ -37,8 +37,9 @@ class Couchsim:
 
 
 COUCHSIM_MODELS = ("couchsim models what opening a database that is not open costs (max_dbs_open, LRU; "
-                   "couch_reconciler/couchsim/README.md), not disk, CPU or network: ratios on couchsim rank designs, "
-                   "absolute times need a real server (--url)")
+                   "couch_reconciler/couchsim/README.md); not what creating one costs (a real 3.4.3 here spent ~17 ms "
+                   "of server CPU per database created with its _security), nor disk, CPU per request or network: "
+                   "ratios on couchsim rank designs, absolute times need a real server (--url)")
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,17 @@ class Measured:
     server_cpu: float | None = None
     requests: int = 0
     changes: int = 0
+    load: tuple[float, float] = (0.0, 0.0)  # the machine's 1- and 5-minute load averages when it ended
+    walls: tuple[float, ...] = ()  # every run's wall time, when it was measured more than once (`quickest`)
 
     def cpu(self) -> str:
         server = "unknown" if self.server_cpu is None else f"{self.server_cpu:.2f} s"
         return f"client CPU {self.client_cpu:.2f} s, server CPU {server}"
+
+    def conditions(self) -> str:
+        """Under what the wall time was measured: the runs it is the best of, and the machine's load."""
+        runs = f"best of {', '.join(f'{wall:.2f}' for wall in self.walls)} s; " if len(self.walls) > 1 else ""
+        return f"{runs}load {self.load[0]:.1f}/{self.load[1]:.1f}"
 
 
 @contextlib.contextmanager
@@ -106,6 +114,8 @@ def measured(server: Server) -> Iterator[Measured]:
     yield result
     result.wall = time.perf_counter() - began
     result.client_cpu = time.process_time() - cpu_began
+    one, five, _ = os.getloadavg()
+    result.load = (one, five)
     server_ended = process_cpu(server.pid)
     if server_began is not None and server_ended is not None:
         result.server_cpu = server_ended - server_began
@@ -113,9 +123,10 @@ def measured(server: Server) -> Iterator[Measured]:
 
 def print_ratio(label: str, tool: Measured, floors: dict[str, Measured], detail: str = "") -> None:
     """The tool's figures on one line, then each floor's with the ratio of the tool's wall time to it."""
-    print(f"  {label}: {tool.wall:.2f} s, {tool.requests} requests{detail}; {tool.cpu()}", flush=True)
+    print(f"  {label}: {tool.wall:.2f} s ({tool.conditions()}), {tool.requests} requests{detail}; {tool.cpu()}",
+          flush=True)
     for name, floor in floors.items():
-        print(f"    floor {name}: {floor.wall:.2f} s, {floor.requests} requests; {floor.cpu()}"
+        print(f"    floor {name}: {floor.wall:.2f} s ({floor.conditions()}), {floor.requests} requests; {floor.cpu()}"
               f"  -> ratio {tool.wall / floor.wall:.2f}x", flush=True)
 
 
@@ -123,11 +134,15 @@ def quickest(runs: int, measures: dict[str, Callable[[], Measured]]) -> dict[str
     """Each measurement `runs` times, in turns (so a burst of other work on the machine hits all of them
     alike), and the quickest of each: the least disturbed one."""
     best: dict[str, Measured] = {}
+    walls: dict[str, list[float]] = {name: [] for name in measures}
     for _ in range(runs):
         for name, measure in measures.items():
             result = measure()
+            walls[name].append(result.wall)
             if name not in best or result.wall < best[name].wall:
                 best[name] = result
+    for name, result in best.items():
+        result.walls = tuple(walls[name])
     return best
 
 
