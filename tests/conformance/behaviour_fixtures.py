@@ -79,6 +79,12 @@ class User:
         return f"org.couchdb.user:{self.name}"
 
 
+# The test databases hold one copy of each shard. On a cluster the copies of an n = 3 database converge
+# asynchronously (a write returns once w = 2 copies have it, mem3_rep brings the third), and a read picks
+# whichever copy answers first: right after a write, _changes may miss it or list it in another order, and
+# update_seq (which encodes the copies that answered) may differ between two reads. CouchDB promises no
+# read-your-writes across copies; with one copy every read sees every write, in order.
+ONE_COPY = {"n": "1"}
 ADMIN_ONLY_SECURITY = {"members": {"roles": ["_admin"]}, "admins": {"roles": ["_admin"]}}
 NOT_SERVER_ADMIN = (401, {"error": "unauthorized", "reason": "You are not a server admin."})
 
@@ -130,12 +136,13 @@ def new_name(unique) -> Callable[[str], str]:
 
 @pytest.fixture
 def new_db(server, new_name) -> Iterator[Callable[..., str]]:
-    """Create a database (optionally with a `_security` object); it is deleted after the case."""
+    """Create a database (optionally with a `_security` object), of ONE_COPY unless `n` says otherwise; it is
+    deleted after the case."""
     created: list[str] = []
 
     def make(prefix: str = "db", security: dict | None = None, name: str | None = None, **params: Any) -> str:
         name = name or new_name(prefix)
-        response = server.admin.put(db_url(name), params=params or None)
+        response = server.admin.put(db_url(name), params={**ONE_COPY, **params})
         assert response.status_code == 201, response.text
         created.append(name)
         if security is not None:
@@ -177,17 +184,26 @@ def new_user(server, new_name) -> Iterator[Callable[..., User]]:
 
 @pytest.fixture
 def set_config(server) -> Iterator[Callable[..., requests.Response]]:
-    """PUT a config value (a JSON string) on a node; the previous value, or its absence, is restored afterwards."""
+    """PUT a config value (a JSON string) on a node, by default on every node of the cluster (config is per
+    node, and what a setting drives runs on each node for the documents it owns: couch_peruser, say); the
+    answer is the answering node's. The previous values, or their absence, are restored afterwards."""
     previous: dict[tuple[str, str, str], str | None] = {}
 
-    def put(section: str, key: str, value: str, node: str = "_local", raw: bool = False) -> requests.Response:
-        path = f"/_node/{node}/_config/{section}/{quote(key, safe='')}"
-        if (node, section, key) not in previous:
-            before = server.admin.get(path)
-            previous[(node, section, key)] = before.json() if before.status_code == 200 else None
-        response = server.admin.put(path, json=value, params={"raw": "true"} if raw else None)
-        assert response.status_code == 200, response.text
-        return response
+    def put(section: str, key: str, value: str, node: str | None = None, raw: bool = False) -> requests.Response:
+        if node is None:
+            local = server.node()
+            nodes = [local] + [n for n in server.admin.get("/_membership").json()["cluster_nodes"] if n != local]
+        else:
+            nodes = [node]
+        answers = []
+        for name in nodes:
+            path = f"/_node/{name}/_config/{section}/{quote(key, safe='')}"
+            if (name, section, key) not in previous:
+                before = server.admin.get(path)
+                previous[(name, section, key)] = before.json() if before.status_code == 200 else None
+            answers.append(server.admin.put(path, json=value, params={"raw": "true"} if raw else None))
+            assert answers[-1].status_code == 200, answers[-1].text
+        return answers[0]
 
     yield put
     for (node, section, key), value in reversed(list(previous.items())):

@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 import pytest
 
+from behaviour_fixtures import ONE_COPY
+
 
 def db_url(name, *rest):
     return "/" + "/".join([quote(name, safe="")] + [quote(part, safe="/") for part in rest])
@@ -42,7 +44,7 @@ def server(couch):
 @pytest.fixture
 def db(server, unique):
     name = unique("js")
-    assert server.admin.put(db_url(name)).status_code == 201
+    assert server.admin.put(db_url(name), params=ONE_COPY).status_code == 201
     yield name
     server.admin.delete(db_url(name))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import json
 import time
@@ -118,7 +119,8 @@ def test_partitioned_database_needs_partition_ids(couch, unique):
 
 def test_deleting_a_database_ends_its_continuous_feed(couch, unique):
     """A continuous _changes feed does not outlive its database: once it is deleted the stream ends (no
-    heartbeat-only idling until the client gives up)."""
+    heartbeat-only idling until the client gives up). A real cluster ends it abruptly: the coordinator writes
+    a whole 404 response into the chunked body it had started, which a client reads as a broken stream."""
     http = couch.session()
     db = f"{couch.url}/{unique('db')}"
     http.put(db)
@@ -127,7 +129,9 @@ def test_deleting_a_database_ends_its_continuous_feed(couch, unique):
     with requests.Session() as other:
         other.auth = couch.admin
         assert other.delete(db).status_code == 200
-    rows = [line for line in feed.iter_lines() if line.strip()]
+    rows = []
+    with contextlib.suppress(requests.exceptions.ChunkedEncodingError):
+        rows += [line for line in feed.iter_lines() if line.strip()]
     assert time.monotonic() - started < 5
     assert not any(b'"id"' in row for row in rows)
 

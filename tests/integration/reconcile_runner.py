@@ -75,16 +75,24 @@ def assert_no_secret(secrets: list[str], *texts: str) -> None:
 @contextmanager
 def config_changed(http: requests.Session, url: str, value: str) -> Iterator[None]:
     """The config key at `url` (`.../_node/NODE/_config/SECTION/KEY`) set to `value` for the block, then put
-    back as it was (or removed): the server may be a real CouchDB other tests share."""
-    before = http.get(url)
-    assert http.put(url, json=value).status_code == 200
+    back as it was (or removed): the server may be a real CouchDB other tests share. NODE `_local` means every
+    node of the cluster: config is per node, and what a setting drives runs on each node for the documents that
+    node owns (couch_peruser:should_handle_doc_int/2 asks mem3:owner/3), so a server-wide setting is set on all."""
+    base, _, rest = url.partition("/_node/")
+    node, _, key = rest.partition("/")
+    nodes = http.get(f"{base}/_membership").json()["cluster_nodes"] if node == "_local" else [node]
+    urls = [f"{base}/_node/{name}/{key}" for name in nodes]
+    before = [http.get(each) for each in urls]
+    for each in urls:
+        assert http.put(each, json=value).status_code == 200
     try:
         yield
     finally:
-        if before.status_code == 200:
-            http.put(url, json=before.json())
-        else:
-            http.delete(url)
+        for each, old in zip(urls, before):
+            if old.status_code == 200:
+                http.put(each, json=old.json())
+            else:
+                http.delete(each)
 
 
 @dataclass

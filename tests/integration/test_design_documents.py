@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pytest
 
-from reconcile_runner import reconcile, write
+from reconcile_runner import config_changed, reconcile, write
 
 FOLDER = Path(__file__).parent.parent / "manifests" / "ddoc-app" / "ddoc"
 
@@ -96,10 +96,7 @@ def test_an_unchanged_design_document_sends_nothing_beyond_the_read(couch, deplo
 def test_a_design_document_converges_whatever_the_server_compression(couch, http, unique, tmp_path, level):
     """`[attachments] compression_level` (docs: config/misc.rst) changes the gzip stream CouchDB stores for a text
     attachment (1: another stream, 0: none, the digest is the file's MD5): plan still finds the files in place."""
-    path = f"{couch.url}/_node/_local/_config/attachments/compression_level"
-    before = http.get(path)
-    assert http.put(path, json=level).status_code == 200
-    try:
+    with config_changed(http, f"{couch.url}/_node/_local/_config/attachments/compression_level", level):
         database = unique("ddoc")
         shutil.copytree(FOLDER, tmp_path / "ddoc")
         write(tmp_path, "app.yaml", manifests(database))
@@ -110,11 +107,6 @@ def test_a_design_document_converges_whatever_the_server_compression(couch, http
         stub = design(couch, http, database)["_attachments"]["css/site.css"]
         raw_md5 = "md5-" + base64.b64encode(hashlib.md5(site).digest()).decode()
         assert (stub["digest"] == raw_md5) == (level == "0")
-    finally:
-        if before.status_code == 200:
-            http.put(path, json=before.json())
-        else:
-            http.delete(path)
 
 
 def test_an_edited_view_updates_with_the_index_warning(couch, http, deployed, tmp_path):

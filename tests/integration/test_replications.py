@@ -101,7 +101,8 @@ def test_a_failed_replication_is_shown_and_written_again_once_the_manifest_is_fi
     assert f"  ~ replication/{second}" in fixed.stdout
     assert "# CouchDB marked it failed (" in fixed.stdout and "writing it makes CouchDB start it again" in fixed.stdout
     assert reconcile(couch, "apply", str(tmp_path), "--auto-approve", env=ENV).code == 0
-    wait_for(lambda: scheduler_doc(couch, http, second).get("state") == "running", "the fixed replication to run")
+    wait_for(lambda: scheduler_doc(couch, http, second).get("state") == "running", "the fixed replication to run",
+             timeout=60)  # its node's doc processor, then the scheduler, on a possibly loaded cluster
     assert "_replication_state" not in http.get(f"{couch.url}/_replicator/{second}").json()
 
 
