@@ -90,17 +90,18 @@ def test_existing_users_get_databases_when_enabled(server, set_config, new_user,
     poll(lambda: not exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} deleted with its user")
 
 
-def test_sign_ups_right_after_a_config_change_wait_for_the_restart(server, set_config, peruser, new_user, poll):
-    """couch_peruser:handle_info({config_change, "couch_peruser", ...}) ends its listener and starts again
-    (init_state/0); it listens once mem3_cluster calls the cluster stable, `cluster_start_period` (5 s) later,
-    then replays from the first change: a user who signs up meanwhile gets her database only then."""
-    peruser()  # listening
-    set_config("couch_peruser", "q", "1")  # the default: a change of the section all the same
+def test_sign_ups_right_after_enabling_wait_for_the_start_period(server, set_config, new_user, poll):
+    """couch_peruser:handle_info({config_change, "couch_peruser", ...}) starts it again (init_state/0); it listens
+    once mem3_cluster calls the cluster stable, `cluster_start_period` (5 s) later, then replays from the first
+    change: a user who signs up meanwhile gets her database only then. Enabling it is such a change with no
+    listener before it (a change while one listens races with that listener on a loaded server)."""
+    set_config("couch_peruser", "delete_dbs", "true")
+    set_config("couch_peruser", "enable", "true")
     user = new_user()
     name = userdb(user.name)
     started = time.monotonic()
     time.sleep(START_PERIOD / 2)
-    assert not exists(server, name), "couch_peruser handled a sign-up before it listened again"
+    assert not exists(server, name), "couch_peruser handled a sign-up before it listened"
     poll(lambda: exists(server, name), timeout=LISTENING_WAIT, what=f"{name} created once couch_peruser listens")
     assert time.monotonic() - started >= START_PERIOD / 2
     delete_user(server.admin, user.name)

@@ -171,6 +171,11 @@ def replication_secret(monkeypatch, couch):
     monkeypatch.setenv("WATCH_REPLICATION_PASSWORD", couch.password)
 
 
+# A triggered one-shot replication: watch writes its document, CouchDB's doc processor and scheduler start the
+# job, which reads the source and checkpoints. Seconds on an idle server; a loaded real one took over 20 s.
+ONE_SHOT_WAIT = 60.0
+
+
 @pytest.fixture(autouse=True)
 def checkpoint_removed(couch):
     """Watch's checkpoint is a `_local` document of `_users`, which no listing shows: it goes after the test, so
@@ -297,7 +302,8 @@ def test_triggered_fan_in_moves_a_document_to_analytics_with_a_one_shot_replicat
     doc_id = f"per-user.{database}.to.analytics"
     with watching(couch, manifests(couch, tmp_path, fan_in="triggered")) as log:
         assert http.put(f"{couch.url}/{database}/note-1", json={"type": "note"}).status_code == 201
-        wait_for(lambda: http.get(f"{couch.url}/analytics/note-1").status_code == 200)
+        wait_for(lambda: http.get(f"{couch.url}/analytics/note-1").status_code == 200, "note-1 in analytics",
+                 ONE_SHOT_WAIT)
         log.wait(lambda r: r["action"] == "replicate" and r["key"] == doc_id and r["outcome"].startswith("completed"))
         assert http.put(f"{couch.url}/{database}/note-2", json={"type": "note"}).status_code == 201
         wait_for(lambda: http.get(f"{couch.url}/analytics/note-2").status_code == 200)
@@ -325,7 +331,8 @@ def test_switching_to_triggered_fan_in_makes_the_continuous_document_one_shot(co
         switched = http.get(f"{couch.url}/_replicator/{doc_id}").json()
         assert switched["continuous"] is False and "update_seq" in switched["couch_reconciler_trigger"]
         assert http.put(f"{couch.url}/{database}/after-switch", json={}).status_code == 201
-        wait_for(lambda: http.get(f"{couch.url}/analytics/after-switch").status_code == 200)
+        wait_for(lambda: http.get(f"{couch.url}/analytics/after-switch").status_code == 200,
+                 "after-switch in analytics", ONE_SHOT_WAIT)
         log.wait(lambda r: r["action"] == "replicate" and r["key"] == doc_id and r["outcome"].startswith("completed"))
     assert http.get(f"{couch.url}/_replicator/{doc_id}").json()["continuous"] is False
 
@@ -512,7 +519,8 @@ def test_triggered_fan_in_runs_at_most_max_triggered_one_shot_jobs_at_once(couch
         for index, database in enumerate(databases):
             assert http.put(f"{couch.url}/{database}/doc-{index}", json={}).status_code == 201
         wait_for(lambda: all(http.get(f"{couch.url}/analytics/doc-{index}").status_code == 200
-                             for index in range(len(databases))), timeout=30)
+                             for index in range(len(databases))), "every document in analytics",
+                 len(databases) * ONE_SHOT_WAIT)
     running, most = 0, 0
     for record in log.records():
         if record["action"] == "trigger" and record["outcome"].startswith("one-shot"):
