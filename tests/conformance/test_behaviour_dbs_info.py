@@ -7,7 +7,6 @@ global_changes_httpd.erl; recorded exchanges "dbs_info", "dbs_info keys not arra
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -153,29 +152,3 @@ def test_db_updates_continuous_streams_events_then_last_seq(server, global_chang
     assert name in [line.get("db_name") for line in lines[:-1]]
     assert "last_seq" in lines[-1]
 
-
-def per_database(server, keys, rounds=2):
-    """Seconds a POST /_dbs_info spends per database, the best of `rounds` (after one round to settle)."""
-    server.admin.post("/_dbs_info", json={"keys": keys})
-    best = None
-    for _ in range(rounds):
-        started = time.perf_counter()
-        assert server.admin.post("/_dbs_info", json={"keys": keys}).status_code == 200
-        elapsed = (time.perf_counter() - started) / len(keys)
-        best = elapsed if best is None else min(best, elapsed)
-    return best
-
-
-def test_reading_databases_that_are_not_open_costs_more_than_open_ones(server, new_db, set_config):
-    """couch_server keeps at most `[couchdb] max_dbs_open` shard files open (default 500, couch_server.erl
-    maybe_close_lru_db/1 closes the least recently used idle one) and fabric_db_info opens every shard of a
-    database it reports on. With the limit below the shards a POST /_dbs_info names, every request opens them
-    all again; with few databases they stay open. Opening reads a file's header: far slower than answering
-    from an open one (facts: 1.3-1.5 s for 100 databases on a server over the limit). The databases have
-    q=2; the limit is set low for the case and restored."""
-    set_config("couchdb", "max_dbs_open", "10")
-    many = [new_db(q="2") for _ in range(24)]
-    few = many[:2] * 12  # as many keys, two databases: they stay open
-    cold = per_database(server, many, rounds=3)
-    warm = per_database(server, few, rounds=3)
-    assert cold > 2 * warm, f"per database: {cold * 1000:.2f} ms closed, {warm * 1000:.2f} ms open"
