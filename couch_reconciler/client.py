@@ -223,13 +223,15 @@ class CouchSession:
         return [row for rows in answers for row in rows if "error" in row]
 
 
-def bulk_failure(subject: Callable[[str], str], failures: Sequence[dict]) -> ReconcileError:
+def bulk_failure(subject: Callable[[str], str], failures: Sequence[dict],
+                 advice: str = "fix the manifest and run apply again") -> ReconcileError:
     """One line for the rows a `_bulk_docs` refused (`CouchSession.bulk_docs`): the first by name (`subject` of
-    its id), how many more, and what to do; a conflict means someone wrote the document since the plan."""
+    its id), how many more, and what to do (`advice`, for documents a manifest wrote by default); a conflict
+    means someone wrote the document since the plan."""
     first = failures[0]
     more = f" ({len(failures) - 1} more failed too)" if len(failures) > 1 else ""
-    advice = ("changed on the server since the plan was made; run plan again" if first["error"] == "conflict"
-              else "fix the manifest and run apply again")
+    if first["error"] == "conflict":
+        advice = "changed on the server since the plan was made; run plan again"
     return ReconcileError(f"{subject(first.get('id', ''))}: {first['error']}: {first.get('reason', '')}{more}; "
                           f"{advice}")
 

@@ -28,8 +28,7 @@ import json
 from datetime import datetime, timezone
 from typing import Collection
 
-from .client import CouchSession, db_path, decode
-from .errors import ReconcileError
+from .client import CouchSession, bulk_failure, db_path, decode
 from .ownership import OWNER
 from .reads import shared
 
@@ -75,6 +74,5 @@ def _write(session: CouchSession, docs: list[dict], what: str) -> bool:
         return False
     refused = [row for row in decode(response, what) if "error" in row]
     if refused:
-        raise ReconcileError(f"{what}: {RECORDS_DB}/{refused[0]['id']}: {refused[0]['error']} "
-                             f"{refused[0].get('reason', '')}".rstrip() + "; run apply again")
+        raise bulk_failure(lambda id: f"{what}: {RECORDS_DB}/{id}", refused, advice="run apply again")
     return True
