@@ -385,7 +385,9 @@ def test_a_switch_under_load_drops_the_continuous_jobs_and_runs_each_database_on
         finally:
             sampling.set()
             sampler.join(timeout=5)
-    assert 1 <= one_shot[0] <= 2
+    # A one-shot run can start and finish between two samples, so only the bound is asserted: every run is
+    # known from watch's log below.
+    assert one_shot[0] <= 2
     triggered = [r["key"] for r in log.records() if r["action"] == "trigger" and r["outcome"].startswith("one-shot")]
     assert sorted(triggered) == sorted(ids)  # each database once
 
