@@ -11,7 +11,7 @@ where their figures are used, and a database's row right after its `_security` r
 from __future__ import annotations
 
 import json
-from typing import Collection, Sequence
+from typing import Any, Collection, Sequence
 
 from .client import CouchSession, batched
 from .reads import shared
@@ -23,6 +23,21 @@ INFO_PAGE = 1000  # `GET /_dbs_info` pages like `_all_dbs`, with no cap on `limi
 # many sorted wanted names, paged by INFO_PAGE when other databases lie between them (one fewer than a page,
 # so that a range holding only wanted databases is one short page, not a full one and an empty one).
 NAMES_PER_RANGE = INFO_PAGE - 1
+
+
+def seq_number(seq: Any) -> int:
+    """The number an update_seq starts with (CouchDB 3.x: `N-opaque`; an index's seq is a plain integer): the
+    sum of the shards' seqs. The opaque rest names the shard copies that answered, so on a cluster two reads
+    with no write between them can differ there (fabric_db_info takes each range from the first copy to
+    answer) while the number agrees; every update moves the number."""
+    head = str(seq if seq is not None else 0).split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def same_seq(seq: Any, other: Any) -> bool:
+    """Whether two update_seqs of one database stand for the same updates: their numbers agree (see
+    `seq_number`); a missing one (never read, never run) is the same as nothing."""
+    return seq is not None and other is not None and seq_number(seq) == seq_number(other)
 
 
 def database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:

@@ -5,9 +5,9 @@ first, then NAME is written with the same views (so it uses the built index) and
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from .client import CouchSession, db_path
+from .databases import seq_number
 from .ddoc_stored import stored_content, upload_body
 from .errors import ReconcileError
 from .model import Desired
@@ -31,7 +31,7 @@ def stage(session: CouchSession, database: str, name: str, desired: Desired, sub
             body["_rev"] = current.json()["_rev"]  # left by an interrupted apply: overwritten
         session.put(path, body, what=f"{subject}: staging as _design/{staged}")
     view = next(view for view in desired.body["views"] if view != "lib")
-    target = _sequence_number(session.get(db_path(database), what=subject)["update_seq"])
+    target = seq_number(session.get(db_path(database), what=subject)["update_seq"])
     deadline = time.monotonic() + timeout
     while True:
         # update=lazy starts the build and answers at once, so no request waits for a long build.
@@ -39,7 +39,7 @@ def stage(session: CouchSession, database: str, name: str, desired: Desired, sub
                         params={"limit": "0", "update": "lazy"}, what=f"{subject}: building _design/{staged}")
         index = session.get(db_path(database, "_design", staged, "_info"), what=subject)["view_index"]
         # fabric_group_info sums the shards' index seqs, the number that starts the database's update_seq.
-        if not index.get("updater_running") and _sequence_number(index.get("update_seq")) >= target:
+        if not index.get("updater_running") and seq_number(index.get("update_seq")) >= target:
             return
         if time.monotonic() > deadline:
             raise ReconcileError(f"{subject}: the index of _design/{staged} is still building after {timeout:g}s; "
@@ -53,8 +53,3 @@ def delete_if_present(session: CouchSession, database: str, name: str, subject: 
     if current.status_code != 404:
         session.request("DELETE", path, params={"rev": current.json()["_rev"]}, ok=(404, 409), what=subject)
 
-
-def _sequence_number(seq: Any) -> int:
-    """The number an update_seq starts with (CouchDB 3.x: `N-opaque`; an index's seq is a plain integer)."""
-    head = str(seq if seq is not None else 0).split("-", 1)[0]
-    return int(head) if head.isdigit() else 0

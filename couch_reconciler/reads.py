@@ -85,7 +85,7 @@ def shared(session: Reading, name: str, read: Callable[[], T]) -> T:
 def remembering(session: Reading) -> Iterator[None]:
     """Inside this block (a long-lived session: `reconcile watch`), objects of kinds that declare
     `follows_parent_version` are read again only when their parent's version moved since this session
-    read them (a `_security` object while its database's `update_seq` stays the same string); a one-shot
+    read them (a `_security` object while its database's `update_seq` number stays the same); a one-shot
     plan reads everything. docs/watch.md says why this stays correct."""
     reads = session.reads
     with reads.lock:

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Sequence
 
 from .client import CouchSession, db_path
-from .databases import database_infos
+from .databases import database_infos, same_seq, seq_number
 from .kinds.replication import TRIGGER_FIELD, local_database
 from .kinds.user_databases import UserTemplate, replication_id, selected_users, user_database
 from .model import REPLICATION, DesiredState
@@ -182,11 +182,11 @@ def _delivery(session: CouchSession, routes: Mapping[str, tuple[FanIn, str]], do
         seq = seqs.get(sources.get(doc_id) or "")
         if fan_in.mode == "triggered":
             started = (doc.get(TRIGGER_FIELD) or {}).get("update_seq")
-            behind = (seq is not None and str(seq) != str(started)) or status.state in UNHEALTHY
+            behind = (seq is not None and not same_seq(seq, started)) or status.state in UNHEALTHY
             since = doc.get("_replication_state_time")
         else:
             checkpointed = (row.get("info") or {}).get("checkpointed_source_seq")
-            behind = seq is not None and _seq_number(seq) > _seq_number(checkpointed)
+            behind = seq is not None and seq_number(seq) > seq_number(checkpointed)
             since = row.get("last_updated") or doc.get("_replication_state_time")
         if behind:
             fan_in.undelivered += 1
@@ -259,14 +259,6 @@ def _status(doc_id: str, doc: Mapping[str, Any] | None, row: Mapping[str, Any] |
         changes_pending=info.get("changes_pending"), source_seq=info.get("source_seq"),
         checkpointed_source_seq=info.get("checkpointed_source_seq"), last_updated=row.get("last_updated"),
         source=where, fan_in=fan_in)
-
-
-def _seq_number(seq: Any) -> int:
-    """The number an update sequence starts with: a clustered CouchDB's opaque `N-...` sequences begin with the
-    sum of their shards' sequences, so a larger N means more changes (None, before a first checkpoint: 0)."""
-    text = str(seq) if seq is not None else "0"
-    head = text.split("-", 1)[0]
-    return int(head) if head.isdigit() else 0
 
 
 def _timestamp(text: Any) -> datetime | None:

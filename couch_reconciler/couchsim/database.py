@@ -11,6 +11,7 @@ import asyncio
 import base64
 import bisect
 import functools
+import random
 import time
 import zlib
 from typing import Any, Callable, Iterator, Protocol
@@ -88,6 +89,10 @@ class Database:
 
     # ------------------------------------------------------------------ info
     def update_seq(self) -> str:
+        if self.n > 1 and len(self.cluster.node_names) > 1:
+            # fabric_db_info takes each range's seq from the first copy to answer, and a seq names its copy:
+            # on a real 3-node cluster two reads with no write between them differ after the number.
+            return format_seq(self.seq, copies=[random.randrange(self.n) for _ in range(self.q)])
         return format_seq(self.seq)
 
     def info(self) -> dict:
@@ -505,10 +510,11 @@ def shard_ranges(q: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def format_seq(seq: int, marks: list[int] | None = None) -> str:
-    """CouchDB 3 seqs are opaque strings starting with a number: clients compare them for equality only. Ours
-    carry the feed position per shard (`marks`) where the shards stand at different seqs."""
+def format_seq(seq: int, marks: list[int] | None = None, copies: list[int] | None = None) -> str:
+    """CouchDB 3 seqs are opaque strings starting with a number. Ours carry the feed position per shard
+    (`marks`) where the shards stand at different seqs, and which copy of each range answered (`copies`)."""
     values = [seq] if not marks or len(set(marks)) == 1 and marks[0] == seq else marks
+    values = values + (copies or [])
     token = base64.urlsafe_b64encode(b"".join(v.to_bytes(8, "big") for v in values)).decode("ascii").rstrip("=")
     return f"{seq}-{SEQ_MARK}{token}"
 

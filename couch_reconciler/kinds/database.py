@@ -15,6 +15,7 @@ from ..databases import (
     existing_databases,
     info_rows,
     seen_rows,
+    seq_number,
 )
 from ..errors import ReconcileError
 from ..model import (
@@ -359,8 +360,11 @@ def _observed(name: str, info: Mapping | None, managed: bool = False, unmarked: 
     if info is None:
         return Observed(DATABASE, name, {}, None, managed=managed, facts=flag)
     cluster = info.get("cluster") or {}
+    # The version: how many updates (`seq_number`, which copies of a cluster agree on where the update_seq's
+    # text does not) of which instance of the database (`instance_start_time`, its creation).
+    version = f"{seq_number(info.get('update_seq'))}@{info.get('instance_start_time')}"
     return Observed(DATABASE, name, {"partitioned": bool((info.get("props") or {}).get("partitioned", False))},
-                    str(info.get("update_seq")), managed=managed,
+                    version, managed=managed,
                     facts={"doc_count": info.get("doc_count", 0), "q": cluster.get("q"), "n": cluster.get("n"), **flag})
 
 

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
 from ..client import CouchSession, batched, bulk_failure
-from ..databases import planned_database_infos
+from ..databases import planned_database_infos, same_seq
 from ..errors import ReconcileError
 from ..model import (
     REPLICATION,
@@ -303,7 +303,7 @@ def _behind(session: CouchSession, docs: Sequence[Mapping[str, Any]]) -> set[str
     for doc_id, doc in completed.items():
         info = infos.get(sources[doc_id] or "")
         ended = _timestamp(doc.get("_replication_state_time"))
-        if info is not None and str(info.get("update_seq")) != str(doc[TRIGGER_FIELD].get("update_seq")) \
+        if info is not None and not same_seq(info.get("update_seq"), doc[TRIGGER_FIELD].get("update_seq")) \
                 and ended is not None and (now - ended).total_seconds() > STALE_AFTER:
             behind.add(doc_id)
     return behind

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..client import CouchSession
-from ..databases import all_database_infos
+from ..databases import all_database_infos, same_seq
 from ..errors import ServerError
 from ..kinds.user import ID_PREFIX
 from .checkpoint import CHECKPOINT_DB, CHECKPOINT_ID, Checkpoint
@@ -186,7 +186,7 @@ class Feeds:
             for name in self.polling.keys() - now.keys():
                 event(name, "deleted")
             for name in now.keys() & self.polling.keys():
-                if now[name] != self.polling[name]:
+                if not same_seq(now[name], self.polling[name]):
                     event(name, "updated")
         self.polling = now
 

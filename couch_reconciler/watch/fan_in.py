@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..apply import execute
 from ..client import CouchSession
-from ..databases import database_infos
+from ..databases import database_infos, same_seq
 from ..errors import ReconcileError, ServerError
 from ..kinds.base import ResourceKind
 from ..kinds.replication import TRIGGER_FIELD
@@ -70,6 +70,7 @@ class TriggeredFanIn:
         self.routes: dict[str, list[Route]] = {}  # database -> its triggered replications
         self.dirty: dict[str, float] = {}  # database -> when it first changed, not replicated since
         self.running: dict[str, Run] = {}  # doc id -> its run in flight
+        self.markers: dict[str, str] = {}  # doc id -> the update_seq its document says its last run started at
         self.caught_up = 0.0  # monotonic time of the latest catch-up, when it found databases behind
 
     def learn(self, template: UserTemplate, databases: Iterable[str], replace_all: bool) -> None:
@@ -105,12 +106,14 @@ class TriggeredFanIn:
             for route in routes:
                 doc = docs.get(route.doc_id) or {}
                 started = (doc.get(TRIGGER_FIELD) or {}).get("update_seq")
+                if started is not None:
+                    self.markers[route.doc_id] = started
                 if doc.get("continuous") is True:  # the entry's fanIn was switched
                     switched.append(Delete(REPLICATION, route.doc_id, None, version=doc["_rev"]))
                     self.dirty.setdefault(database, CATCH_UP)
                 elif doc and doc.get("_replication_state") not in FINISHED:
                     self.running.setdefault(route.doc_id, Run(route, started, time.monotonic()))
-                elif seqs.get(database) != started:
+                elif not same_seq(seqs.get(database), started):
                     self.dirty.setdefault(database, CATCH_UP)
         if not behind_before and CATCH_UP in self.dirty.values():
             self.caught_up = time.monotonic()
@@ -180,7 +183,11 @@ class TriggeredFanIn:
         changed = {database: self.dirty.pop(database, CATCH_UP) for database in databases}
         try:
             seqs = self._seqs(databases)
-            runs = {route.doc_id: (route, seqs[route.database]) for route in routes if route.database in seqs}
+            # The marker as written while the database's update_seq stands for the same updates: a cluster's
+            # text differs with the copies that answered (databases.seq_number), and rewriting the document
+            # for that alone would start a run, whose checkpoint is an event, and so on for ever.
+            runs = {route.doc_id: (route, self._marker(route.doc_id, seqs[route.database]))
+                    for route in routes if route.database in seqs}
             wanted = DesiredState({(REPLICATION, doc_id): route.run(seq) for doc_id, (route, seq) in runs.items()})
             plan = make_plan(self.session, wanted, Policy(force=True), self.kinds)
         except ReconcileError as error:
@@ -191,6 +198,7 @@ class TriggeredFanIn:
             now = time.monotonic()
             for change in chunk:
                 route, seq = runs[change.key]
+                self.markers[change.key] = seq
                 self.running[change.key] = Run(route, seq, now, changed[route.database])
                 self.log("trigger", "replication", change.key, "one-shot replication started")
 
@@ -204,6 +212,10 @@ class TriggeredFanIn:
         self.log("trigger", "replication", "", why, level="warning")
         for database in databases:
             self.dirty.setdefault(database, time.monotonic())
+
+    def _marker(self, doc_id: str, update_seq: str) -> str:
+        known = self.markers.get(doc_id)
+        return known if known is not None and same_seq(known, update_seq) else update_seq
 
     def _docs(self, ids: Sequence[str]) -> dict[str, dict]:
         return replicator_docs_by_id(self.session, ids)

@@ -225,3 +225,21 @@ def poll() -> Callable[..., Any]:
         return wait_for(fn, what, timeout, interval)
 
     return until
+
+
+@pytest.fixture
+def cluster(server):
+    """An admin client on a server with at least two nodes: on couchsim a 3-node SimServer, on a real server the
+    server itself when it is a cluster (compose/ cluster profile)."""
+    if server.sim is None:
+        nodes = server.admin.get("/_membership").json()["cluster_nodes"]
+        if len(nodes) < 2:
+            pytest.skip(f"one-node CouchDB ({nodes}); this needs a cluster (compose/ cluster profile)")
+        yield server.admin
+        return
+    from couch_reconciler.couchsim.testing import SimServer
+
+    with SimServer(admin=(server.admin_name, server.admin_password), nodes=3) as sim:
+        admin = Client(sim.url, (server.admin_name, server.admin_password))
+        yield admin
+        admin.close()

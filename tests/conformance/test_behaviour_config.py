@@ -96,24 +96,6 @@ def test_config_is_admin_only(server, new_user):
         assert answer(response) == NOT_SERVER_ADMIN
 
 
-@pytest.fixture
-def cluster(server):
-    """An admin client on a server with at least two nodes: on couchsim a 3-node SimServer, on a real server the
-    server itself when it is a cluster (compose/ cluster profile)."""
-    if server.sim is None:
-        nodes = server.admin.get("/_membership").json()["cluster_nodes"]
-        if len(nodes) < 2:
-            pytest.skip(f"one-node CouchDB ({nodes}); per-node config needs a cluster (compose/ cluster profile)")
-        yield server.admin
-        return
-    from couch_reconciler.couchsim.testing import SimServer
-
-    with SimServer(admin=(server.admin_name, server.admin_password), nodes=3) as sim:
-        admin = Client(sim.url, (server.admin_name, server.admin_password))
-        yield admin
-        admin.close()
-
-
 def test_config_is_per_node(cluster, new_name):
     """Facts, Config: "config is per node"; chttpd_node:call_node runs config:set on the named node only,
     and /_membership lists every node of the cluster."""

@@ -103,6 +103,14 @@ class SimCluster:
     admin: tuple[str, str]
     nodes: list[str]
 
+    @property
+    def user(self) -> str:
+        return self.admin[0]
+
+    @property
+    def password(self) -> str:
+        return self.admin[1]
+
     def session(self) -> requests.Session:
         session = requests.Session()
         session.auth = self.admin
