@@ -11,14 +11,16 @@ range (the first, the newest and evenly between), one after another, while watch
 database replicated once, or switched) still runs. Printed: p50, p95, max of the delays until each is in
 `analytics`, beside the floor: the delay of one continuous replication already running (the same write
 into its source, measured the same way, on the same server before the fan-in's own jobs exist), with
-the load average (the machine is shared).
+the load average (the machine is shared). The template is the shipped one's, `ownerField` included: each
+probe is its user's (`_id` "NAME:...", `owner` NAME), as the app writes them, and passes her replication's
+selector; the floor's replication has none.
 
 The switch under load (at each of `--switch-sizes`): every user has a continuous replication, CouchDB's
 scheduler runs 500 and holds the rest pending, and watch starts with `fanIn: triggered`; the probes are
 written while it switches. Printed besides: the highest count of one-shot jobs in CouchDB's scheduler seen
-(`_scheduler/jobs`, a job id without `+continuous`), sampled every 0.1 s, against `--max-triggered`; when
-the continuous jobs were gone; how many databases were triggered more than once with no write in between;
-how long it took. Then, once caught up, the requests watch sends without writes and per database written,
+(`_scheduler/jobs`, a job id without `+continuous`), sampled every 0.1 s or less often while one answer is
+slow, against `--max-triggered`; when the continuous jobs were gone; how many databases were triggered more
+than once with no write in between; how long it took, and of that watch's first full reconcile. Then, once caught up, the requests watch sends without writes and per database written,
 which must not grow with the number of users, and `reconcile status` of the server as it is then (its
 requests, time and lines: the summary must fit a screen at 10,000 users).
 """
@@ -43,12 +45,14 @@ from couch_reconciler.apply import execute  # noqa: E402
 from couch_reconciler.client import Connection, CouchSession  # noqa: E402
 from couch_reconciler.kinds import RESOURCES  # noqa: E402
 from couch_reconciler.kinds.user_databases import user_database  # noqa: E402
+from couch_reconciler.model import DesiredState  # noqa: E402
 from couch_reconciler.pipeline import make_plan  # noqa: E402
 from couch_reconciler.plan import Policy  # noqa: E402
 from couch_reconciler.status import health, render_text  # noqa: E402
 from couch_reconciler.watch import ActionLog, Settings, Watcher  # noqa: E402
 
 CAP = 120.0  # seconds a probe may take before it is reported as not arrived
+OWNER_FIELD = "owner"  # as manifests/user-databases.yaml ships it: each user's replication carries its selector
 
 
 def spread(count: int, probes: int) -> list[int]:
@@ -62,15 +66,25 @@ def stats(values: list[float]) -> str:
     return f"p50 {statistics.median(ordered):.2f} s, p95 {p95:.2f} s, max {ordered[-1]:.2f} s"
 
 
-def arrival(session: CouchSession, database: str, doc_id: str) -> float:
+def arrival(session: CouchSession, database: str, doc_id: str, body: dict | None = None) -> float:
     """Write `doc_id` into `database`; seconds until `analytics` has it (CAP when it never came)."""
-    session.put(f"{quote(database, safe='')}/{doc_id}", {"type": "probe"})
+    session.put(f"{quote(database, safe='')}/{quote(doc_id, safe='')}", body or {"type": "probe"})
     began = time.perf_counter()
     while time.perf_counter() - began < CAP:
-        if session.request("GET", f"analytics/{doc_id}", ok=(404,)).status_code == 200:
+        if session.request("GET", f"analytics/{quote(doc_id, safe='')}", ok=(404,)).status_code == 200:
             return time.perf_counter() - began
         time.sleep(0.05)
     return CAP
+
+
+def her_arrival(session: CouchSession, name: str, label: str) -> float:
+    """`arrival` of a document the user `name` writes into her database as the app does: hers by `_id` and
+    owner, so that her replication's selector lets it through."""
+    return arrival(session, user_database("userdb-", name), f"{name}:{label}", {"type": "probe", OWNER_FIELD: name})
+
+
+def template(url: str, fan_in: str) -> DesiredState:
+    return user_template(url, fan_in, OWNER_FIELD)
 
 
 def floor(session: CouchSession, url: str) -> list[float]:
@@ -88,12 +102,17 @@ class Watching:
     def __init__(self, connection: Connection, url: str, settings: Settings):
         self.session = CouchSession(connection)
         self.log, self.stopping = io.StringIO(), threading.Event()
-        self.watcher = Watcher(self.session, lambda: user_template(url, "triggered"), Policy(force=True), settings,
+        self.watcher = Watcher(self.session, lambda: template(url, "triggered"), Policy(force=True), settings,
                                ActionLog("text", self.log), self.stopping)
         self.thread = threading.Thread(target=self.watcher.run, daemon=True)
         self.thread.start()
         while "full: " not in self.log.getvalue() or " applied in " not in self.log.getvalue():
             time.sleep(0.1)
+
+    def full_reconcile(self) -> str:
+        """How long watch's first full reconcile took, as its log says (`... applied in 12.34s; ...`)."""
+        line = next(line for line in self.log.getvalue().splitlines() if " full: " in line and " applied in " in line)
+        return line.split(" applied in ", 1)[1].split(";", 1)[0]
 
     def triggers(self) -> Counter[str]:
         return Counter(line.split("replication/", 1)[1].split(":", 1)[0] for line in self.log.getvalue().splitlines()
@@ -106,8 +125,10 @@ class Watching:
 
 
 class Scheduler:
-    """Samples `_scheduler/jobs` every 0.1 s: the most one-shot jobs seen (a continuous job's id ends with
-    `+continuous`, couch_replicator_ids.erl `replication_id/1`), and when the last continuous one went."""
+    """Samples `_scheduler/jobs`: the most one-shot jobs seen (a continuous job's id ends with `+continuous`,
+    couch_replicator_ids.erl `replication_id/1`), and when the last continuous one went. Every 0.1 s, but
+    never more than a fifth of the server's time: with 10,000 jobs one answer takes ~0.4 s on couchsim, and
+    asking again at once would load the server whose switch it measures."""
 
     def __init__(self, connection: Connection):
         self.one_shot, self.continuous_gone = 0, None
@@ -119,12 +140,14 @@ class Scheduler:
     def _sample(self, connection: Connection) -> None:
         with CouchSession(connection) as probe:
             while not self.stopping.is_set():
+                asked = time.perf_counter()
                 jobs = [job["id"] for job in probe.get("_scheduler/jobs", params={"limit": "100000"})["jobs"]]
+                took = time.perf_counter() - asked
                 self.one_shot = max(self.one_shot, sum(1 for job in jobs if not job.endswith("+continuous")))
                 # The floor's own continuous job stays: the fan-in's are gone when it is the only one.
                 if self.continuous_gone is None and sum(1 for job in jobs if job.endswith("+continuous")) <= 1:
                     self.continuous_gone = time.perf_counter() - self.began
-                time.sleep(0.1)
+                time.sleep(max(0.1, 4 * took))
 
     def stop(self) -> None:
         self.stopping.set()
@@ -138,8 +161,7 @@ def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings
         floors = floor(session, url)  # before the fan-in's jobs: with 1,000 continuous ones it would wait its turn
         sign_up(session, names)
         began = time.perf_counter()
-        plan = make_plan(session, user_template(url, "continuous" if switch else "triggered"), Policy(force=True),
-                         RESOURCES)
+        plan = make_plan(session, template(url, "continuous" if switch else "triggered"), Policy(force=True), RESOURCES)
         execute(session, plan.changes, RESOURCES)
         print(f"  setup: {count} users, first apply (fanIn {'continuous' if switch else 'triggered'}) "
               f"{len(plan.changes)} changes in {time.perf_counter() - began:.1f} s", flush=True)
@@ -153,8 +175,7 @@ def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings
         fan_in = watch.watcher.fan_in
         behind = len(fan_in.dirty) + len(fan_in.running)
         with CouchSession(connection) as session:
-            delays = [arrival(session, user_database("userdb-", names[index]), f"probe-{index}")
-                      for index in spread(count, probes)]
+            delays = [her_arrival(session, names[index], f"probe-{index}") for index in spread(count, probes)]
         arrived = sum(1 for delay in delays if delay < CAP)
         print(f"  delay to analytics over {len(delays)} users from the first to the newest, written while the "
               f"catch-up of {behind} databases runs: {stats(delays)} ({arrived}/{len(delays)} within {CAP:.0f} s); "
@@ -171,7 +192,9 @@ def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings
         gone = ("" if not switch else "; continuous jobs gone from the scheduler "
                 + ("never" if scheduler.continuous_gone is None else f"{scheduler.continuous_gone:.1f} s")
                 + " after watch started")
-        print(f"  {label}: {behind} databases in {took:.1f} s; one-shot jobs in the scheduler at most "
+        print(f"  {label}: {behind} databases in {took:.1f} s (watch's first full reconcile, which "
+              f"{'deletes the continuous documents' if switch else 'finds them behind'}, {watch.full_reconcile()}); "
+              f"one-shot jobs in the scheduler at most "
               f"{scheduler.one_shot} (--max-triggered {settings.max_triggered}){gone}; databases triggered twice "
               f"without a write between: {twice}", flush=True)
         steady(watch, names)
@@ -186,7 +209,7 @@ def status(connection: Connection, url: str, fan_in: str) -> None:
     lines its text takes (the summary must fit a screen)."""
     with CouchSession(connection) as session:
         began = time.perf_counter()
-        result = health(session, user_template(url, fan_in), pending_threshold=300.0, stale_threshold=300.0)
+        result = health(session, template(url, fan_in), pending_threshold=300.0, stale_threshold=300.0)
         took, sent = time.perf_counter() - began, session.requests_sent
     text = render_text(result)
     print(f"  reconcile status: {sent} requests in {took:.1f} s; {len(text.splitlines())} lines, exit "
@@ -205,8 +228,7 @@ def steady(watch: Watching, names: list[str], quiet: float = 10.0, writes: int =
     before = session.requests_sent
     with CouchSession(session.connection) as writer:
         for index in range(writes):
-            database = user_database("userdb-", names[index * len(names) // writes])
-            arrival(writer, database, f"steady-{index}")
+            her_arrival(writer, names[index * len(names) // writes], f"steady-{index}")
     per_write = (session.requests_sent - before) / writes
     print(f"  watch caught up, {len(names)} user databases: {idle} requests in {quiet:.0f} s without writes, "
           f"{per_write:.1f} per database written ({writes} written one after another)", flush=True)

@@ -217,10 +217,12 @@ def sign_up(session: CouchSession, names: list[str], password: str | None = "pw"
         for name in batch]}), batches))
 
 
-def user_template(url: str, fan_in: str = "continuous"):
+def user_template(url: str, fan_in: str = "continuous", owner_field: str | None = None):
     """The reference layout's per-user part as desired state: every user gets `userdb-<hex>` with her name in
     merge-mode security, the `app-user` role and a `fan_in` replication to `analytics` (which the
-    `_global_changes` database lets `reconcile watch` follow through `/_db_updates`)."""
+    `_global_changes` database lets `reconcile watch` follow through `/_db_updates`). With `owner_field`, as
+    manifests/user-databases.yaml ships it, only her documents (`_id` "NAME:...", that field NAME) leave."""
+    provenance = "" if owner_field is None else f"\n      ownerField: {owner_field}"
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "reference.yaml").write_text(f"""\
 apiVersion: reconciler/v1
@@ -233,7 +235,7 @@ spec:
     - target: analytics
       fanIn: {fan_in}
       replicationBaseUrl: {url}
-      auth: {{username: {ADMIN[0]}, password: env:BENCH_ADMIN_PASSWORD}}
+      auth: {{username: {ADMIN[0]}, password: env:BENCH_ADMIN_PASSWORD}}{provenance}
 ---
 apiVersion: reconciler/v1
 kind: Role
