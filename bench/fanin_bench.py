@@ -173,7 +173,7 @@ def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings
     watch = Watching(connection, url, settings)
     try:
         fan_in = watch.watcher.fan_in
-        behind = len(fan_in.dirty) + len(fan_in.running)
+        behind = fan_in.waiting() + len(fan_in.running)
         with CouchSession(connection) as session:
             delays = [her_arrival(session, names[index], f"probe-{index}") for index in spread(count, probes)]
         arrived = sum(1 for delay in delays if delay < CAP)
@@ -181,7 +181,7 @@ def measure(url: str, pool: int, count: int, probes: int, switch: bool, settings
               f"catch-up of {behind} databases runs: {stats(delays)} ({arrived}/{len(delays)} within {CAP:.0f} s); "
               f"floor (one running continuous replication) {stats(floors)}; load average "
               f"{os.getloadavg()[0]:.1f}", flush=True)
-        while fan_in.dirty or fan_in.running:
+        while fan_in.waiting() or fan_in.running:
             time.sleep(0.2)
         took = time.perf_counter() - began
         scheduler.stop()

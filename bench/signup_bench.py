@@ -118,7 +118,7 @@ def main() -> None:
             while " full: " not in log.getvalue() or "applied" not in log.getvalue():
                 time.sleep(0.1)
             time.sleep(1.0)  # the first full reconcile's own writes come back through the feeds: let them pass
-            while watcher.fan_in.dirty or watcher.fan_in.running:  # the first catch-up of a triggered fan-in
+            while watcher.fan_in.waiting() or watcher.fan_in.running:  # the first catch-up of a triggered fan-in
                 time.sleep(0.2)
             names = [f"burst-{index:04d}" for index in range(args.burst)]
             with CouchSession(connection) as probe:

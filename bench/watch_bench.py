@@ -182,9 +182,9 @@ def measure(url: str, pool: int, count: int, settings: Settings) -> None:
         fan_in = watch.watcher.fan_in
         began = time.perf_counter()
         total = count + NEW_USERS
-        while (fan_in.dirty or fan_in.running) and time.perf_counter() - began < 900:
+        while (fan_in.waiting() or fan_in.running) and time.perf_counter() - began < 900:
             time.sleep(0.5)
-        left = len(fan_in.dirty) + len(fan_in.running)
+        left = fan_in.waiting() + len(fan_in.running)
         took = time.perf_counter() - began
         print(f"  initial catch-up: {total - left}/{total} one-shot replications in {took:.1f} s "
               f"({(total - left) / max(took, 0.001):.0f}/s, at most {settings.max_triggered} at once)", flush=True)

@@ -33,7 +33,7 @@ from .log import Log
 from .metrics import Metrics
 
 FINISHED = ("completed", "failed")  # `_replication_state` of a one-shot run that ended
-CATCH_UP = 0.0  # `dirty` time of a database found behind by a full reconcile rather than heard of
+CATCH_UP = 0.0  # `Run.changed` of a database found behind by a full reconcile rather than heard of
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,10 @@ class TriggeredFanIn:
         self.kinds = {REPLICATION: replications}
         self.templates = [t for t in templates if triggered_entries(t)]
         self.routes: dict[str, list[Route]] = {}  # database -> its triggered replications
-        self.dirty: dict[str, float] = {}  # database -> when it first changed, not replicated since
+        # The databases waiting for a run, in the order they are served; each tick looks at the first few only,
+        # so that its cost follows the runs it starts, not the thousands a catch-up leaves waiting.
+        self.heard: dict[str, float] = {}  # database -> when a write was first heard, oldest first
+        self.behind: dict[str, None] = {}  # databases a full reconcile found behind, served after `heard`
         self.running: dict[str, Run] = {}  # doc id -> its run in flight
         self.markers: dict[str, str] = {}  # doc id -> the update_seq its document says its last run started at
         self.caught_up = 0.0  # monotonic time of the latest catch-up, when it found databases behind
@@ -82,7 +85,7 @@ class TriggeredFanIn:
             if not replace_all and database not in self.routes:
                 # A new user's database, learnt by a targeted reconcile: writes made before (a client syncing
                 # as soon as it exists) came when it had no route yet, so it is replicated once now.
-                self.dirty.setdefault(database, time.monotonic())
+                self._hear(database)
             routes = [r for r in self.routes.get(database, []) if r.template is not template]
             routes += [Route(replication_id(template, database, entry), database, template, entry)
                        for entry in triggered_entries(template)]
@@ -90,8 +93,23 @@ class TriggeredFanIn:
 
     def changed(self, database: str) -> None:
         """A write: replicated within `debounce` of the first one not replicated yet, however many follow."""
-        if database in self.routes and self.dirty.get(database, CATCH_UP) == CATCH_UP:
-            self.dirty[database] = time.monotonic()  # heard now: ahead of the catch-up
+        if database in self.routes:
+            self._hear(database)
+
+    def _hear(self, database: str) -> None:
+        """`database` waits from now, ahead of the catch-up, unless a write heard before already waits. Only
+        now is added, so `heard` stays oldest first."""
+        if database not in self.heard:
+            self.heard[database] = time.monotonic()
+            self.behind.pop(database, None)
+
+    def _fell_behind(self, database: str) -> None:
+        if database not in self.heard:
+            self.behind[database] = None
+
+    def waiting(self) -> int:
+        """How many databases wait for a run."""
+        return len(self.heard) + len(self.behind)
 
     def catch_up(self) -> None:
         """After a full reconcile (a restart, events missed while polling): every database whose
@@ -100,7 +118,7 @@ class TriggeredFanIn:
             return
         docs = self._docs([r.doc_id for routes in self.routes.values() for r in routes])
         seqs = self._seqs(list(self.routes))
-        behind_before = CATCH_UP in self.dirty.values()
+        behind_before = bool(self.behind)
         switched: list[Change] = []
         for database, routes in self.routes.items():
             for route in routes:
@@ -110,12 +128,12 @@ class TriggeredFanIn:
                     self.markers[route.doc_id] = started
                 if doc.get("continuous") is True:  # the entry's fanIn was switched
                     switched.append(Delete(REPLICATION, route.doc_id, None, version=doc["_rev"]))
-                    self.dirty.setdefault(database, CATCH_UP)
+                    self._fell_behind(database)
                 elif doc and doc.get("_replication_state") not in FINISHED:
                     self.running.setdefault(route.doc_id, Run(route, started, time.monotonic()))
                 elif not same_seq(seqs.get(database), started):
-                    self.dirty.setdefault(database, CATCH_UP)
-        if not behind_before and CATCH_UP in self.dirty.values():
+                    self._fell_behind(database)
+        if not behind_before and self.behind:
             self.caught_up = time.monotonic()
         if switched:
             self._switch(switched)
@@ -124,12 +142,14 @@ class TriggeredFanIn:
         """The queue as `reconcile status` shows it: databases waiting for a run, runs in flight, and since when
         the oldest waits (a database a catch-up found behind waits since that catch-up: when it was written
         before is unknown)."""
-        waiting = [self.caught_up if when == CATCH_UP else when for when in self.dirty.values()]
+        since = [self.caught_up] if self.behind else []
+        if self.heard:
+            since.append(next(iter(self.heard.values())))  # `heard` is oldest first
         oldest = None
-        if waiting:
-            age = time.monotonic() - min(waiting)
+        if since:
+            age = time.monotonic() - min(since)
             oldest = (datetime.now(timezone.utc) - timedelta(seconds=age)).isoformat(timespec="seconds")
-        return {"waiting": len(self.dirty), "running": len(self.running), "oldest_waiting": oldest}
+        return {"waiting": self.waiting(), "running": len(self.running), "oldest_waiting": oldest}
 
     def _switch(self, continuous: Sequence[Change]) -> None:
         """The continuous documents of a switched entry go at once, in bulk: CouchDB's scheduler drops their
@@ -149,17 +169,33 @@ class TriggeredFanIn:
     def tick(self) -> None:
         if self.running:
             self._collect()
-        now = time.monotonic()
-        busy = {run.route.database for run in self.running.values()}
-        # Writes heard from the feeds first, oldest first; the catch-up (a restart, a mode switch: thousands of
-        # databases at once) fills the slots they leave, so it never delays what users write now.
-        ready = sorted((db for db, when in self.dirty.items() if now - when >= self.debounce and db not in busy),
-                       key=lambda db: (self.dirty[db] == CATCH_UP, self.dirty[db]))
         slots = self.max_triggered - len(self.running)
-        if ready and slots > 0:
-            self._trigger(ready[:slots])
+        if slots > 0:
+            ready = self._ready(slots)
+            if ready:
+                self._trigger(ready)
         self.metrics.fan_in_runs.set(len(self.running))
-        self.metrics.fan_in_waiting.set(len(self.dirty))
+        self.metrics.fan_in_waiting.set(self.waiting())
+
+    def _ready(self, slots: int) -> list[str]:
+        """Up to `slots` databases to run now, none with a run in flight: writes heard from the feeds first,
+        oldest first, once `debounce` has passed since; the catch-up (a restart, a mode switch: thousands of
+        databases at once) fills the slots they leave, so it never delays what users write now. Reads no
+        further than it takes: at most the runs in flight besides the slots."""
+        busy = {run.route.database for run in self.running.values()}
+        quiet = time.monotonic() - self.debounce
+        ready: list[str] = []
+        for database, when in self.heard.items():
+            if when > quiet or len(ready) == slots:
+                break  # the rest was heard later still
+            if database not in busy:
+                ready.append(database)
+        for database in self.behind:
+            if len(ready) == slots:
+                break
+            if database not in busy:
+                ready.append(database)
+        return ready
 
     def _collect(self) -> None:
         try:
@@ -180,7 +216,9 @@ class TriggeredFanIn:
         """One plan and apply of the one-shot documents of these databases; a database whose last run
         began at its current `update_seq` (an event about its checkpoint) plans no change."""
         routes = [route for db in databases for route in self.routes.get(db, [])]
-        changed = {database: self.dirty.pop(database, CATCH_UP) for database in databases}
+        changed = {database: self.heard.pop(database, CATCH_UP) for database in databases}
+        for database in databases:
+            self.behind.pop(database, None)
         try:
             seqs = self._seqs(databases)
             # The marker as written while the database's update_seq stands for the same updates: a cluster's
@@ -211,7 +249,7 @@ class TriggeredFanIn:
     def _retry(self, databases: Iterable[str], why: str) -> None:
         self.log("trigger", "replication", "", why, level="warning")
         for database in databases:
-            self.dirty.setdefault(database, time.monotonic())
+            self._hear(database)
 
     def _marker(self, doc_id: str, update_seq: str) -> str:
         known = self.markers.get(doc_id)

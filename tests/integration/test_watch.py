@@ -533,6 +533,35 @@ def test_triggered_fan_in_runs_at_most_max_triggered_one_shot_jobs_at_once(couch
     assert most == 1
 
 
+def test_a_write_during_a_catch_up_is_replicated_ahead_of_the_databases_the_catch_up_found_behind(
+        couch, http, unique, tmp_path):
+    """A full reconcile (a restart, a mode switch: at 10,000 users, thousands of databases at once) finds every
+    database without a run behind; what a user writes meanwhile does not wait for all of them: it is
+    replicated next, and the catch-up goes on with each of the others once."""
+    group = unique("ahead")
+    names = [f"{group}-{index}" for index in range(8)]
+    for name in names:
+        sign_up(couch, http, name)
+    databases = [user_database("userdb-", name) for name in names]
+    directory = manifests(couch, tmp_path, fan_in="triggered", select=f"{group}-.*")
+    # Applied before watch starts, so that its full reconcile writes nothing into them: every database is behind
+    # because it has never been replicated, none because watch heard of a write.
+    assert reconcile(couch, "apply", "--auto-approve", str(directory)).code == 0
+    written = databases[len(databases) // 2]
+    with watching(couch, directory, settings=replace(FAST, max_triggered=1)) as log:
+        assert http.put(f"{couch.url}/{written}/{group}-note", json={"type": "note"}).status_code == 201
+        wait_for(lambda: http.get(f"{couch.url}/analytics/{group}-note").status_code == 200,
+                 "the note in analytics", 3 * ONE_SHOT_WAIT)
+        wait_for(lambda: sum(1 for r in log.records() if r["action"] == "replicate") >= len(databases),
+                 "every database replicated", len(databases) * ONE_SHOT_WAIT)
+    triggered = [r["key"] for r in log.records() if r["action"] == "trigger" and r["outcome"].startswith("one-shot")]
+    carrying = f"per-user.{written}.to.analytics"
+    last = max(index for index, key in enumerate(triggered) if key == carrying)
+    assert last < len(databases) - 1, triggered  # the run carrying the note came before the catch-up ended
+    others = [key for key in triggered if key != carrying]
+    assert sorted(others) == sorted(f"per-user.{db}.to.analytics" for db in databases if db != written)
+
+
 def replicator_config(directory: Path, max_jobs: str) -> None:
     write(directory, "config.yaml", f"""
         apiVersion: reconciler/v1
