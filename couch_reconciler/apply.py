@@ -18,6 +18,7 @@ from itertools import groupby
 from typing import Callable, Mapping, Sequence
 
 from .client import CouchSession
+from .collector import sparing_what_lives
 from .errors import ReconcileError
 from .kinds.base import ResourceKind
 from .model import Change, Create, Delete, Plan, Replace
@@ -100,7 +101,14 @@ def execute(session: CouchSession, changes: Sequence[Change], kinds: Mapping[str
     """Apply `changes` (already in plan order); `done` hears of each chunk once it is written, in plan order;
     ApplyFailed when a write fails.
 
-    A change its parent's creation makes (kinds/base.py `founding`) is reported done without being sent."""
+    A change its parent's creation makes (kinds/base.py `founding`) is reported done without being sent. The
+    plan and all else alive now are spared the collections that the requests' garbage starts (collector.py)."""
+    with sparing_what_lives():
+        _execute(session, changes, kinds, done)
+
+
+def _execute(session: CouchSession, changes: Sequence[Change], kinds: Mapping[str, ResourceKind],
+             done: Callable[[Sequence[Change]], None]) -> None:
     planned = list(changes)
     folded, founded = _fold_into_parents(planned, kinds)
     applied: set[int] = set()

@@ -9,17 +9,16 @@ core, and this module is where one stage's output becomes the next one's input.
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from .client import CouchSession
+from .collector import paused, sparing_what_lives
 from .diff import diff_all
 from .errors import ReconcileError
 from .expand import expand
 from .kinds.base import ResourceKind
 from .load import ManifestError, load
-from .model import Delete, DesiredState, Diagnostic, Manifest, Plan
+from .model import Delete, Desired, DesiredState, Diagnostic, Manifest, Observed, Plan
 from .observe import observe
 from .plan import Policy, checked_plan
 from .reads import observation
@@ -28,25 +27,12 @@ from .secrets import SecretPolicy
 from .validate import validate
 
 
-@contextmanager
-def _without_cycle_collection() -> Iterator[None]:
-    """Loading makes some 150 small objects per document, all kept alive until expand is done, and each burst
-    of allocations starts CPython's cycle collector, which walks all of them again: a third of the CPU of
-    loading 10,000 documents (bench/plan_bench.py). They form no cycle worth collecting meanwhile, reference
-    counting still frees them, and the collector resumes afterwards."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def load_and_validate(path: str, secrets: SecretPolicy = SecretPolicy()) -> tuple[list[Manifest], list[Diagnostic]]:
     """Everything `reconcile validate` checks; plan and apply use it too, so they refuse what validate refuses
     (and, with `secrets.read`, every secret they cannot read)."""
-    with _without_cycle_collection():
+    # Loading makes some 150 small objects per document, all kept alive until expand is done: a collection
+    # walking them again was a third of the CPU of loading 10,000 documents (bench/plan_bench.py).
+    with paused():
         loaded = load(path)
         diagnostics = [_from_load_error(error) for error in loaded.errors] + validate(loaded.manifests, secrets)
     # A link inside a design-document folder is seen by load's walk and by the design document: one line.
@@ -75,7 +61,7 @@ def desired_state(path: str, secrets: SecretPolicy = SecretPolicy(read=True)) ->
     errors = sum(1 for diagnostic in diagnostics if diagnostic.is_error)
     if errors:
         raise InvalidManifests(f"{errors} error{'s' if errors != 1 else ''}", diagnostics)
-    with _without_cycle_collection():
+    with paused():
         state = expand(manifests)
     if state.diagnostics:
         raise InvalidManifests(f"{len(state.diagnostics)} conflicting manifest(s)", diagnostics + state.diagnostics)
@@ -85,15 +71,26 @@ def desired_state(path: str, secrets: SecretPolicy = SecretPolicy(read=True)) ->
 def make_plan(session: CouchSession, state: DesiredState, policy: Policy, kinds: Mapping[str, ResourceKind]) -> Plan:
     """Observe the server, diff, order and check a plan; PlanRefused when a safety rule says no.
 
-    Templates (UserDatabases) are resolved first, from the same reads the kinds observe with."""
-    with observation(session):
-        state, template_warnings = resolve(session, state, prune=policy.allow_delete, kinds=kinds)
-        wanted = {name: objects for name, objects in state.by_kind().items() if name in kinds}
-        warnings = [f"{len(objects)} {name} object(s) in the manifests are not planned: this version cannot "
-                    f"apply that kind yet" for name, objects in sorted(state.by_kind().items()) if name not in kinds]
-        warnings += template_warnings
-        live = observe(session, wanted, kinds, prune=policy.allow_delete,
-                       prune_kinds={name for name in state.prune_kinds | set(state.prune_prefixes) if name in kinds})
+    Templates (UserDatabases) are resolved first, from the same reads the kinds observe with. The desired state
+    is spared the collections that the reads' garbage starts, and diffing, which builds what the plan keeps,
+    starts none (collector.py)."""
+    with sparing_what_lives():
+        with observation(session):
+            state, template_warnings = resolve(session, state, prune=policy.allow_delete, kinds=kinds)
+            wanted = {name: objects for name, objects in state.by_kind().items() if name in kinds}
+            warnings = [f"{len(objects)} {name} object(s) in the manifests are not planned: this version cannot "
+                        f"apply that kind yet" for name, objects in sorted(state.by_kind().items())
+                        if name not in kinds]
+            warnings += template_warnings
+            live = observe(session, wanted, kinds, prune=policy.allow_delete,
+                           prune_kinds={name for name in state.prune_kinds | set(state.prune_prefixes) if name in kinds})
+        with paused():
+            return _planned(session, state, policy, kinds, wanted, live, warnings)
+
+
+def _planned(session: CouchSession, state: DesiredState, policy: Policy, kinds: Mapping[str, ResourceKind],
+             wanted: Mapping[str, Mapping[str, Desired]], live: Mapping[str, Mapping[str, Observed]],
+             warnings: list[str]) -> Plan:
     changes, kind_warnings = diff_all(wanted, live, kinds)
     if not policy.allow_delete:
         # A kind observed for a template's pruning shows every managed object nothing wants; only the

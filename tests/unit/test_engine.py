@@ -6,7 +6,9 @@ rules without a server; tests/integration/ runs the real kinds.
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 import pytest
@@ -184,6 +186,41 @@ def test_a_failing_kind_stops_the_apply_with_its_line():
     with pytest.raises(ReconcileError, match="user/u: HTTP 503"):
         execute(server, plan.changes, kinds)
     assert server.writes == [("create", "database", "a")]  # done in order, up to the failure
+
+
+def test_plans_and_applies_spare_the_objects_they_hold_from_collections_and_hand_them_back_even_after_a_failure():
+    """While a plan or an apply runs, the cycle collector leaves alone what was alive when it started (walking a
+    large desired state and plan again slowed applies of 10,000 databases); once it ends, cyclic garbage from
+    before is collectable again, so a long-running `reconcile watch` does not grow."""
+    class Cycle:
+        pass
+
+    def garbage_cycle() -> weakref.ref:
+        cycle = Cycle()
+        cycle.itself = cycle
+        return weakref.ref(cycle)
+
+    seen_during: list[bool] = []
+
+    class Watching(FakeKind):
+        def observe(self, server, wanted, prune=False):
+            seen_during.append(gc.get_freeze_count() > 0)
+            return super().observe(server, wanted, prune)
+
+        def apply(self, server, changes, secrets):
+            seen_during.append(gc.get_freeze_count() > 0)
+            raise ReconcileError(f"database/{changes[0].key}: HTTP 503; the server failed; rerun when it is healthy")
+
+    kinds = {**KINDS, "database": Watching("database", 10)}
+    server = FakeServer()
+    before = garbage_cycle()
+    plan = make_plan(server, wanted(db("a")), Policy(), kinds)
+    with pytest.raises(ApplyFailed):
+        execute(server, plan.changes, kinds)
+    assert seen_during == [True, True]
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert before() is None
 
 
 def test_the_next_chunk_is_written_while_one_is_still_under_way_and_a_failure_says_exactly_what_was():
