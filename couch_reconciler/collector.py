@@ -18,12 +18,20 @@ from typing import Iterator
 @contextmanager
 def paused() -> Iterator[None]:
     """No cycle collection in the block: for a burst of allocation that builds what lives on (loading, a diff),
-    which forms no cycle worth collecting meanwhile. The collector resumes afterwards."""
+    which forms no cycle worth collecting meanwhile. What it built then goes where objects that survive
+    collections end up, the oldest generation, without the collections: left young, each of the next
+    collections of the young generations would walk all of it first (a fifth of a second after loading
+    10,000 documents). Freezing moves every tracked object aside and unfreezing moves them all to the oldest
+    generation; inside `sparing_what_lives` they are only set aside, with what it holds."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        spared = gc.get_freeze_count() > 0
+        gc.freeze()
+        if not spared:
+            gc.unfreeze()
         if enabled:
             gc.enable()
 

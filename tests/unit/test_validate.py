@@ -3,6 +3,8 @@ and the semantic checks beyond the schema."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
 import yaml
@@ -11,7 +13,7 @@ from couch_reconciler.kinds import MANIFESTS
 from couch_reconciler.kinds.user_databases import UserTemplate, triggered_replication, user_database
 from couch_reconciler.load import load_file
 from couch_reconciler.model import Desired, Diagnostic, Source
-from couch_reconciler.pipeline import load_and_validate
+from couch_reconciler.pipeline import InvalidManifests, desired_state, load_and_validate
 from couch_reconciler.secrets import SecretRef
 
 
@@ -245,3 +247,25 @@ def test_an_owner_field_is_a_plain_field_name(tmp_path):
     for bad in ("a.b", "$or", "_id"):
         found = messages(tmp_path, *user_databases_feeding_analytics(ownerField=bad))
         assert len(found) == 1 and found[0].startswith("m.yaml:8: ") and "ownerField" in found[0], found
+
+
+def test_loading_leaves_the_cycle_collector_running_and_nothing_set_aside_even_for_invalid_manifests(tmp_path):
+    """Loading pauses the collector and moves what it built to the oldest generation: afterwards the collector
+    runs again and garbage cycles made before are collectable, so a long-running `reconcile watch`, which
+    reloads its manifests, does not grow."""
+    class Cycle:
+        pass
+
+    for spec in ({}, {"q": "four"}):
+        cycle = Cycle()
+        cycle.itself = cycle
+        before = weakref.ref(cycle)
+        del cycle
+        manifests(tmp_path, {"kind": "Database", "metadata": {"name": "orders"}, "spec": spec})
+        try:
+            desired_state(str(tmp_path))
+        except InvalidManifests:
+            assert spec  # only the invalid one
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+        gc.collect()
+        assert before() is None
