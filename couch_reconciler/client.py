@@ -300,4 +300,4 @@ def _server_error(method: str, path: str, response: requests.Response, what: str
         advice = ""
     detail = ": ".join(part for part in (error, reason) if part)
     line = f"{subject}: HTTP {status}" + (f" {detail}" if detail else "") + (f"; {advice}" if advice else "")
-    return ServerError(line, status=status, error=error)
+    return ServerError(line, status=status, error=error, reason=reason)

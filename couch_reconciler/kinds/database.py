@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Collection, Iterable, Iterator, Mapping, Sequence
+
+from requests import Response
 
 from ..client import CouchSession, batched, db_path
 from ..creations import RECORD_PREFIX, RECORDS_DB, forget_creations, record_creations, recorded_creations
@@ -17,7 +20,7 @@ from ..databases import (
     seen_rows,
     seq_number,
 )
-from ..errors import ReconcileError
+from ..errors import ReconcileError, ServerError
 from ..model import (
     DATABASE,
     DATABASE_MANIFEST,
@@ -237,7 +240,7 @@ class DatabaseResource(ResourceKind):
             if after.get("partitioned"):
                 params["partitioned"] = "true"
             options = change.desired.options if change.desired is not None else {}
-            response = session.request("PUT", db_path(change.key), params=params, ok=(412,), what=subject)
+            response = _create(session, change.key, params, subject, racing=bool(options.get("exists_ok")))
             if response.status_code == 412:
                 if not options.get("exists_ok"):
                     raise ReconcileError(f"{subject}: someone created it since the plan was made; run plan again")
@@ -351,6 +354,27 @@ def _rows_opening_once(session: CouchSession, names: Collection[str]) -> dict[st
         rows = {name: info for found in chunks.map(chunk, batched(unread, INFO_KEYS_PER_REQUEST))
                 for name, info in found.items()}
     return {**{name: info for name in names if (info := seen.get(name)) is not None}, **rows}
+
+
+# Attempts at a database another creator may make at the same moment (couch_peruser): CouchDB answers the
+# loser of that race 500 `{"error":"error","reason":"conflict"}` while the winner's shard map is written but
+# not yet seen (fabric_db_create.erl go/2), and 412 a moment later.
+RACE_ATTEMPTS = 4
+
+
+def _create(session: CouchSession, name: str, params: dict[str, str], subject: str, racing: bool) -> Response:
+    """PUT /db (a 412 is the caller's to read); with `racing`, a lost creation race is asked again."""
+    def put() -> Response:
+        return session.request("PUT", db_path(name), params=params, ok=(412,), what=subject)
+
+    for attempt in range(1, RACE_ATTEMPTS):
+        try:
+            return put()
+        except ServerError as error:
+            if not racing or (error.status, error.reason) != (500, "conflict"):
+                raise
+        time.sleep(0.1 * 2 ** attempt)
+    return put()
 
 
 def _observed(name: str, info: Mapping | None, managed: bool = False, unmarked: bool = False) -> Observed:
