@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from cleanup import forget_user
+from cleanup import forget_user, remove_config
 from waiting import wait_for
 
 
@@ -209,7 +209,7 @@ def set_config(server) -> Iterator[Callable[..., requests.Response]]:
     for (node, section, key), value in reversed(list(previous.items())):
         path = f"/_node/{node}/_config/{section}/{quote(key, safe='')}"
         if value is None:
-            server.admin.delete(path)
+            remove_config(server.admin, path, section, key)
         else:
             server.admin.put(path, json=value, params={"raw": "true"} if section == "admins" else None)
 

@@ -14,6 +14,7 @@ from unittest import mock
 import requests
 from click.testing import CliRunner
 
+from cleanup import remove_config
 from couch_reconciler.couchsim.testing import SimServer
 from couch_reconciler.cli import main
 
@@ -80,6 +81,7 @@ def config_changed(http: requests.Session, url: str, value: str) -> Iterator[Non
     node owns (couch_peruser:should_handle_doc_int/2 asks mem3:owner/3), so a server-wide setting is set on all."""
     base, _, rest = url.partition("/_node/")
     node, _, key = rest.partition("/")
+    section, name = key.split("/")[1:3]
     nodes = http.get(f"{base}/_membership").json()["cluster_nodes"] if node == "_local" else [node]
     urls = [f"{base}/_node/{name}/{key}" for name in nodes]
     before = [http.get(each) for each in urls]
@@ -92,7 +94,7 @@ def config_changed(http: requests.Session, url: str, value: str) -> Iterator[Non
             if old.status_code == 200:
                 http.put(each, json=old.json())
             else:
-                http.delete(each)
+                remove_config(http, each, section, name)
 
 
 @dataclass
