@@ -222,15 +222,16 @@ def test_delete_with_user_deletes_the_database_only_with_the_data_opt_in(couch, 
 
 def test_the_plan_warns_when_continuous_replications_exceed_the_replicator_capacity(couch, http, unique, tmp_path):
     """docs/couchdb.md: beyond `[replicator] max_jobs` running jobs (per node), the rest queue and rotate."""
+    nodes = http.get(f"{couch.url}/_membership").json()["cluster_nodes"]
     with config_changed(http, f"{couch.url}/_node/_local/_config/replicator/max_jobs", "1"):
-        for prefix in ("r1", "r2"):
-            sign_up(couch, http, unique(prefix))
+        for index in range(len(nodes) + 1):  # one more than the nodes, each running one
+            sign_up(couch, http, unique(f"r{index}"))
         write(tmp_path, "userdbs.yaml", replicate_to_analytics(couch))
 
         plan = reconcile(couch, "plan", str(tmp_path), env={"ADMIN_PASSWORD": couch.password})
 
         assert plan.code == 0, plan.stderr
-        assert "continuous replications would run but the cluster runs at most 1 at once" in plan.stdout
+        assert f"continuous replications would run but the cluster runs at most {len(nodes)} at once" in plan.stdout
 
 
 def test_design_documents_of_the_template_reach_every_user_database_and_bind_its_user(couch, http, unique, tmp_path):
