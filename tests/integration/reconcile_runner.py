@@ -105,13 +105,8 @@ class SimCluster:
     admin: tuple[str, str]
     nodes: list[str]
 
-    @property
-    def user(self) -> str:
-        return self.admin[0]
-
-    @property
-    def password(self) -> str:
-        return self.admin[1]
+    user = property(lambda self: self.admin[0])  # as the `couch` fixture's
+    password = property(lambda self: self.admin[1])
 
     def session(self) -> requests.Session:
         session = requests.Session()

@@ -298,24 +298,34 @@ def test_with_couch_peruser_on_a_user_the_manifests_create_is_complete_after_one
         assert http.get(f"{couch.url}/{quote(database, safe='')}").json()["cluster"]["q"] == 1
 
 
+def template_for(couch, directory, name: str) -> str:
+    """The template (its users members of their databases with the app-user role) and `name` as a User; the URL
+    of her database."""
+    write(directory, "userdbs.yaml", template("  security: {members: {roles: [app-user]}}\n")
+          + f"---\napiVersion: reconciler/v1\nkind: User\nmetadata: {{name: {name}}}\nspec: {{}}\n")
+    return f"{couch.url}/{user_database('userdb-', name)}"
+
+
+def made_by_couch_peruser(request, session, url: str, name: str) -> None:
+    """What couch_peruser does (couch_peruser.erl ensure_user_db, ensure_security with add_user), through the
+    unpatched `request`."""
+    assert request(session, "PUT", url).status_code == 201
+    made = {"members": {"roles": ["_admin"], "names": [name]}, "admins": {"roles": ["_admin"], "names": [name]}}
+    assert request(session, "PUT", f"{url}/_security", json=made).status_code == 200
+
+
 def test_a_user_database_couch_peruser_makes_while_the_apply_runs_is_taken_as_it_is(couch, http, unique, tmp_path,
                                                                                     monkeypatch):
     """couch_peruser (or a concurrent apply) may create a user's database between the plan and its creation: the
     apply takes it as it is and merges the template's security into what couch_peruser wrote."""
     with config_changed(http, f"{couch.url}/_node/_local/_config/couch_peruser/enable", "true"):
         name = unique("raced")
-        database = user_database("userdb-", name)
-        write(tmp_path, "userdbs.yaml", template("  security: {members: {roles: [app-user]}}\n")
-              + f"---\napiVersion: reconciler/v1\nkind: User\nmetadata: {{name: {name}}}\nspec: {{}}\n")
-        path = f"{couch.url}/{database}"
+        path = template_for(couch, tmp_path, name)
         original = requests.Session.request
 
         def first_made_by_couch_peruser(self, method, url, *args, **kwargs):
             if (method, url) == ("PUT", path):
-                # What couch_peruser does (couch_peruser.erl ensure_user_db, ensure_security with add_user).
-                assert original(self, "PUT", url).status_code == 201
-                made = {"members": {"roles": ["_admin"], "names": [name]}, "admins": {"roles": ["_admin"], "names": [name]}}
-                assert original(self, "PUT", f"{url}/_security", json=made).status_code == 200
+                made_by_couch_peruser(original, self, url, name)
             return original(self, method, url, *args, **kwargs)
 
         monkeypatch.setattr(requests.Session, "request", first_made_by_couch_peruser)
@@ -325,7 +335,7 @@ def test_a_user_database_couch_peruser_makes_while_the_apply_runs_is_taken_as_it
 
         assert applied.code == 0, applied.stderr
         assert planned.code == 0, planned.stdout
-        held = security(couch, http, database)
+        held = security(couch, http, path.rsplit("/", 1)[1])
         assert held["members"] == {"roles": ["_admin", "app-user"], "names": [name]}
         assert held["admins"] == {"roles": ["_admin"], "names": [name]}
         assert "couch_reconciler" not in held
@@ -339,19 +349,14 @@ def test_a_creation_race_lost_to_couch_peruser_is_asked_again_and_taken_as_it_is
     manifests to 1,000 users), and 412 a moment later. The apply asks again and merges as after a 412."""
     with config_changed(http, f"{couch.url}/_node/_local/_config/couch_peruser/enable", "true"):
         name = unique("lost")
-        database = user_database("userdb-", name)
-        write(tmp_path, "userdbs.yaml", template("  security: {members: {roles: [app-user]}}\n")
-              + f"---\napiVersion: reconciler/v1\nkind: User\nmetadata: {{name: {name}}}\nspec: {{}}\n")
-        path = f"{couch.url}/{database}"
+        path = template_for(couch, tmp_path, name)
         original = requests.Session.request
         lost: list[str] = []
 
         def lost_to_couch_peruser(self, method, url, *args, **kwargs):
             if (method, url) == ("PUT", path) and not lost:
                 lost.append(url)
-                assert original(self, "PUT", url).status_code == 201  # couch_peruser's creation wins
-                made = {"members": {"roles": ["_admin"], "names": [name]}, "admins": {"roles": ["_admin"], "names": [name]}}
-                assert original(self, "PUT", f"{url}/_security", json=made).status_code == 200
+                made_by_couch_peruser(original, self, url, name)  # couch_peruser's creation wins
                 answer = requests.Response()
                 answer.status_code, answer.url = 500, url
                 answer.headers["Content-Type"] = "application/json"
@@ -366,7 +371,7 @@ def test_a_creation_race_lost_to_couch_peruser_is_asked_again_and_taken_as_it_is
 
         assert lost and applied.code == 0, applied.stdout + applied.stderr
         assert planned.code == 0, planned.stdout
-        held = security(couch, http, database)
+        held = security(couch, http, path.rsplit("/", 1)[1])
         assert held["members"] == {"roles": ["_admin", "app-user"], "names": [name]}
         assert "couch_reconciler" not in held
 
