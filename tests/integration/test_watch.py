@@ -734,11 +734,12 @@ def settled(couch, http, database: str) -> bool:
         and updates(started) == updates(http.get(f"{couch.url}/{database}").json()["update_seq"])
 
 
-def test_on_a_cluster_one_write_is_one_run_though_update_seq_reads_differ(cluster, unique, tmp_path):
+def test_on_a_cluster_one_write_is_one_run_though_update_seq_reads_differ(cluster, unique, tmp_path, monkeypatch):
     """On a cluster two reads of a database's update_seq with no write between them can differ after its
     number (each shard range is read from whichever copy answers first): watch compares the number, so a write
     is replicated once, however often its full reconcile (here every second) reads the database again."""
     http = cluster.session()
+    monkeypatch.setenv("WATCH_REPLICATION_PASSWORD", cluster.password)  # the cluster's admin, not `couch`'s
     name = unique("cluster")
     sign_up(cluster, http, name)
     database = user_database("userdb-", name)
