@@ -55,7 +55,6 @@ class Route:
 @dataclass
 class Run:
     route: Route
-    update_seq: str | None  # where it started
     since: float  # monotonic time it was written (or found running)
     changed: float = CATCH_UP  # monotonic time of the first write it carries; CATCH_UP: unknown
 
@@ -130,7 +129,7 @@ class TriggeredFanIn:
                     switched.append(Delete(REPLICATION, route.doc_id, None, version=doc["_rev"]))
                     self._fell_behind(database)
                 elif doc and doc.get("_replication_state") not in FINISHED:
-                    self.running.setdefault(route.doc_id, Run(route, started, time.monotonic()))
+                    self.running.setdefault(route.doc_id, Run(route, time.monotonic()))
                 elif not same_seq(seqs.get(database), started):
                     self._fell_behind(database)
         if not behind_before and self.behind:
@@ -237,7 +236,7 @@ class TriggeredFanIn:
             for change in chunk:
                 route, seq = runs[change.key]
                 self.markers[change.key] = seq
-                self.running[change.key] = Run(route, seq, now, changed[route.database])
+                self.running[change.key] = Run(route, now, changed[route.database])
                 self.log("trigger", "replication", change.key, "one-shot replication started")
 
         try:
