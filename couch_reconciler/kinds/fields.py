@@ -20,8 +20,10 @@ def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | N
     """
     before, after = before or {}, after or {}
     if not before or not after:  # a whole object appears or goes: each of its leaves is a field
-        return tuple(FieldChange(path, _lookup(before, keys), _lookup(after, keys))
-                     for path, keys in sorted(_leaves(before or after).items()))
+        # Every change of a first apply takes this path (20,000 at 10,000 databases with security): one walk.
+        if before:
+            return tuple(FieldChange(path, value, None) for path, value in sorted(_leaves(before).items()))
+        return tuple(FieldChange(path, None, value) for path, value in sorted(_leaves(after).items()))
     unordered = set(sets)
     if _canonical(before, unordered) == _canonical(after, unordered):
         return ()  # the common case on a converged server, and ~100x cheaper than asking DeepDiff
@@ -45,15 +47,15 @@ def _canonical(value: Any, unordered: set[str], path: str = "") -> Any:
     return value
 
 
-def _leaves(body: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
-    """Dotted path -> key path of every value that is not a mapping (a list counts as one value)."""
-    leaves: dict[str, tuple[str, ...]] = {}
+def _leaves(body: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted path -> value of every value that is not a mapping (a list counts as one value)."""
+    leaves: dict[str, Any] = {}
     for key, value in body.items():
-        keys = prefix + (key,)
+        path = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, Mapping):
-            leaves.update(_leaves(value, keys))
+            leaves.update(_leaves(value, path))
         elif value != []:  # an empty list says nothing a reviewer needs
-            leaves[_dotted(keys)] = keys
+            leaves[path] = value
     return leaves
 
 

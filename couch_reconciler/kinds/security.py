@@ -94,19 +94,21 @@ def groups(security: Mapping[str, Any]) -> dict[str, dict[str, list[str]]]:
 
 
 def compose(base: Mapping[str, Any], desired: Desired) -> dict[str, Any]:
-    """The object to write: `base` (what the server holds) changed as the manifest's mode says."""
+    """The object to write: `base` (what the server holds) changed as the manifest's mode says. Each list is
+    read where it is used, not through `groups`: a plan composes once per database (10,000 at a time)."""
     merge = desired.options.get("mode", "exact") == "merge"
-    have, want = groups(base), groups(desired.body)
     result = dict(base)
     for group in GROUPS:
+        have, want = base.get(group) or {}, desired.body.get(group) or {}
         if group == "members" and desired.options.get("public"):
             names, roles = [], []  # no member at all is what makes CouchDB let anyone in
         elif merge:
-            names = have[group]["names"] + [n for n in want[group]["names"] if n not in have[group]["names"]]
-            roles = have[group]["roles"] + [r for r in want[group]["roles"] if r not in have[group]["roles"]]
+            names, roles = list(have.get("names") or []), list(have.get("roles") or [])
+            names += [n for n in want.get("names") or [] if n not in names]
+            roles += [r for r in want.get("roles") or [] if r not in roles]
         else:
-            names, roles = list(want[group]["names"]), list(want[group]["roles"])
-            if "_admin" in have[group]["roles"] and "_admin" not in roles:
+            names, roles = list(want.get("names") or []), list(want.get("roles") or [])
+            if "_admin" in (have.get("roles") or []) and "_admin" not in roles:
                 roles.insert(0, "_admin")
             if group == "members" and not names and not roles:
                 roles = ["_admin"]
