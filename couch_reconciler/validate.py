@@ -15,7 +15,7 @@ import jsonschema
 
 from .kinds import MANIFESTS
 from .kinds.base import ManifestKind
-from .kinds.checks import closest
+from .kinds.checks import closest, declaring
 from .model import Diagnostic, KeyPath, Manifest, describe_value
 from .schemas import schema_errors, secret_paths
 from .secrets import SecretPolicy, SecretRef, SecretRefError, SecretUnreadable
@@ -34,8 +34,9 @@ def validate(manifests: Sequence[Manifest], secrets: SecretPolicy = SecretPolicy
         if not problems:
             shaped.append(manifest)
     diagnostics.extend(_duplicate_names(manifests, MANIFESTS))
-    for kind, plugin in sorted(MANIFESTS.items()):
-        diagnostics.extend(plugin.check([m for m in shaped if m.kind == kind], shaped))
+    with declaring(shaped):
+        for kind, plugin in sorted(MANIFESTS.items()):
+            diagnostics.extend(plugin.check([m for m in shaped if m.kind == kind], shaped))
     diagnostics.extend(secret_diagnostics(shaped, secrets))
     return sorted(diagnostics, key=lambda diagnostic: diagnostic.position)
 

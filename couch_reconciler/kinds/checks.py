@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -53,8 +54,9 @@ def user_name_problem(name: str) -> str | None:
 
 
 # Each manifest with roles asks for the declared roles, each reference to a database whether it is declared;
-# computed once per `every` (the one list a validation passes to every check), so 10,000 manifests cost one
-# pass over the manifests, not 10,000.
+# computed once per validation (`declaring`, around the checks of the one list a validation passes to every
+# check), so 10,000 manifests cost one pass over the manifests, not 10,000. Dropped when the validation ends:
+# the manifests are not kept alive through the plan and apply that follow, nor between watch's reloads.
 @dataclass(frozen=True)
 class _Declared:
     every: Sequence[Manifest]
@@ -63,17 +65,29 @@ class _Declared:
     prefixes: tuple[str, ...]  # of the databases UserDatabases templates produce
 
 
-_declared = _Declared((), frozenset(), frozenset(), ())
+_declared: _Declared | None = None
+
+
+@contextmanager
+def declaring(every: Sequence[Manifest]) -> Iterator[None]:
+    """Checks of `every` inside the block share one pass over it."""
+    global _declared
+    _declared = _declare(every)
+    try:
+        yield
+    finally:
+        _declared = None
 
 
 def _declarations(every: Sequence[Manifest]) -> _Declared:
-    global _declared
-    if _declared.every is not every:
-        _declared = _Declared(every, frozenset(m.name for m in every if m.kind == ROLE_MANIFEST),
-                              frozenset(m.name for m in every if m.kind == DATABASE_MANIFEST),
-                              tuple(m.spec.get("prefix", USER_DATABASE_PREFIX) for m in every
-                                    if m.kind == USER_DATABASES_MANIFEST))
-    return _declared
+    return _declared if _declared is not None and _declared.every is every else _declare(every)
+
+
+def _declare(every: Sequence[Manifest]) -> _Declared:
+    return _Declared(every, frozenset(m.name for m in every if m.kind == ROLE_MANIFEST),
+                     frozenset(m.name for m in every if m.kind == DATABASE_MANIFEST),
+                     tuple(m.spec.get("prefix", USER_DATABASE_PREFIX) for m in every
+                           if m.kind == USER_DATABASES_MANIFEST))
 
 
 def declared_roles(every: Sequence[Manifest]) -> frozenset[str]:
