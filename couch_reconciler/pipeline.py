@@ -77,10 +77,10 @@ def make_plan(session: CouchSession, state: DesiredState, policy: Policy, kinds:
     with sparing_what_lives():
         with observation(session):
             state, template_warnings = resolve(session, state, prune=policy.allow_delete, kinds=kinds)
-            wanted = {name: objects for name, objects in state.by_kind().items() if name in kinds}
+            grouped = state.by_kind()
+            wanted = {name: objects for name, objects in grouped.items() if name in kinds}
             warnings = [f"{len(objects)} {name} object(s) in the manifests are not planned: this version cannot "
-                        f"apply that kind yet" for name, objects in sorted(state.by_kind().items())
-                        if name not in kinds]
+                        f"apply that kind yet" for name, objects in sorted(grouped.items()) if name not in kinds]
             warnings += template_warnings
             live = observe(session, wanted, kinds, prune=policy.allow_delete,
                            prune_kinds={name for name in state.prune_kinds | set(state.prune_prefixes) if name in kinds})
