@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from cleanup import forget_user, remove_config
+from cleanup import forget_users, remove_config
 from waiting import wait_for
 
 
@@ -179,7 +179,7 @@ def new_user(server, new_name) -> Iterator[Callable[..., User]]:
     yield make
     for user in created:
         user.client.close()
-        forget_user(server.admin.http, server.admin.base, user.name)
+    forget_users(server.admin.http, server.admin.base, [user.name for user in created])
 
 
 @pytest.fixture
