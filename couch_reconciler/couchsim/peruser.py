@@ -64,12 +64,20 @@ class PerUser:
     (fabric:get_all_security/2 throws database_does_not_exist, which init_changes_handler/1 catches);
     couch_peruser stops on its 'DOWN', its supervisor starts it again, and that listener reaches the same
     change every start period: while it loops, no later user of that shard gets a database (the other
-    shards' listeners get through their changes)."""
+    shards' listeners get through their changes).
+
+    Each enabled start begins a mem3_cluster of its own whose one stability check calls the cluster stable
+    `cluster_start_period` later (mem3_cluster:init/1, handle_info(stability_check, ...)). A config change
+    starts couch_peruser again in the same process without stopping the earlier ones (handle_cast(update_config,
+    ...) stops only the listeners), so the listener starts with the earliest check still pending: up to a start
+    period after an earlier enabled start, not after the latest change. One that fires while couch_peruser is
+    disabled crashes it (start_listening/1 asks mem3 for the shards of an undefined database); after a crash its
+    supervisor starts a new process, which no earlier check reaches."""
 
     def __init__(self, cluster: PerUserHost):
         self.cluster = cluster
         self.listening = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.stability_checks: list[asyncio.TimerHandle] = []
         cluster.doc_listeners.append(self.on_doc)
         cluster.config.listeners.append(self.on_config)
 
@@ -77,15 +85,25 @@ class PerUser:
     def enabled(self) -> bool:
         return self.cluster.config.get_bool("couch_peruser", "enable")
 
-    def start(self) -> None:
-        """couch_peruser:init_state/0 (at node start, after a config change, after a crash)."""
+    def start(self, crashed: bool = False) -> None:
+        """couch_peruser:init_state/0: at node start and after a config change in the same process; in a new
+        one after a crash."""
         self.listening = False
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if crashed:
+            for check in self.stability_checks:
+                check.cancel()
+            self.stability_checks.clear()
         if self.enabled:
             period = abs(self.cluster.config.get_int("couch_peruser", "cluster_start_period"))
-            self.timer = asyncio.get_running_loop().call_later(period, self.start_listening)
+            check = asyncio.get_running_loop().call_later(period, lambda: self.cluster_stable(check))
+            self.stability_checks.append(check)
+
+    def cluster_stable(self, check: asyncio.TimerHandle) -> None:
+        self.stability_checks.remove(check)
+        if not self.enabled:
+            self.start(crashed=True)
+        elif not self.listening:
+            self.start_listening()
 
     def on_config(self, config: Config, section: str, key: str, old: str | None, new: str | None) -> None:
         # couch_peruser:subscribe_for_changes/0: its own section, and the authentication database.
@@ -102,14 +120,13 @@ class PerUser:
 
     def handle_live(self, entry: DocEntry) -> None:
         if self.listening and not self.handle(entry):
-            self.start()  # couch_peruser stops on the listener's 'DOWN': restarted by its supervisor
+            self.start(crashed=True)  # couch_peruser stops on the listener's 'DOWN': restarted by its supervisor
 
     def start_listening(self) -> None:
         """start_listening/1: every shard's listener follows its changes from the first one; one that ends
         stops only its own shard's replay, then couch_peruser starts again."""
-        self.timer = None
         db = self.users_db()
-        if db is None or not self.enabled:
+        if db is None:
             return
         self.listening = True
         ended: set[int] = set()
@@ -117,7 +134,7 @@ class PerUser:
             if entry.shard not in ended and entry.id.startswith(USER_PREFIX) and not self.handle(entry):
                 ended.add(entry.shard)
         if ended:
-            self.start()
+            self.start(crashed=True)
 
     def handle(self, entry: DocEntry) -> bool:
         """changes_handler/3 for one user document; False when it ended its shard's listener."""

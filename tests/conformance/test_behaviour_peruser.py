@@ -90,12 +90,20 @@ def test_existing_users_get_databases_when_enabled(server, set_config, new_user,
     poll(lambda: not exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} deleted with its user")
 
 
+def outlive_earlier_starts() -> None:
+    """Wait until the stability checks of couch_peruser's earlier enabled starts (an earlier test's, say, or its
+    teardown's) have fired: one still pending would start the next listener early (see
+    test_a_change_before_the_listener_starts_does_not_put_it_off)."""
+    time.sleep(START_PERIOD)
+
+
 def test_sign_ups_right_after_enabling_wait_for_the_start_period(server, set_config, new_user, poll):
     """couch_peruser:handle_info({config_change, "couch_peruser", ...}) starts it again (init_state/0); it listens
     once mem3_cluster calls the cluster stable, `cluster_start_period` (5 s) later, then replays from the first
     change: a user who signs up meanwhile gets her database only then. Enabling it is such a change with no
     listener before it (a change while one listens races with that listener on a loaded server)."""
     set_config("couch_peruser", "delete_dbs", "true")
+    outlive_earlier_starts()
     enabled = time.monotonic()
     set_config("couch_peruser", "enable", "true")
     user = new_user()
@@ -106,6 +114,25 @@ def test_sign_ups_right_after_enabling_wait_for_the_start_period(server, set_con
     if time.monotonic() < enabled + START_PERIOD * 0.8:
         assert not exists(server, name), "couch_peruser handled a sign-up before it listened"
     poll(lambda: exists(server, name), timeout=LISTENING_WAIT, what=f"{name} created once couch_peruser listens")
+    delete_user(server.admin, user.name)
+    poll(lambda: not exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} deleted with its user")
+
+
+def test_a_change_before_the_listener_starts_does_not_put_it_off(server, set_config, new_user, poll):
+    """Each enabled start of couch_peruser begins a mem3_cluster whose one stability check calls the cluster
+    stable `cluster_start_period` later (mem3_cluster:init/1, handle_info(stability_check, ...)); a config change
+    starts couch_peruser again in the same process without stopping that one (couch_peruser:handle_cast(
+    update_config, ...) stops only the listeners). So the listener starts a start period after enabling, though
+    another change came before it: a sign-up made meanwhile gets her database then, not a period after the change."""
+    outlive_earlier_starts()
+    set_config("couch_peruser", "enable", "true")
+    time.sleep(START_PERIOD * 0.8)
+    changed = time.monotonic()
+    set_config("couch_peruser", "delete_dbs", "true")
+    user = new_user()
+    name = userdb(user.name)
+    poll(lambda: exists(server, name), timeout=LISTENING_WAIT, what=f"{name} created once couch_peruser listens")
+    assert time.monotonic() < changed + START_PERIOD, "the change put off the listener by a whole start period"
     delete_user(server.admin, user.name)
     poll(lambda: not exists(server, name), timeout=NEW_USER_WAIT, what=f"{name} deleted with its user")
 
@@ -154,6 +181,8 @@ def test_a_deleted_user_without_a_database_stops_couch_peruser_on_her_shard(serv
                     "3-node 3.4.3 the loop this case starts outlived it, stopping couch_peruser for later tests")
     leaving, leaving_db = peruser()
     shard = shard_of_user(server, leaving.name)
+    # No listener may see her between the two deletions below: it would make her database again.
+    outlive_earlier_starts()
     set_config("couch_peruser", "delete_dbs", "false")
     assert server.admin.delete(db_url(leaving_db)).status_code == 200
     delete_user(server.admin, leaving.name)
