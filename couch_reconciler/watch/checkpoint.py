@@ -38,6 +38,7 @@ class Checkpoint:
         self.session, self.log, self.every = session, log, every
         self.rev: str | None = None
         self.saved: dict[str, Any] = {}
+        self.reported: Mapping[str, Any] | None = None
         self.written_at = 0.0
 
     def read(self) -> dict[str, Any]:
@@ -49,11 +50,13 @@ class Checkpoint:
         return self.saved
 
     def write(self, positions: dict[str, Any], force: bool = False, report: Mapping[str, Any] | None = None) -> None:
-        """Save `positions` when they moved and `every` seconds passed since the last write (or `force`), and
-        in any case every ALIVE_EVERY seconds, with `report` (what watch says of itself: `running`, its fan-in)."""
+        """Save `positions` with `report` (what watch says of itself: `running`, `held`, its fan-in's queue) when
+        either changed and `every` seconds passed since the last write (or `force`), and in any case every
+        ALIVE_EVERY seconds. A changed report is written though no feed moved: `reconcile status` trusts it."""
         elapsed = time.monotonic() - self.written_at
-        moved = positions != self.saved and (force or elapsed >= self.every)
-        if not moved and elapsed < ALIVE_EVERY and not (force and report is not None):
+        moved = positions != self.saved
+        due = (moved or (report is not None and report != self.reported)) and (force or elapsed >= self.every)
+        if not due and elapsed < ALIVE_EVERY and not (force and report is not None):
             return
         positions = dict(positions)
         doc: dict[str, Any] = {"_id": CHECKPOINT_ID, "positions": positions,
@@ -70,7 +73,7 @@ class Checkpoint:
                     self.read()
                     continue
                 self.rev = answer.json()["rev"]
-                self.saved = positions
+                self.saved, self.reported = positions, report
                 self.written_at = time.monotonic()
                 if moved:
                     self.log("checkpoint", "feed", "", "saved " + ", ".join(f"{name} {short(seq)}"

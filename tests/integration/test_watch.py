@@ -13,6 +13,7 @@ Relied on:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -39,6 +40,7 @@ from couch_reconciler.kinds import replication as replication_kind
 from couch_reconciler.plan import Policy
 from couch_reconciler.kinds.user_databases import user_database
 from couch_reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, loop, run
+from couch_reconciler.watch.checkpoint import Checkpoint
 from couch_reconciler.watch.fan_in import TriggeredFanIn
 from waiting import wait_for
 
@@ -267,6 +269,19 @@ def test_sigterm_stops_cleanly_and_leaves_the_checkpoint_on_the_server(couch, ht
     checkpoint = http.get(f"{couch.url}/{CHECKPOINT_DB}/{CHECKPOINT_ID}").json()
     assert set(checkpoint["positions"]) == {"_users", "_db_updates"}
     assert couch.password not in out + err + "".join(seen)
+
+
+def test_the_checkpoint_says_what_watch_reports_though_no_feed_moved(couch, http):
+    """`reconcile status` takes from watch's checkpoint whether its runs are held and what its queue holds: a
+    changed report is written within `checkpoint_every` even while no feed position moves (events still being
+    handled, say), not only at watch's next sign of life ALIVE_EVERY seconds later."""
+    session = CouchSession(Connection(couch.url, couch.user, couch.password, timeout=10))
+    checkpoint = Checkpoint(session, ActionLog(stream=io.StringIO()), FAST.checkpoint_every)
+    positions = {"_users": "0", "_db_updates": "0"}
+    checkpoint.write(positions, force=True, report={"running": True, "held": True})
+    time.sleep(FAST.checkpoint_every)
+    checkpoint.write(positions, report={"running": True, "held": False})
+    assert http.get(f"{couch.url}/{CHECKPOINT_DB}/{CHECKPOINT_ID}").json()["held"] is False
 
 
 def test_a_restart_resumes_from_the_checkpoint(couch, http, unique, tmp_path):
