@@ -780,6 +780,14 @@ def databases_waiting(plan_text: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+def written_to_every_copy(http, url: str, database: str, doc_id: str) -> bool:
+    """PUT an empty document that every copy of `database` holds before the answer (w = n): on a cluster
+    `_dbs_info` takes each shard range from the first copy to answer (fabric_db_info.erl), so a plan or status
+    right after a quorum write may read the update_seq from before it."""
+    copies = http.get(f"{url}/{database}").json()["cluster"]["n"]
+    return http.put(f"{url}/{database}/{doc_id}", json={}, params={"w": copies}).status_code == 201
+
+
 def test_without_watch_the_plan_says_the_triggered_fan_in_is_stale_and_since_when(couch, http, unique, tmp_path,
                                                                                     monkeypatch):
     """A user database written after its last one-shot run, with no watch to start the next: the plan says
@@ -796,7 +804,7 @@ def test_without_watch_the_plan_says_the_triggered_fan_in_is_stale_and_since_whe
                  "written since", ONE_SHOT_WAIT)
     # Other tests' user databases on the same server may wait too: this one's write adds exactly one.
     waiting_before = databases_waiting(reconcile(couch, "plan", str(directory)).stdout)
-    assert http.put(f"{couch.url}/{database}/after", json={}).status_code == 201
+    assert written_to_every_copy(http, couch.url, database, "after")
     plan = reconcile(couch, "plan", str(directory))
     assert databases_waiting(plan.stdout) == waiting_before + 1, plan.stdout
     assert "is it running?" in plan.stdout, plan.stdout
@@ -861,7 +869,7 @@ def test_status_says_whether_watch_runs_and_since_when_a_triggered_fan_in_is_sta
     assert "  watch         running (" in running.stdout
     assert not any("_dbs_info" in url for url in running.paths())  # watch's queue says what waits: no database opened
 
-    assert http.put(f"{couch.url}/{database}/after", json={}).status_code == 201
+    assert written_to_every_copy(http, couch.url, database, "after")
     stopped = reconcile(couch, "status", str(directory), env=env)
     assert stopped.code == 0, stopped.stdout  # stale for less than the default 300 s
     assert "  watch         not running (last seen " in stopped.stdout
