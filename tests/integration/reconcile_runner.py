@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import textwrap
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +39,24 @@ def reconcile(couch: Any, *args: str, env: Mapping[str, str] | None = None, inpu
     """`reconcile ARGS` against `couch` (COUCHDB_URL/USER/PASSWORD set as a pipeline would); `input` is typed on stdin."""
     sent: list[tuple[str, str, dict]] = []
     bodies: list[Any] = []
-    original = requests.Session.request
+    original, original_init = requests.Session.request, requests.Session.__init__
+    # Only the command's own sessions are recorded: a `reconcile watch` running beside it in this process
+    # (tests/integration/test_watch.py) sends requests of its own meanwhile.
+    own: weakref.WeakSet[requests.Session] = weakref.WeakSet()
+
+    def init(self: requests.Session) -> None:
+        original_init(self)
+        own.add(self)
 
     def record(self: requests.Session, method: str, url: str, *rest: Any, **kw: Any) -> requests.Response:
-        sent.append((method, url, dict(kw.get("params") or {})))
-        bodies.append(None if kw.get("data") is None else json.loads(kw["data"]))
+        if self in own:
+            sent.append((method, url, dict(kw.get("params") or {})))
+            bodies.append(None if kw.get("data") is None else json.loads(kw["data"]))
         return original(self, method, url, *rest, **kw)
 
     user, password = couch.admin
     environment = {"COUCHDB_URL": couch.url, "COUCHDB_USER": user, "COUCHDB_PASSWORD": password, **(env or {})}
-    with mock.patch.object(requests.Session, "request", record):
+    with mock.patch.object(requests.Session, "request", record), mock.patch.object(requests.Session, "__init__", init):
         result = CliRunner().invoke(main, list(args), env=environment, input=input, catch_exceptions=False)
     return Run(result.exit_code, result.stdout, result.stderr, sent, bodies)
 
