@@ -425,7 +425,8 @@ def test_a_template_prunes_only_its_own_replications(couch, http, unique, tmp_pa
     write(tmp_path, "hand.yaml", members_and_databases(unique("replicator"), source, target))
     write(tmp_path, "hand-replication.yaml", replication(couch, hand_made, source, target, unique("replicator")))
     assert reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env).code == 0
-    assert hand_made in replication_ids(couch, http)
+    # `_all_docs` takes each shard range from one copy, which on a loaded cluster may not hold the write yet.
+    wait_for(lambda: hand_made in replication_ids(couch, http), f"{hand_made} in _replicator")
     (tmp_path / "hand-replication.yaml").unlink()
 
     applied = reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env)
