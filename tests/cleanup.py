@@ -12,6 +12,7 @@ from urllib.parse import quote
 import requests
 
 from couch_reconciler.client import batched
+from waiting import copies
 
 # A cluster's copies of `_users` agree within seconds when loaded (forget_users).
 FORGET_WAIT = 60.0
@@ -40,11 +41,11 @@ def forget_users(http: requests.Session, url: str, names: Iterable[str]) -> None
     unseen = {USER_PREFIX + name: 0 for name in names}
     if not unseen:
         return
-    copies = http.get(f"{url}/_users").json().get("cluster", {}).get("n", 1)
+    every = copies(http, url, "_users")
 
     def leaves(doc_id: str) -> list[dict] | None:
         """The document's leaves on every copy ([] when none knows it); None for an answer that is neither."""
-        answer = http.get(f"{url}/_users/{quote(doc_id, safe=':')}", params={"open_revs": "all", "r": copies},
+        answer = http.get(f"{url}/_users/{quote(doc_id, safe=':')}", params={"open_revs": "all", "r": every},
                           headers={"Accept": "application/json"})
         if answer.status_code == 404:
             return []
@@ -56,7 +57,7 @@ def forget_users(http: requests.Session, url: str, names: Iterable[str]) -> None
         while unseen:
             live, dead = [], {}
             for doc_id, found in zip(list(unseen), readers.map(leaves, list(unseen))):
-                if found is None or (not found and (copies == 1 or unseen[doc_id] + 1 == SETTLED_ROUNDS)):
+                if found is None or (not found and (every == 1 or unseen[doc_id] + 1 == SETTLED_ROUNDS)):
                     del unseen[doc_id]
                     settled_at = time.monotonic()
                     continue

@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from typing import Callable, TypeVar
 
+import requests
+
 T = TypeVar("T")
 
 
@@ -21,3 +23,9 @@ def wait_for(check: Callable[[], T], what: str = "the condition", timeout: float
         if time.monotonic() >= deadline:
             raise AssertionError(f"waited {timeout:g}s for {what}; last result: {result!r}")
         time.sleep(interval)
+
+
+def copies(http: requests.Session, url: str, database: str) -> int:
+    """How many copies of `database` the server keeps (its `cluster.n`): the `w` a write waits for, or the `r`
+    a read asks, so that no copy lags what a test wrote or purged (one on a single node, three on a cluster)."""
+    return int(http.get(f"{url}/{database}").json()["cluster"]["n"])

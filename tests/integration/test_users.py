@@ -14,6 +14,7 @@ import threading
 import pytest
 
 from reconcile_runner import assert_no_secret, reconcile, stored_password_is, write
+from waiting import copies
 
 
 
@@ -158,9 +159,8 @@ def test_roles_and_fields_drift_is_updated_keeping_the_password_and_other_fields
     # Every copy holds the edit before the plan and the apply read `_users/_all_docs`, which takes each shard range
     # from one copy (fabric_view_all_docs.erl): with a quorum write a loaded cluster's third copy lagged, the
     # apply read it, found nothing to repair, and the edit stayed.
-    copies = http.get(f"{couch.url}/_users").json()["cluster"]["n"]
     assert http.put(f"{couch.url}/_users/org.couchdb.user:{alice}", json=edited,
-                    params={"w": copies}).status_code == 201
+                    params={"w": copies(http, couch.url, "_users")}).status_code == 201
 
     planned = reconcile(couch, "plan", str(tmp_path), env=env)
 

@@ -42,7 +42,7 @@ from couch_reconciler.kinds.user_databases import user_database
 from couch_reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, loop, run
 from couch_reconciler.watch.checkpoint import Checkpoint
 from couch_reconciler.watch.fan_in import TriggeredFanIn
-from waiting import wait_for
+from waiting import copies, wait_for
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ, reason="drives couchsim's fault injector")
 FAST = Settings(interval=60, debounce=0.1, feed_timeout=1.0, poll_interval=0.3, backoff_cap=0.5,
@@ -784,8 +784,8 @@ def written_to_every_copy(http, url: str, database: str, doc_id: str) -> bool:
     """PUT an empty document that every copy of `database` holds before the answer (w = n): on a cluster
     `_dbs_info` takes each shard range from the first copy to answer (fabric_db_info.erl), so a plan or status
     right after a quorum write may read the update_seq from before it."""
-    copies = http.get(f"{url}/{database}").json()["cluster"]["n"]
-    return http.put(f"{url}/{database}/{doc_id}", json={}, params={"w": copies}).status_code == 201
+    written = http.put(f"{url}/{database}/{doc_id}", json={}, params={"w": copies(http, url, database)})
+    return written.status_code == 201
 
 
 def test_without_watch_the_plan_says_the_triggered_fan_in_is_stale_and_since_when(couch, http, unique, tmp_path,
