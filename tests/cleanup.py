@@ -14,11 +14,11 @@ import requests
 from couch_reconciler.client import batched
 from waiting import copies
 
-# A cluster's copies of `_users` agree within seconds when loaded (forget_users).
-FORGET_WAIT = 60.0
+# A cluster's copies of a document agree within seconds when loaded (delete_everywhere).
+DELETE_WAIT = 60.0
 SETTLED_ROUNDS = 2
 SETTLE_INTERVAL = 1.0
-# Concurrent reads of users' leaves, so that a module's thousand users are forgotten in seconds.
+# Concurrent reads of documents' leaves, so that a module's thousand users are forgotten in seconds.
 READERS = 8
 # [purge] max_document_id_number (rel/overlay/etc/default.ini): the ids one `_purge` request may name.
 PURGED_PER_REQUEST = 100
@@ -35,18 +35,29 @@ def forget_users(http: requests.Session, url: str, names: Iterable[str]) -> None
     5 s for ever, so no later sign-up on that shard gets a database (src/couch_peruser/src/couch_peruser.erl).
     A purged tombstone is no longer in the feed. A server without `_purge` (couchsim) keeps the tombstone:
     harmless there, as each test or module gets a couchsim of its own."""
-    # Every copy is asked (r = n), and a copy-less answer must hold in two rounds: on a 3-node 3.4.3 a purge
-    # answered 201 while a copy still lacked the tombstone it purged; internal replication then brought the
-    # tombstone back to every copy after a quorum had read 404 (mem3_rep pushes the documents a copy holds).
-    unseen = {USER_PREFIX + name: 0 for name in names}
+    delete_everywhere(http, url, "_users", [USER_PREFIX + name for name in names], purge=True)
+
+
+def delete_everywhere(http: requests.Session, url: str, database: str, doc_ids: Iterable[str],
+                      purge: bool = False) -> None:
+    """Delete every live leaf of `doc_ids` in `database` (and, with `purge`, purge their tombstones) until every
+    copy agrees that none is left.
+
+    Every leaf, not only the winner: on a cluster the replicator writes a job's `_replication_state` into its
+    shard copy of the document (couch_replicator_docs.erl save_rep_doc/2), so a document a test also wrote can
+    hold conflicting branches, and deleting the winner alone brings a losing branch back as the document.
+    Every copy is asked (r = n), and an answer without the document must hold in two rounds: on a 3-node 3.4.3
+    a purge answered 201 while a copy still lacked the tombstone it purged; internal replication then brought
+    the tombstone back to every copy after a quorum had read 404 (mem3_rep pushes the documents a copy holds)."""
+    unseen = {doc_id: 0 for doc_id in doc_ids}
     if not unseen:
         return
-    every = copies(http, url, "_users")
+    every = copies(http, url, database)
 
     def leaves(doc_id: str) -> list[dict] | None:
         """The document's leaves on every copy ([] when none knows it); None for an answer that is neither."""
-        answer = http.get(f"{url}/_users/{quote(doc_id, safe=':')}", params={"open_revs": "all", "r": every},
-                          headers={"Accept": "application/json"})
+        answer = http.get(f"{url}/{quote(database, safe='')}/{quote(doc_id, safe=':')}",
+                          params={"open_revs": "all", "r": every}, headers={"Accept": "application/json"})
         if answer.status_code == 404:
             return []
         found = answer.json() if answer.status_code == 200 else None
@@ -57,26 +68,30 @@ def forget_users(http: requests.Session, url: str, names: Iterable[str]) -> None
         while unseen:
             live, dead = [], {}
             for doc_id, found in zip(list(unseen), readers.map(leaves, list(unseen))):
-                if found is None or (not found and (every == 1 or unseen[doc_id] + 1 == SETTLED_ROUNDS)):
+                left = found if purge or found is None else [leaf for leaf in found if not leaf.get("_deleted")]
+                if left is None or (not left and (every == 1 or unseen[doc_id] + 1 == SETTLED_ROUNDS)):
                     del unseen[doc_id]
                     settled_at = time.monotonic()
                     continue
-                unseen[doc_id] = 0 if found else unseen[doc_id] + 1
+                unseen[doc_id] = 0 if left else unseen[doc_id] + 1
                 live += [{"_id": doc_id, "_rev": leaf["_rev"], "_deleted": True}
-                         for leaf in found if not leaf.get("_deleted")]
-                if revs := [leaf["_rev"] for leaf in found if leaf.get("_deleted")]:
+                         for leaf in left if not leaf.get("_deleted")]
+                if revs := [leaf["_rev"] for leaf in left if leaf.get("_deleted")]:
                     dead[doc_id] = revs
             if live:
-                http.post(f"{url}/_users/_bulk_docs", json={"docs": live})
+                http.post(f"{url}/{quote(database, safe='')}/_bulk_docs", json={"docs": live})
                 settled_at = time.monotonic()
             for batch in batched(sorted(dead), PURGED_PER_REQUEST):
-                if http.post(f"{url}/_users/_purge", json={doc_id: dead[doc_id] for doc_id in batch}).status_code >= 300:
-                    for doc_id in batch:  # a server without `_purge` keeps the tombstone (above)
+                purged = http.post(f"{url}/{quote(database, safe='')}/_purge",
+                                   json={doc_id: dead[doc_id] for doc_id in batch})
+                if purged.status_code >= 300:
+                    for doc_id in batch:  # a server without `_purge` keeps the tombstone (forget_users)
                         del unseen[doc_id]
-            if unseen and time.monotonic() - settled_at > FORGET_WAIT:
-                raise AssertionError(f"{len(unseen)} users, {sorted(unseen)[0]} first, still known to a copy of "
-                                     f"_users after {FORGET_WAIT:g}s of purging; a tombstone left behind stops "
-                                     "couch_peruser for every later test")
+            if unseen and time.monotonic() - settled_at > DELETE_WAIT:
+                raise AssertionError(f"{len(unseen)} documents, {sorted(unseen)[0]} first, still live on a copy of "
+                                     f"{database} after {DELETE_WAIT:g}s of deleting"
+                                     + ("; a tombstone left behind stops couch_peruser for every later test"
+                                        if purge else ""))
             if unseen:
                 time.sleep(SETTLE_INTERVAL)
 
@@ -130,11 +145,7 @@ def restore(http: requests.Session, url: str, before: Snapshot) -> None:
     running job could create its target again), then users (tombstones purged) before their databases, then
     the system databases' security, then every node's config (couch_peruser, CORS, server admins...)."""
     now = snapshot(http, url)
-    for doc_id in sorted(now.replications - before.replications):
-        doc = f"{url}/_replicator/{quote(doc_id, safe='')}"
-        current = http.get(doc)
-        if current.status_code == 200:
-            http.delete(doc, params={"rev": current.json()["_rev"]})
+    delete_everywhere(http, url, "_replicator", sorted(now.replications - before.replications))
     forget_users(http, url, sorted(doc_id.removeprefix(USER_PREFIX) for doc_id in now.users - before.users
                                    if doc_id.startswith(USER_PREFIX)))
     for doc_id in sorted(now.designs - before.designs):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from typing import Any, Iterator
-from urllib.parse import quote
 
 import pytest
 import requests
+from cleanup import delete_everywhere
 from real_servers import real_cluster
 from reconcile_runner import SimCluster, sim_cluster
 from waiting import wait_for
@@ -64,9 +64,4 @@ def replication_ids(couch) -> Iterator[list[str]]:
     """Replication documents a test names; deleted afterwards so that no continuous job outlives it."""
     ids: list[str] = []
     yield ids
-    http = couch.session()
-    for doc_id in ids:
-        path = f"{couch.url}/_replicator/{quote(doc_id, safe='')}"
-        current = http.get(path)
-        if current.status_code == 200:
-            http.delete(path, params={"rev": current.json()["_rev"]})
+    delete_everywhere(couch.session(), couch.url, "_replicator", ids)
