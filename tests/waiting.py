@@ -25,6 +25,18 @@ def wait_for(check: Callable[[], T], what: str = "the condition", timeout: float
         time.sleep(interval)
 
 
+def wait_while_growing(count: Callable[[], int], want: int, what: str, stall: float, interval: float = 0.2) -> None:
+    """Until count() reaches `want`, however long that takes while it grows: a loaded server that is slow but
+    progressing is waited for, one that stopped fails the test `stall` s after its last step."""
+    best, grew_at = -1, time.monotonic()
+    while (now := count()) < want:
+        if now > best:
+            best, grew_at = now, time.monotonic()
+        elif time.monotonic() - grew_at >= stall:
+            raise AssertionError(f"waited for {what}: {now} of {want}, none more for {stall:g}s")
+        time.sleep(interval)
+
+
 def copies(http: requests.Session, url: str, database: str) -> int:
     """How many copies of `database` the server keeps (its `cluster.n`): the `w` a write waits for, or the `r`
     a read asks, so that no copy lags what a test wrote or purged (one on a single node, three on a cluster)."""

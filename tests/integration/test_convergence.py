@@ -17,12 +17,13 @@ import pytest
 
 from reconcile_runner import config_changed
 from reference_world import PERUSER_START_PERIOD, reconcile_manifests
-from waiting import wait_for
+from waiting import wait_while_growing
 from couch_reconciler.kinds.user_databases import user_database
 
 PREFIX = "userdb-"
-# A real couch_peruser creates some tens of databases a second on a loaded machine, after its start period.
-PERUSER_RATE = 20.0
+# couch_peruser makes the databases one after another once its start period is over; on a loaded cluster some a
+# second. The wait lasts while they come and gives up after a start period and this long without a new one.
+PERUSER_STALL = 20.0
 
 
 def existing_users(couch, http, unique, count: int) -> list[str]:
@@ -54,9 +55,9 @@ def test_one_apply_of_the_reference_manifests_converges(couch, http, unique, per
         names = existing_users(couch, http, unique, existing)
         if peruser == "on":
             # Every existing user has her database, as on a server where couch_peruser has been on.
-            wait_for(lambda: len(user_databases(couch, http, names)) == len(names),
-                     f"couch_peruser to create the {existing} users' databases",
-                     PERUSER_START_PERIOD + existing / PERUSER_RATE + 20.0, 0.2)
+            wait_while_growing(lambda: len(user_databases(couch, http, names)), len(names),
+                               f"couch_peruser to create the {existing} users' databases",
+                               PERUSER_START_PERIOD + PERUSER_STALL)
 
         applied = reconcile_manifests(couch, "apply", "--auto-approve")
         planned = reconcile_manifests(couch, "plan", "--detailed-exitcode")
