@@ -141,6 +141,63 @@ def test_conflict_resolution_by_deleting_the_loser(server, db):
     assert doc["_rev"] == b["_rev"] and "_conflicts" not in doc
 
 
+def branches(server, db, doc_id: str) -> tuple[str, list[str]]:
+    """Document `doc_id` with five leaves, grafted as the replicator writes them (`_bulk_docs` new_edits=false
+    with `_revisions`): 3-c... (the winner: the longest branch, couch_doc:to_doc_info), 2-b... (on the first
+    revision), 2-a... and 1-8... (roots of their own) and the deleted 2-d... Returns the winner and the live
+    losing revisions."""
+    first = put(server, db, doc_id, {"v": 1}).split("-", 1)[1]
+    chains = {"3-" + "c" * 32: ["c" * 32, "e" * 32, "f" * 32], "2-" + "b" * 32: ["b" * 32, first],
+              "2-" + "a" * 32: ["a" * 32, "9" * 32], "1-" + "8" * 32: ["8" * 32], "2-" + "d" * 32: ["d" * 32, first]}
+    grafted = [{"_id": doc_id, "_rev": rev, "v": rev[2], "_revisions": {"start": int(rev[0]), "ids": ids},
+                **({"_deleted": True} if rev[2] == "d" else {})} for rev, ids in chains.items()]
+    response = server.admin.post(db_url(db, "_bulk_docs"), json={"docs": grafted, "new_edits": False})
+    assert answer(response) == (201, [])
+    return "3-" + "c" * 32, ["2-" + "b" * 32, "2-" + "a" * 32, "1-" + "8" * 32]
+
+
+def test_all_docs_with_include_docs_and_conflicts_lists_the_losing_live_revisions(server, db):
+    """`_all_docs?include_docs=true&conflicts=true`, GET and POST with `keys`: each included document as a GET
+    with conflicts=true gives it (api/database/bulk-api.rst and api/document/common.rst `conflicts`; the doc is
+    opened with the query's doc options, fabric_view_all_docs.erl): `_conflicts` only when it has some, the
+    live losing leaves by generation then revision id, both descending (couch_doc:to_doc_info sorts the leaves
+    so), never a deleted leaf; without `conflicts` no `_conflicts`."""
+    winner, losing = branches(server, db, "split")
+    put(server, db, "whole", {"v": 1})
+    params = {"include_docs": "true", "conflicts": "true"}
+    listed = server.admin.get(db_url(db, "_all_docs"), params=params).json()["rows"]
+    keyed = server.admin.post(db_url(db, "_all_docs"), params=params,
+                              json={"keys": ["split", "whole", "missing"]}).json()["rows"]
+    for rows in (listed, keyed[:2]):
+        docs = {row["id"]: row["doc"] for row in rows}
+        assert (docs["split"]["_rev"], docs["split"]["_conflicts"], docs["split"]["v"]) == (winner, losing, "c")
+        assert "_conflicts" not in docs["whole"] and "_deleted_conflicts" not in docs["split"]
+    assert keyed[2] == {"key": "missing", "error": "not_found"}
+    plain = server.admin.get(db_url(db, "_all_docs"), params={"include_docs": "true"}).json()["rows"]
+    assert all("_conflicts" not in row["doc"] for row in plain)
+
+
+def test_one_bulk_docs_updates_the_winner_and_deletes_the_losers_row_by_row_in_order(server, db):
+    """The resolution of CouchDB's docs (replication/conflicts.rst: update one revision and delete the other
+    revisions in a single POST to `_bulk_docs`): one row per document in the order sent (chttpd_db.erl answers
+    the documents' results in order), though they share an `_id`; a revision that is no longer a leaf answers
+    `conflict`; what is left is one live leaf, the update (`open_revs=all`: the others are deleted leaves)."""
+    winner, losing = branches(server, db, "split")
+    docs = [{"_id": "split", "_rev": winner, "v": "merged"},
+            {"_id": "split", "_rev": "2-" + "e" * 32, "_deleted": True},  # an ancestor of the winner, not a leaf
+            *({"_id": "split", "_rev": rev, "_deleted": True} for rev in losing)]
+    rows = server.admin.post(db_url(db, "_bulk_docs"), json={"docs": docs}).json()
+    assert [(row["id"], row.get("error"), "rev" in row) for row in rows] == \
+        [("split", None, True), ("split", "conflict", False)] + [("split", None, True)] * len(losing)
+    assert rows[0]["rev"].startswith("4-")
+    leaves = server.admin.get(db_url(db, "split"), params={"open_revs": "all"},
+                              headers={"Accept": "application/json"}).json()
+    live = [leaf["ok"] for leaf in leaves if not leaf["ok"].get("_deleted")]
+    assert [(doc["_rev"], doc["v"]) for doc in live] == [(rows[0]["rev"], "merged")]
+    doc = server.admin.get(db_url(db, "split"), params={"conflicts": "true"}).json()
+    assert doc["_rev"] == rows[0]["rev"] and "_conflicts" not in doc
+
+
 def test_local_docs_have_0_n_revs_and_stay_out_of_listings(server, db):
     """_local docs (couch_db local docs): revs "0-1", "0-2"..., never in _all_docs or _changes, DELETE with rev
     (recorded exchanges "local doc put", "local docs not in all_docs")."""
