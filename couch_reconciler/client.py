@@ -185,13 +185,14 @@ class CouchSession:
         return self._pool.map(fn, items)
 
     def all_docs(self, database: str, what: str, start_key: str | None = None, end_key: str | None = None,
-                 page: int = ALL_DOCS_PAGE) -> Iterator[dict]:
+                 page: int = ALL_DOCS_PAGE, conflicts: bool = False) -> Iterator[dict]:
         """Every document of `database` (between the keys when given), a page of `_all_docs?include_docs=true`
         at a time: one more row than the page is asked for, and its key starts the next page, so a page
-        boundary neither repeats nor skips a document (CouchDB's docs, "Paging", api/database/bulk-api.rst)."""
+        boundary neither repeats nor skips a document (CouchDB's docs, "Paging", api/database/bulk-api.rst).
+        With `conflicts`, a document in conflict lists its other live revisions in `_conflicts`."""
         start = start_key
         while True:
-            params = {"include_docs": "true", "limit": str(page + 1)}
+            params = {"include_docs": "true", "limit": str(page + 1), **_conflicts(conflicts)}
             if start is not None:
                 params["start_key"] = json.dumps(start)
             if end_key is not None:
@@ -202,25 +203,37 @@ class CouchSession:
                 return
             start = rows[page]["key"]
 
-    def docs_by_id(self, database: str, ids: Sequence[str], what: str, per_request: int = ALL_DOCS_PAGE
-                   ) -> dict[str, dict]:
+    def docs_by_id(self, database: str, ids: Sequence[str], what: str, per_request: int = ALL_DOCS_PAGE,
+                   conflicts: bool = False) -> dict[str, dict]:
         """Id -> document for those of `ids` that exist: `per_request` ids per `POST _all_docs?include_docs=true`
-        (`keys` in the body), the requests spread over the pool."""
+        (`keys` in the body), the requests spread over the pool; `conflicts` as in `all_docs`."""
         def read(chunk: list[str]) -> list[dict]:
-            return self.post(db_path(database, "_all_docs"), {"keys": chunk}, params={"include_docs": "true"},
-                             what=what)["rows"]
+            return self.post(db_path(database, "_all_docs"), {"keys": chunk},
+                             params={"include_docs": "true", **_conflicts(conflicts)}, what=what)["rows"]
 
         return {row["id"]: row["doc"] for rows in self.map(read, batched(list(ids), per_request))
                 for row in rows if row.get("doc")}
 
-    def bulk_docs(self, database: str, batches: Iterable[Sequence[dict]], what: str) -> list[dict]:
-        """Each batch in one `_bulk_docs` over the pool; the rows CouchDB refused (a row with `error`).
+    def bulk_docs(self, database: str, batches: Iterable[Sequence[dict]], what: str,
+                  settled: Callable[[dict, dict], bool] = lambda doc, row: False) -> list[dict]:
+        """Each batch in one `_bulk_docs` over the pool; the rows CouchDB refused (a row with `error`), but for
+        those `settled(doc, row)` says need no report.
 
-        `_bulk_docs` answers 201 even when some documents fail, so the caller must look at the rows.
+        `_bulk_docs` answers 201 even when some documents fail, so the caller must look at the rows. They come
+        one per document, in the order of the request (chttpd_db.erl `db_req` for `_bulk_docs`), which is how
+        a row is matched with its document: several documents of a batch may share an `_id`.
         """
-        answers = self.map(lambda batch: self.post(db_path(database, "_bulk_docs"), {"docs": list(batch)},
-                                                   what=what), batches)
-        return [row for rows in answers for row in rows if "error" in row]
+        sent = [list(batch) for batch in batches]
+        answers = self.map(lambda batch: self.post(db_path(database, "_bulk_docs"), {"docs": batch}, what=what),
+                           sent)
+        return [row for batch, rows in zip(sent, answers) for doc, row in zip(batch, rows)
+                if "error" in row and not settled(doc, row)]
+
+
+def _conflicts(wanted: bool) -> dict[str, str]:
+    """The query parameter that makes a document read in bulk list its conflicting revisions in `_conflicts`
+    (CouchDB's docs, api/document/common.rst `conflicts`; `_all_docs` passes it to the documents it includes)."""
+    return {"conflicts": "true"} if wanted else {}
 
 
 def bulk_failure(subject: Callable[[str], str], failures: Sequence[dict],

@@ -259,6 +259,10 @@ class Change:
     notes: tuple[str, ...] = ()  # warnings shown under the change
     destroys: str | None = None  # data a Delete/Replace loses ("12 documents"): needs --allow-delete-data
     desired: Desired | None = None  # what the manifests want (body, secret references, options); set by the engine
+    # The object's other live versions seen beside `version` (a CouchDB document's losing conflict revisions),
+    # which the write removes too so that one version is left, or none after a Delete. Carried here, not re-read
+    # at apply, because a saved plan is applied later from its file, and only its own kind's apply reads it.
+    losing_versions: tuple[str, ...] = ()
 
     action: ClassVar[Action]
 

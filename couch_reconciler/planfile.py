@@ -112,6 +112,7 @@ def _change_document(change: Change) -> dict[str, Any]:
         "key": change.key,
         "source": str(change.source) if change.source else None,
         "version": change.version,
+        "losing_versions": list(change.losing_versions),
         "destroys": change.destroys,
         "notes": list(change.notes),
         "fields": [{"path": item.path, "sensitive": item.sensitive,
@@ -136,7 +137,8 @@ def _change_from(item: Mapping[str, Any]) -> Change:
         before=item["before"], after=item["after"],
         fields=tuple(FieldChange(field["path"], field.get("before"), field.get("after"), field["sensitive"])
                      for field in item["fields"]),
-        version=item["version"], notes=tuple(item["notes"]), destroys=item["destroys"],
+        version=item["version"], losing_versions=tuple(item.get("losing_versions", ())), notes=tuple(item["notes"]),
+        destroys=item["destroys"],
         desired=None if desired is None else Desired(
             item["kind"], item["key"], desired["body"], _source(desired["source"]),
             {name: SecretRef(ref["ref"], ref["base_dir"]) for name, ref in desired["secrets"].items()},

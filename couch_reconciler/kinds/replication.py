@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
 from ..client import CouchSession, batched, bulk_failure
@@ -191,8 +192,17 @@ class ReplicationResource(ResourceKind):
         notes: tuple[str, ...] = ()
         if live.facts.get("state") == "failed":
             notes = (f"CouchDB marked it failed ({live.facts.get('reason')}); writing it makes CouchDB start it again",)
+        losing = live.facts.get("conflicts", ())
+        if losing:
+            notes += (f"{len(losing)} conflicting revision(s) of it on the server (written on another copy at the "
+                      "same time): the update deletes them, so it is the one revision left",)
         return Update(self.name, wanted.key, wanted.source, before=before, after=after,
-                      fields=fields + passwords, version=live.version, notes=notes)
+                      fields=fields + passwords, version=live.version, notes=notes, losing_versions=losing)
+
+    def prune(self, live: Observed | None, destroys: Callable[[Observed], str | None] = lambda live: None
+              ) -> Delete | None:
+        change = super().prune(live, destroys)
+        return None if change is None or live is None else _every_branch(change, live.facts.get("conflicts", ()))
 
     def warnings(self, wanted: Desired | None, live: Observed | None) -> Iterator[str]:
         if wanted is not None and live is not None and live.facts.get("state") == "failed" \
@@ -230,19 +240,49 @@ class ReplicationResource(ResourceKind):
 
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
-        docs = []
-        for change in changes:
-            doc: dict[str, Any] = {"_id": change.key}
-            if change.version is not None:
-                doc["_rev"] = change.version
-            if isinstance(change, Delete):
-                doc["_deleted"] = True
-            else:
-                doc.update(_with_passwords(change.after or {}, secrets.get(change.key, {})))
-            docs.append(doc)
-        failures = session.bulk_docs(REPLICATOR, batched(docs, WRITE_BATCH), what="writing _replicator")
+        """Each change, and a deletion of every losing revision it saw, in one `_bulk_docs`: the resolution of
+        CouchDB's docs (replication/conflicts.rst: update one revision and delete the others in a single
+        POST to `_bulk_docs`). Otherwise a Delete would remove the winning revision only, a losing one would
+        win, and the replication would come back."""
+        batches = []
+        for chunk in batched(changes, WRITE_BATCH):
+            docs = []
+            for change in chunk:
+                doc: dict[str, Any] = {"_id": change.key}
+                if change.version is not None:
+                    doc["_rev"] = change.version
+                if isinstance(change, Delete):
+                    doc["_deleted"] = True
+                else:
+                    doc.update(_with_passwords(change.after or {}, secrets.get(change.key, {})))
+                docs.append(doc)
+                docs.extend({"_id": change.key, "_rev": rev, "_deleted": True} for rev in change.losing_versions)
+            batches.append(docs)
+        losing = {(change.key, rev) for change in changes for rev in change.losing_versions}
+        failures = session.bulk_docs(REPLICATOR, batches, what="writing _replicator",
+                                     settled=lambda doc, row: _resolved_meanwhile(doc, row, losing))
         if failures:
             raise bulk_failure(lambda id: f"{REPLICATION}/{id}", failures)
+
+
+def deletion(doc: Mapping[str, Any]) -> Delete:
+    """The Delete of a `_replicator` document as read (`replicator.py`): every revision of it."""
+    return _every_branch(Delete(REPLICATION, doc["_id"], None, version=doc["_rev"]), doc.get("_conflicts", ()))
+
+
+def _every_branch(change: Delete, losing: Sequence[str]) -> Delete:
+    """`change` deleting the document's losing revisions `losing` too (`ReplicationResource.apply`)."""
+    if not losing:
+        return change
+    note = (f"its {len(losing)} conflicting revision(s) (written on another copy at the same time) go too, "
+            "so it does not come back")
+    return replace(change, losing_versions=tuple(losing), notes=change.notes + (note,))
+
+
+def _resolved_meanwhile(doc: Mapping[str, Any], row: Mapping[str, Any], losing: set[tuple[str, str]]) -> bool:
+    """A losing revision that is no longer a leaf (`conflict`: someone deleted or extended it since it was read)
+    or gone (`not_found`) needs nothing more from this write."""
+    return (doc["_id"], doc.get("_rev")) in losing and row.get("error") in ("conflict", "not_found")
 
 
 def fields_to_change(wanted: Desired, doc: Mapping[str, Any]) -> tuple[str, ...]:
@@ -272,7 +312,8 @@ def _observed(doc: Mapping[str, Any], wanted: Desired | None, behind: bool = Fal
                            "reason": doc.get("_replication_state_reason"), "password_matches": matches,
                            "switching": wanted is not None and bool(wanted.options.get("triggered"))
                            and body.get("continuous") is True,
-                           "behind": behind, "state_time": doc.get("_replication_state_time")})
+                           "behind": behind, "state_time": doc.get("_replication_state_time"),
+                           "conflicts": tuple(doc.get("_conflicts", ()))})
 
 
 def as_endpoint_object(endpoint: Any) -> Any:

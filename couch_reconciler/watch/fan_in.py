@@ -23,9 +23,9 @@ from ..client import CouchSession
 from ..databases import database_infos, same_seq
 from ..errors import ReconcileError, ServerError
 from ..kinds.base import ResourceKind
-from ..kinds.replication import TRIGGER_FIELD
+from ..kinds.replication import TRIGGER_FIELD, deletion
 from ..kinds.user_databases import UserTemplate, replication_id, triggered_replication
-from ..model import REPLICATION, Change, Delete, Desired, DesiredState
+from ..model import REPLICATION, Change, Desired, DesiredState
 from ..pipeline import make_plan
 from ..plan import Policy
 from ..replicator import replicator_docs_by_id
@@ -126,7 +126,7 @@ class TriggeredFanIn:
                 if started is not None:
                     self.markers[route.doc_id] = started
                 if doc.get("continuous") is True:  # the entry's fanIn was switched
-                    switched.append(Delete(REPLICATION, route.doc_id, None, version=doc["_rev"]))
+                    switched.append(deletion(doc))
                     self._fell_behind(database)
                 elif doc and doc.get("_replication_state") not in FINISHED:
                     self.running.setdefault(route.doc_id, Run(route, time.monotonic()))

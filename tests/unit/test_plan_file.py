@@ -141,3 +141,17 @@ def test_a_plan_file_that_cannot_be_written_is_one_line(tmp_path):
     with pytest.raises(ReconcileError, match=r"--out .*/missing/plan.json: cannot write the plan file \(No such file "
                                              r"or directory\); give a path in an existing, writable folder"):
         save(Plan("http://x", []), str(tmp_path / "missing" / "plan.json"))
+
+
+def test_the_losing_revisions_a_write_deletes_travel_in_the_plan_file(tmp_path):
+    """A saved plan is applied later: the conflicting revisions the plan saw go with it, so its apply deletes them;
+    a plan file written before the field existed reads as having none."""
+    plan = Plan("http://x", [Delete("replication", "r", None, version="7-b", losing_versions=("6-a", "4-c"))])
+    path = tmp_path / "plan.json"
+    save(plan, str(path))
+    assert load(str(path)).changes == plan.changes
+    document = json.loads(path.read_text())
+    assert document["changes"][0]["losing_versions"] == ["6-a", "4-c"]
+    del document["changes"][0]["losing_versions"]
+    path.write_text(json.dumps(document))
+    assert load(str(path)).changes[0].losing_versions == ()
