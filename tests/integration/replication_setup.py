@@ -56,3 +56,33 @@ def replication_manifests(couch, source: str, target: str, user: str, name: str,
 def scheduler_doc(couch, http, doc_id: str) -> dict:
     answer = http.get(f"{couch.url}/_scheduler/docs/_replicator/{quote(doc_id, safe='')}")
     return answer.json() if answer.status_code == 200 else {}
+
+
+def conflict(couch, http, doc_id: str, wins: bool = False) -> str:
+    """A second live branch of `_replicator` document `doc_id`, as CouchDB makes one on a cluster: its replicator
+    writes a document's `_replication_state` into the shard copy on the node running the job
+    (src/couch_replicator/src/couch_replicator_docs.erl `save_rep_doc`: couch_db:update_doc on the shard) while the
+    tool writes another copy from the same parent, and internal replication keeps both. Here a sibling of the
+    current revision with the same body, grafted as replication writes (`_bulk_docs` new_edits=false, CouchDB's
+    docs api/database/bulk-api.rst), on any server. It wins or loses as said: CouchDB picks the greater revision
+    id among leaves of the same generation (couch_doc:to_doc_info). Returns its revision."""
+    url = f"{couch.url}/_replicator/{quote(doc_id, safe='')}"
+    current = http.get(url, params={"revs": "true"}).json()
+    digest = ("f" if wins else "0") * 32
+    start = current["_revisions"]["start"]
+    sibling = {**{key: value for key, value in current.items() if key not in ("_rev", "_revisions")},
+               "_rev": f"{start}-{digest}", "_revisions": {"start": start, "ids": [digest, *current["_revisions"]["ids"][1:]]}}
+    answer = http.post(f"{couch.url}/_replicator/_bulk_docs", json={"docs": [sibling], "new_edits": False})
+    assert answer.status_code == 201 and answer.json() == [], answer.text
+    return sibling["_rev"]
+
+
+def live_leaves(couch, http, doc_id: str) -> list[dict]:
+    """The live leaves of `_replicator` document `doc_id` (`open_revs=all` also lists the deleted ones)."""
+    answer = http.get(f"{couch.url}/_replicator/{quote(doc_id, safe='')}", params={"open_revs": "all"},
+                      headers={"Accept": "application/json"})
+    if answer.status_code == 404:
+        return []
+    assert answer.status_code == 200, answer.text
+    return [leaf["ok"] for leaf in answer.json() if "ok" in leaf and not leaf["ok"].get("_deleted")]
+

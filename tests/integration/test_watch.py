@@ -35,6 +35,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconcile_runner import config_changed, reconcile, write
+from replication_setup import conflict, live_leaves
 from couch_reconciler.client import Connection, CouchSession
 from couch_reconciler.kinds import replication as replication_kind
 from couch_reconciler.plan import Policy
@@ -328,6 +329,26 @@ def test_triggered_fan_in_moves_a_document_to_analytics_with_a_one_shot_replicat
     replication = http.get(f"{couch.url}/_replicator/{doc_id}").json()
     assert replication["continuous"] is False
     assert replication["couch_reconciler"] == {"created_by": "couch-reconciler"}  # the tool's, to prune later
+
+
+def test_a_triggered_document_in_conflict_is_triggered_again_as_one_revision(couch, http, unique, tmp_path):
+    """On a cluster CouchDB's replicator writes `completed` into its node's copy of the one-shot document while
+    watch may write another copy from the same parent: two live branches (`replication_setup.conflict`). Watch's
+    next trigger deletes the losing one in its own `_bulk_docs`, so the document is one revision again and a
+    later flip of the winner cannot start a run nobody asked for."""
+    name = unique("split")
+    sign_up(couch, http, name)
+    database = user_database("userdb-", name)
+    doc_id = f"per-user.{database}.to.analytics"
+    with watching(couch, manifests(couch, tmp_path, fan_in="triggered", select=name)):
+        assert http.put(f"{couch.url}/{database}/note-1", json={"type": "note"}).status_code == 201
+        wait_for(lambda: settled(couch, http, database), "the runs of note-1 to complete", ONE_SHOT_WAIT)
+        conflict(couch, http, doc_id)
+        assert len(live_leaves(couch, http, doc_id)) == 2
+        assert http.put(f"{couch.url}/{database}/note-2", json={"type": "note"}).status_code == 201
+        wait_for(lambda: http.get(f"{couch.url}/analytics/note-2").status_code == 200 and settled(couch, http, database),
+                 "the run of note-2 to complete", ONE_SHOT_WAIT)
+    assert [leaf.get("_replication_state") for leaf in live_leaves(couch, http, doc_id)] == ["completed"]
 
 
 def test_switching_to_triggered_fan_in_makes_the_continuous_document_one_shot(couch, http, unique, tmp_path):
