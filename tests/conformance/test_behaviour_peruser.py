@@ -45,8 +45,11 @@ def peruser(server, set_config, new_user, poll):
         user = new_user(**user_args)
         name = userdb(user.name, prefix)
         made.append((user.name, name))
-        # After a config change the listener starts again first: LISTENING_WAIT bounds both cases.
-        poll(lambda: exists(server, name), timeout=LISTENING_WAIT, what=f"{name} created by couch_peruser")
+        # After a config change the listener starts again first: LISTENING_WAIT bounds both cases. couch_peruser
+        # creates the database, then gives it her security in a second write (couch_peruser.erl ensure_user_db/2,
+        # ensure_security/3): a loaded 3-node cluster listed the database before its security held her name.
+        poll(lambda: exists(server, name) and owned_by(server, name, user.name), timeout=LISTENING_WAIT,
+             what=f"{name} created and secured by couch_peruser")
         return user, name
 
     yield user_with_db
@@ -54,6 +57,11 @@ def peruser(server, set_config, new_user, poll):
         delete_user(server.admin, user)
     for _, name in made:
         poll(lambda: not exists(server, name), timeout=LISTENING_WAIT, what=f"{name} deleted by couch_peruser")
+
+
+def owned_by(server, name: str, user: str) -> bool:
+    answer = server.admin.get(db_url(name, "_security"))
+    return answer.status_code == 200 and user in answer.json().get("admins", {}).get("names", [])
 
 
 def test_new_user_gets_a_database_with_owner_security(server, peruser, new_name):
