@@ -33,6 +33,7 @@ PANEL = "/analytics-panel/_design/panel/index.html"
 STORED = "analytics-panel:last-figures"
 TOP_TYPES, TOP_USERS = 12, 10  # the panel shows the largest ones, the rest as one "others" bar
 AGREE = 20.0  # seconds for the panel and the server to show the same figures
+REPLICATOR_SCAN = 90.0  # seconds: [replicator] interval (60 s) and the job's start
 
 
 def day(back: int) -> str:
@@ -184,6 +185,10 @@ def test_an_admin_signs_in_and_every_chart_shows_the_numbers_the_server_returns(
     def fan_in_shown() -> dict[str, int]:
         return {state: int(shown_text(page, f"[data-state={state}] .count").replace(",", ""))
                 for state in ("running", "pending", "crashing", "failed")}
+    # A fresh cluster's replicator finds a `_replicator` made after it started at its next scan for shards
+    # (couch_replicator_doc_processor.erl start_scanner/1: every half [replicator] interval, 30 s by default).
+    wait_for(lambda: (server := scheduler_states(world))["running"] + server["pending"] >= 1,
+             "CouchDB's replicator to schedule main-entities -> analytics", REPLICATOR_SCAN)
     states = agree(page, lambda: scheduler_states(world), fan_in_shown, "replication states")
     assert states["running"] + states["pending"] >= 1  # at least main-entities -> analytics
     covered = int(shown_text(page, "[data-fan=covered]"))
