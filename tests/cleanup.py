@@ -53,10 +53,11 @@ def delete_everywhere(http: requests.Session, url: str, database: str, doc_ids: 
     if not unseen:
         return
     every = copies(http, url, database)
+    base = f"{url}/{quote(database, safe='')}"
 
     def leaves(doc_id: str) -> list[dict] | None:
         """The document's leaves on every copy ([] when none knows it); None for an answer that is neither."""
-        answer = http.get(f"{url}/{quote(database, safe='')}/{quote(doc_id, safe=':')}",
+        answer = http.get(f"{base}/{quote(doc_id, safe=':')}",
                           params={"open_revs": "all", "r": every}, headers={"Accept": "application/json"})
         if answer.status_code == 404:
             return []
@@ -79,11 +80,10 @@ def delete_everywhere(http: requests.Session, url: str, database: str, doc_ids: 
                 if revs := [leaf["_rev"] for leaf in left if leaf.get("_deleted")]:
                     dead[doc_id] = revs
             if live:
-                http.post(f"{url}/{quote(database, safe='')}/_bulk_docs", json={"docs": live})
+                http.post(f"{base}/_bulk_docs", json={"docs": live})
                 settled_at = time.monotonic()
             for batch in batched(sorted(dead), PURGED_PER_REQUEST):
-                purged = http.post(f"{url}/{quote(database, safe='')}/_purge",
-                                   json={doc_id: dead[doc_id] for doc_id in batch})
+                purged = http.post(f"{base}/_purge", json={doc_id: dead[doc_id] for doc_id in batch})
                 if purged.status_code >= 300:
                     for doc_id in batch:  # a server without `_purge` keeps the tombstone (forget_users)
                         del unseen[doc_id]
