@@ -34,9 +34,6 @@ MAX_DEPTH = 100
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
-# libyaml (PyYAML's C extension, in its wheels) composes the node graph about 15x faster than PyYAML's
-# pure-Python scanner, with the same line marks and the same Python resolver for tags.
-_FAST_LOADER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 
 
 class ManifestError(ReconcileError):
@@ -142,6 +139,37 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+
+# libyaml (PyYAML's C extension, in its wheels) composes the node graph about 15x faster than PyYAML's
+# pure-Python scanner, with the same line marks and the same Python resolver for tags.
+if yaml.__with_libyaml__:
+    class _CachedTagsLoader(yaml.CSafeLoader):
+        """The fastest SafeLoader at hand, resolving each plain scalar's tag once per file: libyaml asks
+        PyYAML's Python resolver for every scalar (a regular expression per candidate tag), and a file of
+        manifests repeats the same keys and values thousands of times. No path resolvers are registered on it
+        (PyYAML's `add_path_resolver`), so the resolver's walk along the node path has nothing to do."""
+
+        def __init__(self, stream: str):
+            super().__init__(stream)
+            self._plain_tags: dict[str, str] = {}
+
+        def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+            if kind is not yaml.ScalarNode or not implicit[0]:
+                return super().resolve(kind, value, implicit)
+            tag = self._plain_tags.get(value)
+            if tag is None:
+                tag = self._plain_tags[value] = super().resolve(kind, value, implicit)
+            return tag
+
+        def descend_resolver(self, current_node: yaml.Node | None, current_index: Any) -> None:
+            pass
+
+        def ascend_resolver(self) -> None:
+            pass
+
+    _FAST_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = _CachedTagsLoader
+else:
+    _FAST_LOADER = _BoundedLoader
 
 _TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
 _FLATTEN = "flatten it (no manifest needs that many levels; this looks like a generated attack)"
@@ -270,13 +298,23 @@ class _Builder:
             if isinstance(node, yaml.SequenceNode):
                 items = []
                 for index, item in enumerate(node.value):
-                    self.lines.setdefault(path + (index,), item.start_mark.line + 1)
-                    items.append(self.build(item, path + (index,)))
+                    item_path = path + (index,)
+                    self.lines.setdefault(item_path, item.start_mark.line + 1)
+                    items.append(self._plain_text(item, item_path))
                 return items
             assert isinstance(node, yaml.MappingNode)  # PyYAML composes no other kind of node
             return self._mapping(node, path)
         finally:
             self.open.discard(id(node))
+
+    def _plain_text(self, node: yaml.Node, path: KeyPath) -> Any:
+        """`build(node, path)`, taking the shortest way for the value most manifests are made of: text written
+        without double quotes, within the budget and the depth (a scalar holds no alias, so no cycle)."""
+        if node.__class__ is yaml.ScalarNode and node.tag == _STR_TAG and node.style != '"' \
+                and self.budget > 0 and len(path) < MAX_DEPTH:
+            self.budget -= 1
+            return node.value
+        return self.build(node, path)
 
     def _text(self, node: yaml.ScalarNode) -> str:
         """The scalar's text. Only a double-quoted escape (`"\\udc80"`) can make text that is not Unicode (a lone
@@ -309,8 +347,9 @@ class _Builder:
                 raise ManifestError(Source(self.file, line), f"duplicate key `{key}` (first at line {first_line[key]})",
                                     "keep only one of them: YAML would silently drop the first")
             first_line[key] = line
-            self.lines[path + (key,)] = line
-            result[key] = self.build(value_node, path + (key,))
+            key_path = path + (key,)
+            self.lines[key_path] = line
+            result[key] = self._plain_text(value_node, key_path)
         # `<<: *defaults` fills only the keys the mapping does not set itself.
         return {**merged, **result}
 
