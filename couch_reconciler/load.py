@@ -147,14 +147,19 @@ if yaml.__with_libyaml__:
         """The fastest SafeLoader at hand, resolving each plain scalar's tag once per file: libyaml asks
         PyYAML's Python resolver for every scalar (a regular expression per candidate tag), and a file of
         manifests repeats the same keys and values thousands of times. No path resolvers are registered on it
-        (PyYAML's `add_path_resolver`), so the resolver's walk along the node path has nothing to do."""
+        (PyYAML's `add_path_resolver`), so the resolver's walk along the node path has nothing to do, and a
+        mapping or list without a tag is what BaseResolver.resolve makes it then: a map or a seq."""
 
         def __init__(self, stream: str):
             super().__init__(stream)
             self._plain_tags: dict[str, str] = {}
 
-        def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
-            if kind is not yaml.ScalarNode or not implicit[0]:
+        def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+            if kind is yaml.MappingNode:
+                return self.DEFAULT_MAPPING_TAG
+            if kind is yaml.SequenceNode:
+                return self.DEFAULT_SEQUENCE_TAG
+            if not implicit[0]:
                 return super().resolve(kind, value, implicit)
             tag = self._plain_tags.get(value)
             if tag is None:
