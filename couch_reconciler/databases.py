@@ -11,9 +11,9 @@ where their figures are used, and a database's row right after its `_security` r
 from __future__ import annotations
 
 import json
-from typing import Any, Collection, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
-from .client import CouchSession, batched
+from .client import CouchSession, batched, db_path, decode
 from .reads import shared
 
 # `POST /_dbs_info` takes at most 100 keys (`[chttpd] max_db_number_for_dbs_info_req`); 101 is a 400.
@@ -27,17 +27,46 @@ NAMES_PER_RANGE = INFO_PAGE - 1
 
 def seq_number(seq: Any) -> int:
     """The number an update_seq starts with (CouchDB 3.x: `N-opaque`; an index's seq is a plain integer): the
-    sum of the shards' seqs. The opaque rest names the shard copies that answered, so on a cluster two reads
-    with no write between them can differ there (fabric_db_info takes each range from the first copy to
-    answer) while the number agrees; every update moves the number."""
+    sum of the seqs of the shard copies that answered, which the opaque rest names. Every update moves it, but
+    on a cluster two reads can take a range from two copies that count differently (`moved_since`): whether a
+    database moved is for `moved_since` to say, not for this number."""
     head = str(seq if seq is not None else 0).split("-", 1)[0]
     return int(head) if head.isdigit() else 0
 
 
-def same_seq(seq: Any, other: Any) -> bool:
-    """Whether two update_seqs of one database stand for the same updates: their numbers agree (see
-    `seq_number`); a missing one (never read, never run) is the same as nothing."""
-    return seq is not None and other is not None and seq_number(seq) == seq_number(other)
+def moved_since(session: CouchSession, pairs: Sequence[tuple[str, Mapping[str, Any], Any]]) -> list[bool]:
+    """For each (database name, its `_dbs_info` row now, the update_seq recorded then or None when none
+    was), whether the database took an update after the recorded one.
+
+    Equal texts name the same copies at the same seqs: nothing moved. Where each shard range has one copy
+    (`cluster.n` 1) the same copy answered both times, so different texts mean an update. On a cluster,
+    fabric_db_info takes each range from the copy that answers first, and copies count differently
+    (internal replication brings a copy only a document's latest revision: one update where its origin
+    counted two), so neither the texts nor their numbers say whether a database moved. Its feed does:
+    `_changes?since=<recorded>` resumes each range at the copy the recorded seq names
+    (fabric_view_changes.erl `send_changes/6`), and one row after it is an update. Those are asked over the
+    session's pool, one request per such database."""
+    moved: list[bool] = []
+    ask: list[int] = []
+    for index, (_, row, recorded) in enumerate(pairs):
+        same_text = recorded is not None and str(row.get("update_seq")) == str(recorded)
+        moved.append(recorded is None or not same_text)
+        if not same_text and recorded is not None and (row.get("cluster") or {}).get("n") != 1:
+            ask.append(index)
+    answers = session.map(lambda index: _updated_after(session, pairs[index][0], str(pairs[index][2])), ask)
+    for index, updated in zip(ask, answers):
+        moved[index] = updated
+    return moved
+
+
+def _updated_after(session: CouchSession, name: str, recorded: str) -> bool:
+    """Whether `name`'s feed has a row after `recorded`: a deleted database has none; a seq the server cannot
+    read (400: not one of this database's) tells nothing, so it counts as moved."""
+    response = session.request("GET", db_path(name, "_changes"), params={"since": recorded, "limit": "1"},
+                               ok=(400, 404), what=f"reading {name}'s changes since its last run")
+    if response.status_code == 404:
+        return False
+    return response.status_code == 400 or bool(decode(response, None).get("results"))
 
 
 def database_infos(session: CouchSession, names: Sequence[str]) -> dict[str, dict]:

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Sequence
 
 from .client import CouchSession, db_path
-from .databases import database_infos, same_seq, seq_number
+from .databases import database_infos, moved_since, seq_number
 from .kinds.replication import TRIGGER_FIELD, local_database
 from .kinds.user_databases import UserTemplate, replication_id, selected_users, user_database
 from .model import REPLICATION, DesiredState
@@ -169,8 +169,14 @@ def _delivery(session: CouchSession, routes: Mapping[str, tuple[FanIn, str]], do
 
     sources = {doc_id: local_database(documents[doc_id].get("source")) for doc_id, (fan_in, _) in routes.items()
                if doc_id in documents and depends_on_seq(doc_id, fan_in.mode)}
-    seqs = {name: info.get("update_seq") for name, info in
-            database_infos(session, sorted({name for name in sources.values() if name})).items()}
+    rows = database_infos(session, sorted({name for name in sources.values() if name}))
+    seqs = {name: info.get("update_seq") for name, info in rows.items()}
+    # A triggered run's source moved since the run began: one question per source, asked all at once.
+    triggered = [doc_id for doc_id, (fan_in, _) in routes.items() if fan_in.mode == "triggered"
+                 and (sources.get(doc_id) or "") in rows]
+    began = [(documents[doc_id].get(TRIGGER_FIELD) or {}).get("update_seq") for doc_id in triggered]
+    moved = dict(zip(triggered, moved_since(session, [(sources[doc_id] or "", rows[sources[doc_id] or ""], seq)
+                                                      for doc_id, seq in zip(triggered, began)])))
     ended: dict[FanIn, list[datetime]] = {}  # the times each fan-in's undelivered changes were written at or after
     for doc_id, (fan_in, user) in routes.items():
         status = statuses.get(doc_id)
@@ -181,8 +187,7 @@ def _delivery(session: CouchSession, routes: Mapping[str, tuple[FanIn, str]], do
         doc, row = documents[doc_id], scheduled.get(doc_id) or {}
         seq = seqs.get(sources.get(doc_id) or "")
         if fan_in.mode == "triggered":
-            started = (doc.get(TRIGGER_FIELD) or {}).get("update_seq")
-            behind = (seq is not None and not same_seq(seq, started)) or status.state in UNHEALTHY
+            behind = moved.get(doc_id, False) or status.state in UNHEALTHY
             since = doc.get("_replication_state_time")
         else:
             checkpointed = (row.get("info") or {}).get("checkpointed_source_seq")

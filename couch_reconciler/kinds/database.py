@@ -384,8 +384,8 @@ def _observed(name: str, info: Mapping | None, managed: bool = False, unmarked: 
     if info is None:
         return Observed(DATABASE, name, {}, None, managed=managed, facts=flag)
     cluster = info.get("cluster") or {}
-    # The version: how many updates (`seq_number`, which copies of a cluster agree on where the update_seq's
-    # text does not) of which instance of the database (`instance_start_time`, its creation).
+    # The version: how many updates (`seq_number`: copies of a cluster may count one apart, which only makes a
+    # saved plan be made again) of which instance of the database (`instance_start_time`, its creation).
     version = f"{seq_number(info.get('update_seq'))}@{info.get('instance_start_time')}"
     return Observed(DATABASE, name, {"partitioned": bool((info.get("props") or {}).get("partitioned", False))},
                     version, managed=managed,

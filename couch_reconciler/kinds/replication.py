@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
 from ..client import CouchSession, batched, bulk_failure
-from ..databases import planned_database_infos, same_seq
+from ..databases import moved_since, planned_database_infos
 from ..errors import ReconcileError
 from ..model import (
     REPLICATION,
@@ -340,14 +340,12 @@ def _behind(session: CouchSession, docs: Sequence[Mapping[str, Any]]) -> set[str
     sources = {doc_id: local_database(doc.get("source")) for doc_id, doc in completed.items()}
     infos = planned_database_infos(session, sorted({name for name in sources.values() if name}))
     now = datetime.now(timezone.utc)
-    behind = set()
-    for doc_id, doc in completed.items():
-        info = infos.get(sources[doc_id] or "")
-        ended = _timestamp(doc.get("_replication_state_time"))
-        if info is not None and not same_seq(info.get("update_seq"), doc[TRIGGER_FIELD].get("update_seq")) \
-                and ended is not None and (now - ended).total_seconds() > STALE_AFTER:
-            behind.add(doc_id)
-    return behind
+    ended = {doc_id: _timestamp(doc.get("_replication_state_time")) for doc_id, doc in completed.items()}
+    candidates = [doc_id for doc_id in completed if (sources[doc_id] or "") in infos
+                  and (when := ended[doc_id]) is not None and (now - when).total_seconds() > STALE_AFTER]
+    moved = moved_since(session, [(sources[doc_id] or "", infos[sources[doc_id] or ""],
+                                   completed[doc_id][TRIGGER_FIELD].get("update_seq")) for doc_id in candidates])
+    return {doc_id for doc_id, source_moved in zip(candidates, moved) if source_moved}
 
 
 def local_database(endpoint: Any) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..client import CouchSession
-from ..databases import all_database_infos, same_seq
+from ..databases import all_database_infos, moved_since
 from ..errors import ServerError
 from ..kinds.user import ID_PREFIX
 from .checkpoint import CHECKPOINT_DB, CHECKPOINT_ID, Checkpoint
@@ -175,20 +175,23 @@ class Feeds:
         if self.polling is None or time.monotonic() < self.next_poll:
             return
         self.next_poll = time.monotonic() + self.settings.poll_interval
+        updated: list[str] = []
         try:
-            now = {name: str(info.get("update_seq")) for name, info in all_database_infos(self.session).items()}
+            rows = all_database_infos(self.session)
+            if self.polling:
+                kept = [(name, rows[name], self.polling[name]) for name in rows.keys() & self.polling.keys()]
+                updated = [name for (name, _, _), moved in zip(kept, moved_since(self.session, kept)) if moved]
         except ServerError as error:
             self.log("poll", "database", "", f"{error}; retrying", level="warning")
             return
         if self.polling:
-            for name in now.keys() - self.polling.keys():
+            for name in rows.keys() - self.polling.keys():
                 event(name, "created")
-            for name in self.polling.keys() - now.keys():
+            for name in self.polling.keys() - rows.keys():
                 event(name, "deleted")
-            for name in now.keys() & self.polling.keys():
-                if not same_seq(now[name], self.polling[name]):
-                    event(name, "updated")
-        self.polling = now
+            for name in updated:
+                event(name, "updated")
+        self.polling = {name: str(info.get("update_seq")) for name, info in rows.items()}
 
     def handled(self, positions: Mapping[str, Any]) -> None:
         """Every event up to these positions was acted upon."""

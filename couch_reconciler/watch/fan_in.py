@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..apply import execute
 from ..client import CouchSession
-from ..databases import database_infos, same_seq
+from ..databases import database_infos, moved_since
 from ..errors import ReconcileError, ServerError
 from ..kinds.base import ResourceKind
 from ..kinds.replication import TRIGGER_FIELD, deletion
@@ -116,9 +116,10 @@ class TriggeredFanIn:
         if not self.routes:
             return
         docs = self._docs([r.doc_id for routes in self.routes.values() for r in routes])
-        seqs = self._seqs(list(self.routes))
+        rows = database_infos(self.session, list(self.routes))
         behind_before = bool(self.behind)
         switched: list[Change] = []
+        finished: list[tuple[str, Mapping[str, Any], Any]] = []  # (database, its row, the seq its last run began at)
         for database, routes in self.routes.items():
             for route in routes:
                 doc = docs.get(route.doc_id) or {}
@@ -130,8 +131,13 @@ class TriggeredFanIn:
                     self._fell_behind(database)
                 elif doc and doc.get("_replication_state") not in FINISHED:
                     self.running.setdefault(route.doc_id, Run(route, time.monotonic()))
-                elif not same_seq(seqs.get(database), started):
+                elif database not in rows:
                     self._fell_behind(database)
+                else:
+                    finished.append((database, rows[database], started))
+        for (database, _, _), moved in zip(finished, moved_since(self.session, finished)):
+            if moved:
+                self._fell_behind(database)
         if not behind_before and self.behind:
             self.caught_up = time.monotonic()
         if switched:
@@ -219,12 +225,13 @@ class TriggeredFanIn:
         for database in databases:
             self.behind.pop(database, None)
         try:
-            seqs = self._seqs(databases)
-            # The marker as written while the database's update_seq stands for the same updates: a cluster's
-            # text differs with the copies that answered (databases.seq_number), and rewriting the document
-            # for that alone would start a run, whose checkpoint is an event, and so on for ever.
-            runs = {route.doc_id: (route, self._marker(route.doc_id, seqs[route.database]))
-                    for route in routes if route.database in seqs}
+            rows = database_infos(self.session, list(databases))
+            # The marker as written while the database took no update since: a cluster's text differs with
+            # the copies that answered (databases.moved_since), and rewriting the document for that alone
+            # would start a run, whose checkpoint is an event, and so on for ever.
+            current = [route for route in routes if route.database in rows]
+            markers = self._markers(current, rows)
+            runs = {route.doc_id: (route, marker) for route, marker in zip(current, markers)}
             wanted = DesiredState({(REPLICATION, doc_id): route.run(seq) for doc_id, (route, seq) in runs.items()})
             plan = make_plan(self.session, wanted, Policy(force=True), self.kinds)
         except ReconcileError as error:
@@ -250,16 +257,17 @@ class TriggeredFanIn:
         for database in databases:
             self._hear(database)
 
-    def _marker(self, doc_id: str, update_seq: str) -> str:
-        known = self.markers.get(doc_id)
-        return known if known is not None and same_seq(known, update_seq) else update_seq
+    def _markers(self, routes: Sequence[Route], rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Each route's run marker: the one known while its database took no update since, else its update_seq."""
+        known = [self.markers.get(route.doc_id) for route in routes]
+        moved = moved_since(self.session, [(route.database, rows[route.database], marker)
+                                           for route, marker in zip(routes, known)])
+        return [str(rows[route.database].get("update_seq")) if moved_now or marker is None else marker
+                for route, marker, moved_now in zip(routes, known, moved)]
 
     def _docs(self, ids: Sequence[str]) -> dict[str, dict]:
         return replicator_docs_by_id(self.session, ids)
 
-    def _seqs(self, databases: Sequence[str]) -> dict[str, str]:
-        return {name: str(info.get("update_seq")) for name, info in database_infos(self.session,
-                                                                                   list(databases)).items()}
 
 
 def triggered_entries(template: UserTemplate) -> list[Mapping[str, Any]]:

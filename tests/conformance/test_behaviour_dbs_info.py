@@ -103,6 +103,29 @@ def test_on_a_cluster_the_update_seq_number_agrees_where_its_text_may_not(cluste
         cluster.delete(f"/{name}")
 
 
+def test_on_a_cluster_the_feed_since_an_update_seq_lists_the_writes_after_it_only(cluster, new_name):
+    """fabric_view_changes.erl `send_changes/6` resumes each shard range at the copy the packed seq names (another
+    copy only when that node is down), so `_changes?since=<update_seq of a _dbs_info read>` answers whether the
+    database took an update after that read, whichever copies answered: no row with no write after it, the
+    write once one came. couch_reconciler/databases.py `moved_since` relies on it where the texts differ."""
+    name = new_name("since")
+    assert cluster.put(f"/{name}", params={"q": 2, "n": 3}).status_code in (201, 202)
+    try:
+        assert cluster.put(db_url(name, "before"), json={}, params={"w": 3}).status_code == 201
+        recorded = cluster.post("/_dbs_info", json={"keys": [name]}).json()[0]["info"]["update_seq"]
+
+        def after(limit: int = 1) -> list[str]:
+            feed = cluster.get(f"/{name}/_changes", params={"since": recorded, "limit": limit})
+            assert feed.status_code == 200, feed.text
+            return [row["id"] for row in feed.json()["results"]]
+
+        assert [after() for _ in range(6)] == [[]] * 6
+        assert cluster.put(db_url(name, "after"), json={}, params={"w": 3}).status_code == 201
+        assert after(10) == ["after"]
+    finally:
+        cluster.delete(f"/{name}")
+
+
 def test_db_updates_is_404_without_global_changes(server):
     """Facts, Bulk reads: "/_db_updates answers 404 until a _global_changes database exists; a fresh single node has none"."""
     if server.admin.head("/_global_changes").status_code == 200:
