@@ -50,7 +50,7 @@ Validator = Callable[[dict, "dict | None", UserCtx, dict], None]
 
 class Database:
     __slots__ = ("name", "cluster", "q", "n", "partitioned", "security", "seq", "docs", "local", "by_seq",
-                 "doc_count", "del_count", "waiters", "sorted_ids", "revs_limit", "behaviour", "created")
+                 "doc_count", "del_count", "waiters", "sorted_ids", "revs_limit", "behaviour", "created", "lagging")
 
     def __init__(self, cluster: DatabaseHost, name: str, q: int, n: int, partitioned: bool, security: dict):
         self.name = name
@@ -71,6 +71,8 @@ class Database:
         self.behaviour = None  # system databases (_users, _replicator) plug their before/after hooks here
         # mem3 names shard files `<name>.<creation time in seconds>`; mem3:shard_creation_time/1 reads it back.
         self.created = int(time.time())
+        # Per shard range, how many updates its copies other than the first counted fewer (see `_commit`).
+        self.lagging: list[int] | None = None
 
     # ------------------------------------------------------------------ shards
     def shard_index(self, docid: str) -> int:
@@ -88,11 +90,18 @@ class Database:
         return f"shards/{begin:08x}-{end:08x}/{self.name}.{self.created}"
 
     # ------------------------------------------------------------------ info
+    def on_copies(self) -> bool:
+        """Whether each shard range has several copies, on several nodes."""
+        return self.n > 1 and len(self.cluster.node_names) > 1
+
     def update_seq(self) -> str:
-        if self.n > 1 and len(self.cluster.node_names) > 1:
+        if self.on_copies():
             # fabric_db_info takes each range's seq from the first copy to answer, and a seq names its copy:
-            # on a real 3-node cluster two reads with no write between them differ after the number.
-            return format_seq(self.seq, copies=[random.randrange(self.n) for _ in range(self.q)])
+            # on a real 3-node cluster two reads with no write between them differ after the number, and the
+            # number is the sum of what the copies that answered counted.
+            copies = [random.randrange(self.n) for _ in range(self.q)]
+            behind = sum(self.lagging[shard] for shard, copy in enumerate(copies) if copy) if self.lagging else 0
+            return format_seq(self.seq, copies=copies, counted=self.seq - behind)
         return format_seq(self.seq)
 
     def info(self) -> dict:
@@ -409,6 +418,12 @@ class Database:
         if entry is None:
             entry = self._new_entry(docid)
         was = entry.deleted if entry.winner else None
+        if entry.seq and entry.seq == self.seq and self.on_copies():
+            # The copies other than the first take a document's updates by internal replication, which
+            # brings a copy only the latest revision of a document updated again since it last synced
+            # (mem3_rep.erl: the leaves the target is missing): two updates in a row count one there.
+            self.lagging = self.lagging or [0] * self.q
+            self.lagging[self.shard_index(docid)] += 1
         if entry.seq:
             del self.by_seq[entry.seq]
         entry.add(node)
@@ -464,6 +479,8 @@ class Database:
                 return number, marks
             if len(marks) == 1:
                 return number, marks * self.q
+            if len(marks) == 1 + self.q:  # an update_seq naming its copies: the position comes first
+                return marks[0], marks[:1] * self.q
         return number, [number] * self.q
 
     def notify(self) -> None:
@@ -510,13 +527,15 @@ def shard_ranges(q: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def format_seq(seq: int, marks: list[int] | None = None, copies: list[int] | None = None) -> str:
+def format_seq(seq: int, marks: list[int] | None = None, copies: list[int] | None = None,
+               counted: int | None = None) -> str:
     """CouchDB 3 seqs are opaque strings starting with a number. Ours carry the feed position per shard
-    (`marks`) where the shards stand at different seqs, and which copy of each range answered (`copies`)."""
+    (`marks`) where the shards stand at different seqs, and which copy of each range answered (`copies`), whose
+    own counts add up to `counted` (the number shown; the position `seq` when not given)."""
     values = [seq] if not marks or len(set(marks)) == 1 and marks[0] == seq else marks
     values = values + (copies or [])
     token = base64.urlsafe_b64encode(b"".join(v.to_bytes(8, "big") for v in values)).decode("ascii").rstrip("=")
-    return f"{seq}-{SEQ_MARK}{token}"
+    return f"{seq if counted is None else counted}-{SEQ_MARK}{token}"
 
 
 def seq_number(seq: str) -> int:
