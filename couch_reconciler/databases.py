@@ -63,7 +63,7 @@ def _updated_after(session: CouchSession, name: str, recorded: str) -> bool:
     """Whether `name`'s feed has a row after `recorded`: a deleted database has none; a seq the server cannot
     read (400: not one of this database's) tells nothing, so it counts as moved."""
     response = session.request("GET", db_path(name, "_changes"), params={"since": recorded, "limit": "1"},
-                               ok=(400, 404), what=f"reading {name}'s changes since its last run")
+                               ok=(400, 404), what=f"reading {name}/_changes for a write since the seq recorded")
     if response.status_code == 404:
         return False
     return response.status_code == 400 or bool(decode(response, None).get("results"))
