@@ -305,14 +305,14 @@ class _Builder:
                 for index, item in enumerate(node.value):
                     item_path = path + (index,)
                     self.lines.setdefault(item_path, item.start_mark.line + 1)
-                    items.append(self._plain_text(item, item_path))
+                    items.append(self._value(item, item_path))
                 return items
             assert isinstance(node, yaml.MappingNode)  # PyYAML composes no other kind of node
             return self._mapping(node, path)
         finally:
             self.open.discard(id(node))
 
-    def _plain_text(self, node: yaml.Node, path: KeyPath) -> Any:
+    def _value(self, node: yaml.Node, path: KeyPath) -> Any:
         """`build(node, path)`, taking the shortest way for the value most manifests are made of: text written
         without double quotes, within the budget and the depth (a scalar holds no alias, so no cycle)."""
         if node.__class__ is yaml.ScalarNode and node.tag == _STR_TAG and node.style != '"' \
@@ -354,7 +354,7 @@ class _Builder:
             first_line[key] = line
             key_path = path + (key,)
             self.lines[key_path] = line
-            result[key] = self._plain_text(value_node, key_path)
+            result[key] = self._value(value_node, key_path)
         # `<<: *defaults` fills only the keys the mapping does not set itself.
         return {**merged, **result}
 

@@ -172,11 +172,11 @@ def _delivery(session: CouchSession, routes: Mapping[str, tuple[FanIn, str]], do
     rows = database_infos(session, sorted({name for name in sources.values() if name}))
     seqs = {name: info.get("update_seq") for name, info in rows.items()}
     # A triggered run's source moved since the run began: one question per source, asked all at once.
-    triggered = [doc_id for doc_id, (fan_in, _) in routes.items() if fan_in.mode == "triggered"
-                 and (sources.get(doc_id) or "") in rows]
-    began = [(documents[doc_id].get(TRIGGER_FIELD) or {}).get("update_seq") for doc_id in triggered]
-    moved = dict(zip(triggered, moved_since(session, [(sources[doc_id] or "", rows[sources[doc_id] or ""], seq)
-                                                      for doc_id, seq in zip(triggered, began)])))
+    triggered = {doc_id: source for doc_id, (fan_in, _) in routes.items()
+                 if fan_in.mode == "triggered" and (source := sources.get(doc_id)) and source in rows}
+    moved = dict(zip(triggered, moved_since(session, [
+        (source, rows[source], (documents[doc_id].get(TRIGGER_FIELD) or {}).get("update_seq"))
+        for doc_id, source in triggered.items()])))
     ended: dict[FanIn, list[datetime]] = {}  # the times each fan-in's undelivered changes were written at or after
     for doc_id, (fan_in, user) in routes.items():
         status = statuses.get(doc_id)

@@ -341,10 +341,10 @@ def _behind(session: CouchSession, docs: Sequence[Mapping[str, Any]]) -> set[str
     infos = planned_database_infos(session, sorted({name for name in sources.values() if name}))
     now = datetime.now(timezone.utc)
     ended = {doc_id: _timestamp(doc.get("_replication_state_time")) for doc_id, doc in completed.items()}
-    candidates = [doc_id for doc_id in completed if (sources[doc_id] or "") in infos
-                  and (when := ended[doc_id]) is not None and (now - when).total_seconds() > STALE_AFTER]
-    moved = moved_since(session, [(sources[doc_id] or "", infos[sources[doc_id] or ""],
-                                   completed[doc_id][TRIGGER_FIELD].get("update_seq")) for doc_id in candidates])
+    candidates = {doc_id: source for doc_id, source in sources.items() if source and source in infos
+                  and (when := ended[doc_id]) is not None and (now - when).total_seconds() > STALE_AFTER}
+    moved = moved_since(session, [(source, infos[source], completed[doc_id][TRIGGER_FIELD].get("update_seq"))
+                                  for doc_id, source in candidates.items()])
     return {doc_id for doc_id, source_moved in zip(candidates, moved) if source_moved}
 
 
