@@ -21,7 +21,7 @@ import requests
 
 from reconcile_runner import config_changed, reconcile, write
 from replication_setup import members_and_databases, replication
-from waiting import wait_for
+from waiting import copies, wait_for
 from couch_reconciler.kinds.user_databases import user_database
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ,
@@ -36,9 +36,12 @@ def template(extra: str = "", roles: tuple[str, ...] = ()) -> str:
 
 
 def sign_up(couch, http, name: str, roles: list[str] | None = None) -> None:
-    """What the app's back end does: a `_users` document written with credentials that may write it."""
+    """What the app's back end does: a `_users` document written with credentials that may write it. Written
+    to every copy: a cluster's `_all_docs` takes each shard range from whichever copy answers first, so an apply
+    right after a quorum write may read a copy that lacks the user (fabric_view_all_docs.erl)."""
     doc = {"name": name, "type": "user", "roles": roles or [], "password": "pw"}
-    answer = http.put(f"{couch.url}/_users/{quote('org.couchdb.user:' + name, safe=':')}", json=doc)
+    answer = http.put(f"{couch.url}/_users/{quote('org.couchdb.user:' + name, safe=':')}", json=doc,
+                      params={"w": copies(http, couch.url, "_users")})
     assert answer.status_code == 201, answer.text
 
 
