@@ -41,3 +41,18 @@ def copies(http: requests.Session, url: str, database: str) -> int:
     """How many copies of `database` the server keeps (its `cluster.n`): the `w` a write waits for, or the `r`
     a read asks, so that no copy lags what a test wrote or purged (one on a single node, three on a cluster)."""
     return int(http.get(f"{url}/{database}").json()["cluster"]["n"])
+
+
+def copies_agree_within(http: requests.Session, url: str) -> float:
+    """Seconds within which every copy holds what CouchDB itself wrote to one copy: its replicator writes a
+    one-shot document's `completed` into the shard on the node running the job only
+    (couch_replicator_docs.erl `save_rep_doc`, couch_db:update_doc on the shard, and fabric_doc_open.erl skips
+    read repair for `_replicator`), so a read that takes other copies sees the revision before it until
+    internal replication pushes it: a shard sync_delay ms after its first update, then a shard about every
+    sync_frequency ms ([mem3], 5000 and 500 by default, mem3_sync_event_listener.erl). The margin is for the
+    pushes queued behind other databases' under load."""
+    def setting(key: str, default: int) -> int:
+        answer = http.get(f"{url}/_node/_local/_config/mem3/{key}")
+        return int(answer.json()) if answer.status_code == 200 else default
+
+    return (setting("sync_delay", 5000) + setting("sync_frequency", 500)) / 1000 + 10.0

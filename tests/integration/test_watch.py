@@ -43,7 +43,7 @@ from couch_reconciler.kinds.user_databases import user_database
 from couch_reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, loop, run
 from couch_reconciler.watch.checkpoint import Checkpoint
 from couch_reconciler.watch.fan_in import TriggeredFanIn
-from waiting import copies, wait_for
+from waiting import copies, copies_agree_within, wait_for
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ, reason="drives couchsim's fault injector")
 FAST = Settings(interval=60, debounce=0.1, feed_timeout=1.0, poll_interval=0.3, backoff_cap=0.5,
@@ -350,7 +350,9 @@ def test_a_triggered_document_in_conflict_is_triggered_again_as_one_revision(cou
         assert http.put(f"{couch.url}/{database}/note-2", json={"type": "note"}).status_code == 201
         wait_for(lambda: http.get(f"{couch.url}/analytics/note-2").status_code == 200 and settled(couch, http, database),
                  "the run of note-2 to complete", ONE_SHOT_WAIT)
-    assert [leaf.get("_replication_state") for leaf in live_leaves(couch, http, doc_id)] == ["completed"]
+    # Until every copy has the run's `completed`, `open_revs=all` lists the copies' leaves side by side.
+    wait_for(lambda: [leaf.get("_replication_state") for leaf in live_leaves(couch, http, doc_id)] == ["completed"],
+             "one live revision, completed", copies_agree_within(http, couch.url))
 
 
 def test_switching_to_triggered_fan_in_makes_the_continuous_document_one_shot(couch, http, unique, tmp_path):
@@ -756,20 +758,19 @@ def test_metrics_are_served_while_watch_converges_sign_ups(couch, http, unique, 
         process.wait(timeout=30)
 
 
-def updates(update_seq: str) -> int:
-    """The number a CouchDB 3 update_seq starts with: the sum of its shards' seqs. On a cluster the text after it
-    names the shard copies that answered (fabric_db_info.erl), so only the number compares."""
-    return int(str(update_seq).split("-", 1)[0])
-
-
 def settled(couch, http, database: str) -> bool:
     """The last one-shot run watch triggered for `database` completed, and nothing was written there since its
     trigger. A real CouchDB starts a one-shot job seconds after its document is written, so a write made meanwhile
-    travels with the run, yet watch cannot know it did and triggers once more."""
+    travels with the run, yet watch cannot know it did and triggers once more. "Nothing since" is the feed's to
+    say, not the update_seq's number: on a cluster each read takes a shard range from whichever copy answers
+    first (fabric_db_info.erl) and copies count differently, while `_changes?since=` resumes each range at the
+    copy the seq names (fabric_view_changes.erl)."""
     run = http.get(f"{couch.url}/_replicator/per-user.{database}.to.analytics").json()
     started = (run.get(replication_kind.TRIGGER_FIELD) or {}).get("update_seq")
-    return run.get("_replication_state") == "completed" and started is not None \
-        and updates(started) == updates(http.get(f"{couch.url}/{database}").json()["update_seq"])
+    if run.get("_replication_state") != "completed" or started is None:
+        return False
+    since = http.get(f"{couch.url}/{database}/_changes", params={"since": started, "limit": "1"})
+    return since.status_code == 200 and not since.json()["results"]
 
 
 def test_on_a_cluster_one_write_is_one_run_though_update_seq_reads_differ(cluster, unique, tmp_path, monkeypatch):
@@ -828,8 +829,10 @@ def test_without_watch_the_plan_says_the_triggered_fan_in_is_stale_and_since_whe
     # Other tests' user databases on the same server may wait too: this one's write adds exactly one.
     waiting_before = databases_waiting(reconcile(couch, "plan", str(directory)).stdout)
     assert written_to_every_copy(http, couch.url, database, "after")
-    plan = reconcile(couch, "plan", str(directory))
-    assert databases_waiting(plan.stdout) == waiting_before + 1, plan.stdout
+    # The plan reads the one-shot document as the copies it asks hold it: within copies_agree_within, `completed`.
+    plan = wait_for(lambda: (run := reconcile(couch, "plan", str(directory))) and
+                    databases_waiting(run.stdout) == waiting_before + 1 and run,
+                    f"the plan to count {waiting_before + 1} database(s) waiting", copies_agree_within(http, couch.url))
     assert "is it running?" in plan.stdout, plan.stdout
     assert "(the oldest ended 20" in plan.stdout, plan.stdout
 
@@ -893,11 +896,14 @@ def test_status_says_whether_watch_runs_and_since_when_a_triggered_fan_in_is_sta
     assert not any("_dbs_info" in url for url in running.paths())  # watch's queue says what waits: no database opened
 
     assert written_to_every_copy(http, couch.url, database, "after")
-    stopped = reconcile(couch, "status", str(directory), env=env)
+    undelivered = ("  undelivered   1 user database(s) hold changes not delivered yet; the oldest change written at "
+                   "or after 20")
+    # Status reads the one-shot document as the copies it asks hold it: within copies_agree_within, `completed`.
+    stopped = wait_for(lambda: (run := reconcile(couch, "status", str(directory), env=env)) and
+                       undelivered in run.stdout and run, "status to count the write undelivered",
+                       copies_agree_within(http, couch.url))
     assert stopped.code == 0, stopped.stdout  # stale for less than the default 300 s
     assert "  watch         not running (last seen " in stopped.stdout
-    assert ("  undelivered   1 user database(s) hold changes not delivered yet; the oldest change written at or "
-            "after 20") in stopped.stdout
     assert "no `reconcile watch` runs to deliver it" in stopped.stdout
     strict = wait_for(lambda: (run := reconcile(couch, "status", "--stale-threshold", "0", str(directory),
                                                 env=env)).code == 2 and run, "status to count the change stale")
