@@ -136,6 +136,9 @@ def tripwire(monkeypatch: pytest.MonkeyPatch) -> Iterator["Tripwire"]:
     monkeypatch.setenv("COUCHDB_URL", url)
     monkeypatch.setenv("COUCHDB_USER", "admin")
     monkeypatch.setenv("COUCHDB_PASSWORD", "tripwire-password")
+    # Where the server reaches itself is then the documented default, http://127.0.0.1:5984, as the corpora's
+    # manifests name it, whatever server the suite was pointed at.
+    monkeypatch.delenv("COUCHDB_REPLICATION_URL", raising=False)
     yield Tripwire(url, received)
     server.shutdown()
     server.server_close()
