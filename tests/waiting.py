@@ -56,3 +56,23 @@ def copies_agree_within(http: requests.Session, url: str) -> float:
         return int(answer.json()) if answer.status_code == 200 else default
 
     return (setting("sync_delay", 5000) + setting("sync_frequency", 500)) / 1000 + 10.0
+
+
+LISTED_IN_A_ROW = 3
+
+
+def written_to_every_copy(http: requests.Session, url: str, database: str, docs: list[dict]) -> list[dict]:
+    """`docs` written in one `_bulk_docs` that waits for every copy (w = n): the tool lists documents with
+    `_all_docs`, which takes each shard range from one copy (fabric_view_all_docs.erl), and must see them all.
+    A loaded cluster may answer 202 (some stored on fewer copies in time; written all the same, internal
+    replication brings the rest), so this returns once `_all_docs` counts them LISTED_IN_A_ROW reads in a row.
+    The rows CouchDB answered, one per document."""
+    def listed() -> int:
+        return int(http.get(f"{url}/{database}/_all_docs", params={"limit": "0"}).json()["total_rows"])
+
+    before = listed()
+    answer = http.post(f"{url}/{database}/_bulk_docs", json={"docs": docs}, params={"w": copies(http, url, database)})
+    assert answer.status_code in (201, 202) and all("ok" in row for row in answer.json()), answer.text
+    wait_for(lambda: all(listed() >= before + len(docs) for _ in range(LISTED_IN_A_ROW)),
+             f"every copy of {database} to list the {len(docs)} documents written", 60.0, 0.5)
+    return answer.json()

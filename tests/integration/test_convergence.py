@@ -18,7 +18,7 @@ import pytest
 
 from reconcile_runner import config_changed
 from reference_world import PERUSER_START_PERIOD, reconcile_manifests
-from waiting import wait_while_growing
+from waiting import wait_while_growing, written_to_every_copy
 from couch_reconciler.kinds.user_databases import user_database
 
 PREFIX = "userdb-"
@@ -35,8 +35,7 @@ def existing_users(couch, http, unique, count: int) -> list[str]:
     names = [f"{stem}-{index:04}" for index in range(count)]
     if names:
         docs = [{"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": []} for name in names]
-        answer = http.post(f"{couch.url}/_users/_bulk_docs", json={"docs": docs})
-        assert answer.status_code == 201 and all("ok" in row for row in answer.json()), answer.text
+        written_to_every_copy(http, couch.url, "_users", docs)
     return names
 
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from reconcile_runner import config_changed, reconcile, write
 from reference_world import reconcile_manifests
-from waiting import wait_for
+from waiting import wait_for, written_to_every_copy
 from couch_reconciler.kinds.user_databases import user_database
 
 EXISTING = 300
@@ -21,8 +21,7 @@ def existing_users(couch, http, unique, roles: list[str]) -> list[str]:
     """`EXISTING` users written as an app's back end writes them (no password: they are not signed in here)."""
     names = [unique("existing") for _ in range(EXISTING)]
     docs = [{"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": roles} for name in names]
-    answer = http.post(f"{couch.url}/_users/_bulk_docs", json={"docs": docs})
-    assert answer.status_code == 201 and all("ok" in row for row in answer.json()), answer.text
+    written_to_every_copy(http, couch.url, "_users", docs)
     return names
 
 

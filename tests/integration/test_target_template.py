@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from reconcile_runner import reconcile, write
+from waiting import written_to_every_copy
 
 SIGNUPS = 200
 
@@ -37,8 +38,7 @@ def sign_ups(couch, http, unique) -> list[str]:
     """Users as an app's back end writes them: no role yet, so each waits for the template."""
     names = [unique("signup") for _ in range(SIGNUPS)]
     docs = [{"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": []} for name in names]
-    answer = http.post(f"{couch.url}/_users/_bulk_docs", json={"docs": docs})
-    assert answer.status_code == 201 and all("ok" in row for row in answer.json()), answer.text
+    written_to_every_copy(http, couch.url, "_users", docs)
     return names
 
 

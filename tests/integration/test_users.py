@@ -14,10 +14,7 @@ import threading
 import pytest
 
 from reconcile_runner import assert_no_secret, reconcile, stored_password_is, write
-from waiting import copies, wait_for
-
-# Reads of `_users` that must all list what a test wrote before the plan reads it (each may ask other copies).
-LISTED_IN_A_ROW = 3
+from waiting import copies, written_to_every_copy
 
 
 def manifests(alice: str, bob: str) -> str:
@@ -142,15 +139,7 @@ def listed_users(couch, http) -> int:
 def test_user_reads_are_paged_bulk_reads_not_one_per_user(couch, http, names, unique, tmp_path):
     docs = [{"_id": f"org.couchdb.user:{name}", "name": name, "type": "user", "roles": []}
             for name in (unique("bulk") for _ in range(1500))]
-    before = listed_users(couch, http)
-    # 202: a loaded cluster stored some documents on fewer than w copies in time; they are written all the same,
-    # and the lagging copies get them by internal replication. `_all_docs` takes each shard range from one copy
-    # (fabric_view_all_docs.erl), so the plan runs once reads in a row list them all.
-    written = http.post(f"{couch.url}/_users/_bulk_docs", json={"docs": docs},
-                        params={"w": copies(http, couch.url, "_users")})
-    assert written.status_code in (201, 202), written.text
-    wait_for(lambda: all(listed_users(couch, http) >= before + len(docs) for _ in range(LISTED_IN_A_ROW)),
-             f"every copy of _users to list the {len(docs)} users", 60.0, 0.5)
+    written_to_every_copy(http, couch.url, "_users", docs)
     users = listed_users(couch, http)
     write(tmp_path, "users.yaml", manifests(*names))
 

@@ -43,7 +43,7 @@ from couch_reconciler.kinds.user_databases import user_database
 from couch_reconciler.watch import CHECKPOINT_DB, CHECKPOINT_ID, ActionLog, Settings, loop, run
 from couch_reconciler.watch.checkpoint import Checkpoint
 from couch_reconciler.watch.fan_in import TriggeredFanIn
-from waiting import copies, copies_agree_within, wait_for
+from waiting import copies, copies_agree_within, wait_for, written_to_every_copy
 
 SIM_ONLY = pytest.mark.skipif("COUCHDB_URL" in os.environ, reason="drives couchsim's fault injector")
 FAST = Settings(interval=60, debounce=0.1, feed_timeout=1.0, poll_interval=0.3, backoff_cap=0.5,
@@ -804,14 +804,6 @@ def databases_waiting(plan_text: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def written_to_every_copy(http, url: str, database: str, doc_id: str) -> bool:
-    """PUT an empty document that every copy of `database` holds before the answer (w = n): on a cluster
-    `_dbs_info` takes each shard range from the first copy to answer (fabric_db_info.erl), so a plan or status
-    right after a quorum write may read the update_seq from before it."""
-    written = http.put(f"{url}/{database}/{doc_id}", json={}, params={"w": copies(http, url, database)})
-    return written.status_code == 201
-
-
 def test_without_watch_the_plan_says_the_triggered_fan_in_is_stale_and_since_when(couch, http, unique, tmp_path,
                                                                                     monkeypatch):
     """A user database written after its last one-shot run, with no watch to start the next: the plan says
@@ -828,7 +820,7 @@ def test_without_watch_the_plan_says_the_triggered_fan_in_is_stale_and_since_whe
                  "written since", ONE_SHOT_WAIT)
     # Other tests' user databases on the same server may wait too: this one's write adds exactly one.
     waiting_before = databases_waiting(reconcile(couch, "plan", str(directory)).stdout)
-    assert written_to_every_copy(http, couch.url, database, "after")
+    written_to_every_copy(http, couch.url, database, [{"_id": "after"}])
     # The plan reads the one-shot document as the copies it asks hold it: within copies_agree_within, `completed`.
     plan = wait_for(lambda: (run := reconcile(couch, "plan", str(directory))) and
                     databases_waiting(run.stdout) == waiting_before + 1 and run,
@@ -895,7 +887,7 @@ def test_status_says_whether_watch_runs_and_since_when_a_triggered_fan_in_is_sta
     assert "  watch         running (" in running.stdout
     assert not any("_dbs_info" in url for url in running.paths())  # watch's queue says what waits: no database opened
 
-    assert written_to_every_copy(http, couch.url, database, "after")
+    written_to_every_copy(http, couch.url, database, [{"_id": "after"}])
     undelivered = ("  undelivered   1 user database(s) hold changes not delivered yet; the oldest change written at "
                    "or after 20")
     # Status reads the one-shot document as the copies it asks hold it: within copies_agree_within, `completed`.
