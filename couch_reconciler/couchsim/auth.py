@@ -34,6 +34,14 @@ class AuthHost(Protocol):
 
 CACHE_SIZE = 10_000
 AUTH_HANDLERS = ["cookie", "default"]
+# The [admins] values CouchDB takes as hashed already (couch_passwords.erl `get_unhashed_admins`); any other
+# value, one starting with "-" too, is a plaintext password it hashes.
+HASHED_ADMIN_PREFIXES = ("-hashed-", "-pbkdf2-", "-pbkdf2:sha-", "-pbkdf2:sha224-", "-pbkdf2:sha256-",
+                         "-pbkdf2:sha384-", "-pbkdf2:sha512-")
+
+
+def is_hashed_admin(value: str) -> bool:
+    return value.startswith(HASHED_ADMIN_PREFIXES)
 
 
 def hash_admin_password(password: str, prf: str, iterations: int) -> str:

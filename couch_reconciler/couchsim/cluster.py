@@ -12,7 +12,7 @@ import re
 import uuid
 from typing import Callable
 
-from .auth import Authenticator, hash_admin_password
+from .auth import Authenticator, hash_admin_password, is_hashed_admin
 from .config import Config
 from .database import Database
 from .revisions import DocEntry
@@ -109,13 +109,13 @@ class Cluster:
     # ------------------------------------------------------------------ admins
     @staticmethod
     def _hashed(config: Config, password: str) -> str:
-        if password.startswith("-"):
+        if is_hashed_admin(password):
             return password
         return hash_admin_password(password, config.get("chttpd_auth", "pbkdf2_prf"),
                                    config.get_int("chttpd_auth", "iterations"))
 
     def _on_config(self, config: Config, section: str, key: str, old: str | None, new: str | None) -> None:
-        if section == "admins" and new is not None and not new.startswith("-"):
+        if section == "admins" and new is not None and not is_hashed_admin(new):
             # CouchDB hashes a plaintext admin asynchronously: until then it reads back as plaintext and
             # authenticates nobody.
             self.spawn(self._hash_admin(config, key, new))
