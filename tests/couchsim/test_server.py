@@ -16,7 +16,7 @@ import requests
 
 from couch_reconciler.couchsim import auth as auth_module
 from couch_reconciler.couchsim.testing import SimServer
-from waiting import wait_for
+from waiting import copies, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,10 +133,14 @@ def test_compaction_forgets_old_revision_bodies(couch, unique):
     runs in the background, on every copy of every shard (fabric.erl `compact/1` casts it to each), so a
     cluster forgets the body only once the last copy that answers has compacted."""
     http = couch.session()
-    db = f"{couch.url}/{unique('db')}"
+    name = unique("db")
+    db = f"{couch.url}/{name}"
     http.put(db)
-    old = http.put(f"{db}/d", json={"v": 1}).json()["rev"]
-    http.put(f"{db}/d", json={"v": 2, "_rev": old})
+    # Both revisions on every copy (w = n) before compacting: a copy that got the second only by internal
+    # replication after its compaction would keep the first one's body, its leaf when it compacted.
+    every_copy = {"w": copies(http, couch.url, name)}
+    old = http.put(f"{db}/d", json={"v": 1}, params=every_copy).json()["rev"]
+    http.put(f"{db}/d", json={"v": 2, "_rev": old}, params=every_copy)
     assert http.get(f"{db}/d", params={"rev": old}).json()["v"] == 1
     compact = http.post(f"{db}/_compact", json={})
     assert (compact.status_code, compact.json()) == (202, {"ok": True})
