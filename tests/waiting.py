@@ -76,3 +76,11 @@ def written_to_every_copy(http: requests.Session, url: str, database: str, docs:
     wait_for(lambda: all(listed() >= before + len(docs) for _ in range(LISTED_IN_A_ROW)),
              f"every copy of {database} to list the {len(docs)} documents written", 60.0, 0.5)
     return answer.json()
+
+
+def security_reads_back(http: requests.Session, security_url: str, security: dict) -> None:
+    """Returns once a GET of `security_url` (a database's `_security`, just written with a 200) shows
+    `security`. A cluster answers the PUT once a majority of the shard copies took it (fabric_db_meta.erl
+    `set_security`) and a read takes it from one copy, the coordinating node's own (fabric.erl `get_security`,
+    fabric_util.erl `get_db`), which may be the copy still writing it."""
+    wait_for(lambda: http.get(security_url, timeout=30).json() == security, f"{security_url} to read back as written")

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 import requests
 from cleanup import forget_users, remove_config
-from waiting import wait_for
+from waiting import security_reads_back, wait_for
 
 
 class Client:
@@ -65,6 +65,13 @@ class Server:
 
     def node(self) -> str:
         return self.admin.get("/_node/_local").json()["name"]
+
+    def put_security(self, database: str, security: dict) -> requests.Response:
+        """PUT `database`'s `_security` as admin; a 200 returns once reads see it (security_reads_back)."""
+        response = self.admin.put(f"/{database}/_security", json=security)
+        if response.status_code == 200:
+            security_reads_back(self.admin.http, f"{self.admin.base}/{database}/_security", security)
+        return response
 
 
 @dataclass

@@ -92,10 +92,10 @@ def shared_replicator(server, new_user):
     """Two users made members of _replicator (3.4's default security keeps them out); restored afterwards."""
     alice, bob = new_user(), new_user()
     before = server.admin.get("/_replicator/_security").json()
-    assert server.admin.put("/_replicator/_security", json={"members": {"names": [alice.name, bob.name]},
-                                                           "admins": {"roles": ["_admin"]}}).status_code == 200
+    assert server.put_security("_replicator", {"members": {"names": [alice.name, bob.name]},
+                                               "admins": {"roles": ["_admin"]}}).status_code == 200
     yield alice, bob
-    server.admin.put("/_replicator/_security", json=before)
+    server.put_security("_replicator", before)
 
 
 def user_rep_doc(server, user, db):

@@ -146,10 +146,10 @@ def open_users_db(server, set_config):
     """Opens _users to everyone the way 3.x allows (users_db_security_editable = true, then {} security);
     restores the admin-only object and the setting afterwards."""
     set_config("couchdb", "users_db_security_editable", "true")
-    assert server.admin.put("/_users/_security", json={"members": {"names": [], "roles": []},
-                                                       "admins": {"roles": ["_admin"]}}).status_code == 200
+    assert server.put_security("_users", {"members": {"names": [], "roles": []},
+                                          "admins": {"roles": ["_admin"]}}).status_code == 200
     yield
-    server.admin.put("/_users/_security", json=ADMIN_ONLY_SECURITY)
+    server.put_security("_users", ADMIN_ONLY_SECURITY)
 
 
 def test_in_open_users_db_a_user_reads_and_updates_only_her_own_doc(server, new_user, open_users_db):

@@ -32,7 +32,7 @@ import requests
 from cleanup import left_as_found
 from couch_reconciler.couchsim.testing import SimServer
 from real_servers import real_server
-from waiting import wait_for
+from waiting import security_reads_back
 
 DATA = Path(__file__).parent / "data" / "couchdb-3.4.3-exchanges.jsonl"
 STEPS = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -116,11 +116,7 @@ def replay(url: str, admin: tuple[str, str]) -> dict[str, Outcome]:
                 # copy (r = the number of nodes) repairs the one that lags (fabric_doc_open.erl read_repair).
                 sessions["admin"].get(url + path, params={"r": str(copies)}, timeout=30)
             if copies > 1 and step["method"] == "PUT" and path.endswith("/_security") and response.status_code == 200:
-                # Recorded on one node too. A cluster answers once a majority of the shard copies took the
-                # object (fabric_db_meta.erl `set_security`) and a read takes it from one copy, the coordinating
-                # node's own (fabric.erl `get_security`, fabric_util.erl `get_db`): wait until that one has it.
-                wait_for(lambda: sessions["admin"].get(url + path, timeout=30).json() == body,
-                         f"{path} to read back as written")
+                security_reads_back(sessions["admin"], url + path, body)  # recorded on one node, where it does at once
     finally:
         for session in sessions.values():
             session.close()
