@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 
 from reconcile_runner import config_changed, reconcile, write
-from waiting import wait_for
+from waiting import wait_for, written_to_every_copy
 
 FOLDER = Path(__file__).parent.parent / "manifests" / "ddoc-app" / "ddoc"
 
@@ -59,8 +59,9 @@ def design(couch, http, database: str, name: str = "app") -> dict | None:
 
 
 def put_docs(couch, http, database: str, *docs: dict) -> None:
-    answer = http.post(f"{couch.url}/{database}/_bulk_docs", json={"docs": list(docs)})
-    assert answer.status_code == 201 and all("ok" in row for row in answer.json()), answer.text
+    """On every copy: the plan counts the documents an index rebuild reads from `_dbs_info`, which takes each
+    shard range from whichever copy answers first (fabric_db_info.erl)."""
+    written_to_every_copy(http, couch.url, database, list(docs))
 
 
 def test_a_design_document_from_a_folder_deploys(couch, http, deployed, tmp_path):
