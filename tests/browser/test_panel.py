@@ -129,8 +129,8 @@ def agree(page, expected, shown, what: str):
     return wait_for(same, f"the panel to show the {what} the server returns", AGREE, interval=0.5)
 
 
-def scheduler_states(world) -> dict[str, int]:
-    """Replications into analytics by state, every page of /_scheduler/docs/_replicator."""
+def into_analytics(world) -> list[dict]:
+    """The replications into analytics, every page of /_scheduler/docs/_replicator."""
     docs: list[dict] = []
     while True:
         page = world["admin"].get(f"{world['url']}/_scheduler/docs/_replicator",
@@ -138,10 +138,18 @@ def scheduler_states(world) -> dict[str, int]:
         docs += page["docs"]
         if len(page["docs"]) < 1000:
             break
+    return [doc for doc in docs if database_of(doc["target"]) == "analytics"]
+
+
+def database_of(endpoint: str) -> str:
+    return unquote(urlsplit(endpoint).path.strip("/").split("/")[-1])
+
+
+def scheduler_states(world) -> dict[str, int]:
+    """Replications into analytics by state."""
     states: dict[str, int] = {}
-    for doc in docs:
-        if unquote(urlsplit(doc["target"]).path.strip("/").split("/")[-1]) == "analytics":
-            states[doc["state"]] = states.get(doc["state"], 0) + 1
+    for doc in into_analytics(world):
+        states[doc["state"]] = states.get(doc["state"], 0) + 1
     return {state: states.get(state, 0) for state in ("running", "pending", "crashing", "failed")}
 
 
@@ -189,6 +197,10 @@ def test_an_admin_signs_in_and_every_chart_shows_the_numbers_the_server_returns(
     # (couch_replicator_doc_processor.erl start_scanner/1: every half [replicator] interval, 30 s by default).
     wait_for(lambda: (server := scheduler_states(world))["running"] + server["pending"] >= 1,
              "CouchDB's replicator to schedule main-entities -> analytics", REPLICATOR_SCAN)
+    # The users' fan-in documents watch wrote are scheduled at the same scan, or at the next one.
+    wait_for(lambda: any(database_of(doc["source"]).startswith("userdb-") and doc["state"] != "failed"
+                         for doc in into_analytics(world)),
+             "CouchDB's replicator to schedule a user's database -> analytics", REPLICATOR_SCAN)
     states = agree(page, lambda: scheduler_states(world), fan_in_shown, "replication states")
     assert states["running"] + states["pending"] >= 1  # at least main-entities -> analytics
     covered = int(shown_text(page, "[data-fan=covered]"))
