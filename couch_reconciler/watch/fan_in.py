@@ -209,13 +209,31 @@ class TriggeredFanIn:
             self.log("poll", "replication", "", f"{error}; retrying", level="warning")
             return
         for doc_id, run in list(self.running.items()):
-            state = (docs.get(doc_id) or {}).get("_replication_state")
+            doc = docs.get(doc_id) or {}
+            state = doc.get("_replication_state")
             if doc_id not in docs or state in FINISHED:
                 del self.running[doc_id]
+                if state == "completed" and self._superseded(run.route, doc):
+                    continue
                 if run.changed != CATCH_UP and state == "completed":
                     self.metrics.fan_in_delay.observe(time.monotonic() - run.changed)
                 outcome = f"{state or 'gone'} after {time.monotonic() - run.since:.2f}s"
                 self.log("replicate", "replication", doc_id, outcome, level="error" if state == "failed" else "info")
+
+    def _superseded(self, route: Route, doc: Mapping[str, Any]) -> bool:
+        """A `completed` that is not this trigger's: on a cluster watch may have written the trigger on a copy
+        still holding the run before (its replicator writes `completed` into one copy only,
+        couch_replicator_docs.erl `save_rep_doc`), and internal replication keeps both branches with the
+        earlier run's the winner (couch_doc:to_doc_info) half the time. No run starts then, so the database
+        waits for another trigger, which writes on the winner and deletes the loser."""
+        started = (doc.get(TRIGGER_FIELD) or {}).get("update_seq")
+        written = self.markers.get(route.doc_id)
+        if written is None or started == written:
+            return False
+        self.log("replicate", "replication", route.doc_id, "an earlier run's completed revision won over this "
+                 "trigger's; triggering again", level="warning")
+        self._hear(route.database)
+        return True
 
     def _trigger(self, databases: Sequence[str]) -> None:
         """One plan and apply of the one-shot documents of these databases; a database whose last run

@@ -356,6 +356,38 @@ def test_a_triggered_document_in_conflict_is_triggered_again_as_one_revision(cou
              "one live revision, completed", copies_agree_within(http, couch.url))
 
 
+def test_a_trigger_read_back_as_the_earlier_runs_completed_revision_is_triggered_again(couch, http, unique, tmp_path,
+                                                                                          monkeypatch):
+    """On a cluster watch may write a trigger on a copy still holding the run before, and internal replication
+    then keeps both branches, the earlier run's `completed` the winner half the time: no run starts, and
+    `completed` read back is not the trigger's own. Watch says so and triggers the database again. Here the
+    first read of the document after note-2's trigger answers the earlier run's revision, as the winner does."""
+    name = unique("lost")
+    sign_up(couch, http, name)
+    database = user_database("userdb-", name)
+    doc_id = f"per-user.{database}.to.analytics"
+    with watching(couch, manifests(couch, tmp_path, fan_in="triggered", select=name)) as log:
+        assert http.put(f"{couch.url}/{database}/note-1", json={"type": "note"}).status_code == 201
+        wait_for(lambda: settled(couch, http, database), "the runs of note-1 to complete", ONE_SHOT_WAIT)
+        earlier = http.get(f"{couch.url}/_replicator/{doc_id}").json()
+        read, answered = TriggeredFanIn._docs, []
+
+        def earlier_once(fan_in, ids):
+            docs = read(fan_in, ids)
+            if doc_id in docs and docs[doc_id].get(replication_kind.TRIGGER_FIELD) != earlier[
+                    replication_kind.TRIGGER_FIELD] and not answered:
+                answered.append(doc_id)
+                docs[doc_id] = earlier
+            return docs
+
+        monkeypatch.setattr(TriggeredFanIn, "_docs", earlier_once)
+        assert http.put(f"{couch.url}/{database}/note-2", json={"type": "note"}).status_code == 201
+        log.wait(lambda r: r["action"] == "replicate" and r["key"] == doc_id
+                 and r["outcome"] == "an earlier run's completed revision won over this trigger's; triggering again")
+        wait_for(lambda: http.get(f"{couch.url}/analytics/note-2").status_code == 200 and settled(couch, http, database),
+                 "the run of note-2 to complete", ONE_SHOT_WAIT)
+
+
 def test_switching_to_triggered_fan_in_makes_the_continuous_document_one_shot(couch, http, unique, tmp_path):
     """The one-shot document has the continuous one's id: switching `fanIn` takes it over. The plan shows the
     switch as one line with a count and changes no document (apply would start them all at once); watch
