@@ -138,7 +138,8 @@ def into_analytics(world) -> list[dict]:
         docs += page["docs"]
         if len(page["docs"]) < 1000:
             break
-    return [doc for doc in docs if database_of(doc["target"]) == "analytics"]
+    # A document CouchDB could not parse yet has no endpoints in its row.
+    return [doc for doc in docs if database_of(doc.get("target") or "") == "analytics"]
 
 
 def database_of(endpoint: str) -> str:
