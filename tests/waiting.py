@@ -4,8 +4,10 @@ the server needs, and fails naming what it waited for."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable, TypeVar
+from urllib.parse import quote
 
 import requests
 
@@ -76,6 +78,18 @@ def written_to_every_copy(http: requests.Session, url: str, database: str, docs:
     wait_for(lambda: all(listed() >= before + len(docs) for _ in range(LISTED_IN_A_ROW)),
              f"every copy of {database} to list the {len(docs)} documents written", 60.0, 0.5)
     return answer.json()
+
+
+def listed_by_every_read(http: requests.Session, url: str, database: str, doc_id: str) -> None:
+    """Returns once `_all_docs` lists `doc_id` LISTED_IN_A_ROW reads in a row. What the tool writes waits for a
+    quorum of copies only (CouchDB's default `w`), and a plan lists documents with `_all_docs`, which takes each
+    shard range from one copy (fabric_view_all_docs.erl): right after an apply, that copy may still lack one."""
+    def listed() -> bool:
+        return bool(http.get(f"{url}/{quote(database, safe='')}/_all_docs",
+                             params={"key": json.dumps(doc_id)}).json()["rows"])
+
+    wait_for(lambda: all(listed() for _ in range(LISTED_IN_A_ROW)), f"every copy of {database} to list {doc_id}",
+             60.0, 0.5)
 
 
 def security_reads_back(http: requests.Session, security_url: str, security: dict) -> None:

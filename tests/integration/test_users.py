@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from reconcile_runner import assert_no_secret, reconcile, stored_password_is, write
-from waiting import copies, written_to_every_copy
+from waiting import copies, listed_by_every_read, written_to_every_copy
 
 
 def manifests(alice: str, bob: str) -> str:
@@ -101,6 +101,7 @@ def test_rotated_secret_is_detected_offline_and_applied(couch, http, names, tmp_
     alice, bob = names
     write(tmp_path, "users.yaml", manifests(alice, bob))
     assert reconcile(couch, "apply", "--auto-approve", str(tmp_path), env={"ALICE_PASSWORD": "old-pw-1"}).code == 0
+    listed_by_every_read(http, couch.url, "_users", f"org.couchdb.user:{alice}")
     rev_before = user(couch, http, alice)["_rev"]
     plan_file = tmp_path.parent / "rotation.plan.json"
 
