@@ -361,27 +361,38 @@ def test_a_trigger_read_back_as_the_earlier_runs_completed_revision_is_triggered
     """On a cluster watch may write a trigger on a copy still holding the run before, and internal replication
     then keeps both branches, the earlier run's `completed` the winner half the time: no run starts, and
     `completed` read back is not the trigger's own. Watch says so and triggers the database again. Here the
-    first read of the document after note-2's trigger answers the earlier run's revision, as the winner does."""
+    first read of a run in flight that answers the trigger watch wrote answers the earlier run's revision
+    instead, as the winner does. The notes go to every copy: a quorum write can reach the copy `_dbs_info`
+    reads after watch has compared its update_seq (fabric_db_info.erl), and no run would start at all."""
     name = unique("lost")
     sign_up(couch, http, name)
     database = user_database("userdb-", name)
     doc_id = f"per-user.{database}.to.analytics"
     with watching(couch, manifests(couch, tmp_path, fan_in="triggered", select=name)) as log:
-        assert http.put(f"{couch.url}/{database}/note-1", json={"type": "note"}).status_code == 201
+        written_to_every_copy(http, couch.url, database, [{"_id": "note-1", "type": "note"}])
         wait_for(lambda: settled(couch, http, database), "the runs of note-1 to complete", ONE_SHOT_WAIT)
-        earlier = http.get(f"{couch.url}/_replicator/{doc_id}").json()
         read, answered = TriggeredFanIn._docs, []
+
+        def marker(doc: dict) -> object:
+            return (doc.get(replication_kind.TRIGGER_FIELD) or {}).get("update_seq")
+
+        def completed() -> dict | None:  # each read may come from another copy (fabric_doc_open.erl)
+            doc = http.get(f"{couch.url}/_replicator/{doc_id}").json()
+            return doc if doc.get("_replication_state") == "completed" and marker(doc) is not None else None
+
+        earlier = wait_for(completed, "a completed run of note-1 read back", ONE_SHOT_WAIT)
 
         def earlier_once(fan_in, ids):
             docs = read(fan_in, ids)
-            if doc_id in docs and docs[doc_id].get(replication_kind.TRIGGER_FIELD) != earlier[
-                    replication_kind.TRIGGER_FIELD] and not answered:
+            written = fan_in.markers.get(doc_id)
+            if (not answered and doc_id in fan_in.running and doc_id in docs
+                    and marker(docs[doc_id]) == written != marker(earlier)):
                 answered.append(doc_id)
                 docs[doc_id] = earlier
             return docs
 
         monkeypatch.setattr(TriggeredFanIn, "_docs", earlier_once)
-        assert http.put(f"{couch.url}/{database}/note-2", json={"type": "note"}).status_code == 201
+        written_to_every_copy(http, couch.url, database, [{"_id": "note-2", "type": "note"}])
         log.wait(lambda r: r["action"] == "replicate" and r["key"] == doc_id
                  and r["outcome"] == "an earlier run's completed revision won over this trigger's; triggering again")
         wait_for(lambda: http.get(f"{couch.url}/analytics/note-2").status_code == 200 and settled(couch, http, database),
