@@ -145,8 +145,17 @@ def test_compaction_forgets_old_revision_bodies(couch, unique):
     compact = http.post(f"{db}/_compact", json={})
     assert (compact.status_code, compact.json()) == (202, {"ok": True})
     forgotten = {"error": "not_found", "reason": "missing"}
-    wait_for(lambda: http.get(f"{db}/d", params={"rev": old}).json() == forgotten,
-             "compaction to forget the old revision's body on every copy", 60.0, 0.2)
+
+    def forgotten_else_compacted_again() -> bool:
+        """A loaded cluster may answer the writes 202 (stored on fewer copies in time): a copy that got the
+        second revision by internal replication after it compacted keeps the first one's body, its leaf then,
+        until it compacts again."""
+        if http.get(f"{db}/d", params={"rev": old}).json() == forgotten:
+            return True
+        http.post(f"{db}/_compact", json={})
+        return False
+
+    wait_for(forgotten_else_compacted_again, "compaction to forget the old revision's body on every copy", 120.0, 2.0)
     assert http.get(f"{db}/d").json()["v"] == 2
 
 
