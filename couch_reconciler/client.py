@@ -152,7 +152,7 @@ class CouchSession:
             if _dropped(exc):
                 raise self._no_answer(method, path, what, "the connection was closed before an answer came") from None
             raise self._unreachable("") from None
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+        except requests.exceptions.ChunkedEncodingError:
             # A chunked answer cut short: a real 3-node CouchDB 3.4.3 began a `_db_updates` longpoll's 200 and
             # then wrote a whole `404 Object Not Found` response where the next chunk belonged.
             raise self._no_answer(method, path, what, "the answer broke off before its end") from None

@@ -75,8 +75,8 @@ def written_to_every_copy(http: requests.Session, url: str, database: str, docs:
     before = listed()
     answer = http.post(f"{url}/{database}/_bulk_docs", json={"docs": docs}, params={"w": copies(http, url, database)})
     assert answer.status_code in (201, 202) and all("ok" in row for row in answer.json()), answer.text
-    wait_for(lambda: all(listed() >= before + len(docs) for _ in range(LISTED_IN_A_ROW)),
-             f"every copy of {database} to list the {len(docs)} documents written", 60.0, 0.5)
+    listed_in_a_row(lambda: listed() >= before + len(docs),
+                    f"every copy of {database} to list the {len(docs)} documents written")
     return answer.json()
 
 
@@ -88,8 +88,12 @@ def listed_by_every_read(http: requests.Session, url: str, database: str, doc_id
         return bool(http.get(f"{url}/{quote(database, safe='')}/_all_docs",
                              params={"key": json.dumps(doc_id)}).json()["rows"])
 
-    wait_for(lambda: all(listed() for _ in range(LISTED_IN_A_ROW)), f"every copy of {database} to list {doc_id}",
-             60.0, 0.5)
+    listed_in_a_row(listed, f"every copy of {database} to list {doc_id}")
+
+
+def listed_in_a_row(listed: Callable[[], bool], what: str) -> None:
+    """Returns once `listed()` holds LISTED_IN_A_ROW times in a row: each read may come from another copy."""
+    wait_for(lambda: all(listed() for _ in range(LISTED_IN_A_ROW)), what, 60.0, 0.5)
 
 
 def security_reads_back(http: requests.Session, security_url: str, security: dict) -> None:
