@@ -96,6 +96,7 @@ class Measured:
     changes: int = 0
     load: tuple[float, float] = (0.0, 0.0)  # the machine's 1- and 5-minute load averages when it ended
     walls: tuple[float, ...] = ()  # every run's wall time, when it was measured more than once (`quickest`)
+    settled: float | None = None  # seconds waited for the server to be quiet first (`settle`); None: unknown
 
     def cpu(self) -> str:
         server = "unknown" if self.server_cpu is None else f"{self.server_cpu:.2f} s"
@@ -104,15 +105,42 @@ class Measured:
     def conditions(self) -> str:
         """Under what the wall time was measured: the runs it is the best of, and the machine's load."""
         runs = f"best of {', '.join(f'{wall:.2f}' for wall in self.walls)} s; " if len(self.walls) > 1 else ""
-        return f"{runs}load {self.load[0]:.1f}/{self.load[1]:.1f}"
+        quiet = "server quiet: unknown" if self.settled is None else f"server quiet after {self.settled:.0f} s"
+        return f"{runs}load {self.load[0]:.1f}/{self.load[1]:.1f}; {quiet}"
+
+
+# A server is quiet once a whole interval passes with its CPU under this share of one core.
+QUIET_SHARE = 0.1
+QUIET_INTERVAL = 1.0
+QUIET_WAIT_AT_MOST = 180.0
+
+
+def settle(server: Server) -> float | None:
+    """Wait until the server's process is quiet; the seconds waited (None: its CPU is unknown, not awaited).
+
+    A real CouchDB goes on working after the requests that asked for it are answered: deleting a database
+    renames its shard files and unlinks them in a process of their own (src/couch/src/couch_file.erl, delete/3), and thousands of
+    creations and deletions bring the compaction daemon to `_dbs` (smoosh, src/docs/src/config/compaction.rst
+    in apache/couchdb). Measured straight after a benchmark deletes the databases of the figure before it,
+    a figure would pay for that work, and the two compared would not start alike."""
+    began = time.perf_counter()
+    before = process_cpu(server.pid)
+    while before is not None and time.perf_counter() - began < QUIET_WAIT_AT_MOST:
+        time.sleep(QUIET_INTERVAL)
+        now = process_cpu(server.pid)
+        if now is None or now - before < QUIET_SHARE * QUIET_INTERVAL:
+            break
+        before = now
+    return None if before is None else time.perf_counter() - began
 
 
 @contextlib.contextmanager
 def measured(server: Server) -> Iterator[Measured]:
-    """Wall time, this process's CPU time and the server's over the block. It starts with the garbage of
-    what ran before collected, as a command starts in a fresh process: a figure never pays for another's."""
+    """Wall time, this process's CPU time and the server's over the block. It starts on a quiet server, with
+    the garbage of what ran before collected, as a command starts in a fresh process: a figure never pays for
+    another's."""
+    result = Measured(settled=settle(server))
     gc.collect()
-    result = Measured()
     server_began, cpu_began, began = process_cpu(server.pid), time.process_time(), time.perf_counter()
     yield result
     result.wall = time.perf_counter() - began
