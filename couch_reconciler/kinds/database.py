@@ -10,7 +10,7 @@ from typing import Collection, Iterable, Iterator, Mapping, Sequence
 from requests import Response
 
 from ..client import CouchSession, batched, db_path
-from ..creations import RECORD_PREFIX, RECORDS_DB, forget_creations, record_creations, recorded_creations
+from ..creations import RECORDS_DB, forget_creations, record_creations, recorded_creations, settle_record
 from ..databases import (
     INFO_KEYS_PER_REQUEST,
     database_infos,
@@ -140,28 +140,29 @@ class DatabaseResource(ResourceKind):
         else:
             existing = existing_databases(session, names)
         # Only a database that exists may be one whose marker is missing.
-        recorded = recorded_creations(session) if existing else frozenset()
+        recorded = recorded_creations(session) if existing else {}
         if not prune:
             # A row costs the server about what a `_security` read does: read only those whose figures the
             # plan uses (update_seq in watch, which skips unchanged databases' reads by it; what the manifest
             # compares or warns about; the version of a marker to restore), not one per database.
             figures = names if is_remembering(session) else {d.key for d in wanted if FIGURES & set(d.options)}
-            infos = _rows_opening_once(session, existing & (figures | recorded))
+            infos = _rows_opening_once(session, existing & (figures | recorded.keys()))
         # None records a database seen missing, so that nobody asks for it again.
         seen_rows(session).update({**dict.fromkeys(names - existing), **infos})
         live = {name: _observed(name, infos.get(name)) for name in names & existing}
         # A recorded database this tool sent the creation of: its marker may be missing (one read each; a
         # record outlives only a failed apply, so there are few).
-        for name, security in read_securities(session, sorted(recorded & names & existing)).items():
+        for name, security in read_securities(session, sorted(recorded.keys() & names & existing)).items():
             if not is_marked(security):
-                live[name] = _observed(name, infos.get(name), managed=True, unmarked=True)
+                live[name] = _observed(name, infos.get(name), managed=True, record=recorded[name])
         if prune:
             # Only an unlisted database can be pruned, and only when this tool made it: one `_security` read
             # each (no bulk read exists), system databases never.
             unlisted = sorted(name for name in infos if name not in names and not name.startswith("_"))
             for name, security in read_securities(session, unlisted).items():
                 if is_marked(security) or name in recorded:
-                    live[name] = _observed(name, infos[name], managed=True, unmarked=not is_marked(security))
+                    live[name] = _observed(name, infos[name], managed=True,
+                                           record=None if is_marked(security) else recorded[name])
         return live
 
     def reread(self, session: CouchSession, changes: Sequence[Change]) -> Mapping[str, Observed]:
@@ -185,7 +186,7 @@ class DatabaseResource(ResourceKind):
         fields = field_changes(live.body, {"partitioned": after["partitioned"]}) if "partitioned" in wanted.options \
             else ()
         if not fields:
-            return _marker_restored(wanted, live) if live.facts.get("unmarked") else None
+            return _marker_restored(wanted, live) if live.facts.get("record") else None
         return Replace(self.name, wanted.key, wanted.source, before=dict(live.body), after=after, fields=fields,
                        version=live.version, destroys=_documents(live),
                        notes=("`partitioned` is fixed when a database is created",))
@@ -202,31 +203,33 @@ class DatabaseResource(ResourceKind):
     def apply(self, session: CouchSession, changes: Sequence[Change],
               secrets: Mapping[str, Mapping[str, SecretRef]]) -> None:
         created = [change.key for change in changes if _made_here(change)]
-        recorded = record_creations(session, created) if created else False
+        record = record_creations(session, created) if created else None
 
         def attempt(change: Change) -> ReconcileError | None:
             try:
-                self._apply_one(session, change, recorded)
+                self._apply_one(session, change, record)
             except ReconcileError as error:
                 return error
             return None
 
-        # Every change of the batch runs to its end, so that the records of those done can go even when one fails.
+        # Every change of the batch runs to its end, so that the records of those done can be settled even when
+        # one fails: this batch's, and those naming the databases a plan marks or prunes.
         failures = list(session.map(attempt, changes))
-        # Records exist for what this batch recorded, and for the databases a plan marks or prunes by theirs.
-        done = [change.key for change, failure in zip(changes, failures)
-                if failure is None and (recorded and _made_here(change) or isinstance(change, (Update, Delete)))]
+        done = {change.key for change, failure in zip(changes, failures) if failure is None}
         failure = next((failure for failure in failures if failure is not None), None)
-        if failure is None:
-            forget_creations(session, done)
-            return
         try:
-            forget_creations(session, done)
+            if record is not None:
+                settle_record(session, record, [name for name in created if name not in done])
+            forget_creations(session, [change.key for change in changes
+                                       if change.key in done and isinstance(change, (Update, Delete))])
         except ReconcileError:
-            pass  # the failure below is the one to tell; a record of a marked database changes nothing
-        raise failure
+            if failure is None:
+                raise
+            # the failure below is the one to tell; a record naming a marked database changes nothing
+        if failure is not None:
+            raise failure
 
-    def _apply_one(self, session: CouchSession, change: Change, recorded: bool) -> None:
+    def _apply_one(self, session: CouchSession, change: Change, record: str | None) -> None:
         subject = f"database/{change.key}"
         if isinstance(change, Update):
             _restore_marker(session, subject, change.key)
@@ -259,10 +262,10 @@ class DatabaseResource(ResourceKind):
                 session.request("PUT", db_path(change.key, "_security"), body={**security, MARKER: MARKER_VALUE},
                                 retry=True, what=f"{subject}: writing its _security and ownership marker")
             except ReconcileError as error:
-                if recorded:
+                if record is not None:
                     raise ReconcileError(f"{error}; {subject} was created without it: the next apply writes it "
-                                         f"(a creation record, {RECORDS_DB}/{RECORD_PREFIX}{change.key}, says this "
-                                         "tool created it)") from None
+                                         f"(a creation record, {RECORDS_DB}/{record}, says this tool created "
+                                         "it)") from None
                 raise _unmade(session, subject, change.key, error) from None
 
 
@@ -297,7 +300,7 @@ def _marker_restored(wanted: Desired, live: Observed) -> Update:
     return Update(DATABASE, wanted.key, wanted.source, before=dict(live.body), after=dict(live.body),
                   fields=(RESTORE_MARKER,), version=live.version,
                   notes=(f"restores its ownership marker in _security, which an interrupted apply left out (a "
-                         f"creation record, {RECORDS_DB}/{RECORD_PREFIX}{wanted.key}, shows this tool sent the "
+                         f"creation record, {RECORDS_DB}/{live.facts['record']}, shows this tool sent the "
                          "request that created it)",))
 
 
@@ -377,10 +380,10 @@ def _create(session: CouchSession, name: str, params: dict[str, str], subject: s
     return put()
 
 
-def _observed(name: str, info: Mapping | None, managed: bool = False, unmarked: bool = False) -> Observed:
-    """The database as its `_dbs_info` row shows it; without a row (not read), only that it exists. `unmarked`:
-    this tool created it (a creation record) and its marker is missing."""
-    flag = {"unmarked": True} if unmarked else {}
+def _observed(name: str, info: Mapping | None, managed: bool = False, record: str | None = None) -> Observed:
+    """The database as its `_dbs_info` row shows it; without a row (not read), only that it exists. `record`:
+    the creation record that shows this tool created it, when its marker is missing."""
+    flag = {"record": record} if record else {}
     if info is None:
         return Observed(DATABASE, name, {}, None, managed=managed, facts=flag)
     cluster = info.get("cluster") or {}

@@ -237,23 +237,25 @@ def test_a_fault_leaves_a_true_summary_and_a_rerun_restores_every_mark(index, fa
 
 def test_a_database_whose_marker_write_fails_keeps_its_creation_record_and_the_rerun_marks_it(manifests):
     """CouchDB creates a database from a body-less PUT, so its marker takes a second write. When that write fails,
-    the database stays, unmarked: the record written before its PUT (`_users/_local/couch-reconciler-creating:NAME`,
-    a `_local` document: never replicated, outside `_all_docs`) is what tells the next plan it is this tool's."""
+    the database stays, unmarked: the record written before the batch's PUTs (`_users/_local/couch-reconciler-
+    creating:ID`, a `_local` document: never replicated, outside `_all_docs`) is what tells the next plan it is
+    this tool's. The databases marked meanwhile are no longer named by it."""
     with server() as sim:
         sim.faults.inject(path="^/orders/_security", method="PUT", status=500)
         failed = reconcile(sim, "apply", "--auto-approve", str(manifests))
         sim.faults.clear()
-        records = requests.get(f"{sim.url}/_users/_local_docs", auth=ADMIN).json()["rows"]
+        records = requests.get(f"{sim.url}/_users/_local_docs", params={"include_docs": "true"}, auth=ADMIN).json()
 
         rerun = reconcile(sim, "apply", "--auto-approve", str(manifests))
 
         assert failed.exit_code == 1
+        [record] = records["rows"]
         assert failed.stderr.splitlines() == [
             "database/orders: writing its _security and ownership marker: HTTP 500 couchsim_fault: injected by the "
             "test; the server failed; rerun when it is healthy; database/orders was created without it: the next "
-            "apply writes it (a creation record, _users/_local/couch-reconciler-creating:orders, says this tool "
-            "created it)"]
-        assert [row["id"] for row in records] == ["_local/couch-reconciler-creating:orders"]
+            f"apply writes it (a creation record, _users/{record['id']}, says this tool created it)"]
+        assert record["id"].startswith("_local/couch-reconciler-creating:")
+        assert record["doc"]["databases"] == ["orders"]
         assert rerun.exit_code == 0, rerun.output
         assert "~ database/orders: updated" in rerun.stdout
         assert markers(sim) == dict.fromkeys(markers(sim), True)

@@ -114,8 +114,8 @@ def test_a_database_created_after_apply_gave_up_on_it_is_pruned_by_its_creation_
     assert hand_made not in pruning.stdout
     assert reconcile(couch, "apply", str(tmp_path), "--allow-delete", "--auto-approve").code == 0
     assert info(couch, http, late) is None and info(couch, http, hand_made) is not None
-    records = http.get(f"{couch.url}/_users/_local_docs").json()["rows"]
-    assert [row["id"] for row in records if late in row["id"]] == []
+    records = http.get(f"{couch.url}/_users/_local_docs", params={"include_docs": "true"}).json()["rows"]
+    assert [row["id"] for row in records if late in row["doc"].get("databases", [])] == []
 
 
 def test_deleting_a_database_that_holds_documents_needs_allow_delete_data(couch, http, unique, tmp_path):

@@ -9,6 +9,7 @@ no `password`: a secret can only leak through our own output).
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -168,17 +169,22 @@ def test_a_failing_server_stops_apply_with_one_line_and_a_rerun_converges(couch,
     failed = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
     assert failed.code == 1
     assert failed.stderr.startswith(f"database/{second}: writing its _security and ownership marker: HTTP 503")
-    assert failed.stderr.endswith(f"the server failed; rerun when it is healthy; database/{second} was created "
-                                  "without it: the next apply writes it (a creation record, _users/_local/"
-                                  f"couch-reconciler-creating:{second}, says this tool created it)\n")
+    told = re.search(r"the server failed; rerun when it is healthy; database/(\S+) was created without it: the next "
+                     r"apply writes it \(a creation record, _users/(_local/couch-reconciler-creating:\S+), says this "
+                     r"tool created it\)\n$", failed.stderr)
+    assert told and told.group(1) == second, failed.stderr
+    record = couch.session().get(f"{couch.url}/_users/{told.group(2)}").json()
+    assert record["databases"] == [second], record  # the first database got its marker: no longer named
     assert len(failed.stderr.splitlines()) == 1
     fault.remove()
 
     plan = reconcile(couch, "plan", str(tmp_path))
     assert f"  ~ database/{second}  (" in plan.stdout
     assert "# restores its ownership marker in _security, which an interrupted apply left out" in plan.stdout
+    assert told.group(2) in plan.stdout
     rerun = reconcile(couch, "apply", str(tmp_path), "--auto-approve")
     assert rerun.code == 0, rerun.stderr
+    assert couch.session().get(f"{couch.url}/_users/{told.group(2)}").status_code == 404
     assert reconcile(couch, "plan", str(tmp_path), "--detailed-exitcode").code == 0
     http = couch.session()
     assert http.get(f"{couch.url}/{second}/_security").json()["couch_reconciler"] == {"created_by": "couch-reconciler"}
