@@ -17,6 +17,8 @@ For each N it writes N Database manifests (each with a security object) and prin
   the other on one connection and compares it with the manifest;
 - the ratio to each floor, the client's CPU time and the server's (the couchsim process's, or --server-pid's,
   from /proc; "unknown" otherwise);
+- under what each was measured: the machine's load, and how long the server took to be quiet before it began
+  (each figure waits for that, bench/harness.py `settle`: without --server-pid a real server's quiet is unknown);
 - with --mixed, a plan of other kinds too, as a deployment has them: N users (two with a password to verify) and
   a node setting beside the N databases, beside the floor of its bare reads one after the other and all at once
   (GET db/_security x N beside the `_users` pages): the plan reads what kinds read side by side.
