@@ -58,8 +58,7 @@ def record_creations(session: CouchSession, names: Collection[str]) -> str | Non
 
 def settle_record(session: CouchSession, record: str, left: Collection[str]) -> None:
     """The batch's record once its databases are written: removed, or naming only those `left` unmarked."""
-    _write(session, [_record(record, left) if left else {"_id": record, "_deleted": True}],
-           "removing the creation record of databases now marked")
+    _write(session, [_settled(record, left)], "removing the creation record of databases now marked")
 
 
 # Records rewritten by one apply at a time: two batches that each drop names from the same record would
@@ -74,8 +73,7 @@ def forget_creations(session: CouchSession, names: Collection[str]) -> None:
     if not gone:
         return
     with _REWRITING:
-        settled = [_record(record, sorted(named - gone)) if named - gone else {"_id": record, "_deleted": True}
-                   for record, named in _read(session).items() if named & gone]
+        settled = [_settled(record, named - gone) for record, named in _read(session).items() if named & gone]
         if settled:
             _write(session, settled, "removing the creation records of databases now marked")
 
@@ -83,6 +81,11 @@ def forget_creations(session: CouchSession, names: Collection[str]) -> None:
 def _record(record: str, names: Collection[str]) -> dict:
     return {"_id": record, "databases": sorted(names), "created_by": OWNER,
             "sent_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _settled(record: str, left: Collection[str]) -> dict:
+    """The record written again naming only the databases `left`, or removed when none is."""
+    return _record(record, left) if left else {"_id": record, "_deleted": True}
 
 
 def _read(session: CouchSession) -> dict[str, set[str]]:
