@@ -73,6 +73,9 @@ class TriggeredFanIn:
         self.behind: dict[str, None] = {}  # databases a full reconcile found behind, served after `heard`
         self.running: dict[str, Run] = {}  # doc id -> its run in flight
         self.markers: dict[str, str] = {}  # doc id -> the update_seq its document says its last run started at
+        # doc id -> the revision generation of the trigger watch wrote last: a read answering an older one came
+        # from a copy that has not taken that trigger yet, and says nothing about its run.
+        self.written: dict[str, int] = {}
         self.caught_up = 0.0  # monotonic time of the latest catch-up, when it found databases behind
 
     def learn(self, template: UserTemplate, databases: Iterable[str], replace_all: bool) -> None:
@@ -123,15 +126,24 @@ class TriggeredFanIn:
         for database, routes in self.routes.items():
             for route in routes:
                 doc = docs.get(route.doc_id) or {}
-                started = (doc.get(TRIGGER_FIELD) or {}).get("update_seq")
-                if started is not None:
-                    self.markers[route.doc_id] = started
-                if doc.get("continuous") is True:  # the entry's fanIn was switched
-                    switched.append(deletion(doc))
-                    self._fell_behind(database)
-                elif doc and doc.get("_replication_state") not in FINISHED:
-                    self.running.setdefault(route.doc_id, Run(route, time.monotonic()))
-                elif database not in rows:
+                started: Any
+                if self._before_trigger(route.doc_id, doc):
+                    # Watch saw its own trigger complete, or `_collect` will: its run began at watch's marker.
+                    if route.doc_id in self.running:
+                        continue
+                    started = self.markers[route.doc_id]
+                else:
+                    started = (doc.get(TRIGGER_FIELD) or {}).get("update_seq")
+                    if started is not None:
+                        self.markers[route.doc_id] = started
+                    if doc.get("continuous") is True:  # the entry's fanIn was switched
+                        switched.append(deletion(doc))
+                        self._fell_behind(database)
+                        continue
+                    if doc and doc.get("_replication_state") not in FINISHED:
+                        self.running.setdefault(route.doc_id, Run(route, time.monotonic()))
+                        continue
+                if database not in rows:
                     self._fell_behind(database)
                 else:
                     finished.append((database, rows[database], started))
@@ -210,6 +222,8 @@ class TriggeredFanIn:
             return
         for doc_id, run in list(self.running.items()):
             doc = docs.get(doc_id) or {}
+            if self._before_trigger(doc_id, doc):
+                continue  # still running as far as this read can tell: the next tick asks again
             state = doc.get("_replication_state")
             if doc_id not in docs or state in FINISHED:
                 del self.running[doc_id]
@@ -220,12 +234,22 @@ class TriggeredFanIn:
                 outcome = f"{state or 'gone'} after {time.monotonic() - run.since:.2f}s"
                 self.log("replicate", "replication", doc_id, outcome, level="error" if state == "failed" else "info")
 
+    def _before_trigger(self, doc_id: str, doc: Mapping[str, Any]) -> bool:
+        """Whether `doc` was read from a copy that has not yet taken the trigger watch wrote last: its revision is
+        of an older generation. Each read of a sharded database's document takes the copy that answers first
+        (fabric_doc_open.erl), and internal replication brings a quorum write to the last copy later; the
+        revision that eventually wins is of that generation or a later one (couch_doc:to_doc_info sorts leaves by
+        generation first), so an older one is never the answer about that trigger's run. A deleted document is
+        not read at all: it counts as gone."""
+        written = self.written.get(doc_id)
+        return bool(doc) and written is not None and revision_generation(doc.get("_rev")) < written
+
     def _superseded(self, route: Route, doc: Mapping[str, Any]) -> bool:
         """A `completed` that is not this trigger's: on a cluster watch may have written the trigger on a copy
         still holding the run before (its replicator writes `completed` into one copy only,
-        couch_replicator_docs.erl `save_rep_doc`), and internal replication keeps both branches with the
-        earlier run's the winner (couch_doc:to_doc_info) half the time. No run starts then, so the database
-        waits for another trigger, which writes on the winner and deletes the loser."""
+        couch_replicator_docs.erl `save_rep_doc`), and internal replication keeps both branches, of the same
+        generation, with the earlier run's the winner (couch_doc:to_doc_info) half the time. No run starts then,
+        so the database waits for another trigger, which writes on the winner and deletes the loser."""
         started = (doc.get(TRIGGER_FIELD) or {}).get("update_seq")
         written = self.markers.get(route.doc_id)
         if written is None or started == written:
@@ -261,6 +285,8 @@ class TriggeredFanIn:
             for change in chunk:
                 route, seq = runs[change.key]
                 self.markers[change.key] = seq
+                # A write on revision N makes N + 1; one where no document was read makes 1 or, over a deleted one, more.
+                self.written[change.key] = revision_generation(change.version) + 1
                 self.running[change.key] = Run(route, now, changed[route.database])
                 self.log("trigger", "replication", change.key, "one-shot replication started")
 
@@ -286,6 +312,11 @@ class TriggeredFanIn:
     def _docs(self, ids: Sequence[str]) -> dict[str, dict]:
         return replicator_docs_by_id(self.session, ids)
 
+
+def revision_generation(rev: str | None) -> int:
+    """The N of a revision `N-hash` (0 for none)."""
+    head = (rev or "0").split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 def triggered_entries(template: UserTemplate) -> list[Mapping[str, Any]]:

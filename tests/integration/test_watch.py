@@ -388,7 +388,9 @@ def test_a_trigger_read_back_as_the_earlier_runs_completed_revision_is_triggered
             if (not answered and doc_id in fan_in.running and doc_id in docs
                     and marker(docs[doc_id]) == written != marker(earlier)):
                 answered.append(doc_id)
-                docs[doc_id] = earlier
+                # The losing branch's sibling: the earlier run's `completed`, of the trigger's generation.
+                generation = docs[doc_id]["_rev"].split("-", 1)[0]
+                docs[doc_id] = {**earlier, "_rev": f"{generation}-{earlier['_rev'].split('-', 1)[1]}"}
             return docs
 
         monkeypatch.setattr(TriggeredFanIn, "_docs", earlier_once)
@@ -844,6 +846,55 @@ def test_on_a_cluster_one_write_is_one_run_though_update_seq_reads_differ(cluste
         before = runs()
         time.sleep(4 * interval)  # four full reconciles, each reading every user database's update_seq again
         assert runs() == before, [r for r in log.records() if database in r["key"]]
+
+
+def test_a_read_from_a_copy_behind_watchs_trigger_neither_ends_its_run_nor_starts_another(
+        cluster, unique, tmp_path, monkeypatch):
+    """Each read of a `_replicator` document takes the copy that answers first (fabric_doc_open.erl), and a
+    quorum write reaches the last copy later: for a while after watch triggers a run, a read may answer the
+    revision before, the earlier run's `completed`. Such a read is older than the trigger (a lower revision
+    generation), so watch neither takes it for this run's end nor replicates the database again from the
+    earlier run's seq. Here every read watch makes in the 3 s after its trigger answers from such a copy."""
+    http = cluster.session()
+    monkeypatch.setenv("WATCH_REPLICATION_PASSWORD", cluster.password)
+    name = unique("behind")
+    sign_up(cluster, http, name)
+    database = user_database("userdb-", name)
+    doc_id = f"per-user.{database}.to.analytics"
+    interval = 1.0
+    with watching(cluster, manifests(cluster, tmp_path, fan_in="triggered", select=name),
+                  settings=replace(FAST, interval=interval)) as log:
+        written_to_every_copy(http, cluster.url, database, [{"_id": "note-1"}])
+        wait_for(lambda: settled(cluster, http, database), "the run of note-1 to complete", ONE_SHOT_WAIT)
+
+        def completed() -> dict | None:  # each read may come from another copy
+            doc = http.get(f"{cluster.url}/_replicator/{doc_id}").json()
+            return doc if doc.get("_replication_state") == "completed" else None
+
+        earlier = wait_for(completed, "the completed run of note-1 read back", ONE_SHOT_WAIT)
+        read, behind_until = TriggeredFanIn._docs, []
+
+        def generation(doc: dict) -> int:
+            return int(doc["_rev"].split("-", 1)[0])
+
+        def from_a_copy_behind(fan_in, ids):
+            docs = read(fan_in, ids)
+            if doc_id in docs and generation(docs[doc_id]) > generation(earlier):  # note-2's trigger is written
+                behind_until.append(behind_until[0] if behind_until else time.monotonic() + 3.0)
+                if time.monotonic() < behind_until[0]:
+                    docs[doc_id] = earlier
+            return docs
+
+        monkeypatch.setattr(TriggeredFanIn, "_docs", from_a_copy_behind)
+        runs_before = len(log.records())
+        written_to_every_copy(http, cluster.url, database, [{"_id": "note-2"}])
+        wait_for(lambda: http.get(f"{cluster.url}/analytics/note-2").status_code == 200
+                 and settled(cluster, http, database), "the run of note-2 to complete", ONE_SHOT_WAIT)
+        wait_for(lambda: behind_until and time.monotonic() > behind_until[0] + 4 * interval,
+                 "four full reconciles after the reads from a copy behind", ONE_SHOT_WAIT)
+        since = [r for r in log.records()[runs_before:] if r["key"] == doc_id]
+    assert [r["action"] for r in since if r["action"] == "trigger"] == ["trigger"], since
+    assert not [r for r in since if r["level"] != "info"], since
 
 
 def databases_waiting(plan_text: str) -> int:
