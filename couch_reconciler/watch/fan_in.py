@@ -73,9 +73,9 @@ class TriggeredFanIn:
         self.behind: dict[str, None] = {}  # databases a full reconcile found behind, served after `heard`
         self.running: dict[str, Run] = {}  # doc id -> its run in flight
         self.markers: dict[str, str] = {}  # doc id -> the update_seq its document says its last run started at
-        # doc id -> the revision generation of the trigger watch wrote last: a read answering an older one came
-        # from a copy that has not taken that trigger yet, and says nothing about its run.
-        self.written: dict[str, int] = {}
+        # doc id -> the latest revision generation watch wrote or read: a read answering an older one came from a
+        # copy that has not taken that revision yet (`_behind_known`).
+        self.known: dict[str, int] = {}
         self.caught_up = 0.0  # monotonic time of the latest catch-up, when it found databases behind
 
     def learn(self, template: UserTemplate, databases: Iterable[str], replace_all: bool) -> None:
@@ -127,7 +127,7 @@ class TriggeredFanIn:
             for route in routes:
                 doc = docs.get(route.doc_id) or {}
                 started: Any
-                if self._before_trigger(route.doc_id, doc):
+                if self._behind_known(route.doc_id, doc):
                     # Watch saw its own trigger complete, or `_collect` will: its run began at watch's marker.
                     if route.doc_id in self.running:
                         continue
@@ -222,7 +222,7 @@ class TriggeredFanIn:
             return
         for doc_id, run in list(self.running.items()):
             doc = docs.get(doc_id) or {}
-            if self._before_trigger(doc_id, doc):
+            if self._behind_known(doc_id, doc):
                 continue  # still running as far as this read can tell: the next tick asks again
             state = doc.get("_replication_state")
             if doc_id not in docs or state in FINISHED:
@@ -234,15 +234,20 @@ class TriggeredFanIn:
                 outcome = f"{state or 'gone'} after {time.monotonic() - run.since:.2f}s"
                 self.log("replicate", "replication", doc_id, outcome, level="error" if state == "failed" else "info")
 
-    def _before_trigger(self, doc_id: str, doc: Mapping[str, Any]) -> bool:
-        """Whether `doc` was read from a copy that has not yet taken the trigger watch wrote last: its revision is
-        of an older generation. Each read of a sharded database's document takes the copy that answers first
-        (fabric_doc_open.erl), and internal replication brings a quorum write to the last copy later; the
-        revision that eventually wins is of that generation or a later one (couch_doc:to_doc_info sorts leaves by
-        generation first), so an older one is never the answer about that trigger's run. A deleted document is
-        not read at all: it counts as gone."""
-        written = self.written.get(doc_id)
-        return bool(doc) and written is not None and revision_generation(doc.get("_rev")) < written
+    def _behind_known(self, doc_id: str, doc: Mapping[str, Any]) -> bool:
+        """Whether `doc` was read from a copy that has not yet taken the latest revision watch wrote or read: its
+        revision is of an older generation. Each read of a sharded database's document takes the copy that
+        answers first (fabric_doc_open.erl); a quorum write, and the `completed` CouchDB's replicator writes into
+        one copy (couch_replicator_docs.erl `save_rep_doc`), reach the other copies later. The revision that
+        eventually wins is of that generation or a later one (couch_doc:to_doc_info sorts leaves by generation
+        first), so an older one says nothing about the run. A deleted document is not read at all: it counts as
+        gone. A read that is not behind is the latest known."""
+        generation = revision_generation(doc.get("_rev"))
+        if doc and generation < self.known.get(doc_id, 0):
+            return True
+        if doc:
+            self.known[doc_id] = generation
+        return False
 
     def _superseded(self, route: Route, doc: Mapping[str, Any]) -> bool:
         """A `completed` that is not this trigger's: on a cluster watch may have written the trigger on a copy
@@ -286,14 +291,23 @@ class TriggeredFanIn:
                 route, seq = runs[change.key]
                 self.markers[change.key] = seq
                 # A write on revision N makes N + 1; one where no document was read makes 1 or, over a deleted one, more.
-                self.written[change.key] = revision_generation(change.version) + 1
+                self.known[change.key] = revision_generation(change.version) + 1
                 self.running[change.key] = Run(route, now, changed[route.database])
                 self.log("trigger", "replication", change.key, "one-shot replication started")
 
+        # A change planned on a copy behind the revision watch knows would write a branch beside it, the earlier
+        # run's `completed` the winner half the time (`_superseded`): its database waits for the next tick, whose
+        # read may take another copy. One planned where no document was read creates it (deleted meanwhile, by
+        # watch's switch or by hand), or meets the copies that hold it with a conflict, retried.
+        behind = {change.key for change in plan.changes if change.version is not None
+                  and revision_generation(change.version) < self.known.get(change.key, 0)}
+        for doc_id in behind:
+            self._hear(runs[doc_id][0].database)
+        writes = [change for change in plan.changes if change.key not in behind]
         try:
-            execute(self.session, plan.changes, self.kinds, started)
+            execute(self.session, writes, self.kinds, started)
         except ReconcileError as error:  # a conflict: someone wrote it meanwhile; try again
-            self._retry([runs[change.key][0].database for change in plan.changes
+            self._retry([runs[change.key][0].database for change in writes
                          if change.key not in self.running], str(error))
 
     def _retry(self, databases: Iterable[str], why: str) -> None:

@@ -897,6 +897,57 @@ def test_a_read_from_a_copy_behind_watchs_trigger_neither_ends_its_run_nor_start
     assert not [r for r in since if r["level"] != "info"], since
 
 
+def test_a_trigger_planned_on_a_copy_behind_waits_for_a_read_of_the_latest_revision(
+        cluster, unique, tmp_path, monkeypatch):
+    """CouchDB's replicator writes a run's `completed` into one copy (couch_replicator_docs.erl `save_rep_doc`),
+    and a read takes the copy that answers first (fabric_doc_open.erl): the plan of the next trigger may read the
+    revision before `completed`. Written on it, the trigger would be a branch beside `completed`, the loser or
+    the winner (couch_doc:to_doc_info). Watch saw `completed` end the run, so it plans again at its next tick:
+    the trigger is written once, on the latest revision, and leaves no conflict."""
+    http = cluster.session()
+    monkeypatch.setenv("WATCH_REPLICATION_PASSWORD", cluster.password)
+    name = unique("planned")
+    sign_up(cluster, http, name)
+    database = user_database("userdb-", name)
+    doc_id = f"per-user.{database}.to.analytics"
+    with watching(cluster, manifests(cluster, tmp_path, fan_in="triggered", select=name)) as log:
+        written_to_every_copy(http, cluster.url, database, [{"_id": "note-1"}])
+        wait_for(lambda: settled(cluster, http, database), "the run of note-1 to complete", ONE_SHOT_WAIT)
+        log.wait(lambda r: r["action"] == "replicate" and r["key"] == doc_id, ONE_SHOT_WAIT)
+
+        def completed() -> dict | None:  # each read may come from another copy
+            doc = http.get(f"{cluster.url}/_replicator/{doc_id}", params={"revs": "true"}).json()
+            return doc if doc.get("_replication_state") == "completed" else None
+
+        revisions = wait_for(completed, "the completed run of note-1 read back", ONE_SHOT_WAIT)["_revisions"]
+
+        def revision_before() -> dict | None:  # a copy that lacks it answers 404 (fabric_doc_open.erl, r=1 here)
+            answer = http.get(f"{cluster.url}/_replicator/{doc_id}",
+                              params={"rev": f"{revisions['start'] - 1}-{revisions['ids'][1]}"})
+            return answer.json() if answer.status_code == 200 else None
+
+        before = wait_for(revision_before, "the revision before `completed` read back", ONE_SHOT_WAIT)
+        read, answered = replication_kind.replicator_docs_by_id, []
+
+        def from_a_copy_behind_once(session, ids):
+            docs = read(session, ids)
+            if doc_id in docs and not answered:
+                answered.append(doc_id)
+                docs[doc_id] = before
+            return docs
+
+        monkeypatch.setattr(replication_kind, "replicator_docs_by_id", from_a_copy_behind_once)
+        runs_before = len(log.records())
+        written_to_every_copy(http, cluster.url, database, [{"_id": "note-2"}])
+        wait_for(lambda: http.get(f"{cluster.url}/analytics/note-2").status_code == 200
+                 and settled(cluster, http, database), "the run of note-2 to complete", ONE_SHOT_WAIT)
+        since = [r for r in log.records()[runs_before:] if r["key"] in (doc_id, "")]
+    assert answered, "the plan never read the trigger's document"
+    assert [r["action"] for r in since if r["action"] == "trigger"] == ["trigger"], since
+    assert not [r for r in since if r["level"] != "info"], since
+    assert "_conflicts" not in http.get(f"{cluster.url}/_replicator/{doc_id}", params={"conflicts": "true"}).json()
+
+
 def databases_waiting(plan_text: str) -> int:
     """How many user databases the plan's stale fan-in warning counts (0 without the warning)."""
     found = re.search(r"fanIn triggered into analytics is stale: (\d+) user database", plan_text)
