@@ -241,12 +241,13 @@ class TriggeredFanIn:
         one copy (couch_replicator_docs.erl `save_rep_doc`), reach the other copies later. The revision that
         eventually wins is of that generation or a later one (couch_doc:to_doc_info sorts leaves by generation
         first), so an older one says nothing about the run. A deleted document is not read at all: it counts as
-        gone. A read that is not behind is the latest known."""
+        gone. A read that is not behind is the latest known from now on."""
+        if not doc:
+            return False
         generation = revision_generation(doc.get("_rev"))
-        if doc and generation < self.known.get(doc_id, 0):
+        if generation < self.known.get(doc_id, 0):
             return True
-        if doc:
-            self.known[doc_id] = generation
+        self.known[doc_id] = generation
         return False
 
     def _superseded(self, route: Route, doc: Mapping[str, Any]) -> bool:
