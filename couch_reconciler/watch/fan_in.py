@@ -291,7 +291,7 @@ class TriggeredFanIn:
             for change in chunk:
                 route, seq = runs[change.key]
                 self.markers[change.key] = seq
-                # A write on revision N makes N + 1; one where no document was read makes 1 or, over a deleted one, more.
+                # A write on revision N makes N + 1; one where none was read makes 1 or, over a deleted one, more.
                 self.known[change.key] = revision_generation(change.version) + 1
                 self.running[change.key] = Run(route, now, changed[route.database])
                 self.log("trigger", "replication", change.key, "one-shot replication started")
