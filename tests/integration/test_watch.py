@@ -393,7 +393,8 @@ def test_a_trigger_read_back_as_the_earlier_runs_completed_revision_is_triggered
             if (not answered and doc_id in fan_in.running and doc_id in docs
                     and marker(docs[doc_id]) == written != marker(earlier)):
                 answered.append(doc_id)
-                # The losing branch's sibling: the earlier run's `completed`, of the trigger's generation.
+                # The earlier run's `completed` as the winning branch: both grew from the same revision, so it is
+                # of the trigger's generation.
                 generation = docs[doc_id]["_rev"].split("-", 1)[0]
                 docs[doc_id] = {**earlier, "_rev": f"{generation}-{earlier['_rev'].split('-', 1)[1]}"}
             return docs
