@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..apply import execute
 from ..client import CouchSession
-from ..databases import database_infos, moved_since
+from ..databases import database_infos, moved_since, seq_number
 from ..errors import ReconcileError, ServerError
 from ..kinds.base import ResourceKind
 from ..kinds.replication import TRIGGER_FIELD, deletion
@@ -329,9 +329,8 @@ class TriggeredFanIn:
 
 
 def revision_generation(rev: str | None) -> int:
-    """The N of a revision `N-hash` (0 for none)."""
-    head = (rev or "0").split("-", 1)[0]
-    return int(head) if head.isdigit() else 0
+    """The N of a revision `N-hash` (0 for none): read as an update_seq's leading number is."""
+    return seq_number(rev)
 
 
 def triggered_entries(template: UserTemplate) -> list[Mapping[str, Any]]:
