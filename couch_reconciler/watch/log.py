@@ -6,7 +6,7 @@ import json
 import sys
 import threading
 from datetime import datetime, timezone
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, Sequence, TextIO
 
 
 class Log(Protocol):
@@ -45,6 +45,17 @@ class ActionLog:
 def one_line(text: str) -> str:
     """`text` with every run of whitespace (newlines included) made one space."""
     return " ".join(text.split())
+
+
+# A burst of thousands of sign-ups stays one line that log shippers take whole (Docker splits a line over 16 KiB
+# into partial messages: moby daemon/logger/copier.go `defaultBufSize`); a burst of up to this many is named in full.
+LISTED_NAMES = 100
+
+
+def listed(names: Sequence[str]) -> str:
+    """`names` for a line's key: every one up to LISTED_NAMES, then how many more, never cut mid-name."""
+    more = [f"{len(names) - LISTED_NAMES} more"] if len(names) > LISTED_NAMES else []
+    return ", ".join([*names[:LISTED_NAMES], *more])
 
 
 def short(seq: Any) -> str:

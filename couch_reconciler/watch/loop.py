@@ -26,7 +26,7 @@ from .checkpoint import Checkpoint
 from .events import USERS_FEED, Feeds, Pending, user_change
 from .fan_in import TriggeredFanIn
 from .feeds import Batch, backoff
-from .log import Log
+from .log import Log, listed
 from .metrics import Metrics
 from .narrowing import changed_objects, narrowed
 from .settings import Settings
@@ -241,7 +241,7 @@ class Watcher:
         users = dict(pending.users)
         owners = {user for db in pending.databases if (user := self._owner_of(db)) is not None} - users.keys()
         started = time.monotonic()
-        subject = ", ".join(sorted(users) + sorted(pending.databases))[:200]
+        subject = listed(sorted(users) + sorted(pending.databases))
         try:
             if owners:
                 users.update(self._user_docs(sorted(owners)))
