@@ -82,6 +82,8 @@ class Cluster:
         # /_db_updates rows, "type:dbname" -> seq, kept in seq order; recorded only while _global_changes exists
         self.db_updates: dict[str, int] = {}
         self.db_updates_seq = 0
+        # Events heard but not written to _global_changes yet, in the order heard (see db_event)
+        self.db_events_heard: dict[str, None] = {}
         self.tasks: set[asyncio.Task] = set()
         for node_config in self.configs.values():
             for name, password in (admins or {}).items():
@@ -163,6 +165,7 @@ class Cluster:
         self.design.invalidate(name)
         if name == "_global_changes":
             self.db_updates.clear()
+            self.db_events_heard.clear()
         self.db_event(name, "deleted")
 
     def get_db(self, name: str) -> Database:
@@ -183,13 +186,31 @@ class Cluster:
             listener(db, entry)
 
     def db_event(self, name: str, kind: str) -> None:
-        updates = self.dbs.get("_global_changes")
-        if updates is None or name == "_global_changes":
+        """A database event reaches `/_db_updates` late: CouchDB's listener collects events and its server
+        writes them to `_global_changes` in one batch every `[global_changes] max_write_delay` ms
+        (src/global_changes/src/global_changes_server.erl `flush_updates`); couchsim writes each batch that
+        long after its first event, the latest a real server does. Outside an event loop (start-up) at once."""
+        if "_global_changes" not in self.dbs or name == "_global_changes":
             return
-        key = f"{kind}:{name}"
-        self.db_updates.pop(key, None)
-        self.db_updates_seq += 1
-        self.db_updates[key] = self.db_updates_seq
+        first = not self.db_events_heard
+        self.db_events_heard[f"{kind}:{name}"] = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write_db_events()
+            return
+        if first:
+            loop.call_later(self.config.get_int("global_changes", "max_write_delay") / 1000, self._write_db_events)
+
+    def _write_db_events(self) -> None:
+        updates = self.dbs.get("_global_changes")
+        heard, self.db_events_heard = self.db_events_heard, {}
+        if updates is None:
+            return
+        for key in heard:
+            self.db_updates.pop(key, None)
+            self.db_updates_seq += 1
+            self.db_updates[key] = self.db_updates_seq
         updates.notify()
 
 

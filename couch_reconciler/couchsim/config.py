@@ -21,6 +21,7 @@ DEFAULTS: dict[tuple[str, str], str] = {
     ("chttpd_auth", "allow_persistent_cookies"): "true",
     ("cluster", "q"): "2",
     ("couchdb", "max_dbs_open"): "500",
+    ("global_changes", "max_write_delay"): "500",
     ("couch_peruser", "enable"): "false",
     ("couch_peruser", "delete_dbs"): "false",
     ("couch_peruser", "database_prefix"): "userdb-",

@@ -191,6 +191,24 @@ def test_db_updates_continuous_sends_each_event_once(couch):
     assert rows[-1] == {"last_seq": rows[-2]["seq"]}
 
 
+def test_db_updates_hears_a_database_event_one_write_delay_late():
+    """src/global_changes/src/global_changes_server.erl `flush_updates`: database events reach `_global_changes`
+    in batches written every `[global_changes] max_write_delay` ms, so `/_db_updates` can show a database's
+    creation after clients already use the database. couchsim writes a batch that long after its first event,
+    the latest a real server does, so watch's tests meet a late `created` row every time."""
+    with SimServer(admin=("admin", "adminpw"), config={"global_changes": {"max_write_delay": "1000"}}) as sim:
+        http = requests.Session()
+        http.auth = sim.admin
+        http.put(sim.url + "/_global_changes")
+        since = http.get(sim.url + "/_db_updates", params={"since": "now"}).json()["last_seq"]
+        created = time.monotonic()
+        assert http.put(sim.url + "/late").status_code == 201
+        assert http.get(sim.url + "/_db_updates", params={"since": since}).json()["results"] == []
+        answer = http.get(sim.url + "/_db_updates", params={"since": since, "feed": "longpoll", "timeout": 5000})
+        assert [(row["db_name"], row["type"]) for row in answer.json()["results"]] == [("late", "created")]
+        assert 0.9 <= time.monotonic() - created < 3.0
+
+
 def test_concurrent_first_requests_share_one_derivation(derivations):
     """couch_passwords_cache spares repeated PBKDF2s; couchsim also makes the connections of a pool that
     present the same new credential at once wait for one derivation instead of each running their own."""
