@@ -13,6 +13,14 @@ import requests
 
 T = TypeVar("T")
 
+# A database a test reads right after writing to it holds one copy of each shard (`params=ONE_COPY` at its
+# creation). On a cluster the copies of an n = 3 database converge asynchronously (a write returns once w = 2
+# copies have it, mem3_rep brings the third), and a read picks whichever copy answers first: right after a
+# write, _changes may miss it or list it in another order, and update_seq (which encodes the copies that
+# answered) may differ between two reads. CouchDB promises no read-your-writes across copies; with one copy
+# every read sees every write, in order.
+ONE_COPY = {"n": "1"}
+
 
 def wait_for(check: Callable[[], T], what: str = "the condition", timeout: float = 20.0,
              interval: float = 0.05) -> T:

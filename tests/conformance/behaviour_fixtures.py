@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 import requests
 from cleanup import forget_users, remove_config
-from waiting import security_reads_back, wait_for
+from waiting import ONE_COPY, security_reads_back, wait_for
 
 
 class Client:
@@ -86,12 +86,6 @@ class User:
         return f"org.couchdb.user:{self.name}"
 
 
-# The test databases hold one copy of each shard. On a cluster the copies of an n = 3 database converge
-# asynchronously (a write returns once w = 2 copies have it, mem3_rep brings the third), and a read picks
-# whichever copy answers first: right after a write, _changes may miss it or list it in another order, and
-# update_seq (which encodes the copies that answered) may differ between two reads. CouchDB promises no
-# read-your-writes across copies; with one copy every read sees every write, in order.
-ONE_COPY = {"n": "1"}
 ADMIN_ONLY_SECURITY = {"members": {"roles": ["_admin"]}, "admins": {"roles": ["_admin"]}}
 NOT_SERVER_ADMIN = (401, {"error": "unauthorized", "reason": "You are not a server admin."})
 

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from behaviour_fixtures import ONE_COPY
+from waiting import ONE_COPY
 
 
 def db_url(name, *rest):
