@@ -19,7 +19,7 @@ def test_posted_document_is_kept_and_listed(couch, unique):
     other; `_all_docs` counts and lists it (the exchanges' replay removes it, see test_exchanges.py)."""
     http = couch.session()
     db = unique("db")
-    assert http.put(f"{couch.url}/{db}").status_code == 201
+    assert http.put(f"{couch.url}/{db}", params=ONE_COPY).status_code == 201
     created = http.post(f"{couch.url}/{db}", json={"b": 1})
     assert created.status_code == 201
     assert created.headers["Location"].endswith(f"/{db}/{created.json()['id']}")

@@ -16,7 +16,7 @@ import requests
 
 from couch_reconciler.couchsim import auth as auth_module
 from couch_reconciler.couchsim.testing import SimServer
-from waiting import copies, wait_for
+from waiting import ONE_COPY, copies, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,7 +93,7 @@ def test_sort_needs_a_json_index_then_uses_it(couch, unique):
     /db/_index/{ddoc}/json/{name} removes it (mango_httpd:handle_index_req/2)."""
     http = couch.session()
     db = f"{couch.url}/{unique('db')}"
-    http.put(db)
+    http.put(db, params=ONE_COPY)
     http.post(f"{db}/_bulk_docs", json={"docs": [{"_id": "a", "n": 3}, {"_id": "b", "n": 1}, {"_id": "c", "n": 2},
                                                    {"_id": "d"}]})
     query = {"selector": {"n": {"$gt": 0}}, "sort": [{"n": "desc"}], "fields": ["_id", "n"]}
