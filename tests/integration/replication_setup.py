@@ -67,17 +67,21 @@ def conflict(couch, http, doc_id: str, wins: bool = False) -> str:
     tool writes another copy from the same parent, and internal replication keeps both. Here a sibling of the
     current revision with the same body, grafted as replication writes (`_bulk_docs` new_edits=false, CouchDB's
     docs api/database/bulk-api.rst), on any server. It wins or loses as said: CouchDB picks the greater revision
-    id among leaves of the same generation (couch_doc:to_doc_info). Returns its revision."""
+    id among leaves of the same generation (couch_doc:to_doc_info). Returns its revision.
+    Both branches go to every copy (w = n): a prune reads `_all_docs`, which takes each shard range from one copy
+    (fabric_view_all_docs.erl), and watch reads the document from a quorum of copies, and each must see both. The
+    current revision may still be on one copy only (the replicator's `completed`, as above): it is read from every
+    copy (r = n: fabric_doc_open.erl answers the newest once all have replied) and stored on each, as internal
+    replication would a few seconds later."""
     url = f"{couch.url}/_replicator/{quote(doc_id, safe='')}"
-    current = http.get(url, params={"revs": "true"}).json()
+    every_copy = copies(http, couch.url, "_replicator")
+    current = http.get(url, params={"revs": "true", "r": every_copy}).json()
     digest = ("f" if wins else "0") * 32
     start = current["_revisions"]["start"]
     sibling = {**{key: value for key, value in current.items() if key not in ("_rev", "_revisions")},
                "_rev": f"{start}-{digest}", "_revisions": {"start": start, "ids": [digest, *current["_revisions"]["ids"][1:]]}}
-    # On every copy (w = n): a prune reads `_all_docs`, which takes each shard range from one copy
-    # (fabric_view_all_docs.erl), and must see the branch the test made.
-    answer = http.post(f"{couch.url}/_replicator/_bulk_docs", json={"docs": [sibling], "new_edits": False},
-                       params={"w": copies(http, couch.url, "_replicator")})
+    answer = http.post(f"{couch.url}/_replicator/_bulk_docs", json={"docs": [current, sibling], "new_edits": False},
+                       params={"w": every_copy})
     # 202: a loaded cluster stored it on fewer copies in time; internal replication brings it to the others.
     assert answer.status_code in (201, 202) and answer.json() == [], answer.text
     return sibling["_rev"]
