@@ -88,15 +88,21 @@ def written_to_every_copy(http: requests.Session, url: str, database: str, docs:
     return answer.json()
 
 
-def listed_by_every_read(http: requests.Session, url: str, database: str, doc_id: str) -> None:
-    """Returns once `_all_docs` lists `doc_id` LISTED_IN_A_ROW reads in a row. What the tool writes waits for a
-    quorum of copies only (CouchDB's default `w`), and a plan lists documents with `_all_docs`, which takes each
-    shard range from one copy (fabric_view_all_docs.erl): right after an apply, that copy may still lack one."""
-    def listed() -> bool:
-        return bool(http.get(f"{url}/{quote(database, safe='')}/_all_docs",
-                             params={"key": json.dumps(doc_id)}).json()["rows"])
+def listed_by_every_read(http: requests.Session, url: str, database: str, *doc_ids: str) -> None:
+    """Returns once `_all_docs` lists every one of `doc_ids` LISTED_IN_A_ROW reads in a row, each read one
+    request (the key range from the first id to the last). What the tool writes waits for a quorum of copies only
+    (CouchDB's default `w`), and a plan lists documents with `_all_docs`, which takes each shard range from one
+    copy (fabric_view_all_docs.erl): right after an apply, that copy may still lack one. A range is read as the
+    plan reads it; `keys` would not be (each key is a `fabric:open_doc` from a quorum, `open_doc_int`)."""
+    wanted = set(doc_ids)
 
-    listed_in_a_row(listed, f"every copy of {database} to list {doc_id}")
+    def listed() -> bool:
+        bounds = {"start_key": json.dumps(min(wanted)), "end_key": json.dumps(max(wanted))}
+        rows = http.get(f"{url}/{quote(database, safe='')}/_all_docs", params=bounds).json()["rows"]
+        return wanted <= {row["id"] for row in rows}
+
+    shown = ", ".join(doc_ids[:3]) + (f" and {len(doc_ids) - 3} more" if len(doc_ids) > 3 else "")
+    listed_in_a_row(listed, f"every copy of {database} to list {shown}")
 
 
 def listed_in_a_row(listed: Callable[[], bool], what: str) -> None:

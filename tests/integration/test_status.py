@@ -144,11 +144,6 @@ def sign_up(couch, http, name: str) -> None:
     assert answer.status_code == 201, answer.text
 
 
-def listed_everywhere(couch, http, database: str, doc_ids: list[str]) -> None:
-    for doc_id in doc_ids:
-        listed_by_every_read(http, couch.url, database, doc_id)
-
-
 def test_twenty_users_without_their_replication_exit_2_and_are_named(couch, http, unique, tmp_path, replication_ids):
     """Users signed up after the last apply have no replication into the fan-in's target: the summary counts
     them, the line under "Needs attention" names the first few, and the exit status is 2."""
@@ -161,12 +156,12 @@ def test_twenty_users_without_their_replication_exit_2_and_are_named(couch, http
     replication_ids.extend(f"per-user.{user_database('userdb-', name)}.to.{target}" for name in replicated)
     # On a cluster `status` lists `_users` and `_replicator` from one copy of each shard range, which may lag
     # the writes just made: the counts below are what every copy holds.
-    listed_everywhere(couch, http, "_users", [f"org.couchdb.user:{name}" for name in replicated])
+    listed_by_every_read(http, couch.url, "_users", *(f"org.couchdb.user:{name}" for name in replicated))
     assert reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env).code == 0
-    listed_everywhere(couch, http, "_replicator", replication_ids)
+    listed_by_every_read(http, couch.url, "_replicator", *replication_ids)
     for name in late:
         sign_up(couch, http, name)
-    listed_everywhere(couch, http, "_users", [f"org.couchdb.user:{name}" for name in late])
+    listed_by_every_read(http, couch.url, "_users", *(f"org.couchdb.user:{name}" for name in late))
 
     shown = reconcile(couch, "status", str(tmp_path), env=env)
     assert shown.code == 2, shown.stdout + shown.stderr
@@ -180,7 +175,7 @@ def test_twenty_users_without_their_replication_exit_2_and_are_named(couch, http
 
     assert reconcile(couch, "apply", "--auto-approve", str(tmp_path), env=env).code == 0
     replication_ids.extend(f"per-user.{user_database('userdb-', name)}.to.{target}" for name in late)
-    listed_everywhere(couch, http, "_replicator", replication_ids)
+    listed_by_every_read(http, couch.url, "_replicator", *replication_ids)
     complete = reconcile(couch, "status", str(tmp_path), env=env)
     assert "  users         25: 25 with a replication, 0 without" in complete.stdout
     assert "without a replication" not in complete.stdout
