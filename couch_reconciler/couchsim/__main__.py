@@ -9,7 +9,7 @@ import sys
 
 try:
     from .cluster import Cluster
-    from .open_dbs import SHARD_OPEN_MS
+    from .open_dbs import SHARD_CREATE_MS, SHARD_OPEN_MS
     from .server import start, stop
 except ModuleNotFoundError as missing:
     if missing.name not in ("aiohttp", "quickjs"):
@@ -31,6 +31,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--shard-open-ms", type=float, default=SHARD_OPEN_MS, metavar="MS",
                         help="what opening a closed database shard costs a request (0: nothing); "
                              "[couchdb] max_dbs_open bounds the shards kept open")
+    parser.add_argument("--shard-create-ms", type=float, default=SHARD_CREATE_MS, metavar="MS",
+                        help="what making one shard file of a database being created costs (0: nothing)")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
@@ -56,7 +58,7 @@ def config_from(items: list[str]) -> dict[str, dict[str, str]]:
 async def serve(args: argparse.Namespace) -> None:
     admins = dict(admin.split(":", 1) for admin in args.admin)
     cluster = Cluster(nodes=args.nodes, admins=admins, config=config_from(args.config),
-                      shard_open_ms=args.shard_open_ms)
+                      shard_open_ms=args.shard_open_ms, shard_create_ms=args.shard_create_ms)
     runner, port = await start(cluster, args.host, args.port)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,7 +18,7 @@ from .database import Database
 from .revisions import DocEntry
 from .design import DesignFunctions
 from .errors import CouchError, db_not_found
-from .open_dbs import SHARD_OPEN_MS, OpenDatabases
+from .open_dbs import SHARD_CREATE_MS, SHARD_OPEN_MS, OpenDatabases
 from .peruser import PerUser
 from .replication.documents import ReplicatorDbBehaviour
 from .security import ADMIN_ONLY_SECURITY, UserCtx
@@ -59,7 +59,8 @@ class ReplicatorHooks:
 
 class Cluster:
     def __init__(self, nodes: int = 1, admins: dict[str, str] | None = None,
-                 config: dict[str, dict[str, str]] | None = None, shard_open_ms: float = SHARD_OPEN_MS):
+                 config: dict[str, dict[str, str]] | None = None, shard_open_ms: float = SHARD_OPEN_MS,
+                 shard_create_ms: float = SHARD_CREATE_MS):
         self.node_names = [f"couchdb@node{i}" for i in range(1, nodes + 1)]
         self.uuid = uuid.uuid4().hex
         seed = {
@@ -73,7 +74,7 @@ class Cluster:
             seed.setdefault(section, {}).update(values)
         self.configs = {name: Config(name, seed) for name in self.node_names}
         self.local_node = self.node_names[0]
-        self.open_dbs = OpenDatabases(self.config, shard_open_ms)
+        self.open_dbs = OpenDatabases(self.config, shard_open_ms, shard_create_ms)
         self.dbs: dict[str, Database] = {}
         self.doc_listeners: list[DocListener] = []
         self.design = DesignFunctions()
@@ -139,12 +140,19 @@ class Cluster:
             return {}
         return ADMIN_ONLY_SECURITY
 
-    def create_db(self, name: str, q: int | None = None, n: int | None = None, partitioned: bool = False) -> Database:
+    def check_new_db(self, name: str) -> None:
+        """CouchError unless `name` may be created now (fabric_db_create.erl checks before it makes anything)."""
         if name in self.dbs:
             raise CouchError(412, "file_exists", "The database could not be created, the file already exists.")
         if not valid_db_name(name):
             raise illegal_db_name(name)
-        db = Database(self, name, q or self.config.get_int("cluster", "q"),
+
+    def shards_of_new_db(self, q: int | None) -> int:
+        return q or self.config.get_int("cluster", "q")
+
+    def create_db(self, name: str, q: int | None = None, n: int | None = None, partitioned: bool = False) -> Database:
+        self.check_new_db(name)
+        db = Database(self, name, self.shards_of_new_db(q),
                       n or int(self.config.get("cluster", "n", "3")), partitioned, self.default_security())
         if name == self.config.get("chttpd_auth", "authentication_db"):
             db.behaviour = UsersDbBehaviour()

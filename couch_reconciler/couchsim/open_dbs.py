@@ -1,4 +1,5 @@
-"""What opening a database costs, as on a real CouchDB: the one cost couchsim models (couch_reconciler/couchsim/README.md).
+"""What opening and creating a database cost, as on a real CouchDB: the costs couchsim models
+(couch_reconciler/couchsim/README.md).
 
 A request that reads or writes a database needs its shard files open. couch_server keeps at most
 `[couchdb] max_dbs_open` (500) of them open and closes the least recently used idle one to open another
@@ -8,9 +9,13 @@ fabric_db_meta:get_security/2), so a plan that reads 10,000 databases twice open
 `POST /_dbs_info` with 100 keys costs 1.3-1.5 s on such a server (facts), while `_all_dbs` reads only the
 shard map and opens nothing.
 
+Creating a database makes its q shard files (couch_server:create/2 writes and syncs each one's header; fabric_db_create.erl
+creates them all before the shard map names the database), which costs a real server far more than anything a
+request on an open database does.
+
 couchsim keeps databases in memory: this module charges `shard_open_s` of a request's time for each shard
-it finds closed, at most `concurrency` opens at a time (the server's schedulers), and keeps the LRU of open
-shards within `max_dbs_open`.
+it finds closed and `shard_create_s` for each shard a creation makes, at most `concurrency` at a time (the
+server's schedulers, which both share), and keeps the LRU of open shards within `max_dbs_open`.
 """
 
 from __future__ import annotations
@@ -25,13 +30,18 @@ from .config import Config
 # the others), i.e. ~0.9 ms a shard with two opening at a time; a bare GET db/_security over the same
 # databases ran at ~1.5 ms a request.
 SHARD_OPEN_MS = 0.9
+# Calibrated on the same server (docs/couchdb.md, Bulk reads): 400 `PUT /db` of q=2 with 16 in flight came 4.5 ms
+# apart, i.e. ~4.5 ms a shard with two made at a time (one at a time each took 11-12 ms).
+SHARD_CREATE_MS = 4.5
 OPEN_CONCURRENCY = 2
 
 
 class OpenDatabases:
-    def __init__(self, config: Config, shard_open_ms: float = SHARD_OPEN_MS, concurrency: int = OPEN_CONCURRENCY):
+    def __init__(self, config: Config, shard_open_ms: float = SHARD_OPEN_MS,
+                 shard_create_ms: float = SHARD_CREATE_MS, concurrency: int = OPEN_CONCURRENCY):
         self.config = config
         self.shard_open_s = shard_open_ms / 1000
+        self.shard_create_s = shard_create_ms / 1000
         self.concurrency = concurrency
         self.lru: OrderedDict[str, int] = OrderedDict()  # database -> its open shards, least recent first
         self.open_shards = 0
@@ -47,19 +57,25 @@ class OpenDatabases:
             _, closed = self.lru.popitem(last=False)
             self.open_shards -= closed
 
+    async def create(self, shards: int) -> None:
+        """A database of `shards` shards is about to be created: its shard files are made first."""
+        if self.shard_create_s > 0:
+            await asyncio.gather(*(self._occupy(self.shard_create_s) for _ in range(shards)))
+
     def created(self, name: str, shards: int) -> None:
-        """A new database's shards are open once created (creating them is not charged)."""
+        """A new database's shards are open once created."""
         self.closed(name)
         self._fit(name, shards)
 
     def closed(self, name: str) -> None:
         self.open_shards -= self.lru.pop(name, 0)
 
-    async def _open_shard(self) -> None:
+    async def _occupy(self, seconds: float) -> None:
+        """`seconds` of one of the server's schedulers, once one is free."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.concurrency)
         async with self._slots:
-            await asyncio.sleep(self.shard_open_s)
+            await asyncio.sleep(seconds)
 
     async def use(self, name: str, shards: int) -> None:
         """The database is about to be read or written: its shards are opened first if they are closed."""
@@ -68,7 +84,7 @@ class OpenDatabases:
             return
         if self.shard_open_s > 0:
             # fabric opens a database's shards in parallel; the schedulers bound how many open at once.
-            await asyncio.gather(*(self._open_shard() for _ in range(shards)))
+            await asyncio.gather(*(self._occupy(self.shard_open_s) for _ in range(shards)))
         self.opened += shards
         if name not in self.lru:
             self._fit(name, shards)

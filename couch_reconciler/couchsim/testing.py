@@ -12,16 +12,17 @@ from concurrent.futures import Future
 
 from .cluster import Cluster
 from .faults import FaultInjector
-from .open_dbs import SHARD_OPEN_MS
+from .open_dbs import SHARD_CREATE_MS, SHARD_OPEN_MS
 from .server import start, stop
 
 
 class SimServer:
     def __init__(self, admin: tuple[str, str] = ("admin", "adminpw"), nodes: int = 1,
                  config: dict[str, dict[str, str]] | None = None, host: str = "127.0.0.1",
-                 shard_open_ms: float = SHARD_OPEN_MS):
+                 shard_open_ms: float = SHARD_OPEN_MS, shard_create_ms: float = SHARD_CREATE_MS):
         self.admin = admin
         self.shard_open_ms = shard_open_ms
+        self.shard_create_ms = shard_create_ms
         self.faults = FaultInjector()
         self.host = host
         self.port: int | None = None
@@ -65,7 +66,7 @@ class SimServer:
     async def _serve(self, ready: Future) -> None:
         self._stopped = asyncio.Event()
         self.cluster = Cluster(nodes=self._nodes, admins={self.admin[0]: self.admin[1]}, config=self._config,
-                               shard_open_ms=self.shard_open_ms)
+                               shard_open_ms=self.shard_open_ms, shard_create_ms=self.shard_create_ms)
         runner, self.port = await start(self.cluster, self.host, 0, self.faults)
         ready.set_result(None)
         await self._stopped.wait()

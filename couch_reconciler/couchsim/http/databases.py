@@ -22,7 +22,9 @@ async def create_db(req: Request, name: str) -> web.Response:
         raise bad_request("Invalid `partitioned` parameter")
     if partitioned == "true" and name.startswith("_"):
         raise bad_request("Cannot partition a system database")
-    req.cluster.create_db(name, q=q, n=n, partitioned=partitioned == "true")
+    req.cluster.check_new_db(name)
+    await req.cluster.open_dbs.create(req.cluster.shards_of_new_db(q))
+    req.cluster.create_db(name, q=q, n=n, partitioned=partitioned == "true")  # 412 when another creation won meanwhile
     return json_response({"ok": True}, 201, {"Location": req.absolute("/" + quote(name, safe=""))})
 
 
