@@ -192,10 +192,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def couchsim(*config: str, admin: tuple[str, str] = ADMIN) -> Iterator[Couchsim]:
-    """`python -m couch_reconciler.couchsim` on a free port, each `config` item a `section/key=value`; stopped on exit."""
+def couchsim(*config: str, admin: tuple[str, str] = ADMIN, modelled_costs: bool = True) -> Iterator[Couchsim]:
+    """`python -m couch_reconciler.couchsim` on a free port, each `config` item a `section/key=value`; stopped on exit.
+    Without `modelled_costs`, opening and creating databases cost it nothing: what couchsim itself can do."""
     port = free_port()
     settings = [arg for item in config for arg in ("--config", item)]
+    if not modelled_costs:
+        settings += ["--shard-open-ms", "0", "--shard-create-ms", "0"]
     process = subprocess.Popen([sys.executable, "-m", "couch_reconciler.couchsim", "--port", str(port),
                                 "--admin", f"{admin[0]}:{admin[1]}", *settings], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -9,9 +9,9 @@ fabric_db_meta:get_security/2), so a plan that reads 10,000 databases twice open
 `POST /_dbs_info` with 100 keys costs 1.3-1.5 s on such a server (facts), while `_all_dbs` reads only the
 shard map and opens nothing.
 
-Creating a database makes its q shard files (couch_server:create/2 writes and syncs each one's header; fabric_db_create.erl
-creates them all before the shard map names the database), which costs a real server far more than anything a
-request on an open database does.
+Creating a database makes its q shard files, each one's header written and synced (couch_bt_engine.erl
+init/2), after the name and existence checks and before the shard map names the database (fabric_db_create.erl
+go/2): it costs a real server far more than anything a request on an open database does.
 
 couchsim keeps databases in memory: this module charges `shard_open_s` of a request's time for each shard
 it finds closed and `shard_create_s` for each shard a creation makes, at most `concurrency` at a time (the
