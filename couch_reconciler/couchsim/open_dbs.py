@@ -59,8 +59,7 @@ class OpenDatabases:
 
     async def create(self, shards: int) -> None:
         """A database of `shards` shards is about to be created: its shard files are made first."""
-        if self.shard_create_s > 0:
-            await asyncio.gather(*(self._occupy(self.shard_create_s) for _ in range(shards)))
+        await self._each_shard(shards, self.shard_create_s)
 
     def created(self, name: str, shards: int) -> None:
         """A new database's shards are open once created."""
@@ -69,6 +68,12 @@ class OpenDatabases:
 
     def closed(self, name: str) -> None:
         self.open_shards -= self.lru.pop(name, 0)
+
+    async def _each_shard(self, shards: int, seconds: float) -> None:
+        """`seconds` of work on each of `shards` shards: fabric works on a database's shards in parallel, and
+        the server's schedulers bound how many are worked on at once."""
+        if seconds > 0:
+            await asyncio.gather(*(self._occupy(seconds) for _ in range(shards)))
 
     async def _occupy(self, seconds: float) -> None:
         """`seconds` of one of the server's schedulers, once one is free."""
@@ -82,9 +87,7 @@ class OpenDatabases:
         if name in self.lru:
             self.lru.move_to_end(name)
             return
-        if self.shard_open_s > 0:
-            # fabric opens a database's shards in parallel; the schedulers bound how many open at once.
-            await asyncio.gather(*(self._occupy(self.shard_open_s) for _ in range(shards)))
+        await self._each_shard(shards, self.shard_open_s)
         self.opened += shards
         if name not in self.lru:
             self._fit(name, shards)
